@@ -1,0 +1,617 @@
+//! Server-sent events and their wire encoding.
+//!
+//! An [`Event`] is a builder that writes each field straight into one buffer, following the
+//! [WHATWG event-stream format][spec] (see also [MDN: Using server-sent events][mdn]).
+//! [`Event::encode`] seals it into an [`EncodedEvent`]: a [`Bytes`] buffer that every subscriber
+//! shares. Cloning an `EncodedEvent` bumps a reference count; it never copies the bytes.
+//!
+//! # Rules
+//!
+//! - `data` and comments are split on CRLF, CR and LF (a CRLF is one line break). Each piece
+//!   becomes its own `data:` (or `:`) line, so a trailing newline gives an extra empty `data:`
+//!   line, exactly as the receiver needs to reproduce it. Empty data still writes `data:`, so the
+//!   event is dispatched.
+//! - `event` and `id` values cannot hold CR or LF, and `id` cannot hold NUL: the `try_*` methods
+//!   return an [`EventError`]; the plain methods panic, for values the program itself wrote.
+//! - `retry` is written in whole milliseconds, digits only.
+//!
+//! Because every line break in user text is turned into a new line *of the same field*, no
+//! string passed to these methods can create a field or an event the caller did not ask for.
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::Duration;
+//! use tower_sse::Event;
+//!
+//! let event = Event::new()
+//!     .event("tick")
+//!     .id("42")
+//!     .retry(Duration::from_secs(3))
+//!     .data("line one\r\nline two")
+//!     .encode();
+//!
+//! assert_eq!(
+//!     &event.as_bytes()[..],
+//!     b"event: tick\nid: 42\nretry: 3000\ndata: line one\ndata: line two\n\n"
+//! );
+//! assert_eq!(event.id(), Some("42"));
+//! ```
+//!
+//! [spec]: https://html.spec.whatwg.org/multipage/server-sent-events.html#event-stream-interpretation
+//! [mdn]: https://developer.mozilla.org/en-US/docs/Web/API/Server-sent_events/Using_server-sent_events
+
+use std::{fmt, ops::Range, time::Duration};
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+/// One server-sent event under construction.
+///
+/// Fields are written in the order the methods are called. Calling a method twice writes the
+/// field twice: for `data` and comments that adds lines; for `event`, `id` and `retry` the
+/// receiver keeps the last value.
+///
+/// # Example
+///
+/// ```
+/// use tower_sse::Event;
+///
+/// let bytes = Event::new().data("hello").encode().into_bytes();
+/// assert_eq!(&bytes[..], b"data: hello\n\n");
+/// ```
+#[derive(Clone, Default)]
+pub struct Event {
+    buf: BytesMut,
+    id: Option<Range<usize>>,
+}
+
+impl Event {
+    /// An empty event. Encoded as is, it is a lone blank line, which receivers ignore.
+    ///
+    /// ```
+    /// assert_eq!(&tower_sse::Event::new().encode().as_bytes()[..], b"\n");
+    /// ```
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// An empty event with room for `capacity` bytes before it allocates again.
+    ///
+    /// ```
+    /// let event = tower_sse::Event::with_capacity(256).data("x");
+    /// assert_eq!(&event.encode().as_bytes()[..], b"data: x\n\n");
+    /// ```
+    #[must_use]
+    pub fn with_capacity(capacity: usize) -> Self {
+        Self {
+            buf: BytesMut::with_capacity(capacity),
+            id: None,
+        }
+    }
+
+    /// Adds [`data`](https://developer.mozilla.org/en-US/docs/Web/API/MessageEvent/data):
+    /// one `data:` line for each line of `data`, split on CRLF, CR and LF.
+    ///
+    /// ```
+    /// use tower_sse::Event;
+    ///
+    /// let event = Event::new().data("a\r\nb\rc\n").encode();
+    /// assert_eq!(&event.as_bytes()[..], b"data: a\ndata: b\ndata: c\ndata:\n\n");
+    /// ```
+    #[must_use]
+    pub fn data(mut self, data: impl AsRef<str>) -> Self {
+        write_lines(&mut self.buf, b"data", data.as_ref().as_bytes());
+        self
+    }
+
+    /// Adds `value`, serialized as JSON, as one `data:` line. The JSON is written straight into
+    /// the event's buffer; compact JSON never contains a raw line break.
+    ///
+    /// # Errors
+    ///
+    /// When `value` cannot be serialized; the partly built event is dropped with it.
+    ///
+    /// ```
+    /// use tower_sse::Event;
+    ///
+    /// let event = Event::new().json_data(&serde_json::json!({"n": 1})).unwrap().encode();
+    /// assert_eq!(&event.as_bytes()[..], b"data: {\"n\":1}\n\n");
+    /// ```
+    #[cfg(feature = "json")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "json")))]
+    pub fn json_data<T: serde::Serialize + ?Sized>(
+        mut self,
+        value: &T,
+    ) -> Result<Self, serde_json::Error> {
+        let start = self.buf.len();
+        self.buf.extend_from_slice(b"data: ");
+        let mut writer = (&mut self.buf).writer();
+        if let Err(err) = serde_json::to_writer(&mut writer, value) {
+            self.buf.truncate(start);
+            return Err(err);
+        }
+        self.buf.put_u8(b'\n');
+        Ok(self)
+    }
+
+    /// Sets the [event type](https://developer.mozilla.org/en-US/docs/Web/API/EventSource/message_event):
+    /// receivers dispatch it to `addEventListener(type, ..)` instead of `onmessage`.
+    ///
+    /// # Panics
+    ///
+    /// When `event` contains CR or LF. Use [`Event::try_event`] for text you did not write.
+    ///
+    /// ```
+    /// let event = tower_sse::Event::new().event("tick").data("1").encode();
+    /// assert_eq!(&event.as_bytes()[..], b"event: tick\ndata: 1\n\n");
+    /// ```
+    #[must_use]
+    #[track_caller]
+    pub fn event(self, event: impl AsRef<str>) -> Self {
+        match self.try_event(event) {
+            Ok(this) => this,
+            Err(err) => panic!("{err}"),
+        }
+    }
+
+    /// Sets the event type, refusing a value with CR or LF.
+    ///
+    /// # Errors
+    ///
+    /// [`EventError`] when `event` contains CR or LF; the event is dropped.
+    ///
+    /// ```
+    /// use tower_sse::Event;
+    ///
+    /// assert!(Event::new().try_event("a\nb").is_err());
+    /// assert!(Event::new().try_event("ok").is_ok());
+    /// ```
+    pub fn try_event(mut self, event: impl AsRef<str>) -> Result<Self, EventError> {
+        let event = event.as_ref().as_bytes();
+        if memchr::memchr2(b'\r', b'\n', event).is_some() {
+            return Err(EventError(ErrorKind::EventLineBreak));
+        }
+        write_field(&mut self.buf, b"event", event);
+        Ok(self)
+    }
+
+    /// Sets the [event id](https://developer.mozilla.org/en-US/docs/Web/API/MessageEvent/lastEventId),
+    /// which the browser sends back as `Last-Event-ID` when it reconnects. An empty id resets it.
+    ///
+    /// # Panics
+    ///
+    /// When `id` contains CR, LF or NUL. Use [`Event::try_id`] for text you did not write.
+    ///
+    /// ```
+    /// let event = tower_sse::Event::new().id("7").data("x").encode();
+    /// assert_eq!(&event.as_bytes()[..], b"id: 7\ndata: x\n\n");
+    /// ```
+    #[must_use]
+    #[track_caller]
+    pub fn id(self, id: impl AsRef<str>) -> Self {
+        match self.try_id(id) {
+            Ok(this) => this,
+            Err(err) => panic!("{err}"),
+        }
+    }
+
+    /// Sets the event id, refusing a value with CR, LF or NUL.
+    ///
+    /// # Errors
+    ///
+    /// [`EventError`] when `id` contains CR, LF or NUL; the event is dropped.
+    ///
+    /// ```
+    /// use tower_sse::Event;
+    ///
+    /// assert!(Event::new().try_id("a\0b").is_err());
+    /// assert!(Event::new().try_id("a\rb").is_err());
+    /// ```
+    pub fn try_id(mut self, id: impl AsRef<str>) -> Result<Self, EventError> {
+        let id = id.as_ref().as_bytes();
+        if memchr::memchr3(b'\r', b'\n', b'\0', id).is_some() {
+            return Err(EventError(ErrorKind::IdInvalid));
+        }
+        let start = write_field(&mut self.buf, b"id", id);
+        self.id = Some(start..start + id.len());
+        Ok(self)
+    }
+
+    /// Sets the [reconnection time](https://developer.mozilla.org/en-US/docs/Web/API/Server-sent_events/Using_server-sent_events#retry),
+    /// written in whole milliseconds (sub-millisecond parts are dropped).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let event = tower_sse::Event::new().retry(Duration::from_millis(2500)).encode();
+    /// assert_eq!(&event.as_bytes()[..], b"retry: 2500\n\n");
+    /// ```
+    #[must_use]
+    pub fn retry(mut self, retry: Duration) -> Self {
+        let mut digits = itoa_buf();
+        let digits = fmt_u128(retry.as_millis(), &mut digits);
+        write_field(&mut self.buf, b"retry", digits);
+        self
+    }
+
+    /// Adds a comment: one `:` line for each line of `comment`. Receivers ignore comments; they
+    /// keep idle connections open through proxies.
+    ///
+    /// ```
+    /// let event = tower_sse::Event::new().comment("a\nb").encode();
+    /// assert_eq!(&event.as_bytes()[..], b": a\n: b\n\n");
+    /// ```
+    #[must_use]
+    pub fn comment(mut self, comment: impl AsRef<str>) -> Self {
+        write_lines(&mut self.buf, b"", comment.as_ref().as_bytes());
+        self
+    }
+
+    /// The id set with [`Event::id`], if any (the last one when set twice).
+    ///
+    /// ```
+    /// assert_eq!(tower_sse::Event::new().id("a").id("b").id_str(), Some("b"));
+    /// ```
+    pub fn id_str(&self) -> Option<&str> {
+        self.id
+            .clone()
+            .and_then(|range| std::str::from_utf8(&self.buf[range]).ok())
+    }
+
+    /// Whether the event has no fields yet.
+    ///
+    /// ```
+    /// assert!(tower_sse::Event::new().is_empty());
+    /// ```
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
+    /// Seals the event: adds the blank line that dispatches it and freezes the buffer.
+    ///
+    /// ```
+    /// let encoded = tower_sse::Event::new().data("x").encode();
+    /// let shared = encoded.clone(); // no copy of the bytes
+    /// assert_eq!(encoded.as_bytes().as_ptr(), shared.as_bytes().as_ptr());
+    /// ```
+    pub fn encode(mut self) -> EncodedEvent {
+        self.buf.put_u8(b'\n');
+        EncodedEvent {
+            bytes: self.buf.freeze(),
+            id: self.id,
+        }
+    }
+}
+
+impl fmt::Debug for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Event")
+            .field("buf", &String::from_utf8_lossy(&self.buf))
+            .finish()
+    }
+}
+
+/// An event in its final wire form, shared by reference count.
+///
+/// # Example
+///
+/// ```
+/// use tower_sse::{EncodedEvent, Event};
+///
+/// let event: EncodedEvent = Event::new().id("1").data("x").encode();
+/// assert_eq!(event.id(), Some("1"));
+/// assert_eq!(event.len(), b"id: 1\ndata: x\n\n".len());
+/// ```
+#[derive(Clone)]
+pub struct EncodedEvent {
+    bytes: Bytes,
+    id: Option<Range<usize>>,
+}
+
+impl EncodedEvent {
+    /// The encoded bytes, ending with the blank line that dispatches the event.
+    ///
+    /// ```
+    /// let event = tower_sse::Event::new().data("x").encode();
+    /// assert!(event.as_bytes().ends_with(b"\n\n"));
+    /// ```
+    pub fn as_bytes(&self) -> &Bytes {
+        &self.bytes
+    }
+
+    /// The encoded bytes, by value.
+    ///
+    /// ```
+    /// let bytes = tower_sse::Event::new().data("x").encode().into_bytes();
+    /// assert_eq!(&bytes[..], b"data: x\n\n");
+    /// ```
+    pub fn into_bytes(self) -> Bytes {
+        self.bytes
+    }
+
+    /// The event's id, if it has one.
+    ///
+    /// ```
+    /// assert_eq!(tower_sse::Event::new().data("x").encode().id(), None);
+    /// ```
+    pub fn id(&self) -> Option<&str> {
+        self.id
+            .clone()
+            .and_then(|range| std::str::from_utf8(&self.bytes[range]).ok())
+    }
+
+    /// The length in bytes.
+    ///
+    /// ```
+    /// assert_eq!(tower_sse::Event::new().data("x").encode().len(), 9);
+    /// ```
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// Whether this is the empty event (a lone blank line).
+    ///
+    /// ```
+    /// assert!(!tower_sse::Event::new().data("").encode().is_empty());
+    /// ```
+    pub fn is_empty(&self) -> bool {
+        self.bytes.len() <= 1
+    }
+}
+
+impl fmt::Debug for EncodedEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EncodedEvent")
+            .field("bytes", &String::from_utf8_lossy(&self.bytes))
+            .finish()
+    }
+}
+
+impl From<Event> for EncodedEvent {
+    fn from(event: Event) -> Self {
+        event.encode()
+    }
+}
+
+impl From<EncodedEvent> for Bytes {
+    fn from(event: EncodedEvent) -> Self {
+        event.bytes
+    }
+}
+
+/// A value refused by [`Event::try_event`] or [`Event::try_id`].
+///
+/// ```
+/// let err = tower_sse::Event::new().try_id("a\nb").unwrap_err();
+/// assert_eq!(err.to_string(), "event id contains CR, LF or NUL");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventError(ErrorKind);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ErrorKind {
+    EventLineBreak,
+    IdInvalid,
+}
+
+impl fmt::Display for EventError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self.0 {
+            ErrorKind::EventLineBreak => "event type contains CR or LF",
+            ErrorKind::IdInvalid => "event id contains CR, LF or NUL",
+        })
+    }
+}
+
+impl std::error::Error for EventError {}
+
+/// Writes `name: value\n` (or `name:\n` for an empty value); returns where the value starts.
+fn write_field(buf: &mut BytesMut, name: &[u8], value: &[u8]) -> usize {
+    buf.reserve(name.len() + value.len() + 3);
+    buf.extend_from_slice(name);
+    buf.put_u8(b':');
+    if !value.is_empty() {
+        buf.put_u8(b' ');
+    }
+    let start = buf.len();
+    buf.extend_from_slice(value);
+    buf.put_u8(b'\n');
+    start
+}
+
+/// Writes one `name:` line for each line of `text`, split on CRLF, CR and LF.
+pub(crate) fn write_lines(buf: &mut BytesMut, name: &[u8], mut text: &[u8]) {
+    buf.reserve(text.len() + name.len() + 3);
+    loop {
+        match memchr::memchr2(b'\r', b'\n', text) {
+            Some(at) => {
+                write_field(buf, name, &text[..at]);
+                let skip = if text[at] == b'\r' && text.get(at + 1) == Some(&b'\n') {
+                    2
+                } else {
+                    1
+                };
+                text = &text[at + skip..];
+            }
+            None => {
+                write_field(buf, name, text);
+                return;
+            }
+        }
+    }
+}
+
+fn itoa_buf() -> [u8; 40] {
+    [0; 40]
+}
+
+fn fmt_u128(mut n: u128, buf: &mut [u8; 40]) -> &[u8] {
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[at..];
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn enc(event: Event) -> Vec<u8> {
+        event.encode().into_bytes().to_vec()
+    }
+
+    #[test]
+    fn data_line_breaks() {
+        assert_eq!(enc(Event::new().data("a")), b"data: a\n\n");
+        assert_eq!(enc(Event::new().data("a\nb")), b"data: a\ndata: b\n\n");
+        assert_eq!(enc(Event::new().data("a\rb")), b"data: a\ndata: b\n\n");
+        // CRLF is one break, not two (axum 0.8 writes an empty line in between).
+        assert_eq!(enc(Event::new().data("a\r\nb")), b"data: a\ndata: b\n\n");
+        assert_eq!(enc(Event::new().data("a\n\rb")), b"data: a\ndata:\ndata: b\n\n");
+        assert_eq!(enc(Event::new().data("a\r\n\r\nb")), b"data: a\ndata:\ndata: b\n\n");
+        assert_eq!(enc(Event::new().data("a\n")), b"data: a\ndata:\n\n");
+        assert_eq!(enc(Event::new().data("\n")), b"data:\ndata:\n\n");
+        assert_eq!(enc(Event::new().data("")), b"data:\n\n");
+        assert_eq!(enc(Event::new().data(" lead")), b"data:  lead\n\n");
+        assert_eq!(enc(Event::new().data("a").data("b")), b"data: a\ndata: b\n\n");
+    }
+
+    #[test]
+    fn event_id_retry_comment() {
+        assert_eq!(enc(Event::new().event("x")), b"event: x\n\n");
+        assert_eq!(enc(Event::new().id("")), b"id:\n\n");
+        assert_eq!(enc(Event::new().retry(Duration::ZERO)), b"retry: 0\n\n");
+        assert_eq!(
+            enc(Event::new().retry(Duration::from_micros(1_999))),
+            b"retry: 1\n\n"
+        );
+        assert_eq!(
+            enc(Event::new().retry(Duration::MAX)),
+            format!("retry: {}\n\n", Duration::MAX.as_millis()).as_bytes()
+        );
+        assert_eq!(enc(Event::new().comment("")), b":\n\n");
+        assert_eq!(enc(Event::new().comment("a\r\nb")), b": a\n: b\n\n");
+    }
+
+    #[test]
+    fn refused_values() {
+        for bad in ["\n", "a\r", "\r\n", "x\ny"] {
+            assert_eq!(
+                Event::new().try_event(bad).unwrap_err(),
+                EventError(ErrorKind::EventLineBreak)
+            );
+            assert!(Event::new().try_id(bad).is_err());
+        }
+        assert!(Event::new().try_id("a\0").is_err());
+        // NUL is allowed in the event type: the spec only ignores ids with NUL.
+        assert!(Event::new().try_event("a\0").is_ok());
+    }
+
+    #[test]
+    #[should_panic(expected = "event id contains CR, LF or NUL")]
+    fn id_panics_in_infallible_builder() {
+        let _ = Event::new().id("a\nb");
+    }
+
+    #[test]
+    fn id_is_tracked() {
+        let event = Event::new().data("x").id("abc").event("e");
+        assert_eq!(event.id_str(), Some("abc"));
+        let encoded = event.encode();
+        assert_eq!(encoded.id(), Some("abc"));
+        assert_eq!(Event::new().data("x").encode().id(), None);
+    }
+
+    #[test]
+    fn clone_shares_bytes() {
+        let a = Event::new().data("x".repeat(1000)).encode();
+        let b = a.clone();
+        assert_eq!(a.as_bytes().as_ptr(), b.as_bytes().as_ptr());
+    }
+
+    /// Splits an encoded stream into (field, value) lines and events the way a receiver does,
+    /// for the injection test. Deliberately simple: LF-only line ends (what we emit).
+    fn parse(bytes: &[u8]) -> Vec<Vec<(String, String)>> {
+        let text = std::str::from_utf8(bytes).unwrap();
+        let mut events = vec![];
+        let mut cur = vec![];
+        assert!(!text.contains('\r'), "encoder must never emit CR");
+        for line in text.split_terminator('\n') {
+            if line.is_empty() {
+                events.push(std::mem::take(&mut cur));
+                continue;
+            }
+            let (name, value) = line.split_once(':').unwrap_or((line, ""));
+            cur.push((name.to_owned(), value.strip_prefix(' ').unwrap_or(value).to_owned()));
+        }
+        assert!(cur.is_empty(), "stream must end with a blank line");
+        events
+    }
+
+    #[test]
+    fn no_injection() {
+        let nasty = [
+            "\n\nevent: evil",
+            "\r\rid: 666",
+            "\r\n\r\ndata: x",
+            "x\ndata: y\n\nretry: 1",
+            ": comment\nevent: e",
+            "\u{2028}\u{85}\u{0}",
+            "",
+            "\n",
+        ];
+        for a in nasty {
+            for b in nasty {
+                let mut event = Event::new().data(a).comment(b);
+                if let Ok(e) = event.clone().try_event(b) {
+                    event = e;
+                }
+                if let Ok(e) = event.clone().try_id(a) {
+                    event = e;
+                }
+                let bytes = event.encode().into_bytes();
+                let parsed = parse(&bytes);
+                assert_eq!(parsed.len(), 1, "{a:?} {b:?} made {} events", parsed.len());
+                for (name, _) in &parsed[0] {
+                    assert!(
+                        ["data", "", "event", "id"].contains(&name.as_str()),
+                        "{a:?} {b:?} made field {name:?}"
+                    );
+                }
+                // The data lines joined with LF give back `a` with its breaks normalised.
+                let data: Vec<&str> = parsed[0]
+                    .iter()
+                    .filter(|(n, _)| n == "data")
+                    .map(|(_, v)| v.as_str())
+                    .collect();
+                let want = a.replace("\r\n", "\n").replace('\r', "\n");
+                assert_eq!(data.join("\n"), want);
+            }
+        }
+    }
+
+    #[cfg(feature = "json")]
+    #[test]
+    fn json_data_is_one_line_and_rolls_back() {
+        let value = serde_json::json!({"text": "a\nb\r\nc", "n": [1, 2]});
+        let event = Event::new().json_data(&value).unwrap().encode();
+        assert_eq!(
+            &event.as_bytes()[..],
+            b"data: {\"n\":[1,2],\"text\":\"a\\nb\\r\\nc\"}\n\n"
+        );
+
+        struct Fails;
+        impl serde::Serialize for Fails {
+            fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+                Err(serde::ser::Error::custom("no"))
+            }
+        }
+        assert!(Event::new().event("e").json_data(&Fails).is_err());
+    }
+}
