@@ -1,0 +1,1 @@
+//! Client side: an incremental SSE decoder.
