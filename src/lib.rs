@@ -1,4 +1,49 @@
 //! Server-Sent Events for tower, hyper and axum.
+//!
+//! `tower-sse` encodes events exactly as the [WHATWG spec][spec] reads them (and so that no
+//! user string can inject a field or an event), encodes each event once into shared [`Bytes`],
+//! and serves event streams through one tower layer, [`SseLayer`], with the headers, keep-alive
+//! comments, `Last-Event-ID` parsing, client-gone detection and graceful shutdown that a
+//! production SSE endpoint needs.
+//!
+//! # Example
+//!
+//! ```
+//! use std::convert::Infallible;
+//! use http::{Request, Response};
+//! use http_body_util::BodyExt;
+//! use tower::{ServiceBuilder, ServiceExt};
+//! use tower_sse::{Event, EventStream, SseLayer};
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! let service = ServiceBuilder::new()
+//!     .layer(SseLayer::new())
+//!     .service_fn(|_req: Request<()>| async {
+//!         let events = futures_util::stream::iter(
+//!             (1..=2).map(|n| Event::new().id(n.to_string()).data(format!("tick {n}"))),
+//!         );
+//!         Ok::<_, Infallible>(Response::new(EventStream::new(events)))
+//!     });
+//!
+//! let response = service.oneshot(Request::new(())).await.unwrap();
+//! let body = response.into_body().collect().await.unwrap().to_bytes();
+//! assert_eq!(&body[..], b"id: 1\ndata: tick 1\n\nid: 2\ndata: tick 2\n\n");
+//! # }
+//! ```
+//!
+//! # Features
+//!
+//! | feature | what it adds |
+//! |---|---|
+//! | `axum` | [`EventStream`] as an axum handler response; `Option<LastEventId>` extractor |
+//! | `json` | [`Event::json_data`]: serialize straight into the event buffer |
+//! | `client` | `client`: an incremental, spec-exact decoder |
+//! | `test-util` | nothing yet (reserved for test helpers) |
+//!
+//! No feature is on by default.
+//!
+//! [spec]: https://html.spec.whatwg.org/multipage/server-sent-events.html
+//! [`Bytes`]: bytes::Bytes
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 #![warn(
@@ -8,15 +53,28 @@
 )]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod body;
 pub mod event;
-
-pub use event::{EncodedEvent, Event, EventError};
-
-/// A boxed error, as tower and hyper use.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
+pub mod extension;
 pub mod hub;
+pub mod layer;
+pub mod shutdown;
+pub mod stream;
+
+#[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+pub mod axum;
 
 #[cfg(feature = "client")]
 #[cfg_attr(docsrs, doc(cfg(feature = "client")))]
 pub mod client;
+
+pub use body::SseBody;
+pub use event::{EncodedEvent, Event, EventError};
+pub use extension::{Disconnect, LastEventId};
+pub use layer::{Sse, SseLayer};
+pub use shutdown::Shutdown;
+pub use stream::{EventStream, SseItem, SseSource};
+
+/// A boxed error, as tower and hyper use.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -1,0 +1,237 @@
+use std::{sync::Arc, time::Duration};
+
+use bytes::BytesMut;
+use http::{HeaderName, HeaderValue, Method};
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_layer::{Identity, Layer};
+
+use super::Sse;
+use crate::{Event, Shutdown, body::Config, event::write_lines};
+
+/// Turns a service whose responses carry event streams into one that serves them as
+/// `text/event-stream`. See the [module docs](crate::layer).
+///
+/// `C` is an optional layer wrapped around the [`Sse`] service, for CORS
+/// ([`SseLayer::cors`]); it is [`Identity`] by default.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_sse::{Event, Shutdown, SseLayer};
+///
+/// let shutdown = Shutdown::new();
+/// let layer = SseLayer::new()
+///     .keep_alive(Duration::from_secs(20))
+///     .retry(Duration::from_secs(2))
+///     .shutdown(&shutdown)
+///     .shutdown_event(Event::new().event("bye").data(""));
+/// # let _ = layer;
+/// ```
+#[derive(Clone, Debug)]
+pub struct SseLayer<C = Identity> {
+    config: Arc<Config>,
+    outer: C,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("keep_alive", &self.keep_alive)
+            .field("shutdown", &self.shutdown.is_some())
+            .field("shutdown_grace", &self.shutdown_grace)
+            .field("max_batch", &self.max_batch)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for SseLayer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SseLayer {
+    /// A layer with the defaults: keep-alive comment after 15 s idle, frames of up to 32 KiB of
+    /// coalesced events, no shutdown handle, no CORS.
+    ///
+    /// ```
+    /// let layer = tower_sse::SseLayer::new();
+    /// # let _ = layer;
+    /// ```
+    #[must_use]
+    pub fn new() -> Self {
+        Self {
+            config: Arc::default(),
+            outer: Identity::new(),
+        }
+    }
+
+    /// Adds CORS from a tower-http [`CorsLayer`] configured by you. It applies to every
+    /// response of the wrapped service, SSE or not.
+    ///
+    /// ```
+    /// use tower_http::cors::CorsLayer;
+    ///
+    /// let layer = tower_sse::SseLayer::new().cors(CorsLayer::permissive());
+    /// # let _ = layer;
+    /// ```
+    #[must_use]
+    pub fn cors(self, cors: CorsLayer) -> SseLayer<CorsLayer> {
+        SseLayer {
+            config: self.config,
+            outer: cors,
+        }
+    }
+
+    /// CORS for `EventSource`, with credentials: each listed origin is echoed back exactly
+    /// (never `*`) with `Access-Control-Allow-Credentials: true` and `Vary: Origin`, so
+    /// `new EventSource(url, { withCredentials: true })` works from those origins and from no
+    /// other. `GET` is allowed, and the `Last-Event-ID` request header for polyfills.
+    ///
+    /// ```
+    /// use http::HeaderValue;
+    ///
+    /// let layer = tower_sse::SseLayer::new()
+    ///     .allow_origins([HeaderValue::from_static("https://app.example")]);
+    /// # let _ = layer;
+    /// ```
+    #[must_use]
+    pub fn allow_origins<I>(self, origins: I) -> SseLayer<CorsLayer>
+    where
+        I: IntoIterator<Item = HeaderValue>,
+    {
+        self.cors(
+            CorsLayer::new()
+                .allow_origin(AllowOrigin::list(origins))
+                .allow_credentials(true)
+                .allow_methods([Method::GET])
+                .allow_headers([
+                    HeaderName::from_static("last-event-id"),
+                    http::header::CACHE_CONTROL,
+                ]),
+        )
+    }
+}
+
+impl<C> SseLayer<C> {
+    fn config_mut(&mut self) -> &mut Config {
+        Arc::make_mut(&mut self.config)
+    }
+
+    /// Sends a keep-alive comment after every `interval` without events (default 15 s).
+    ///
+    /// ```
+    /// let layer = tower_sse::SseLayer::new().keep_alive(std::time::Duration::from_secs(5));
+    /// # let _ = layer;
+    /// ```
+    #[must_use]
+    pub fn keep_alive(mut self, interval: Duration) -> Self {
+        self.config_mut().keep_alive = Some(interval);
+        self
+    }
+
+    /// The text of the keep-alive comment (default: empty, which sends `:\n\n`). Line breaks
+    /// become separate comment lines.
+    ///
+    /// ```
+    /// let layer = tower_sse::SseLayer::new().keep_alive_text("ping");
+    /// # let _ = layer;
+    /// ```
+    #[must_use]
+    pub fn keep_alive_text(mut self, text: impl AsRef<str>) -> Self {
+        let mut buf = BytesMut::new();
+        write_lines(&mut buf, b"", text.as_ref().as_bytes());
+        buf.extend_from_slice(b"\n");
+        self.config_mut().keep_alive_comment = buf.freeze();
+        self
+    }
+
+    /// Sends no keep-alive comments.
+    ///
+    /// ```
+    /// let layer = tower_sse::SseLayer::new().no_keep_alive();
+    /// # let _ = layer;
+    /// ```
+    #[must_use]
+    pub fn no_keep_alive(mut self) -> Self {
+        self.config_mut().keep_alive = None;
+        self
+    }
+
+    /// Starts every stream with a `retry:` field: how long clients wait before reconnecting.
+    ///
+    /// ```
+    /// let layer = tower_sse::SseLayer::new().retry(std::time::Duration::from_millis(1500));
+    /// # let _ = layer;
+    /// ```
+    #[must_use]
+    pub fn retry(mut self, retry: Duration) -> Self {
+        self.config_mut().first = Some(Event::new().retry(retry).encode().into_bytes());
+        self
+    }
+
+    /// Ends every open stream (and every stream opened later) when `shutdown` is triggered,
+    /// after the [`shutdown_event`](Self::shutdown_event) and the
+    /// [`shutdown_grace`](Self::shutdown_grace) period.
+    ///
+    /// ```
+    /// let shutdown = tower_sse::Shutdown::new();
+    /// let layer = tower_sse::SseLayer::new().shutdown(&shutdown);
+    /// # let _ = layer;
+    /// ```
+    #[must_use]
+    pub fn shutdown(mut self, shutdown: &Shutdown) -> Self {
+        self.config_mut().shutdown = Some(shutdown.clone());
+        self
+    }
+
+    /// An event sent to every open stream just before a shutdown ends it.
+    ///
+    /// ```
+    /// use tower_sse::{Event, SseLayer};
+    ///
+    /// let layer = SseLayer::new().shutdown_event(Event::new().event("shutdown").data("bye"));
+    /// # let _ = layer;
+    /// ```
+    #[must_use]
+    pub fn shutdown_event(mut self, event: Event) -> Self {
+        self.config_mut().shutdown_event = Some(event.encode().into_bytes());
+        self
+    }
+
+    /// How long streams keep delivering events after a shutdown is triggered before they end
+    /// (default: zero, they end at once).
+    ///
+    /// ```
+    /// let layer = tower_sse::SseLayer::new().shutdown_grace(std::time::Duration::from_secs(1));
+    /// # let _ = layer;
+    /// ```
+    #[must_use]
+    pub fn shutdown_grace(mut self, grace: Duration) -> Self {
+        self.config_mut().shutdown_grace = grace;
+        self
+    }
+
+    /// The most bytes of ready events sent as one frame (default 32 KiB). `0` sends every event
+    /// as its own frame.
+    ///
+    /// ```
+    /// let layer = tower_sse::SseLayer::new().max_batch(0);
+    /// # let _ = layer;
+    /// ```
+    #[must_use]
+    pub fn max_batch(mut self, bytes: usize) -> Self {
+        self.config_mut().max_batch = bytes;
+        self
+    }
+}
+
+impl<S, C> Layer<S> for SseLayer<C>
+where
+    C: Layer<Sse<S>>,
+{
+    type Service = C::Service;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        self.outer.layer(Sse::with_config(inner, self.config.clone()))
+    }
+}
