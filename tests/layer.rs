@@ -1,0 +1,282 @@
+//! Unit tests of the layer's logic, with tower-test mocks and paused time.
+
+use std::{io, pin::Pin, time::Duration};
+
+use bytes::Bytes;
+use http::{Request, Response, Version};
+use http_body_util::BodyExt;
+use tokio::{sync::mpsc, time::Instant};
+use tokio_stream::wrappers::UnboundedReceiverStream;
+use tokio_test::assert_ready_ok;
+use tower_sse::{Disconnect, Event, EventStream, LastEventId, Shutdown, SseBody, SseLayer};
+use tower_test::mock;
+
+type Item = Result<Event, io::Error>;
+type Events = UnboundedReceiverStream<Item>;
+type Body = Pin<Box<SseBody<Events>>>;
+
+struct Call {
+    request: Request<()>,
+    response: Response<Body>,
+}
+
+/// Runs one request through `layer` around a mock whose response carries a channel stream.
+async fn run(
+    layer: SseLayer,
+    request: Request<()>,
+) -> (Call, mpsc::UnboundedSender<Item>) {
+    let (mut service, mut handle) =
+        mock::spawn_layer::<Request<()>, Response<EventStream<Events>>, _>(layer);
+    assert_ready_ok!(service.poll_ready());
+    let future = service.call(request);
+    let (request, send) = handle.next_request().await.unwrap();
+    let (tx, rx) = mpsc::unbounded_channel();
+    send.send_response(Response::new(EventStream::new(UnboundedReceiverStream::new(rx))));
+    let response = future.await.unwrap().map(Box::pin);
+    (Call { request, response }, tx)
+}
+
+async fn next(body: &mut Body) -> Option<Bytes> {
+    body.frame()
+        .await
+        .map(|frame| frame.unwrap().into_data().unwrap())
+}
+
+#[tokio::test]
+async fn sets_sse_headers_on_http1() {
+    let (call, _tx) = run(SseLayer::new(), Request::new(())).await;
+    let headers = call.response.headers();
+    assert_eq!(headers["content-type"], "text/event-stream");
+    assert_eq!(headers["cache-control"], "no-cache");
+    assert_eq!(headers["x-accel-buffering"], "no");
+    assert_eq!(headers["connection"], "keep-alive");
+    assert!(headers.get("content-length").is_none());
+}
+
+#[tokio::test]
+async fn no_connection_header_on_http2() {
+    let request = Request::builder()
+        .version(Version::HTTP_2)
+        .body(())
+        .unwrap();
+    let (call, _tx) = run(SseLayer::new(), request).await;
+    assert!(call.response.headers().get("connection").is_none());
+    assert_eq!(call.response.headers()["content-type"], "text/event-stream");
+}
+
+#[tokio::test]
+async fn keeps_cache_control_of_inner_service_and_drops_content_length() {
+    let (mut service, mut handle) =
+        mock::spawn_layer::<Request<()>, Response<EventStream<Events>>, _>(SseLayer::new());
+    assert_ready_ok!(service.poll_ready());
+    let future = service.call(Request::new(()));
+    let (_, send) = handle.next_request().await.unwrap();
+    let (_tx, rx) = mpsc::unbounded_channel();
+    let response = Response::builder()
+        .header("cache-control", "no-store")
+        .header("content-type", "text/plain; charset=latin1")
+        .header("content-length", "12")
+        .body(EventStream::new(UnboundedReceiverStream::new(rx)))
+        .unwrap();
+    send.send_response(response);
+    let response = future.await.unwrap();
+    assert_eq!(response.headers()["cache-control"], "no-store");
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    assert!(response.headers().get("content-length").is_none());
+}
+
+#[tokio::test]
+async fn puts_last_event_id_and_disconnect_into_extensions() {
+    let request = Request::get("/").header("last-event-id", "41").body(()).unwrap();
+    let (call, _tx) = run(SseLayer::new(), request).await;
+    assert_eq!(
+        call.request.extensions().get::<LastEventId>(),
+        LastEventId::new("41").as_ref()
+    );
+    assert!(call.request.extensions().get::<Disconnect>().is_some());
+
+    let request = Request::get("/?lastEventId=a%0Ab").body(()).unwrap();
+    let (call, _tx) = run(SseLayer::new(), request).await;
+    assert!(call.request.extensions().get::<LastEventId>().is_none());
+
+    let too_long = "x".repeat(1025);
+    let request = Request::get("/").header("last-event-id", too_long).body(()).unwrap();
+    let (call, _tx) = run(SseLayer::new(), request).await;
+    assert!(call.request.extensions().get::<LastEventId>().is_none());
+}
+
+#[tokio::test]
+async fn inner_error_is_passed_on() {
+    let (mut service, mut handle) =
+        mock::spawn_layer::<Request<()>, Response<EventStream<Events>>, _>(SseLayer::new());
+    assert_ready_ok!(service.poll_ready());
+    let future = service.call(Request::new(()));
+    let (_, send) = handle.next_request().await.unwrap();
+    send.send_error(io::Error::other("inner failed"));
+    let err = future.await.unwrap_err();
+    assert_eq!(err.to_string(), "inner failed");
+}
+
+#[tokio::test]
+async fn ready_events_are_coalesced_into_one_frame() {
+    let (mut call, tx) = call_with(SseLayer::new()).await;
+    for n in 1..=3 {
+        tx.send(Ok(Event::new().data(n.to_string()))).unwrap();
+    }
+    let body = call.response.body_mut();
+    assert_eq!(next(body).await.unwrap(), "data: 1\n\ndata: 2\n\ndata: 3\n\n");
+
+    let (mut call, tx) = call_with(SseLayer::new().max_batch(0)).await;
+    for n in 1..=2 {
+        tx.send(Ok(Event::new().data(n.to_string()))).unwrap();
+    }
+    let body = call.response.body_mut();
+    assert_eq!(next(body).await.unwrap(), "data: 1\n\n");
+    assert_eq!(next(body).await.unwrap(), "data: 2\n\n");
+}
+
+#[tokio::test]
+async fn batch_cap_splits_frames() {
+    let (mut call, tx) = call_with(SseLayer::new().max_batch(20)).await;
+    for _ in 0..3 {
+        tx.send(Ok(Event::new().data("0123456789"))).unwrap(); // 18 bytes each
+    }
+    let body = call.response.body_mut();
+    assert_eq!(next(body).await.unwrap().len(), 36);
+    assert_eq!(next(body).await.unwrap().len(), 18);
+}
+
+async fn call_with(layer: SseLayer) -> (Call, mpsc::UnboundedSender<Item>) {
+    run(layer, Request::new(())).await
+}
+
+#[tokio::test]
+async fn stream_error_ends_body_cleanly_after_earlier_events() {
+    let (mut call, tx) = call_with(SseLayer::new()).await;
+    let disconnect = call.request.extensions().get::<Disconnect>().unwrap().clone();
+    tx.send(Ok(Event::new().data("before"))).unwrap();
+    tx.send(Err(io::Error::other("broken"))).unwrap();
+    tx.send(Ok(Event::new().data("after"))).unwrap();
+    let body = call.response.body_mut();
+    assert_eq!(next(body).await.unwrap(), "data: before\n\n");
+    assert!(body.frame().await.is_none(), "an error ends the body without an error frame");
+    assert!(http_body::Body::is_end_stream(&**body));
+    assert!(disconnect.is_closed());
+    assert!(!disconnect.client_gone());
+}
+
+#[tokio::test]
+async fn stream_end_ends_body() {
+    let (mut call, tx) = call_with(SseLayer::new()).await;
+    tx.send(Ok(Event::new().data("last"))).unwrap();
+    drop(tx);
+    let body = call.response.body_mut();
+    assert_eq!(next(body).await.unwrap(), "data: last\n\n");
+    assert!(body.frame().await.is_none());
+}
+
+#[tokio::test]
+async fn dropping_the_body_reports_client_gone_and_drops_the_stream() {
+    let (call, tx) = call_with(SseLayer::new()).await;
+    let disconnect = call.request.extensions().get::<Disconnect>().unwrap().clone();
+    assert!(!disconnect.is_closed());
+    drop(call.response);
+    disconnect.closed().await;
+    assert!(disconnect.client_gone());
+    assert!(tx.is_closed(), "the event stream was dropped with the body");
+}
+
+#[tokio::test(start_paused = true)]
+async fn keep_alive_after_idle_interval_reset_by_events() {
+    let (mut call, tx) = call_with(SseLayer::new()).await;
+    let body = call.response.body_mut();
+    let start = Instant::now();
+    assert_eq!(next(body).await.unwrap(), ":\n\n");
+    assert_eq!(start.elapsed(), Duration::from_secs(15));
+
+    // An event at +10 s pushes the next comment to +25 s.
+    let sender = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        tx.send(Ok(Event::new().data("x"))).unwrap();
+        tx
+    });
+    let start = Instant::now();
+    assert_eq!(next(body).await.unwrap(), "data: x\n\n");
+    assert_eq!(start.elapsed(), Duration::from_secs(10));
+    assert_eq!(next(body).await.unwrap(), ":\n\n");
+    assert_eq!(start.elapsed(), Duration::from_secs(25));
+    drop(sender);
+}
+
+#[tokio::test(start_paused = true)]
+async fn keep_alive_text_interval_and_off() {
+    let layer = SseLayer::new()
+        .keep_alive(Duration::from_secs(3))
+        .keep_alive_text("ping\nnow");
+    let (mut call, _tx) = call_with(layer).await;
+    let start = Instant::now();
+    let body = call.response.body_mut();
+    assert_eq!(next(body).await.unwrap(), ": ping\n: now\n\n");
+    assert_eq!(start.elapsed(), Duration::from_secs(3));
+
+    let (mut call, tx) = call_with(SseLayer::new().no_keep_alive()).await;
+    let sender = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        tx.send(Ok(Event::new().data("late"))).unwrap();
+    });
+    assert_eq!(next(call.response.body_mut()).await.unwrap(), "data: late\n\n");
+    sender.await.unwrap();
+}
+
+#[tokio::test]
+async fn retry_is_sent_first() {
+    let (mut call, tx) = call_with(SseLayer::new().retry(Duration::from_millis(1500))).await;
+    tx.send(Ok(Event::new().data("x"))).unwrap();
+    let body = call.response.body_mut();
+    assert_eq!(next(body).await.unwrap(), "retry: 1500\n\n");
+    assert_eq!(next(body).await.unwrap(), "data: x\n\n");
+}
+
+#[tokio::test]
+async fn shutdown_sends_final_event_and_ends() {
+    let shutdown = Shutdown::new();
+    let layer = SseLayer::new()
+        .shutdown(&shutdown)
+        .shutdown_event(Event::new().event("bye").data(""));
+    let (mut call, tx) = call_with(layer.clone()).await;
+    let disconnect = call.request.extensions().get::<Disconnect>().unwrap().clone();
+    tx.send(Ok(Event::new().data("1"))).unwrap();
+    let body = call.response.body_mut();
+    assert_eq!(next(body).await.unwrap(), "data: 1\n\n");
+    shutdown.trigger();
+    assert_eq!(next(body).await.unwrap(), "event: bye\ndata:\n\n");
+    assert!(body.frame().await.is_none());
+    assert!(disconnect.is_closed() && !disconnect.client_gone());
+
+    // A stream opened after the trigger ends at once.
+    let (mut call, _tx) = call_with(layer).await;
+    let body = call.response.body_mut();
+    assert_eq!(next(body).await.unwrap(), "event: bye\ndata:\n\n");
+    assert!(body.frame().await.is_none());
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_grace_keeps_delivering_then_ends() {
+    let shutdown = Shutdown::new();
+    let layer = SseLayer::new()
+        .shutdown(&shutdown)
+        .shutdown_grace(Duration::from_secs(2));
+    let (mut call, tx) = call_with(layer).await;
+    let body = call.response.body_mut();
+    shutdown.trigger();
+    let start = Instant::now();
+    let sender = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        tx.send(Ok(Event::new().data("in grace"))).unwrap();
+        tx
+    });
+    assert_eq!(next(body).await.unwrap(), "data: in grace\n\n");
+    assert!(body.frame().await.is_none());
+    assert_eq!(start.elapsed(), Duration::from_secs(2));
+    drop(sender);
+}
