@@ -1,1 +1,225 @@
-fn main() {}
+//! A clock: the server pushes a tick every second from the moment it starts.
+//!
+//! Run it with
+//!
+//! ```text
+//! cargo run --example clock
+//! ```
+//!
+//! and open <http://127.0.0.1:3000/> (per-connection clock) or
+//! <http://127.0.0.1:3000/?stream=shared> (one clock shared by every client). Environment:
+//! `ADDR` (default `127.0.0.1:3000`), `KEEP_ALIVE_SECS` (default 15).
+//!
+//! - `GET /clock`: a stream of its own per connection: `event: tick`, an incrementing `id`
+//!   (resumed from `Last-Event-ID`), `data` `{"timestamp": <unix ms>, "message": "..."}`.
+//! - `GET /clock/shared`: ticks from one producer started with the server; every client sees
+//!   the same ids. Each tick is encoded once and its bytes shared by all clients.
+//! - SIGINT or SIGTERM: every stream gets a final `shutdown` event and ends; the process exits
+//!   within 5 s even with clients connected.
+
+use std::{
+    net::SocketAddr,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use axum::{
+    Router,
+    extract::State,
+    response::Html,
+    routing::get,
+};
+use futures_util::stream;
+use serde_json::json;
+use tokio::{net::TcpListener, sync::broadcast};
+use tokio_stream::wrappers::BroadcastStream;
+use tower_sse::{EncodedEvent, Event, EventStream, LastEventId, Shutdown, SseLayer};
+
+#[derive(Clone)]
+struct AppState {
+    shared: broadcast::Sender<EncodedEvent>,
+}
+
+fn tick(id: u64) -> Event {
+    let timestamp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    Event::new()
+        .event("tick")
+        .id(id.to_string())
+        .json_data(&json!({ "timestamp": timestamp, "message": format!("tick {id}") }))
+        .expect("a json! value always serializes")
+}
+
+/// Per connection: ticks from `Last-Event-ID + 1` (or 1), one a second.
+async fn clock(last: Option<LastEventId>) -> EventStream<impl futures_core::Stream<Item = Event>> {
+    let first = last
+        .and_then(|id| id.as_str().parse::<u64>().ok())
+        .map_or(1, |n| n.saturating_add(1));
+    let mut interval = tokio::time::interval(Duration::from_secs(1));
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    EventStream::new(stream::unfold((first, interval), |(id, mut interval)| async move {
+        interval.tick().await;
+        Some((tick(id), (id + 1, interval)))
+    }))
+}
+
+/// Shared: every client reads the one producer. A client that falls more than 16 ticks behind
+/// is disconnected (its stream ends) and reconnects.
+async fn clock_shared(State(state): State<AppState>) -> EventStream<BroadcastStream<EncodedEvent>> {
+    EventStream::new(BroadcastStream::new(state.shared.subscribe()))
+}
+
+/// The producer behind `/clock/shared`, started with the server.
+async fn produce(tx: broadcast::Sender<EncodedEvent>) {
+    let mut interval = tokio::time::interval(Duration::from_secs(1));
+    for id in 1.. {
+        interval.tick().await;
+        // Encoded once here; every subscriber gets a clone of the same bytes.
+        let _ = tx.send(tick(id).encode());
+    }
+}
+
+/// The whole application, for `main` and for tests.
+pub fn app(keep_alive: Duration, shutdown: &Shutdown) -> Router {
+    let (shared, _) = broadcast::channel(16);
+    tokio::spawn(produce(shared.clone()));
+    Router::new()
+        .route("/", get(|| async { Html(PAGE) }))
+        .route("/clock", get(clock))
+        .route("/clock/shared", get(clock_shared))
+        .with_state(AppState { shared })
+        .layer(
+            SseLayer::new()
+                .keep_alive(keep_alive)
+                .retry(Duration::from_secs(1))
+                .shutdown(shutdown)
+                .shutdown_event(Event::new().event("shutdown").data("server stopping")),
+        )
+}
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    match std::env::var(name) {
+        Ok(value) => value.parse().unwrap_or_else(|_| {
+            eprintln!("error: {name}={value:?} is not valid");
+            std::process::exit(2);
+        }),
+        Err(_) => default,
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let addr: SocketAddr = env_or("ADDR", SocketAddr::from(([127, 0, 0, 1], 3000)));
+    let keep_alive = Duration::from_secs(env_or("KEEP_ALIVE_SECS", 15));
+
+    let listener = match TcpListener::bind(addr).await {
+        Ok(listener) => listener,
+        Err(err) => {
+            eprintln!("error: cannot listen on {addr}: {err}");
+            std::process::exit(1);
+        }
+    };
+    let shutdown = Shutdown::new();
+    let app = app(keep_alive, &shutdown);
+    println!("listening on http://{}", listener.local_addr().unwrap_or(addr));
+
+    tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move {
+            stop_signal().await;
+            println!("stopping: ending open streams");
+            shutdown.trigger();
+        }
+    });
+    let server = axum::serve(listener, app).with_graceful_shutdown(shutdown.triggered());
+    tokio::select! {
+        result = server => {
+            if let Err(err) = result {
+                eprintln!("error: server failed: {err}");
+                std::process::exit(1);
+            }
+        }
+        // A client that stops reading can hold its connection open; do not wait for it forever.
+        () = async { shutdown.triggered().await; tokio::time::sleep(Duration::from_secs(4)).await } => {
+            eprintln!("connections still open after 4 s; exiting anyway");
+        }
+    }
+    println!("stopped");
+}
+
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+const PAGE: &str = r#"<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>tower-sse clock</title>
+<style>
+  body { font: 16px/1.4 system-ui, sans-serif; max-width: 40rem; margin: 2rem auto; }
+  #status { font-weight: bold; }
+  #now { font-size: 2.5rem; font-variant-numeric: tabular-nums; }
+  li { font-family: ui-monospace, monospace; }
+</style>
+</head>
+<body>
+<h1>tower-sse clock</h1>
+<p>Stream: <a href="/">per connection</a> · <a href="/?stream=shared">shared</a>
+   — <span id="which"></span>, status: <span id="status">connecting</span></p>
+<div id="now">--:--:--</div>
+<ul id="ticks"></ul>
+<script>
+const url = new URLSearchParams(location.search).get('stream') === 'shared' ? '/clock/shared' : '/clock';
+document.getElementById('which').textContent = url;
+const status = document.getElementById('status');
+const ticks = document.getElementById('ticks');
+const now = document.getElementById('now');
+let source;
+
+function connect() {
+  status.textContent = 'connecting';
+  source = new EventSource(url);
+  source.onopen = () => { status.textContent = 'open'; };
+  source.addEventListener('tick', (e) => {
+    const tick = JSON.parse(e.data);
+    now.textContent = new Date(tick.timestamp).toLocaleTimeString();
+    const li = document.createElement('li');
+    li.className = 'tick';
+    li.dataset.id = e.lastEventId;
+    li.textContent = `#${e.lastEventId} ${tick.message} at ${new Date(tick.timestamp).toISOString()}`;
+    ticks.prepend(li);
+    while (ticks.children.length > 20) ticks.lastChild.remove();
+  });
+  source.addEventListener('shutdown', () => { status.textContent = 'server stopping'; });
+  source.onerror = () => {
+    status.textContent = 'error';
+    // Browsers retry on their own while readyState is CONNECTING. Some (Firefox) give up
+    // after a failed reconnect and set CLOSED: then start over with a new EventSource.
+    if (source.readyState === EventSource.CLOSED) {
+      source.close();
+      setTimeout(connect, 2000);
+    }
+  };
+}
+connect();
+</script>
+</body>
+</html>
+"#;
