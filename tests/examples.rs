@@ -1,0 +1,212 @@
+//! The examples as users run them: the built binary on a loopback port, read by a real browser
+//! (Debian chromium via playwright-core) and by third-party SSE clients (npm `eventsource`,
+//! PyPI `httpx-sse`), then stopped with SIGTERM.
+
+mod support;
+
+use std::{path::PathBuf, process::Stdio, time::Duration};
+
+use tokio::{
+    io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
+    net::TcpStream,
+    process::{Child, Command},
+    time::timeout,
+};
+
+/// A running example binary, killed on drop if the test did not stop it.
+struct Example {
+    child: Child,
+    base: String,
+}
+
+impl Example {
+    /// Starts `target/<profile>/examples/<name>` on `127.0.0.1:0` and reads the
+    /// `listening on http://..` line it prints.
+    async fn start(name: &str, env: &[(&str, &str)]) -> Self {
+        let path = example_path(name);
+        let mut child = Command::new(&path)
+            .env("ADDR", "127.0.0.1:0")
+            .envs(env.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", path.display()));
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let base = timeout(Duration::from_secs(20), async {
+            while let Some(line) = lines.next_line().await.unwrap() {
+                if let Some(url) = line.strip_prefix("listening on ") {
+                    return url.trim_end_matches('/').to_owned();
+                }
+            }
+            panic!("{name} exited before listening");
+        })
+        .await
+        .expect("example did not start listening");
+        // Keep draining stdout so the example never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Self { child, base }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Sends SIGTERM and waits (bounded) for the process to exit by itself.
+    async fn terminate_within(mut self, limit: Duration) -> std::process::ExitStatus {
+        let pid = self.child.id().expect("still running").to_string();
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        match timeout(limit, self.child.wait()).await {
+            Ok(status) => status.unwrap(),
+            Err(_) => panic!("example still running {limit:?} after SIGTERM"),
+        }
+    }
+}
+
+/// Examples are built by `cargo test` next to the test binaries (`target/<profile>/examples`);
+/// build it when a narrower command skipped that.
+fn example_path(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().unwrap().parent().unwrap();
+    let path = profile_dir.join("examples").join(name);
+    if !path.exists() {
+        let status = std::process::Command::new(env!("CARGO"))
+            .args(["build", "--example", name, "--features", "axum,json"])
+            .current_dir(support::manifest_dir())
+            .status()
+            .unwrap();
+        assert!(status.success(), "cargo build --example {name} failed");
+    }
+    path
+}
+
+#[tokio::test]
+async fn clock_page_shows_ticks_in_chromium() {
+    if !support::require_chromium() {
+        return;
+    }
+    let clock = Example::start("clock", &[("KEEP_ALIVE_SECS", "5")]).await;
+    for page in ["/", "/?stream=shared"] {
+        let out = support::run_node(
+            "clock_page.mjs",
+            &[&clock.url(page), "--min", "2"],
+            support::BROWSER_TIMEOUT,
+        )
+        .await;
+        out.assert_success();
+        let seen = out.json();
+        assert!(seen["ticks"].as_u64().unwrap() >= 2, "{out}");
+        assert_eq!(seen["status"], "open", "{out}");
+        // The page lists the newest first; ids are consecutive integers.
+        let ids: Vec<u64> = seen["ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|id| id.as_str().unwrap().parse().unwrap())
+            .collect();
+        assert!(ids.windows(2).all(|w| w[0] == w[1] + 1), "{page}: {ids:?}");
+    }
+    clock.terminate_within(Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+async fn clock_with_npm_eventsource_resumes_after_last_event_id() {
+    if !support::require_node_package("eventsource") {
+        return;
+    }
+    let clock = Example::start("clock", &[]).await;
+    let out = support::run_node(
+        "eventsource_read.mjs",
+        &[
+            &clock.url("/clock"),
+            "--event",
+            "tick",
+            "--count",
+            "2",
+            "--last-event-id",
+            "41",
+        ],
+        support::SCRIPT_TIMEOUT,
+    )
+    .await;
+    out.assert_success();
+    let events = out.json_lines();
+    let ids: Vec<&str> = events.iter().map(|e| e["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["42", "43"], "{out}");
+    for event in &events {
+        assert_eq!(event["event"], "tick");
+        let data: serde_json::Value =
+            serde_json::from_str(event["data"].as_str().unwrap()).unwrap();
+        assert!(data["timestamp"].as_u64().unwrap() > 1_600_000_000_000);
+        assert!(data["message"].as_str().unwrap().starts_with("tick "));
+    }
+    clock.terminate_within(Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+async fn clock_shared_with_httpx_sse_sees_the_same_ids_as_another_client() {
+    if !support::require_python_module("httpx_sse", "httpx-sse") {
+        return;
+    }
+    let clock = Example::start("clock", &[]).await;
+    let url = clock.url("/clock/shared");
+    let args = [url.as_str(), "--event", "tick", "--count", "3"];
+    let (a, b) = tokio::join!(
+        support::run_python("httpx_sse_read.py", &args, support::SCRIPT_TIMEOUT),
+        support::run_python("httpx_sse_read.py", &args, support::SCRIPT_TIMEOUT),
+    );
+    a.assert_success();
+    b.assert_success();
+    let ids = |out: &support::ScriptOutput| -> Vec<u64> {
+        out.json_lines()
+            .iter()
+            .map(|e| e["id"].as_str().unwrap().parse().unwrap())
+            .collect()
+    };
+    let (ids_a, ids_b) = (ids(&a), ids(&b));
+    assert_eq!(ids_a.len(), 3);
+    assert!(ids_a.windows(2).all(|w| w[1] == w[0] + 1), "{ids_a:?}");
+    // Both read the one producer: every id both saw is the same tick.
+    let common: Vec<_> = ids_a.iter().filter(|id| ids_b.contains(id)).collect();
+    assert!(!common.is_empty(), "{ids_a:?} vs {ids_b:?}");
+    clock.terminate_within(Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+async fn clock_exits_on_sigterm_with_clients_connected() {
+    let clock = Example::start("clock", &[]).await;
+    let addr = clock.base.trim_start_matches("http://").to_owned();
+    let mut clients = vec![];
+    for path in ["/clock", "/clock/shared"] {
+        let mut stream = TcpStream::connect(&addr).await.unwrap();
+        stream
+            .write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut buf = vec![0; 1024];
+        let n = stream.read(&mut buf).await.unwrap();
+        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+        clients.push(stream);
+    }
+    let status = clock.terminate_within(Duration::from_secs(5)).await;
+    assert!(status.success(), "{status}");
+    // Each client got the final event and a clean end of the chunked body.
+    for mut client in clients {
+        let mut rest = vec![];
+        timeout(Duration::from_secs(5), client.read_to_end(&mut rest))
+            .await
+            .unwrap()
+            .unwrap();
+        let rest = String::from_utf8_lossy(&rest);
+        assert!(
+            rest.contains("event: shutdown\ndata: server stopping\n\n"),
+            "{rest}"
+        );
+        assert!(rest.ends_with("0\r\n\r\n"), "{rest}");
+    }
+}

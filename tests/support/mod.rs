@@ -1,0 +1,388 @@
+//! Shared helpers for integration tests: `mod support;` from any `tests/*.rs`.
+//!
+//! * [`external`] and the `require_*` helpers implement the rule for tests that
+//!   need a piece from outside the Rust toolchain (Debian's chromium, the npm
+//!   packages in `node_modules`, python's `httpx-sse`): when it is missing the
+//!   test is skipped with a printed reason, unless `CI` is set, in which case
+//!   it fails. `bash .ci/setup` (as root) installs all of them.
+//! * [`run_node`] / [`run_python`] run a script from `tests/js/` or `tests/py/`
+//!   with a hard timeout and capture its output.
+//! * [`serve`] serves an `axum::Router` on an ephemeral loopback port.
+#![allow(dead_code)]
+
+use std::ffi::OsString;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use tokio::io::AsyncReadExt;
+use tokio::process::Command;
+
+/// Default bound for a client script (node / python) run.
+pub const SCRIPT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default bound for a headless-browser script run (chromium start-up is slow
+/// on a loaded 2-core machine).
+pub const BROWSER_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How to install every external test dependency at once.
+pub const SETUP_HINT: &str = "run `bash .ci/setup` as root";
+
+// ---------------------------------------------------------------------------
+// Skip-or-fail rule
+// ---------------------------------------------------------------------------
+
+/// True when running under CI (`CI` set to anything but empty, `0` or `false`).
+pub fn in_ci() -> bool {
+    match std::env::var_os("CI") {
+        None => false,
+        Some(v) => {
+            let v = v.to_string_lossy().trim().to_ascii_lowercase();
+            !(v.is_empty() || v == "0" || v == "false")
+        }
+    }
+}
+
+/// Gate for a test that needs an external piece.
+///
+/// Returns `true` when `available`. Otherwise: under CI (`CI` set) it panics
+/// with a clear message; elsewhere it prints
+/// `skipping: <what> not available (<how_to_get>)` to stderr and returns
+/// `false`, and the test should return early:
+///
+/// ```ignore
+/// if !support::external("chromium", support::chromium_available(), "apt-get install chromium") {
+///     return;
+/// }
+/// ```
+pub fn external(what: &str, available: bool, how_to_get: &str) -> bool {
+    if available {
+        return true;
+    }
+    if in_ci() {
+        panic!(
+            "{what} not available ({how_to_get}); CI is set, so a missing test \
+             dependency is a failure, not a skip (.ci/setup should have installed it)"
+        );
+    }
+    eprintln!("skipping: {what} not available ({how_to_get})");
+    false
+}
+
+/// The crate root (`CARGO_MANIFEST_DIR`).
+pub fn manifest_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Path of the chromium binary: `$CHROMIUM` if set, else `/usr/bin/chromium`.
+pub fn chromium_path() -> PathBuf {
+    match std::env::var_os("CHROMIUM") {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => PathBuf::from("/usr/bin/chromium"),
+    }
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
+}
+
+/// Whether the chromium binary ([`chromium_path`]) exists and is executable.
+pub fn chromium_available() -> bool {
+    is_executable(&chromium_path())
+}
+
+/// Whether `program --version` runs successfully (looked up on `PATH`).
+pub fn program_available(program: &str) -> bool {
+    std::process::Command::new(program)
+        .arg("--version")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// Whether `$CARGO_MANIFEST_DIR/node_modules/<pkg>` is installed.
+pub fn node_modules_available(pkg: &str) -> bool {
+    manifest_dir()
+        .join("node_modules")
+        .join(pkg)
+        .join("package.json")
+        .is_file()
+}
+
+/// Whether `python3 -c "import <module>"` succeeds.
+pub fn python_module_available(module: &str) -> bool {
+    std::process::Command::new("python3")
+        .arg("-c")
+        .arg(format!("import {module}"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// [`external`] gate for `node` plus one npm package from `package.json`.
+pub fn require_node_package(pkg: &str) -> bool {
+    external("node", program_available("node"), "install Node.js 20+")
+        && external(
+            &format!("npm package `{pkg}` (node_modules/{pkg})"),
+            node_modules_available(pkg),
+            "run `npm ci` in the crate root, or `bash .ci/setup` as root",
+        )
+}
+
+/// [`external`] gate for the headless browser tests: chromium, node and
+/// `playwright-core`.
+pub fn require_chromium() -> bool {
+    external(
+        &format!("chromium ({})", chromium_path().display()),
+        chromium_available(),
+        "`apt-get install chromium`, or set CHROMIUM=/path/to/chromium; or `bash .ci/setup` as root",
+    ) && require_node_package("playwright-core")
+}
+
+/// [`external`] gate for a python module (e.g. `httpx_sse`).
+pub fn require_python_module(module: &str, pip_name: &str) -> bool {
+    external(
+        &format!("python module `{module}`"),
+        python_module_available(module),
+        &format!("`python3 -m pip install {pip_name}`, or `bash .ci/setup` as root"),
+    )
+}
+
+// ---------------------------------------------------------------------------
+// Running client scripts
+// ---------------------------------------------------------------------------
+
+/// What a script run produced.
+#[derive(Debug)]
+pub struct ScriptOutput {
+    /// The command line, for messages.
+    pub command: String,
+    /// `None` when the script was killed on timeout.
+    pub status: Option<ExitStatus>,
+    pub timed_out: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl ScriptOutput {
+    /// Exited by itself with status 0.
+    pub fn success(&self) -> bool {
+        !self.timed_out && self.status.is_some_and(|s| s.success())
+    }
+
+    /// Panic (printing the command, status, stdout and stderr) unless the
+    /// script succeeded. Returns `self` for chaining.
+    #[track_caller]
+    pub fn assert_success(&self) -> &Self {
+        if !self.success() {
+            panic!("script failed:\n{self}");
+        }
+        self
+    }
+
+    /// Every stdout line that parses as JSON (other lines are ignored).
+    pub fn json_lines(&self) -> Vec<serde_json::Value> {
+        self.stdout
+            .lines()
+            .map(str::trim)
+            .filter(|l| l.starts_with('{') || l.starts_with('['))
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// The single JSON line on stdout; panics (with the full output) otherwise.
+    #[track_caller]
+    pub fn json(&self) -> serde_json::Value {
+        let mut lines = self.json_lines();
+        if lines.len() != 1 {
+            panic!("expected exactly one JSON line on stdout:\n{self}");
+        }
+        lines.pop().unwrap()
+    }
+}
+
+impl fmt::Display for ScriptOutput {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "command: {}", self.command)?;
+        match (self.timed_out, self.status) {
+            (true, _) => writeln!(f, "status: killed after timeout")?,
+            (false, Some(s)) => writeln!(f, "status: {s}")?,
+            (false, None) => writeln!(f, "status: unknown")?,
+        }
+        writeln!(f, "--- stdout ---\n{}", self.stdout.trim_end())?;
+        write!(f, "--- stderr ---\n{}", self.stderr.trim_end())
+    }
+}
+
+/// Run `node $CARGO_MANIFEST_DIR/tests/js/<script> <args…>` with the crate root
+/// as working directory (so `node_modules` resolves) and `CHROMIUM` set to
+/// [`chromium_path`] unless already set. The script (and its process group,
+/// e.g. a browser it launched) is killed after `timeout`.
+pub async fn run_node(script: &str, args: &[&str], timeout: Duration) -> ScriptOutput {
+    let path = manifest_dir().join("tests").join("js").join(script);
+    let mut cmd = Command::new("node");
+    cmd.arg(&path).args(args);
+    if std::env::var_os("CHROMIUM").is_none() {
+        cmd.env("CHROMIUM", chromium_path());
+    }
+    run_script(cmd, timeout).await
+}
+
+/// Run `python3 $CARGO_MANIFEST_DIR/tests/py/<script> <args…>`, like
+/// [`run_node`].
+pub async fn run_python(script: &str, args: &[&str], timeout: Duration) -> ScriptOutput {
+    let path = manifest_dir().join("tests").join("py").join(script);
+    let mut cmd = Command::new("python3");
+    cmd.arg(&path).args(args).env("PYTHONUNBUFFERED", "1");
+    run_script(cmd, timeout).await
+}
+
+/// Kills a whole process group when dropped (the test panicked or timed out),
+/// so a browser launched by a script never outlives the test.
+struct GroupKiller(Option<u32>);
+
+impl GroupKiller {
+    fn kill_now(&mut self) {
+        if let Some(pgid) = self.0.take() {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", "--", &format!("-{pgid}")])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
+impl Drop for GroupKiller {
+    fn drop(&mut self) {
+        self.kill_now();
+    }
+}
+
+async fn run_script(mut cmd: Command, timeout: Duration) -> ScriptOutput {
+    let command = {
+        let std_cmd = cmd.as_std();
+        let mut parts: Vec<OsString> = vec![std_cmd.get_program().to_owned()];
+        parts.extend(std_cmd.get_args().map(|a| a.to_owned()));
+        parts
+            .iter()
+            .map(|p| p.to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    cmd.current_dir(manifest_dir())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("failed to spawn `{command}`: {e}"));
+    let mut killer = GroupKiller(child.id());
+
+    let mut out = child.stdout.take().expect("piped stdout");
+    let mut err = child.stderr.take().expect("piped stderr");
+    let out_task = tokio::spawn(async move {
+        let mut buf = Vec::new();
+        let _ = out.read_to_end(&mut buf).await;
+        buf
+    });
+    let err_task = tokio::spawn(async move {
+        let mut buf = Vec::new();
+        let _ = err.read_to_end(&mut buf).await;
+        buf
+    });
+
+    let (status, timed_out) = match tokio::time::timeout(timeout, child.wait()).await {
+        Ok(status) => (
+            Some(status.unwrap_or_else(|e| panic!("waiting for `{command}`: {e}"))),
+            false,
+        ),
+        Err(_) => {
+            killer.kill_now();
+            let _ = child.kill().await;
+            (None, true)
+        }
+    };
+    // Anything left in the group (a browser the script failed to close) would
+    // keep the pipes open; the script is done, so end it.
+    killer.kill_now();
+
+    let collect = |task: tokio::task::JoinHandle<Vec<u8>>| async move {
+        match tokio::time::timeout(Duration::from_secs(5), task).await {
+            Ok(Ok(buf)) => String::from_utf8_lossy(&buf).into_owned(),
+            _ => String::from("<output not collected>"),
+        }
+    };
+    let stdout = collect(out_task).await;
+    let mut stderr = collect(err_task).await;
+    if timed_out {
+        stderr.push_str(&format!("\n<killed after {timeout:?}>"));
+    }
+    ScriptOutput {
+        command,
+        status,
+        timed_out,
+        stdout,
+        stderr,
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Serving a router
+// ---------------------------------------------------------------------------
+
+/// A server started by [`serve`]; aborts the server task when dropped.
+pub struct ServerHandle {
+    addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ServerHandle {
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:PORT<path>`; `path` should start with `/`.
+    pub fn url(&self, path: &str) -> String {
+        url(self.addr, path)
+    }
+}
+
+impl Drop for ServerHandle {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// `http://<addr><path>`; `path` should start with `/`.
+pub fn url(addr: SocketAddr, path: &str) -> String {
+    format!("http://{addr}{path}")
+}
+
+/// Serve `router` on `127.0.0.1:0` in a spawned task (axum::serve, HTTP/1
+/// and HTTP/2). Keep the handle alive for as long as the server is needed.
+pub async fn serve(router: axum::Router) -> (SocketAddr, ServerHandle) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind 127.0.0.1:0");
+    let addr = listener.local_addr().expect("local_addr");
+    let task = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, router).await {
+            eprintln!("test server on {addr} stopped: {e}");
+        }
+    });
+    (addr, ServerHandle { addr, task })
+}
