@@ -61,7 +61,8 @@ fn bench(c: &mut Criterion) {
         group.throughput(Throughput::Elements(N as u64));
         group.bench_function("tower-sse", |b| {
             b.iter(|| {
-                let events = stream::iter(0..N).map(|_| tower_sse::Event::new().data(black_box(data)));
+                let events =
+                    stream::iter(0..N).map(|_| tower_sse::Event::new().data(black_box(data)));
                 drain(tower_sse::SseBody::new(events))
             })
         });
@@ -70,7 +71,11 @@ fn bench(c: &mut Criterion) {
                 let events = stream::iter(0..N).map(move |_| {
                     Ok::<_, Infallible>(axum::response::sse::Event::default().data(black_box(data)))
                 });
-                drain(axum::response::sse::Sse::new(events).into_response().into_body())
+                drain(
+                    axum::response::sse::Sse::new(events)
+                        .into_response()
+                        .into_body(),
+                )
             })
         });
         group.finish();
@@ -94,7 +99,11 @@ fn bench(c: &mut Criterion) {
                         .unwrap(),
                 )
             });
-            drain(axum::response::sse::Sse::new(events).into_response().into_body())
+            drain(
+                axum::response::sse::Sse::new(events)
+                    .into_response()
+                    .into_body(),
+            )
         })
     });
     group.finish();

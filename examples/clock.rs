@@ -22,12 +22,7 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use axum::{
-    Router,
-    extract::State,
-    response::Html,
-    routing::get,
-};
+use axum::{Router, extract::State, response::Html, routing::get};
 use futures_util::stream;
 use serde_json::json;
 use tokio::{net::TcpListener, sync::broadcast};
@@ -57,10 +52,13 @@ async fn clock(last: Option<LastEventId>) -> EventStream<impl futures_core::Stre
         .map_or(1, |n| n.saturating_add(1));
     let mut interval = tokio::time::interval(Duration::from_secs(1));
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    EventStream::new(stream::unfold((first, interval), |(id, mut interval)| async move {
-        interval.tick().await;
-        Some((tick(id), (id + 1, interval)))
-    }))
+    EventStream::new(stream::unfold(
+        (first, interval),
+        |(id, mut interval)| async move {
+            interval.tick().await;
+            Some((tick(id), (id + 1, interval)))
+        },
+    ))
 }
 
 /// Shared: every client reads the one producer. A client that falls more than 16 ticks behind
@@ -111,8 +109,7 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
 async fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
     let addr: SocketAddr = env_or("ADDR", SocketAddr::from(([127, 0, 0, 1], 3000)));
@@ -127,7 +124,10 @@ async fn main() {
     };
     let shutdown = Shutdown::new();
     let app = app(keep_alive, &shutdown);
-    println!("listening on http://{}", listener.local_addr().unwrap_or(addr));
+    println!(
+        "listening on http://{}",
+        listener.local_addr().unwrap_or(addr)
+    );
 
     tokio::spawn({
         let shutdown = shutdown.clone();

@@ -36,7 +36,10 @@ async fn count(
         .unwrap_or(0);
     let events = stream::unfold(from + 1, |n| async move {
         tokio::time::sleep(Duration::from_secs(1)).await;
-        Some((Event::new().id(n.to_string()).data(format!("count {n}")), n + 1))
+        Some((
+            Event::new().id(n.to_string()).data(format!("count {n}")),
+            n + 1,
+        ))
     });
     Ok(Response::new(EventStream::new(events)))
 }
@@ -76,7 +79,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     // End every open stream, then wait (bounded) for hyper to close the connections.
     shutdown.trigger();
-    if tokio::time::timeout(Duration::from_secs(5), graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(5), graceful.shutdown())
+        .await
+        .is_err()
+    {
         eprintln!("connections still open after 5 s; exiting anyway");
     }
     Ok(())

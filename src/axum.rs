@@ -70,7 +70,10 @@ struct Slot(Arc<Mutex<Option<BoxEventStream>>>);
 
 impl Slot {
     fn take(&self) -> Option<BoxEventStream> {
-        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take()
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take()
     }
 }
 
@@ -149,7 +152,11 @@ impl SseSource for Body {
 
     /// Events when the handler returned an [`EventStream`], else the body as it is.
     fn into_source(self, parts: &mut http::response::Parts) -> Source<BoxEventStream, Body> {
-        match parts.extensions.remove::<Slot>().and_then(|slot| slot.take()) {
+        match parts
+            .extensions
+            .remove::<Slot>()
+            .and_then(|slot| slot.take())
+        {
             Some(stream) => Source::Events(stream),
             None => Source::Passthrough(self),
         }

@@ -308,10 +308,19 @@ impl<S: Stream<Item: SseItem>> Events<S> {
     }
 }
 
-fn finish_shutdown(done: &mut bool, guard: &mut Option<DisconnectGuard>, config: &Config) -> Polled {
+fn finish_shutdown(
+    done: &mut bool,
+    guard: &mut Option<DisconnectGuard>,
+    config: &Config,
+) -> Polled {
     *done = true;
     if let Some(guard) = guard.take() {
         guard.finish();
     }
-    Poll::Ready(config.shutdown_event.clone().map(|bytes| Ok(Frame::data(bytes))))
+    Poll::Ready(
+        config
+            .shutdown_event
+            .clone()
+            .map(|bytes| Ok(Frame::data(bytes))),
+    )
 }

@@ -473,13 +473,22 @@ mod tests {
         assert_eq!(enc(Event::new().data("a\rb")), b"data: a\ndata: b\n\n");
         // CRLF is one break, not two (axum 0.8 writes an empty line in between).
         assert_eq!(enc(Event::new().data("a\r\nb")), b"data: a\ndata: b\n\n");
-        assert_eq!(enc(Event::new().data("a\n\rb")), b"data: a\ndata:\ndata: b\n\n");
-        assert_eq!(enc(Event::new().data("a\r\n\r\nb")), b"data: a\ndata:\ndata: b\n\n");
+        assert_eq!(
+            enc(Event::new().data("a\n\rb")),
+            b"data: a\ndata:\ndata: b\n\n"
+        );
+        assert_eq!(
+            enc(Event::new().data("a\r\n\r\nb")),
+            b"data: a\ndata:\ndata: b\n\n"
+        );
         assert_eq!(enc(Event::new().data("a\n")), b"data: a\ndata:\n\n");
         assert_eq!(enc(Event::new().data("\n")), b"data:\ndata:\n\n");
         assert_eq!(enc(Event::new().data("")), b"data:\n\n");
         assert_eq!(enc(Event::new().data(" lead")), b"data:  lead\n\n");
-        assert_eq!(enc(Event::new().data("a").data("b")), b"data: a\ndata: b\n\n");
+        assert_eq!(
+            enc(Event::new().data("a").data("b")),
+            b"data: a\ndata: b\n\n"
+        );
     }
 
     #[test]
@@ -548,7 +557,10 @@ mod tests {
                 continue;
             }
             let (name, value) = line.split_once(':').unwrap_or((line, ""));
-            cur.push((name.to_owned(), value.strip_prefix(' ').unwrap_or(value).to_owned()));
+            cur.push((
+                name.to_owned(),
+                value.strip_prefix(' ').unwrap_or(value).to_owned(),
+            ));
         }
         assert!(cur.is_empty(), "stream must end with a blank line");
         events

@@ -307,7 +307,10 @@ mod tests {
         // The header wins over the query, even when malformed.
         assert_eq!(from(Some(b"\xff"), "/?lastEventId=3"), None);
         assert_eq!(from(None, "/?lastEventId=3"), Some("3".into()));
-        assert_eq!(from(None, "/?a=b&lastEventId=x%20y+z"), Some("x y z".into()));
+        assert_eq!(
+            from(None, "/?a=b&lastEventId=x%20y+z"),
+            Some("x y z".into())
+        );
         assert_eq!(from(None, "/?lastEventId=%00"), None);
         assert_eq!(from(None, "/?lastEventId=%0D"), None);
         assert_eq!(from(None, "/?lastEventId=%FF"), None);

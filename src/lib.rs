@@ -46,11 +46,7 @@
 //! [`Bytes`]: bytes::Bytes
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
-#![warn(
-    missing_debug_implementations,
-    unreachable_pub,
-    rust_2018_idioms
-)]
+#![warn(missing_debug_implementations, unreachable_pub, rust_2018_idioms)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod body;

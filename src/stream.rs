@@ -156,7 +156,10 @@ pub trait SseSource: Sized {
 
     /// Splits the body into its event stream or its pass-through body. `parts` are the
     /// response's head, for implementations that keep the stream in an extension.
-    fn into_source(self, parts: &mut http::response::Parts) -> Source<Self::Stream, Self::Passthrough>;
+    fn into_source(
+        self,
+        parts: &mut http::response::Parts,
+    ) -> Source<Self::Stream, Self::Passthrough>;
 }
 
 impl<S: Stream<Item: SseItem>> SseSource for EventStream<S> {

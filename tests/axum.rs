@@ -17,13 +17,20 @@ fn app(layer: SseLayer) -> Router {
     Router::new()
         .route(
             "/events",
-            get(|last: Option<LastEventId>, Extension(d): Extension<Disconnect>| async move {
-                assert!(!d.is_closed());
-                let last = last.map(LastEventId::into_string).unwrap_or_default();
-                EventStream::new(stream::iter([Event::new().id("1").data(format!("after [{last}]"))]))
-            }),
+            get(
+                |last: Option<LastEventId>, Extension(d): Extension<Disconnect>| async move {
+                    assert!(!d.is_closed());
+                    let last = last.map(LastEventId::into_string).unwrap_or_default();
+                    EventStream::new(stream::iter([Event::new()
+                        .id("1")
+                        .data(format!("after [{last}]"))]))
+                },
+            ),
         )
-        .route("/json", get(|| async { Json(serde_json::json!({"ok": true})) }))
+        .route(
+            "/json",
+            get(|| async { Json(serde_json::json!({"ok": true})) }),
+        )
         .layer(layer)
 }
 
@@ -34,7 +41,9 @@ async fn get_req(app: Router, req: Request<Body>) -> (http::response::Parts, byt
 
 #[tokio::test]
 async fn handler_stream_is_served_with_layer_settings() {
-    let req = Request::get("/events?lastEventId=9").body(Body::empty()).unwrap();
+    let req = Request::get("/events?lastEventId=9")
+        .body(Body::empty())
+        .unwrap();
     let (parts, body) = get_req(app(SseLayer::new().retry(Duration::from_secs(1))), req).await;
     assert_eq!(parts.status, StatusCode::OK);
     assert_eq!(parts.headers["content-type"], "text/event-stream");
@@ -64,7 +73,10 @@ async fn event_stream_works_without_the_layer() {
             EventStream::new(stream::iter([Event::new().data(last)]))
         }),
     );
-    let req = Request::get("/events").header("last-event-id", "5").body(Body::empty()).unwrap();
+    let req = Request::get("/events")
+        .header("last-event-id", "5")
+        .body(Body::empty())
+        .unwrap();
     let response = app.oneshot(req).await.unwrap();
     assert_eq!(response.headers()["content-type"], "text/event-stream");
     assert_eq!(response.headers()["x-accel-buffering"], "no");
@@ -87,19 +99,26 @@ fn cors_app() -> Router {
 #[tokio::test]
 async fn cors_with_credentials_echoes_allowed_origin_only() {
     for origin in ["https://a.example", "https://b.example"] {
-        let req = Request::get("/events").header("origin", origin).body(Body::empty()).unwrap();
+        let req = Request::get("/events")
+            .header("origin", origin)
+            .body(Body::empty())
+            .unwrap();
         let (parts, body) = get_req(cors_app(), req).await;
         assert_eq!(parts.headers["access-control-allow-origin"], origin);
         assert_eq!(parts.headers["access-control-allow-credentials"], "true");
         let vary: Vec<_> = parts.headers.get_all("vary").iter().collect();
         assert!(
-            vary.iter().any(|v| v.to_str().unwrap().to_ascii_lowercase().contains("origin")),
+            vary.iter()
+                .any(|v| v.to_str().unwrap().to_ascii_lowercase().contains("origin")),
             "{vary:?}"
         );
         assert_eq!(parts.headers["content-type"], "text/event-stream");
         assert_eq!(&body[..], b"data: x\n\n");
     }
-    let req = Request::get("/events").header("origin", "https://evil.example").body(Body::empty()).unwrap();
+    let req = Request::get("/events")
+        .header("origin", "https://evil.example")
+        .body(Body::empty())
+        .unwrap();
     let (parts, _) = get_req(cors_app(), req).await;
     assert!(parts.headers.get("access-control-allow-origin").is_none());
 
@@ -111,7 +130,15 @@ async fn cors_with_credentials_echoes_allowed_origin_only() {
         .body(Body::empty())
         .unwrap();
     let (parts, _) = get_req(cors_app(), req).await;
-    assert_eq!(parts.headers["access-control-allow-origin"], "https://a.example");
-    assert!(parts.headers["access-control-allow-headers"].to_str().unwrap().contains("last-event-id"));
+    assert_eq!(
+        parts.headers["access-control-allow-origin"],
+        "https://a.example"
+    );
+    assert!(
+        parts.headers["access-control-allow-headers"]
+            .to_str()
+            .unwrap()
+            .contains("last-event-id")
+    );
     assert_ne!(parts.headers["access-control-allow-origin"], "*");
 }

@@ -21,17 +21,16 @@ struct Call {
 }
 
 /// Runs one request through `layer` around a mock whose response carries a channel stream.
-async fn run(
-    layer: SseLayer,
-    request: Request<()>,
-) -> (Call, mpsc::UnboundedSender<Item>) {
+async fn run(layer: SseLayer, request: Request<()>) -> (Call, mpsc::UnboundedSender<Item>) {
     let (mut service, mut handle) =
         mock::spawn_layer::<Request<()>, Response<EventStream<Events>>, _>(layer);
     assert_ready_ok!(service.poll_ready());
     let future = service.call(request);
     let (request, send) = handle.next_request().await.unwrap();
     let (tx, rx) = mpsc::unbounded_channel();
-    send.send_response(Response::new(EventStream::new(UnboundedReceiverStream::new(rx))));
+    send.send_response(Response::new(EventStream::new(
+        UnboundedReceiverStream::new(rx),
+    )));
     let response = future.await.unwrap().map(Box::pin);
     (Call { request, response }, tx)
 }
@@ -87,7 +86,10 @@ async fn keeps_cache_control_of_inner_service_and_drops_content_length() {
 
 #[tokio::test]
 async fn puts_last_event_id_and_disconnect_into_extensions() {
-    let request = Request::get("/").header("last-event-id", "41").body(()).unwrap();
+    let request = Request::get("/")
+        .header("last-event-id", "41")
+        .body(())
+        .unwrap();
     let (call, _tx) = run(SseLayer::new(), request).await;
     assert_eq!(
         call.request.extensions().get::<LastEventId>(),
@@ -100,7 +102,10 @@ async fn puts_last_event_id_and_disconnect_into_extensions() {
     assert!(call.request.extensions().get::<LastEventId>().is_none());
 
     let too_long = "x".repeat(1025);
-    let request = Request::get("/").header("last-event-id", too_long).body(()).unwrap();
+    let request = Request::get("/")
+        .header("last-event-id", too_long)
+        .body(())
+        .unwrap();
     let (call, _tx) = run(SseLayer::new(), request).await;
     assert!(call.request.extensions().get::<LastEventId>().is_none());
 }
@@ -124,7 +129,10 @@ async fn ready_events_are_coalesced_into_one_frame() {
         tx.send(Ok(Event::new().data(n.to_string()))).unwrap();
     }
     let body = call.response.body_mut();
-    assert_eq!(next(body).await.unwrap(), "data: 1\n\ndata: 2\n\ndata: 3\n\n");
+    assert_eq!(
+        next(body).await.unwrap(),
+        "data: 1\n\ndata: 2\n\ndata: 3\n\n"
+    );
 
     let (mut call, tx) = call_with(SseLayer::new().max_batch(0)).await;
     for n in 1..=2 {
@@ -153,13 +161,21 @@ async fn call_with(layer: SseLayer) -> (Call, mpsc::UnboundedSender<Item>) {
 #[tokio::test]
 async fn stream_error_ends_body_cleanly_after_earlier_events() {
     let (mut call, tx) = call_with(SseLayer::new()).await;
-    let disconnect = call.request.extensions().get::<Disconnect>().unwrap().clone();
+    let disconnect = call
+        .request
+        .extensions()
+        .get::<Disconnect>()
+        .unwrap()
+        .clone();
     tx.send(Ok(Event::new().data("before"))).unwrap();
     tx.send(Err(io::Error::other("broken"))).unwrap();
     tx.send(Ok(Event::new().data("after"))).unwrap();
     let body = call.response.body_mut();
     assert_eq!(next(body).await.unwrap(), "data: before\n\n");
-    assert!(body.frame().await.is_none(), "an error ends the body without an error frame");
+    assert!(
+        body.frame().await.is_none(),
+        "an error ends the body without an error frame"
+    );
     assert!(http_body::Body::is_end_stream(&**body));
     assert!(disconnect.is_closed());
     assert!(!disconnect.client_gone());
@@ -178,7 +194,12 @@ async fn stream_end_ends_body() {
 #[tokio::test]
 async fn dropping_the_body_reports_client_gone_and_drops_the_stream() {
     let (call, tx) = call_with(SseLayer::new()).await;
-    let disconnect = call.request.extensions().get::<Disconnect>().unwrap().clone();
+    let disconnect = call
+        .request
+        .extensions()
+        .get::<Disconnect>()
+        .unwrap()
+        .clone();
     assert!(!disconnect.is_closed());
     drop(call.response);
     disconnect.closed().await;
@@ -224,7 +245,10 @@ async fn keep_alive_text_interval_and_off() {
         tokio::time::sleep(Duration::from_secs(3600)).await;
         tx.send(Ok(Event::new().data("late"))).unwrap();
     });
-    assert_eq!(next(call.response.body_mut()).await.unwrap(), "data: late\n\n");
+    assert_eq!(
+        next(call.response.body_mut()).await.unwrap(),
+        "data: late\n\n"
+    );
     sender.await.unwrap();
 }
 
@@ -244,7 +268,12 @@ async fn shutdown_sends_final_event_and_ends() {
         .shutdown(&shutdown)
         .shutdown_event(Event::new().event("bye").data(""));
     let (mut call, tx) = call_with(layer.clone()).await;
-    let disconnect = call.request.extensions().get::<Disconnect>().unwrap().clone();
+    let disconnect = call
+        .request
+        .extensions()
+        .get::<Disconnect>()
+        .unwrap()
+        .clone();
     tx.send(Ok(Event::new().data("1"))).unwrap();
     let body = call.response.body_mut();
     assert_eq!(next(body).await.unwrap(), "data: 1\n\n");

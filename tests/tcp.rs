@@ -91,7 +91,11 @@ async fn hyper_server(layer: SseLayer, shutdown: Shutdown) -> Server {
         }
         graceful.shutdown().await;
     });
-    Server { addr, drops, stopped }
+    Server {
+        addr,
+        drops,
+        stopped,
+    }
 }
 
 async fn read_until(stream: &mut TcpStream, seen: &mut Vec<u8>, needle: &[u8]) {
@@ -99,12 +103,21 @@ async fn read_until(stream: &mut TcpStream, seen: &mut Vec<u8>, needle: &[u8]) {
         while !seen.windows(needle.len()).any(|w| w == needle) {
             let mut buf = [0; 4096];
             let n = stream.read(&mut buf).await.unwrap();
-            assert!(n > 0, "connection closed before {:?}", String::from_utf8_lossy(needle));
+            assert!(
+                n > 0,
+                "connection closed before {:?}",
+                String::from_utf8_lossy(needle)
+            );
             seen.extend_from_slice(&buf[..n]);
         }
     })
     .await;
-    assert!(found.is_ok(), "never saw {:?} in {:?}", String::from_utf8_lossy(needle), String::from_utf8_lossy(seen));
+    assert!(
+        found.is_ok(),
+        "never saw {:?} in {:?}",
+        String::from_utf8_lossy(needle),
+        String::from_utf8_lossy(seen)
+    );
 }
 
 async fn h1_connect(addr: SocketAddr) -> (TcpStream, Vec<u8>) {
@@ -129,11 +142,18 @@ async fn dropped_within(drops: &mut mpsc::UnboundedReceiver<()>, limit: Duration
 
 #[tokio::test]
 async fn http1_headers_and_disconnect_drops_stream() {
-    let mut server = hyper_server(SseLayer::new().keep_alive(Duration::from_secs(60)), Shutdown::new()).await;
+    let mut server = hyper_server(
+        SseLayer::new().keep_alive(Duration::from_secs(60)),
+        Shutdown::new(),
+    )
+    .await;
     let (stream, seen) = h1_connect(server.addr).await;
     let head = String::from_utf8_lossy(&seen).to_ascii_lowercase();
     assert!(head.starts_with("http/1.1 200 ok"), "{head}");
-    assert!(head.contains("content-type: text/event-stream\r\n"), "{head}");
+    assert!(
+        head.contains("content-type: text/event-stream\r\n"),
+        "{head}"
+    );
     assert!(head.contains("cache-control: no-cache\r\n"), "{head}");
     assert!(head.contains("x-accel-buffering: no\r\n"), "{head}");
     assert!(head.contains("connection: keep-alive\r\n"), "{head}");
@@ -143,9 +163,7 @@ async fn http1_headers_and_disconnect_drops_stream() {
     dropped_within(&mut server.drops, Duration::from_secs(1)).await;
 }
 
-async fn h2_client(
-    addr: SocketAddr,
-) -> hyper::client::conn::http2::SendRequest<Empty<Bytes>> {
+async fn h2_client(addr: SocketAddr) -> hyper::client::conn::http2::SendRequest<Empty<Bytes>> {
     let io = TokioIo::new(TcpStream::connect(addr).await.unwrap());
     let (sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
         .await
@@ -166,7 +184,11 @@ async fn h2_get(
 
 #[tokio::test]
 async fn http2_headers_and_stream_reset_drops_stream() {
-    let mut server = hyper_server(SseLayer::new().keep_alive(Duration::from_secs(60)), Shutdown::new()).await;
+    let mut server = hyper_server(
+        SseLayer::new().keep_alive(Duration::from_secs(60)),
+        Shutdown::new(),
+    )
+    .await;
     let mut sender = h2_client(server.addr).await;
     let mut response = h2_get(&mut sender, server.addr).await;
     assert_eq!(response.version(), http::Version::HTTP_2);
@@ -189,7 +211,11 @@ async fn http2_headers_and_stream_reset_drops_stream() {
 
 #[tokio::test]
 async fn http2_connection_close_drops_stream() {
-    let mut server = hyper_server(SseLayer::new().keep_alive(Duration::from_secs(60)), Shutdown::new()).await;
+    let mut server = hyper_server(
+        SseLayer::new().keep_alive(Duration::from_secs(60)),
+        Shutdown::new(),
+    )
+    .await;
     // hyper's client drives its HTTP/2 connection on a task of its own, so cut the TCP
     // connection in a proxy between the two: both sockets close without a stream reset.
     let proxy = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -222,10 +248,18 @@ async fn hyper_graceful_shutdown_returns_with_clients_connected() {
 
     shutdown.trigger();
     let stopped = timeout(Duration::from_secs(5), server.stopped).await;
-    assert!(stopped.is_ok(), "server did not stop with clients connected");
+    assert!(
+        stopped.is_ok(),
+        "server did not stop with clients connected"
+    );
 
     // Both clients saw the final event and a clean end.
-    read_until(&mut h1, &mut seen, b"event: shutdown\ndata: bye\n\n\r\n0\r\n\r\n").await;
+    read_until(
+        &mut h1,
+        &mut seen,
+        b"event: shutdown\ndata: bye\n\n\r\n0\r\n\r\n",
+    )
+    .await;
     let rest = h2.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(rest, "event: shutdown\ndata: bye\n\n");
 }
@@ -241,7 +275,12 @@ async fn axum_serve_with_graceful_shutdown_returns_with_clients_connected() {
             "/events",
             get(move || {
                 let dropped = drops_tx.clone();
-                async move { EventStream::new(Hello { sent: false, dropped }) }
+                async move {
+                    EventStream::new(Hello {
+                        sent: false,
+                        dropped,
+                    })
+                }
             }),
         )
         .layer(
@@ -260,6 +299,9 @@ async fn axum_serve_with_graceful_shutdown_returns_with_clients_connected() {
 
     shutdown.trigger();
     let stopped = timeout(Duration::from_secs(5), server).await;
-    assert!(stopped.is_ok(), "axum::serve did not return with a client connected");
+    assert!(
+        stopped.is_ok(),
+        "axum::serve did not return with a client connected"
+    );
     read_until(&mut client, &mut seen, b"event: shutdown\ndata: bye\n\n").await;
 }

@@ -11,12 +11,7 @@ use std::{
 use http::{HeaderMap, HeaderValue, Response, Version, header};
 use pin_project_lite::pin_project;
 
-use crate::{
-    SseBody, SseSource,
-    body::Config,
-    extension::DisconnectGuard,
-    stream::Source,
-};
+use crate::{SseBody, SseSource, body::Config, extension::DisconnectGuard, stream::Source};
 
 pin_project! {
     /// Response future of [`Sse`](crate::Sse).
@@ -30,7 +25,12 @@ pin_project! {
 }
 
 impl<F> ResponseFuture<F> {
-    pub(crate) fn new(inner: F, config: Arc<Config>, version: Version, guard: DisconnectGuard) -> Self {
+    pub(crate) fn new(
+        inner: F,
+        config: Arc<Config>,
+        version: Version,
+        guard: DisconnectGuard,
+    ) -> Self {
         Self {
             inner,
             config,

@@ -232,6 +232,7 @@ where
     type Service = C::Service;
 
     fn layer(&self, inner: S) -> Self::Service {
-        self.outer.layer(Sse::with_config(inner, self.config.clone()))
+        self.outer
+            .layer(Sse::with_config(inner, self.config.clone()))
     }
 }

@@ -43,6 +43,7 @@
 //! ```
 
 pub mod future;
+#[allow(clippy::module_inception)] // layer/layer.rs, after the tower-http file layout
 mod layer;
 mod service;
 
