@@ -1,0 +1,147 @@
+use std::{any::Any, fmt};
+
+/// What a subscriber asks for, as the [`Authorizer`] sees it.
+///
+/// Everything here may come from the network: treat it as untrusted input.
+///
+/// ```
+/// use tower_sse::hub::{Hub, SubscribeRequest};
+///
+/// struct User {
+///     rooms: Vec<String>,
+/// }
+///
+/// let hub = Hub::builder()
+///     .authorizer(|req: &SubscribeRequest<'_>| {
+///         req.claims::<User>()
+///             .is_some_and(|user| user.rooms.iter().any(|room| room == req.topic()))
+///     })
+///     .build();
+///
+/// let alice = User { rooms: vec!["lobby".into()] };
+/// assert!(hub.subscriber("lobby").claims(&alice).subscribe().is_ok());
+/// assert!(hub.subscriber("vault").claims(&alice).subscribe().is_err());
+/// assert!(hub.subscribe("lobby").is_err()); // no claims at all
+/// ```
+#[derive(Clone, Copy)]
+pub struct SubscribeRequest<'a> {
+    pub(super) topic: &'a str,
+    pub(super) client_id: Option<&'a str>,
+    pub(super) last_event_id: Option<&'a str>,
+    pub(super) claims: Option<&'a dyn Any>,
+}
+
+impl<'a> SubscribeRequest<'a> {
+    /// The topic asked for.
+    ///
+    /// ```
+    /// # let hub = tower_sse::hub::Hub::builder()
+    /// #     .authorizer(|req: &tower_sse::hub::SubscribeRequest<'_>| req.topic() == "a")
+    /// #     .build();
+    /// assert!(hub.subscribe("a").is_ok());
+    /// assert!(hub.subscribe("b").is_err());
+    /// ```
+    pub fn topic(&self) -> &'a str {
+        self.topic
+    }
+
+    /// The client id given with
+    /// [`SubscribeBuilder::client_id`](super::SubscribeBuilder::client_id), if any.
+    ///
+    /// ```
+    /// # let hub = tower_sse::hub::Hub::builder()
+    /// #     .authorizer(|req: &tower_sse::hub::SubscribeRequest<'_>| req.client_id().is_some())
+    /// #     .build();
+    /// assert!(hub.subscriber("a").client_id("c1").subscribe().is_ok());
+    /// assert!(hub.subscribe("a").is_err());
+    /// ```
+    pub fn client_id(&self) -> Option<&'a str> {
+        self.client_id
+    }
+
+    /// The `Last-Event-ID` given with
+    /// [`SubscribeBuilder::last_event_id`](super::SubscribeBuilder::last_event_id), if any.
+    ///
+    /// ```
+    /// # let hub = tower_sse::hub::Hub::builder()
+    /// #     .authorizer(|req: &tower_sse::hub::SubscribeRequest<'_>| req.last_event_id().is_none())
+    /// #     .build();
+    /// assert!(hub.subscriber("a").last_event_id(Some("1")).subscribe().is_err());
+    /// ```
+    pub fn last_event_id(&self) -> Option<&'a str> {
+        self.last_event_id
+    }
+
+    /// The claims given with [`SubscribeBuilder::claims`](super::SubscribeBuilder::claims), if
+    /// they are a `T`.
+    ///
+    /// ```
+    /// # let hub = tower_sse::hub::Hub::builder()
+    /// #     .authorizer(|req: &tower_sse::hub::SubscribeRequest<'_>| req.claims::<u32>() == Some(&7))
+    /// #     .build();
+    /// assert!(hub.subscriber("a").claims(&7_u32).subscribe().is_ok());
+    /// assert!(hub.subscriber("a").claims(&7_u64).subscribe().is_err());
+    /// ```
+    pub fn claims<T: Any>(&self) -> Option<&'a T> {
+        self.claims.and_then(|claims| claims.downcast_ref())
+    }
+}
+
+impl fmt::Debug for SubscribeRequest<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SubscribeRequest")
+            .field("topic", &self.topic)
+            .field("client_id", &self.client_id)
+            .field("last_event_id", &self.last_event_id)
+            .field("claims", &self.claims.map(|_| "_"))
+            .finish()
+    }
+}
+
+/// Decides whether a subscription may go ahead.
+///
+/// Consulted once in [`SubscribeBuilder::subscribe`](super::SubscribeBuilder::subscribe),
+/// before the history is read: a refused request gets
+/// [`SubscribeError::Forbidden`](super::SubscribeError::Forbidden) and no event, replayed or
+/// live. Implemented for `()` (allows everything, the default) and for closures
+/// `Fn(&SubscribeRequest<'_>) -> bool`. Closures need the argument type written out, as in
+/// `|req: &SubscribeRequest<'_>| ...`.
+///
+/// The check runs on the subscriber's task, outside every hub lock; keep it quick and
+/// non-blocking.
+///
+/// ```
+/// use tower_sse::hub::{Authorizer, Hub, SubscribeError, SubscribeRequest};
+///
+/// /// Only topics under `public/`.
+/// struct PublicOnly;
+///
+/// impl Authorizer for PublicOnly {
+///     fn authorize(&self, request: &SubscribeRequest<'_>) -> bool {
+///         request.topic().starts_with("public/")
+///     }
+/// }
+///
+/// let hub = Hub::builder().authorizer(PublicOnly).build();
+/// assert!(hub.subscribe("public/news").is_ok());
+/// assert_eq!(hub.subscribe("admin").unwrap_err(), SubscribeError::Forbidden);
+/// ```
+pub trait Authorizer: Send + Sync + 'static {
+    /// `true` to let the subscription go ahead.
+    fn authorize(&self, request: &SubscribeRequest<'_>) -> bool;
+}
+
+impl Authorizer for () {
+    fn authorize(&self, _: &SubscribeRequest<'_>) -> bool {
+        true
+    }
+}
+
+impl<F> Authorizer for F
+where
+    F: Fn(&SubscribeRequest<'_>) -> bool + Send + Sync + 'static,
+{
+    fn authorize(&self, request: &SubscribeRequest<'_>) -> bool {
+        self(request)
+    }
+}

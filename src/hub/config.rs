@@ -1,0 +1,257 @@
+use std::{fmt, sync::Arc, time::Duration};
+
+use super::{Authorizer, Hub};
+
+/// What a subscription gets when its `Last-Event-ID` is not in the history: evicted, issued by
+/// another hub (for example before a restart), or not an id this hub ever issued.
+///
+/// Either way the subscription reports [`Replay::HistoryLost`](super::Replay::HistoryLost), so the
+/// caller can tell the client (a response header, an event) instead of skipping silently.
+///
+/// ```
+/// use tower_sse::{Event, hub::{Hub, Replay, UnknownId}};
+///
+/// let hub = Hub::builder().on_unknown_id(UnknownId::LiveOnly).build();
+/// hub.publish("t", Event::new().data("old")).unwrap();
+/// let sub = hub.subscriber("t").last_event_id(Some("garbage")).subscribe().unwrap();
+/// assert_eq!(sub.replay(), Replay::HistoryLost);
+/// assert_eq!(sub.backlog_len(), 0);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UnknownId {
+    /// Send the whole retained history, then live events (the default). When the id was
+    /// evicted, every retained event is newer than it, so nothing is sent twice.
+    #[default]
+    SendHistory,
+    /// Send only live events.
+    LiveOnly,
+}
+
+/// The bounds of a topic's history.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Limits {
+    pub(super) events: usize,
+    pub(super) bytes: usize,
+    pub(super) age: Duration,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Config {
+    pub(super) history: Limits,
+    pub(super) subscriber_capacity: usize,
+    pub(super) client_capacity: usize,
+    pub(super) auto_create: bool,
+    pub(super) on_unknown_id: UnknownId,
+}
+
+/// Largest ring capacity accepted; larger values are clamped.
+const MAX_CAPACITY: usize = 1 << 20;
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            history: Limits {
+                events: HubBuilder::DEFAULT_HISTORY_EVENTS,
+                bytes: HubBuilder::DEFAULT_HISTORY_BYTES,
+                age: HubBuilder::DEFAULT_HISTORY_AGE,
+            },
+            subscriber_capacity: HubBuilder::DEFAULT_SUBSCRIBER_CAPACITY,
+            client_capacity: HubBuilder::DEFAULT_CLIENT_CAPACITY,
+            auto_create: true,
+            on_unknown_id: UnknownId::SendHistory,
+        }
+    }
+}
+
+/// Configures a [`Hub`]. Made by [`Hub::builder`].
+///
+/// # Memory bounds
+///
+/// - **History**, per topic: at most [`history_events`](Self::history_events) events,
+///   [`history_bytes`](Self::history_bytes) encoded bytes, none older than
+///   [`history_age`](Self::history_age). The oldest events go first. The age bound is applied
+///   whenever the topic is touched (publish, subscribe, a subscriber leaving) and by
+///   [`Hub::purge`].
+/// - **Live ring**, per topic: [`subscriber_capacity`](Self::subscriber_capacity) events shared by
+///   all subscribers of the topic. A subscriber holds only a cursor into it. One that falls
+///   further behind is disconnected (its stream ends) and counted in
+///   [`HubStats::slow_disconnects`](super::HubStats::slow_disconnects).
+/// - **Per client id**: a ring of [`client_capacity`](Self::client_capacity) events for
+///   [`Hub::send_to`], with the same rule.
+/// - **Per subscription**: its replay backlog (at most the history, as shared handles, not copies
+///   of the bytes).
+///
+/// Events are stored as [`EncodedEvent`](crate::EncodedEvent)s: the history and the rings hold
+/// handles to the same bytes.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_sse::hub::{Hub, UnknownId};
+///
+/// let hub = Hub::builder()
+///     .history_events(500)
+///     .history_bytes(256 * 1024)
+///     .history_age(Duration::from_secs(600))
+///     .subscriber_capacity(128)
+///     .on_unknown_id(UnknownId::LiveOnly)
+///     .build();
+/// # drop(hub);
+/// ```
+#[must_use]
+pub struct HubBuilder {
+    pub(super) config: Config,
+    pub(super) authorizer: Arc<dyn Authorizer>,
+}
+
+impl HubBuilder {
+    /// Default for [`history_events`](Self::history_events): 1000.
+    pub const DEFAULT_HISTORY_EVENTS: usize = 1000;
+    /// Default for [`history_bytes`](Self::history_bytes): 1 MiB.
+    pub const DEFAULT_HISTORY_BYTES: usize = 1024 * 1024;
+    /// Default for [`history_age`](Self::history_age): one hour.
+    pub const DEFAULT_HISTORY_AGE: Duration = Duration::from_secs(3600);
+    /// Default for [`subscriber_capacity`](Self::subscriber_capacity): 256.
+    pub const DEFAULT_SUBSCRIBER_CAPACITY: usize = 256;
+    /// Default for [`client_capacity`](Self::client_capacity): 64.
+    pub const DEFAULT_CLIENT_CAPACITY: usize = 64;
+
+    pub(super) fn new() -> Self {
+        Self {
+            config: Config::default(),
+            authorizer: Arc::new(()),
+        }
+    }
+
+    /// Keep at most `events` events per topic for replay. `0` keeps no history: a reconnecting
+    /// client then recovers only if it had seen the latest event.
+    ///
+    /// ```
+    /// let hub = tower_sse::hub::Hub::builder().history_events(10).build();
+    /// # drop(hub);
+    /// ```
+    pub fn history_events(mut self, events: usize) -> Self {
+        self.config.history.events = events;
+        self
+    }
+
+    /// Keep at most `bytes` encoded bytes per topic for replay. An event larger than this is
+    /// delivered live but never kept.
+    ///
+    /// ```
+    /// let hub = tower_sse::hub::Hub::builder().history_bytes(64 * 1024).build();
+    /// # drop(hub);
+    /// ```
+    pub fn history_bytes(mut self, bytes: usize) -> Self {
+        self.config.history.bytes = bytes;
+        self
+    }
+
+    /// Forget events older than `age`.
+    ///
+    /// ```
+    /// let hub = tower_sse::hub::Hub::builder()
+    ///     .history_age(std::time::Duration::from_secs(60))
+    ///     .build();
+    /// # drop(hub);
+    /// ```
+    pub fn history_age(mut self, age: Duration) -> Self {
+        self.config.history.age = age;
+        self
+    }
+
+    /// How far (in events) a subscriber may fall behind a topic before it is disconnected.
+    /// Clamped to `1..=1_048_576`, then rounded up to a power of two. This is the size of the
+    /// topic's shared live ring, not a queue per subscriber.
+    ///
+    /// ```
+    /// let hub = tower_sse::hub::Hub::builder().subscriber_capacity(1024).build();
+    /// # drop(hub);
+    /// ```
+    pub fn subscriber_capacity(mut self, events: usize) -> Self {
+        self.config.subscriber_capacity = events.clamp(1, MAX_CAPACITY);
+        self
+    }
+
+    /// How far a client id's connections may fall behind events sent with [`Hub::send_to`]
+    /// before they are disconnected. Clamped and rounded like
+    /// [`subscriber_capacity`](Self::subscriber_capacity).
+    ///
+    /// ```
+    /// let hub = tower_sse::hub::Hub::builder().client_capacity(16).build();
+    /// # drop(hub);
+    /// ```
+    pub fn client_capacity(mut self, events: usize) -> Self {
+        self.config.client_capacity = events.clamp(1, MAX_CAPACITY);
+        self
+    }
+
+    /// Whether publishing to or subscribing to a topic that does not exist creates it (default
+    /// `true`). When `false`, topics are made with [`Hub::create_topic`] and the others are
+    /// refused with a typed error.
+    ///
+    /// ```
+    /// let hub = tower_sse::hub::Hub::builder().auto_create(false).build();
+    /// assert!(hub.subscribe("t").is_err());
+    /// hub.create_topic("t");
+    /// assert!(hub.subscribe("t").is_ok());
+    /// ```
+    pub fn auto_create(mut self, auto_create: bool) -> Self {
+        self.config.auto_create = auto_create;
+        self
+    }
+
+    /// What to send when a `Last-Event-ID` is not in the history (default
+    /// [`UnknownId::SendHistory`]). Can be overridden per subscription.
+    ///
+    /// ```
+    /// use tower_sse::hub::{Hub, UnknownId};
+    ///
+    /// let hub = Hub::builder().on_unknown_id(UnknownId::LiveOnly).build();
+    /// # drop(hub);
+    /// ```
+    pub fn on_unknown_id(mut self, on_unknown_id: UnknownId) -> Self {
+        self.config.on_unknown_id = on_unknown_id;
+        self
+    }
+
+    /// Checks every subscription (default `()`: allow all). See [`Authorizer`].
+    ///
+    /// ```
+    /// use tower_sse::hub::{Hub, SubscribeRequest};
+    ///
+    /// let hub = Hub::builder()
+    ///     .authorizer(|req: &SubscribeRequest<'_>| !req.topic().starts_with("admin/"))
+    ///     .build();
+    /// assert!(hub.subscribe("admin/logs").is_err());
+    /// ```
+    pub fn authorizer(mut self, authorizer: impl Authorizer) -> Self {
+        self.authorizer = Arc::new(authorizer);
+        self
+    }
+
+    /// Builds the hub. Each hub picks a fresh id epoch, so ids from another hub are recognised as
+    /// unknown.
+    ///
+    /// ```
+    /// let hub = tower_sse::hub::Hub::builder().build();
+    /// # drop(hub);
+    /// ```
+    pub fn build(self) -> Hub {
+        Hub::from_builder(self)
+    }
+}
+
+impl Default for HubBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for HubBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HubBuilder")
+            .field("config", &self.config)
+            .field("authorizer", &format_args!("_"))
+            .finish()
+    }
+}

@@ -1,0 +1,442 @@
+use std::{
+    any::Any,
+    fmt,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll, ready},
+};
+
+use futures_core::{FusedStream, Stream};
+use tokio::sync::broadcast::{self, error::RecvError};
+use tokio_util::sync::ReusableBoxFuture;
+
+use super::{Hub, Inner, SubscribeError, SubscribeRequest, UnknownId, topic::Topic};
+use crate::EncodedEvent;
+
+/// How a subscription's `Last-Event-ID` was honoured. See [`Subscription::replay`].
+///
+/// An HTTP layer can turn [`Replay::HistoryLost`] into a response header (in the spirit of
+/// Mercure's `Last-Event-ID` response header or Centrifugo's `recovered: false`) or a first
+/// event, so the client knows it may have missed events and should reload its state.
+///
+/// ```
+/// use tower_sse::hub::Replay;
+///
+/// assert!(Replay::HistoryLost.is_lost());
+/// assert!(!Replay::Complete.is_lost());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Replay {
+    /// No `Last-Event-ID` was given: live events only.
+    NotRequested,
+    /// The id was found: every later event is replayed, then live events follow, with no gap
+    /// and no duplicate.
+    Complete,
+    /// The id is unknown (evicted, from another hub or epoch, or never issued). What follows
+    /// depends on [`UnknownId`].
+    HistoryLost,
+}
+
+impl Replay {
+    /// Whether the client may have missed events.
+    ///
+    /// ```
+    /// assert!(!tower_sse::hub::Replay::NotRequested.is_lost());
+    /// ```
+    pub fn is_lost(self) -> bool {
+        matches!(self, Self::HistoryLost)
+    }
+}
+
+/// Builds a [`Subscription`]. Made by [`Hub::subscriber`].
+///
+/// ```
+/// use tower_sse::hub::{Hub, UnknownId};
+///
+/// let hub = Hub::new();
+/// let sub = hub
+///     .subscriber("room/1")
+///     .last_event_id(None)
+///     .client_id("user-7")
+///     .on_unknown_id(UnknownId::LiveOnly)
+///     .subscribe()
+///     .unwrap();
+/// assert_eq!(sub.topic(), "room/1");
+/// ```
+#[must_use]
+pub struct SubscribeBuilder<'a> {
+    hub: &'a Hub,
+    request: SubscribeRequest<'a>,
+    on_unknown_id: Option<UnknownId>,
+}
+
+impl<'a> SubscribeBuilder<'a> {
+    pub(super) fn new(hub: &'a Hub, topic: &'a str) -> Self {
+        Self {
+            hub,
+            request: SubscribeRequest {
+                topic,
+                client_id: None,
+                last_event_id: None,
+                claims: None,
+            },
+            on_unknown_id: None,
+        }
+    }
+
+    /// Resume after this id (the request's `Last-Event-ID`). `None` and the empty string mean
+    /// live events only.
+    ///
+    /// ```
+    /// use tower_sse::{Event, hub::{Hub, Replay}};
+    ///
+    /// let hub = Hub::new();
+    /// let first = hub.publish("t", Event::new().data("1")).unwrap();
+    /// hub.publish("t", Event::new().data("2")).unwrap();
+    /// let sub = hub.subscriber("t").last_event_id(first.id()).subscribe().unwrap();
+    /// assert_eq!(sub.replay(), Replay::Complete);
+    /// assert_eq!(sub.backlog_len(), 1);
+    /// ```
+    pub fn last_event_id(mut self, id: Option<&'a str>) -> Self {
+        self.request.last_event_id = id.filter(|id| !id.is_empty());
+        self
+    }
+
+    /// Address this connection as `client_id` too, for [`Hub::send_to`]. A client id may have
+    /// several connections; each gets the event.
+    ///
+    /// ```
+    /// let hub = tower_sse::hub::Hub::new();
+    /// let _sub = hub.subscriber("t").client_id("c1").subscribe().unwrap();
+    /// assert_eq!(hub.send_to("c1", tower_sse::Event::new().data("hi")), 1);
+    /// ```
+    pub fn client_id(mut self, client_id: &'a str) -> Self {
+        self.request.client_id = Some(client_id);
+        self
+    }
+
+    /// Claims for the [`Authorizer`](super::Authorizer), read back with
+    /// [`SubscribeRequest::claims`].
+    ///
+    /// ```
+    /// use tower_sse::hub::{Hub, SubscribeRequest};
+    ///
+    /// let hub = Hub::builder()
+    ///     .authorizer(|req: &SubscribeRequest<'_>| req.claims::<&str>() == Some(&"admin"))
+    ///     .build();
+    /// assert!(hub.subscriber("t").claims(&"admin").subscribe().is_ok());
+    /// ```
+    pub fn claims<T: Any>(mut self, claims: &'a T) -> Self {
+        self.request.claims = Some(claims);
+        self
+    }
+
+    /// Overrides [`HubBuilder::on_unknown_id`](super::HubBuilder::on_unknown_id) for this
+    /// subscription.
+    ///
+    /// ```
+    /// use tower_sse::{Event, hub::{Hub, UnknownId}};
+    ///
+    /// let hub = Hub::new();
+    /// hub.publish("t", Event::new().data("x")).unwrap();
+    /// let sub = hub
+    ///     .subscriber("t")
+    ///     .last_event_id(Some("nope"))
+    ///     .on_unknown_id(UnknownId::SendHistory)
+    ///     .subscribe()
+    ///     .unwrap();
+    /// assert_eq!(sub.backlog_len(), 1);
+    /// ```
+    pub fn on_unknown_id(mut self, on_unknown_id: UnknownId) -> Self {
+        self.on_unknown_id = Some(on_unknown_id);
+        self
+    }
+
+    /// Checks the [`Authorizer`](super::Authorizer), then atomically takes the replay backlog
+    /// and starts receiving live events.
+    ///
+    /// # Errors
+    ///
+    /// [`SubscribeError::Forbidden`] when the authorizer refuses,
+    /// [`SubscribeError::UnknownTopic`] when the topic does not exist and the hub does not
+    /// create topics on demand.
+    ///
+    /// ```
+    /// let sub = tower_sse::hub::Hub::new().subscriber("t").subscribe().unwrap();
+    /// # drop(sub);
+    /// ```
+    pub fn subscribe(self) -> Result<Subscription, SubscribeError> {
+        self.hub.inner.subscribe(&self.request, self.on_unknown_id)
+    }
+}
+
+impl fmt::Debug for SubscribeBuilder<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SubscribeBuilder")
+            .field("request", &self.request)
+            .field("on_unknown_id", &self.on_unknown_id)
+            .finish()
+    }
+}
+
+type Received = (
+    Result<EncodedEvent, RecvError>,
+    broadcast::Receiver<EncodedEvent>,
+);
+
+/// A receiver parked in a box that is allocated once per subscription and reused for every
+/// event (same future type, same layout).
+pub(super) struct Recv(ReusableBoxFuture<'static, Received>);
+
+impl Recv {
+    pub(super) fn new(receiver: broadcast::Receiver<EncodedEvent>) -> Self {
+        Self(ReusableBoxFuture::new(recv(receiver)))
+    }
+
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Result<EncodedEvent, RecvError>> {
+        let (result, receiver) = ready!(self.0.poll(cx));
+        self.0.set(recv(receiver));
+        Poll::Ready(result)
+    }
+}
+
+async fn recv(mut receiver: broadcast::Receiver<EncodedEvent>) -> Received {
+    let result = receiver.recv().await;
+    (result, receiver)
+}
+
+/// A stream of one topic's events (and, with a client id, the events sent to that client).
+///
+/// First the replay backlog, then live events, with no gap and no duplicate between the two.
+/// Every item is a handle to bytes encoded once for all subscribers.
+///
+/// The stream ends when:
+/// - the topic is closed with [`Hub::close_topic`] (after the final event, if any);
+/// - the subscriber falls more than the ring capacity behind
+///   ([`HubBuilder::subscriber_capacity`](super::HubBuilder::subscriber_capacity)); this is
+///   counted in [`HubStats::slow_disconnects`](super::HubStats::slow_disconnects), and the client
+///   is expected to reconnect with its `Last-Event-ID`.
+///
+/// Dropping it (or reaching its end) releases its place in the hub at once.
+///
+/// # Example
+///
+/// ```
+/// use futures_util::StreamExt;
+/// use tower_sse::{Event, hub::Hub};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let hub = Hub::new();
+/// let mut sub = hub.subscribe("t").unwrap();
+/// hub.publish("t", Event::new().data("hi")).unwrap();
+/// hub.close_topic("t", None);
+/// let event = sub.next().await.unwrap();
+/// assert!(event.as_bytes().starts_with(b"data: hi\nid: "));
+/// assert!(sub.next().await.is_none());
+/// # }
+/// ```
+pub struct Subscription {
+    replay: Replay,
+    backlog: std::vec::IntoIter<EncodedEvent>,
+    /// `None` once the stream has ended.
+    live: Option<Recv>,
+    client: Option<Recv>,
+    client_first: bool,
+    hub: Arc<Inner>,
+    topic: Arc<Topic>,
+    /// Whether this subscription still counts as a subscriber of `topic`.
+    registered: bool,
+    client_id: Option<Box<str>>,
+}
+
+enum Polled {
+    Event(EncodedEvent),
+    End,
+    Idle,
+}
+
+impl Subscription {
+    pub(super) fn new(
+        hub: Arc<Inner>,
+        topic: Arc<Topic>,
+        replay: Replay,
+        backlog: Vec<EncodedEvent>,
+        live: Recv,
+        client: Option<(Box<str>, Recv)>,
+    ) -> Self {
+        let (client_id, client) = client.unzip();
+        Self {
+            replay,
+            backlog: backlog.into_iter(),
+            live: Some(live),
+            client,
+            client_first: false,
+            hub,
+            topic,
+            registered: true,
+            client_id,
+        }
+    }
+
+    /// How the `Last-Event-ID` was honoured.
+    ///
+    /// ```
+    /// use tower_sse::hub::{Hub, Replay};
+    ///
+    /// let hub = Hub::new();
+    /// assert_eq!(hub.subscribe("t").unwrap().replay(), Replay::NotRequested);
+    /// let sub = hub.subscriber("t").last_event_id(Some("bogus")).subscribe().unwrap();
+    /// assert_eq!(sub.replay(), Replay::HistoryLost);
+    /// ```
+    pub fn replay(&self) -> Replay {
+        self.replay
+    }
+
+    /// How many replayed events are still to come before the live ones.
+    ///
+    /// ```
+    /// assert_eq!(tower_sse::hub::Hub::new().subscribe("t").unwrap().backlog_len(), 0);
+    /// ```
+    pub fn backlog_len(&self) -> usize {
+        self.backlog.len()
+    }
+
+    /// The topic.
+    ///
+    /// ```
+    /// assert_eq!(tower_sse::hub::Hub::new().subscribe("t").unwrap().topic(), "t");
+    /// ```
+    pub fn topic(&self) -> &str {
+        &self.topic.name
+    }
+
+    /// The client id, if one was given.
+    ///
+    /// ```
+    /// let hub = tower_sse::hub::Hub::new();
+    /// let sub = hub.subscriber("t").client_id("c").subscribe().unwrap();
+    /// assert_eq!(sub.client_id(), Some("c"));
+    /// ```
+    pub fn client_id(&self) -> Option<&str> {
+        self.client_id.as_deref()
+    }
+
+    /// Ends the stream and gives back everything it held in the hub.
+    fn release(&mut self) {
+        self.live = None;
+        self.client = None;
+        self.backlog = Vec::new().into_iter();
+        if std::mem::take(&mut self.registered) {
+            self.hub.leave_topic(&self.topic);
+        }
+        if let Some(client_id) = self.client_id.take() {
+            self.hub.leave_client(&client_id);
+        }
+    }
+
+    fn slow(&mut self, skipped: u64) -> Polled {
+        self.hub.count_slow_disconnect();
+        tracing::debug!(
+            topic = %self.topic.name,
+            skipped,
+            "hub subscriber fell behind; disconnecting it"
+        );
+        self.release();
+        Polled::End
+    }
+
+    fn poll_live(&mut self, cx: &mut Context<'_>) -> Polled {
+        let Some(live) = &mut self.live else {
+            return Polled::End;
+        };
+        match live.poll(cx) {
+            Poll::Pending => Polled::Idle,
+            Poll::Ready(Ok(event)) => Polled::Event(event),
+            Poll::Ready(Err(RecvError::Closed)) => {
+                self.release();
+                Polled::End
+            }
+            Poll::Ready(Err(RecvError::Lagged(skipped))) => self.slow(skipped),
+        }
+    }
+
+    fn poll_client(&mut self, cx: &mut Context<'_>) -> Polled {
+        let Some(client) = &mut self.client else {
+            return Polled::Idle;
+        };
+        match client.poll(cx) {
+            Poll::Pending => Polled::Idle,
+            Poll::Ready(Ok(event)) => Polled::Event(event),
+            Poll::Ready(Err(RecvError::Closed)) => {
+                self.client = None;
+                Polled::Idle
+            }
+            Poll::Ready(Err(RecvError::Lagged(skipped))) => self.slow(skipped),
+        }
+    }
+}
+
+impl Stream for Subscription {
+    type Item = EncodedEvent;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<EncodedEvent>> {
+        let this = self.get_mut();
+        if let Some(event) = this.backlog.next() {
+            return Poll::Ready(Some(event));
+        }
+        if this.live.is_none() {
+            return Poll::Ready(None);
+        }
+        // Take turns, so a busy topic cannot starve events sent to the client (or back).
+        let client_first = this.client_first;
+        for from_client in [client_first, !client_first] {
+            let polled = if from_client {
+                this.poll_client(cx)
+            } else {
+                this.poll_live(cx)
+            };
+            match polled {
+                Polled::Event(event) => {
+                    this.client_first = !from_client;
+                    return Poll::Ready(Some(event));
+                }
+                Polled::End => return Poll::Ready(None),
+                Polled::Idle => {}
+            }
+        }
+        Poll::Pending
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        match self.live {
+            Some(_) => (self.backlog.len(), None),
+            None => (0, Some(0)),
+        }
+    }
+}
+
+impl FusedStream for Subscription {
+    fn is_terminated(&self) -> bool {
+        self.live.is_none()
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+impl fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Subscription")
+            .field("topic", &self.topic.name)
+            .field("client_id", &self.client_id)
+            .field("replay", &self.replay)
+            .field("backlog", &self.backlog.len())
+            .field("ended", &self.live.is_none())
+            .finish()
+    }
+}

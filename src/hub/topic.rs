@@ -1,0 +1,272 @@
+//! One topic: its history and its live ring, behind one lock.
+
+use std::{
+    collections::VecDeque,
+    sync::{Mutex, MutexGuard, PoisonError},
+};
+
+use tokio::{sync::broadcast, time::Instant};
+
+use super::{Replay, UnknownId, config::Limits};
+use crate::EncodedEvent;
+
+pub(super) struct Topic {
+    pub(super) name: Box<str>,
+    state: Mutex<TopicState>,
+}
+
+impl Topic {
+    /// A new open topic. Every id this hub issued before `floor` is unknown to it.
+    pub(super) fn new(name: &str, capacity: usize, floor: u64) -> Self {
+        let (sender, _) = broadcast::channel(capacity);
+        Self {
+            name: name.into(),
+            state: Mutex::new(TopicState {
+                sender: Some(sender),
+                history: VecDeque::new(),
+                history_bytes: 0,
+                floor,
+                subscribers: 0,
+            }),
+        }
+    }
+
+    pub(super) fn lock(&self) -> MutexGuard<'_, TopicState> {
+        // No code that can panic runs under this lock, but never turn a poisoned lock into a
+        // panic reachable from a request.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+pub(super) struct TopicState {
+    /// `None` once the topic is closed or removed; its receivers then drain and end.
+    sender: Option<broadcast::Sender<EncodedEvent>>,
+    history: VecDeque<Entry>,
+    history_bytes: usize,
+    /// Every entry with `seq >= floor` that was ever appended is still in `history`.
+    floor: u64,
+    pub(super) subscribers: usize,
+}
+
+struct Entry {
+    seq: u64,
+    at: Instant,
+    event: EncodedEvent,
+}
+
+/// What a subscriber gets when it joins a topic.
+pub(super) struct Joined {
+    pub(super) receiver: broadcast::Receiver<EncodedEvent>,
+    pub(super) replay: Replay,
+    pub(super) backlog: Vec<EncodedEvent>,
+}
+
+impl TopicState {
+    pub(super) fn is_open(&self) -> bool {
+        self.sender.is_some()
+    }
+
+    pub(super) fn is_idle(&self) -> bool {
+        self.subscribers == 0 && self.history.is_empty()
+    }
+
+    #[cfg(test)]
+    pub(super) fn history_len(&self) -> usize {
+        self.history.len()
+    }
+
+    /// Appends `event` (taking `seq`) to the history and sends it to the live ring: both under
+    /// the caller's lock, so a joining subscriber sees it in exactly one of the two.
+    pub(super) fn push(&mut self, seq: u64, event: &EncodedEvent, limits: &Limits, now: Instant) {
+        self.history.push_back(Entry {
+            seq,
+            at: now,
+            event: event.clone(),
+        });
+        self.history_bytes += event.len();
+        self.evict(limits, now);
+        if let Some(sender) = &self.sender {
+            // An error only means there is no subscriber right now.
+            let _ = sender.send(event.clone());
+        }
+    }
+
+    /// Drops the oldest entries until the history is within `limits`.
+    pub(super) fn evict(&mut self, limits: &Limits, now: Instant) {
+        while let Some(front) = self.history.front() {
+            let over = self.history.len() > limits.events
+                || self.history_bytes > limits.bytes
+                || now.saturating_duration_since(front.at) > limits.age;
+            if !over {
+                break;
+            }
+            self.floor = front.seq.saturating_add(1);
+            self.history_bytes -= front.event.len();
+            self.history.pop_front();
+        }
+    }
+
+    /// Closes the topic: its subscribers get what is already in the ring, then their streams end.
+    pub(super) fn close(&mut self) {
+        self.sender = None;
+        self.history = VecDeque::new();
+        self.history_bytes = 0;
+    }
+
+    /// Registers a live cursor and takes the replay backlog, both under the caller's lock.
+    ///
+    /// `own_seq` is `Some(seq)` when `last_event_id` is in this hub's id format (epoch matches);
+    /// `issued` is the next sequence number the hub would hand out.
+    pub(super) fn join(
+        &mut self,
+        last_event_id: Option<&str>,
+        own_seq: Option<u64>,
+        issued: u64,
+        on_unknown_id: UnknownId,
+    ) -> Option<Joined> {
+        let receiver = self.sender.as_ref()?.subscribe();
+        let (replay, from) = match last_event_id {
+            None => (Replay::NotRequested, self.history.len()),
+            Some(id) => match self.resume_at(id, own_seq, issued) {
+                Some(from) => (Replay::Complete, from),
+                None => match on_unknown_id {
+                    UnknownId::SendHistory => (Replay::HistoryLost, 0),
+                    UnknownId::LiveOnly => (Replay::HistoryLost, self.history.len()),
+                },
+            },
+        };
+        let backlog = self
+            .history
+            .range(from..)
+            .map(|e| e.event.clone())
+            .collect();
+        self.subscribers += 1;
+        Some(Joined {
+            receiver,
+            replay,
+            backlog,
+        })
+    }
+
+    /// Where in the history the events after `id` start, or `None` when `id` is unknown.
+    fn resume_at(&self, id: &str, own_seq: Option<u64>, issued: u64) -> Option<usize> {
+        match own_seq {
+            // One of ours: everything after it is retained when it is at most one behind the
+            // oldest retained entry. Sequence numbers are hub-wide, so an id from an earlier
+            // topic of the same name is below `floor`.
+            Some(seq) => (seq < issued && seq.saturating_add(1) >= self.floor)
+                .then(|| self.history.partition_point(|e| e.seq <= seq)),
+            // A publisher's own id: exact match, newest first.
+            None => self
+                .history
+                .iter()
+                .rposition(|e| e.event.id() == Some(id))
+                .map(|at| at + 1),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::Event;
+
+    const LIMITS: Limits = Limits {
+        events: 3,
+        bytes: 1 << 20,
+        age: Duration::from_secs(60),
+    };
+
+    fn ev(id: &str) -> EncodedEvent {
+        Event::new().id(id).data("x").encode()
+    }
+
+    fn ids(joined: &Joined) -> Vec<&str> {
+        joined.backlog.iter().map(|e| e.id().unwrap()).collect()
+    }
+
+    #[test]
+    fn resume_by_seq_and_floor() {
+        let topic = Topic::new("t", 8, 10);
+        let mut state = topic.lock();
+        let now = Instant::now();
+        for seq in 10..15 {
+            state.push(seq, &ev(&format!("e-{seq}")), &LIMITS, now);
+        }
+        // Retained: 12, 13, 14; floor is 12.
+        assert_eq!(state.history_len(), 3);
+        let j = state
+            .join(Some("e-11"), Some(11), 15, UnknownId::LiveOnly)
+            .unwrap();
+        assert_eq!(j.replay, Replay::Complete);
+        assert_eq!(ids(&j), ["e-12", "e-13", "e-14"]);
+        let j = state
+            .join(Some("e-14"), Some(14), 15, UnknownId::LiveOnly)
+            .unwrap();
+        assert_eq!(j.replay, Replay::Complete);
+        assert!(j.backlog.is_empty());
+        for (seq, replay) in [(10, Replay::HistoryLost), (15, Replay::HistoryLost)] {
+            let j = state
+                .join(Some("x"), Some(seq), 15, UnknownId::SendHistory)
+                .unwrap();
+            assert_eq!(j.replay, replay, "{seq}");
+            assert_eq!(ids(&j), ["e-12", "e-13", "e-14"]);
+        }
+        let j = state.join(None, None, 15, UnknownId::SendHistory).unwrap();
+        assert_eq!(j.replay, Replay::NotRequested);
+        assert!(j.backlog.is_empty());
+        assert_eq!(state.subscribers, 5);
+    }
+
+    #[test]
+    fn resume_by_exact_publisher_id() {
+        let topic = Topic::new("t", 8, 0);
+        let mut state = topic.lock();
+        let now = Instant::now();
+        for (seq, id) in ["a", "b", "a", "c"].into_iter().enumerate() {
+            state.push(seq as u64, &ev(id), &LIMITS, now);
+        }
+        // Retained b, a, c; the newest "a" wins.
+        let j = state.join(Some("a"), None, 4, UnknownId::LiveOnly).unwrap();
+        assert_eq!(ids(&j), ["c"]);
+        let j = state.join(Some("b"), None, 4, UnknownId::LiveOnly).unwrap();
+        assert_eq!(ids(&j), ["a", "c"]);
+        let j = state
+            .join(Some("zz"), None, 4, UnknownId::LiveOnly)
+            .unwrap();
+        assert_eq!(j.replay, Replay::HistoryLost);
+        assert!(j.backlog.is_empty());
+    }
+
+    #[test]
+    fn empty_history_keeps_latest_recoverable() {
+        let limits = Limits {
+            events: 0,
+            ..LIMITS
+        };
+        let topic = Topic::new("t", 8, 0);
+        let mut state = topic.lock();
+        state.push(0, &ev("e-0"), &limits, Instant::now());
+        state.push(1, &ev("e-1"), &limits, Instant::now());
+        assert_eq!(state.history_len(), 0);
+        let j = state
+            .join(Some("e-1"), Some(1), 2, UnknownId::LiveOnly)
+            .unwrap();
+        assert_eq!(j.replay, Replay::Complete);
+        let j = state
+            .join(Some("e-0"), Some(0), 2, UnknownId::LiveOnly)
+            .unwrap();
+        assert_eq!(j.replay, Replay::HistoryLost);
+    }
+
+    #[test]
+    fn closed_topic_refuses_join() {
+        let topic = Topic::new("t", 8, 0);
+        let mut state = topic.lock();
+        state.close();
+        assert!(!state.is_open());
+        assert!(state.join(None, None, 0, UnknownId::LiveOnly).is_none());
+    }
+}
