@@ -3,7 +3,7 @@
 //! The body writes each event's shared bytes as they come. When several events are ready at
 //! once they go out as one frame (up to a size cap), so a burst costs one write instead of many.
 //! While the stream is idle it sends a keep-alive comment after each interval; every frame
-//! resets the interval. When a [`Shutdown`](crate::Shutdown) is triggered it sends the final
+//! resets the interval. When a [`Shutdown`] is triggered it sends the final
 //! event, if one is configured, and ends. An error from the stream ends the body cleanly (the
 //! client sees a normal end and reconnects) and is logged.
 //!
