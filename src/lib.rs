@@ -37,8 +37,8 @@
 //! |---|---|
 //! | `axum` | [`EventStream`] as an axum handler response; `Option<LastEventId>` extractor |
 //! | `json` | [`Event::json_data`]: serialize straight into the event buffer |
-//! | `client` | `client`: an incremental, spec-exact decoder |
-//! | `test-util` | nothing yet (reserved for test helpers) |
+//! | `client` | `client`: an incremental, spec-exact decoder and a reconnecting client |
+//! | `test-util` | `test::EventReader`: read events back from any response body (enables `client`) |
 //!
 //! No feature is on by default.
 //!
@@ -64,6 +64,10 @@ pub mod axum;
 #[cfg(feature = "client")]
 #[cfg_attr(docsrs, doc(cfg(feature = "client")))]
 pub mod client;
+
+#[cfg(feature = "test-util")]
+#[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
+pub mod test;
 
 pub use body::SseBody;
 pub use event::{EncodedEvent, Event, EventError};
