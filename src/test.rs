@@ -1,7 +1,7 @@
 //! Read events back from a response body in tests (feature `test-util`).
 //!
 //! [`EventReader`] decodes any `http_body::Body` with the spec-exact
-//! [`Decoder`](crate::client::Decoder), so a test checks what a browser would see rather than
+//! [`Decoder`], so a test checks what a browser would see rather than
 //! comparing raw bytes.
 //!
 //! # Example

@@ -212,6 +212,27 @@ impl Decoder {
         &self.last_event_id
     }
 
+    /// Sets the last event ID, as when resuming from an ID saved earlier. Meant for a new
+    /// decoder or between connections: an `id` already read for a pending event is replaced.
+    ///
+    /// ```
+    /// use tower_sse::client::{Decoder, Frame, MessageEvent};
+    ///
+    /// let mut decoder = Decoder::new();
+    /// decoder.set_last_event_id("41");
+    /// decoder.feed(b"data: x\n\n");
+    /// assert_eq!(
+    ///     decoder.decode().unwrap(),
+    ///     Some(Frame::Event(MessageEvent::new("message", "x", "41")))
+    /// );
+    /// ```
+    pub fn set_last_event_id(&mut self, id: &str) {
+        self.last_event_id.clear();
+        self.last_event_id.push_str(id);
+        self.id_buffer.clear();
+        self.id_buffer.push_str(id);
+    }
+
     /// Appends a chunk of the stream. Call [`decode`](Decoder::decode) next.
     ///
     /// ```
