@@ -40,6 +40,15 @@
 //! # }
 //! ```
 //!
+//! # Over HTTP
+//!
+//! A [`Subscription`] goes into an SSE response as it is
+//! ([`EventStream::new(subscription)`](crate::EventStream), or, with the `axum` feature,
+//! returned from a handler). How the request's `Last-Event-ID` was honoured is told with the
+//! [`REPLAY_HEADER`] response header (`Sse-Replay: none | complete | history-lost`) and, for
+//! browsers, optionally with a first event ([`Subscription::notify_history_lost`]); see
+//! [`REPLAY_HEADER`] for the reasoning. `examples/chat.rs` is a complete application.
+//!
 //! # Design
 //!
 //! Each topic has one lock over its history (a `VecDeque` bounded by count, bytes and age, see
@@ -83,6 +92,7 @@
 mod auth;
 mod config;
 mod error;
+mod response;
 mod subscription;
 mod topic;
 
@@ -103,6 +113,7 @@ pub use self::{
     auth::{Authorizer, SubscribeRequest},
     config::{HubBuilder, UnknownId},
     error::{PublishError, SubscribeError},
+    response::REPLAY_HEADER,
     subscription::{Replay, SubscribeBuilder, Subscription},
 };
 use self::{config::Config, subscription::Recv, topic::Topic};
@@ -281,6 +292,77 @@ impl Hub {
             .ok_or(PublishError::UnknownTopic)?;
         inner.published.fetch_add(1, Ordering::Relaxed);
         Ok(encoded)
+    }
+
+    /// Publishes `event` to several topics under **one** id, encoded **once**: for example a
+    /// chat message to its room and to a public feed of every room. Each topic gets it into
+    /// its history and to its subscribers, as with [`publish`](Self::publish), and a client
+    /// of any of the topics can resume from that id. Duplicate names count once.
+    ///
+    /// The topics are locked together (in a fixed order) while the id is assigned, so the
+    /// event takes the same place in every topic's order as its id says. With no topic at all
+    /// the event is only encoded (with an id) and returned.
+    ///
+    /// # Errors
+    ///
+    /// [`PublishError::UnknownTopic`] when one of the topics does not exist and the hub does
+    /// not create topics on demand; the event then goes nowhere.
+    ///
+    /// ```
+    /// use futures_util::StreamExt;
+    /// use tower_sse::{Event, hub::Hub};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let hub = Hub::new();
+    /// let mut room = hub.subscribe("room/1").unwrap();
+    /// let mut public = hub.subscribe("public").unwrap();
+    /// let sent = hub.publish_many(&["room/1", "public"], Event::new().data("hi")).unwrap();
+    /// let (a, b) = (room.next().await.unwrap(), public.next().await.unwrap());
+    /// assert_eq!(a.as_bytes().as_ptr(), sent.as_bytes().as_ptr());
+    /// assert_eq!(b.as_bytes().as_ptr(), sent.as_bytes().as_ptr());
+    /// # }
+    /// ```
+    pub fn publish_many(
+        &self,
+        topics: &[&str],
+        event: Event,
+    ) -> Result<EncodedEvent, PublishError> {
+        let inner = &*self.inner;
+        let mut names = topics.to_vec();
+        names.sort_unstable();
+        names.dedup();
+        let now = Instant::now();
+        loop {
+            let found: Option<Vec<Arc<Topic>>> = {
+                let mut map = lock(&inner.topics);
+                names
+                    .iter()
+                    .map(|name| match map.get(*name) {
+                        Some(topic) => Some(Arc::clone(topic)),
+                        None if inner.config.auto_create => {
+                            let topic = inner.new_topic(name);
+                            map.insert((*name).into(), Arc::clone(&topic));
+                            Some(topic)
+                        }
+                        None => None,
+                    })
+                    .collect()
+            };
+            let found = found.ok_or(PublishError::UnknownTopic)?;
+            // Sorted by name, and names are unique: every caller locks in the same order.
+            let mut states: Vec<_> = found.iter().map(|topic| topic.lock()).collect();
+            if states.iter().all(|state| state.is_open()) {
+                let seq = inner.next_seq();
+                let encoded = inner.encode(event, seq);
+                for state in &mut states {
+                    state.push(seq, &encoded, &inner.config.history, now);
+                }
+                inner.published.fetch_add(1, Ordering::Relaxed);
+                return Ok(encoded);
+            }
+            // One was closed between the lookup and the lock: look them up again.
+        }
     }
 
     /// Publishes `event` to every topic that exists: into each history and to each subscriber.
@@ -478,6 +560,23 @@ impl Hub {
     pub fn subscriber_count(&self, topic: &str) -> usize {
         let topic = lock(&self.inner.topics).get(topic).cloned();
         topic.map_or(0, |topic| topic.lock().subscribers)
+    }
+
+    /// How many open subscriptions were made with [`client_id`](SubscribeBuilder::client_id)
+    /// `client_id`, over all topics: how many connections [`send_to`](Self::send_to) would
+    /// reach now.
+    ///
+    /// ```
+    /// let hub = tower_sse::hub::Hub::new();
+    /// let sub = hub.subscriber("t").client_id("alice").subscribe().unwrap();
+    /// assert_eq!(hub.client_connections("alice"), 1);
+    /// drop(sub);
+    /// assert_eq!(hub.client_connections("alice"), 0);
+    /// ```
+    pub fn client_connections(&self, client_id: &str) -> usize {
+        lock(&self.inner.clients)
+            .get(client_id)
+            .map_or(0, |client| client.connections)
     }
 
     /// How many subscriptions the hub has, over all topics.
@@ -743,6 +842,106 @@ mod tests {
         check::<Hub>();
         check::<Subscription>();
         unpin::<Subscription>();
+    }
+
+    #[test]
+    fn publish_many_is_one_event_in_each_topic_and_resumable_from_either() {
+        use futures_util::{FutureExt, StreamExt};
+
+        let hub = Hub::new();
+        let before = hub.publish("room", Event::new().data("0")).unwrap();
+        let shared = hub
+            .publish_many(&["public", "room", "public"], Event::new().data("1"))
+            .unwrap();
+        assert_eq!(hub.stats().published, 2);
+        for topic in ["room", "public"] {
+            let topic_ref = hub.inner.topics.lock().unwrap()[topic].clone();
+            assert_eq!(
+                topic_ref.lock().history_len(),
+                1 + usize::from(topic == "room")
+            );
+        }
+        let mut from_room = hub
+            .subscriber("room")
+            .last_event_id(before.id())
+            .subscribe()
+            .unwrap();
+        assert_eq!(from_room.replay(), Replay::Complete);
+        let got = from_room.next().now_or_never().unwrap().unwrap();
+        assert_eq!(got.as_bytes().as_ptr(), shared.as_bytes().as_ptr());
+        // The public topic knows the id as well (and has nothing after it).
+        let public = hub
+            .subscriber("public")
+            .last_event_id(shared.id())
+            .subscribe()
+            .unwrap();
+        assert_eq!(public.replay(), Replay::Complete);
+        assert_eq!(public.backlog_len(), 0);
+
+        let strict = Hub::builder().auto_create(false).build();
+        strict.create_topic("a");
+        assert_eq!(
+            strict
+                .publish_many(&["a", "b"], Event::new().data("x"))
+                .unwrap_err(),
+            PublishError::UnknownTopic
+        );
+        assert_eq!(strict.stats().published, 0);
+    }
+
+    #[test]
+    fn publish_many_keeps_every_topic_in_id_order_under_contention() {
+        let hub = Hub::new();
+        let threads: Vec<_> = (0..4)
+            .map(|i| {
+                let hub = hub.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..200 {
+                        let topics: &[&str] = if i % 2 == 0 {
+                            &["a", "b"]
+                        } else {
+                            &["b", "a", "c"]
+                        };
+                        hub.publish_many(topics, Event::new().data("x")).unwrap();
+                        hub.publish(if i % 2 == 0 { "a" } else { "c" }, Event::new().data("y"))
+                            .unwrap();
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().unwrap();
+        }
+        for topic in ["a", "b", "c"] {
+            let mut sub = hub
+                .subscriber(topic)
+                .last_event_id(Some("unknown"))
+                .subscribe()
+                .unwrap();
+            let mut seqs = vec![];
+            while let Some(Some(event)) =
+                futures_util::FutureExt::now_or_never(futures_util::StreamExt::next(&mut sub))
+            {
+                seqs.push(hub.inner.own_seq(event.id().unwrap()).unwrap());
+                if sub.backlog_len() == 0 {
+                    break;
+                }
+            }
+            assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{topic} out of order");
+        }
+    }
+
+    #[test]
+    fn client_connections_counts_open_subscriptions() {
+        let hub = Hub::new();
+        let a = hub.subscriber("x").client_id("u").subscribe().unwrap();
+        let b = hub.subscriber("y").client_id("u").subscribe().unwrap();
+        assert_eq!(hub.client_connections("u"), 2);
+        assert_eq!(hub.client_connections("v"), 0);
+        drop(a);
+        assert_eq!(hub.client_connections("u"), 1);
+        drop(b);
+        assert_eq!(hub.client_connections("u"), 0);
     }
 
     #[test]

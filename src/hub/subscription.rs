@@ -11,7 +11,7 @@ use tokio::sync::broadcast::{self, error::RecvError};
 use tokio_util::sync::ReusableBoxFuture;
 
 use super::{Hub, Inner, SubscribeError, SubscribeRequest, UnknownId, topic::Topic};
-use crate::EncodedEvent;
+use crate::{EncodedEvent, Event};
 
 /// How a subscription's `Last-Event-ID` was honoured. See [`Subscription::replay`].
 ///
@@ -239,6 +239,8 @@ async fn recv(mut receiver: broadcast::Receiver<EncodedEvent>) -> Received {
 /// ```
 pub struct Subscription {
     replay: Replay,
+    /// Sent before the backlog: the [`notify_history_lost`](Self::notify_history_lost) event.
+    notice: Option<EncodedEvent>,
     backlog: std::vec::IntoIter<EncodedEvent>,
     /// `None` once the stream has ended.
     live: Option<Recv>,
@@ -269,6 +271,7 @@ impl Subscription {
         let (client_id, client) = client.unzip();
         Self {
             replay,
+            notice: None,
             backlog: backlog.into_iter(),
             live: Some(live),
             client,
@@ -292,6 +295,44 @@ impl Subscription {
     /// ```
     pub fn replay(&self) -> Replay {
         self.replay
+    }
+
+    /// Sends `event` first, before any replayed event, when [`replay`](Self::replay) is
+    /// [`Replay::HistoryLost`]; does nothing otherwise. The in-band twin of the
+    /// [`REPLAY_HEADER`](super::REPLAY_HEADER) response header, for clients that cannot read
+    /// response headers (a browser's `EventSource`).
+    ///
+    /// Give `event` an `event:` type and **no id**: an id would replace the id the client
+    /// tracks. It is encoded here, once per subscription that lost its history.
+    ///
+    /// ```
+    /// use futures_util::StreamExt;
+    /// use tower_sse::{Event, hub::Hub};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let hub = Hub::new();
+    /// hub.publish("t", Event::new().data("kept")).unwrap();
+    /// let mut sub = hub
+    ///     .subscriber("t")
+    ///     .last_event_id(Some("evicted-long-ago"))
+    ///     .subscribe()
+    ///     .unwrap()
+    ///     .notify_history_lost(Event::new().event("history-lost").data("reload"));
+    /// assert_eq!(&sub.next().await.unwrap().as_bytes()[..], b"event: history-lost\ndata: reload\n\n");
+    /// assert!(sub.next().await.unwrap().as_bytes().starts_with(b"data: kept\n"));
+    ///
+    /// // A subscription that lost nothing is left alone.
+    /// let mut live = hub.subscribe("t").unwrap().notify_history_lost(Event::new().event("x"));
+    /// hub.publish("t", Event::new().data("new")).unwrap();
+    /// assert!(live.next().await.unwrap().as_bytes().starts_with(b"data: new\n"));
+    /// # }
+    /// ```
+    pub fn notify_history_lost(mut self, event: Event) -> Self {
+        if self.replay.is_lost() && self.live.is_some() {
+            self.notice = Some(event.encode());
+        }
+        self
     }
 
     /// How many replayed events are still to come before the live ones.
@@ -327,6 +368,7 @@ impl Subscription {
     fn release(&mut self) {
         self.live = None;
         self.client = None;
+        self.notice = None;
         self.backlog = Vec::new().into_iter();
         if std::mem::take(&mut self.registered) {
             self.hub.leave_topic(&self.topic);
@@ -383,6 +425,9 @@ impl Stream for Subscription {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<EncodedEvent>> {
         let this = self.get_mut();
+        if let Some(event) = this.notice.take() {
+            return Poll::Ready(Some(event));
+        }
         if let Some(event) = this.backlog.next() {
             return Poll::Ready(Some(event));
         }
@@ -411,7 +456,10 @@ impl Stream for Subscription {
 
     fn size_hint(&self) -> (usize, Option<usize>) {
         match self.live {
-            Some(_) => (self.backlog.len(), None),
+            Some(_) => (
+                self.backlog.len() + usize::from(self.notice.is_some()),
+                None,
+            ),
             None => (0, Some(0)),
         }
     }

@@ -1,0 +1,851 @@
+//! A chat: rooms, a public feed of every room, direct messages, all over SSE from one
+//! in-process [`Hub`].
+//!
+//! Run it with
+//!
+//! ```text
+//! cargo run --example chat
+//! ```
+//!
+//! and open <http://127.0.0.1:3000/> in two windows: create a room in one, open its link in the
+//! other. Environment: `ADDR` (default `127.0.0.1:3000`), `KEEP_ALIVE_SECS` (default 15),
+//! `HISTORY` (events kept per room for replay, default 1000), `HISTORY_BYTES` (and at most this
+//! many bytes, default 1 MiB), `SUBSCRIBER_CAPACITY` (how far, in events, a stream may fall
+//! behind before it is disconnected, default 256).
+//!
+//! Errors are JSON: `{"error": "..."}`.
+//!
+//! - `GET /`: the chat page. It reconnects on its own and catches up from the server's history
+//!   (no duplicates: the server replays exactly what follows the page's last event id).
+//! - `POST /rooms`, optional JSON `{"name": ".."}` → `201 {"room": "<id>", "name": ..}`.
+//! - `GET /rooms/{room}/events`: the room's messages, `event: message`, an `id`, `data`
+//!   `{"room", "user", "text", "ts"}` (`ts` in unix ms). `404` for an unknown room. Honours
+//!   `Last-Event-ID` (header, or `lastEventId` query parameter).
+//! - `POST /rooms/{room}/messages`, JSON `{"user": "..", "text": ".."}` → `202 {"id": "<event
+//!   id>"}`; `404` unknown room; `400` malformed JSON or an empty user; `413` when `text` is
+//!   over 16 KiB.
+//! - `GET /events`: the public stream, every room's messages (each encoded once for its room
+//!   and the public stream, under one id).
+//! - `POST /login`, JSON `{"user": ".."}` → `200 {"user", "token"}`, the token also set as the
+//!   `chat_token` HttpOnly cookie. There are no passwords: logging in again as the same user
+//!   gives the same token. This shows token plumbing, not authentication.
+//! - `GET /users/{user}/events`: that user's direct messages, `event: direct`, `data`
+//!   `{"from", "to", "text", "ts"}`; only with that user's token (the cookie, or
+//!   `Authorization: Bearer <token>`), else `401`. Replayed like rooms.
+//! - `POST /users/{user}/messages`, JSON `{"from": "..", "text": ".."}` → `202 {"id"}`, or `404`
+//!   when that user has no open stream.
+//! - `GET /stats`: `{"connections", "rooms", "users", "subscribers", "topics", "published",
+//!   "slow_disconnects"}`; `connections` counts open SSE responses.
+//! - SIGINT or SIGTERM: every stream gets a final `shutdown` event and ends; the process exits
+//!   within 5 s even with clients connected.
+//!
+//! # Replay and "history lost"
+//!
+//! Every stream answers with an `Sse-Replay` header (`none`, `complete` or `history-lost`, see
+//! `tower_sse::hub::REPLAY_HEADER`). When the page's last id is unknown (evicted from the
+//! `HISTORY` window, or from before a restart) the stream starts with an
+//! `event: history-lost` (no id), then sends the retained history and live messages.
+//!
+//! # Slow clients
+//!
+//! A stream that falls more than `SUBSCRIBER_CAPACITY` events behind its room is ended and
+//! counted in `slow_disconnects`; the page reconnects with its last id and replays. Neither the
+//! publisher nor other clients ever wait for it. Memory per stream is a cursor into the room's
+//! shared ring, plus what the connection itself buffers.
+
+use std::{
+    collections::HashMap,
+    hash::{BuildHasher, Hasher},
+    net::SocketAddr,
+    pin::Pin,
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+    },
+    task::{Context, Poll},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use axum::{
+    Json, Router,
+    body::Bytes,
+    extract::{DefaultBodyLimit, Path, State, rejection::BytesRejection},
+    http::{HeaderMap, StatusCode, header},
+    response::{Html, IntoResponse, Response},
+    routing::{get, post},
+};
+use futures_core::Stream;
+use serde::Deserialize;
+use serde_json::json;
+use tokio::net::TcpListener;
+use tower_sse::{
+    EncodedEvent, Event, EventStream, LastEventId, Shutdown, SseLayer,
+    hub::{Hub, REPLAY_HEADER, SubscribeError, SubscribeRequest, Subscription},
+};
+
+/// Longest message text, in bytes.
+pub const MAX_TEXT: usize = 16 * 1024;
+/// Longest user or room name, in characters.
+pub const MAX_NAME: usize = 64;
+/// Most rooms and logged-in users kept; more are refused with `503`.
+pub const MAX_ROOMS: usize = 10_000;
+/// See [`MAX_ROOMS`].
+pub const MAX_USERS: usize = 10_000;
+/// Largest request body accepted (JSON escapes can make 16 KiB of text much longer).
+const MAX_BODY: usize = 8 * MAX_TEXT;
+/// The cookie that carries the login token.
+pub const COOKIE: &str = "chat_token";
+/// The topic that gets every room's messages.
+const PUBLIC: &str = "public";
+
+/// How the application is set up.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Keep-alive comment interval.
+    pub keep_alive: Duration,
+    /// Events kept per room (and per user's direct messages, and for the public stream).
+    pub history: usize,
+    /// Bytes kept per room (and so on), whatever the event count.
+    pub history_bytes: usize,
+    /// How far a stream may fall behind before it is disconnected.
+    pub subscriber_capacity: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            keep_alive: Duration::from_secs(15),
+            history: 1000,
+            history_bytes: 1024 * 1024,
+            subscriber_capacity: 256,
+        }
+    }
+}
+
+/// The application's state; a cheap handle. Tests use it to look inside.
+#[derive(Clone)]
+pub struct Chat {
+    inner: Arc<ChatInner>,
+}
+
+struct ChatInner {
+    hub: Hub,
+    /// Room id → name.
+    rooms: Mutex<HashMap<String, Option<String>>>,
+    /// User → token.
+    tokens: Mutex<HashMap<String, String>>,
+    /// Open SSE responses.
+    connections: AtomicUsize,
+    ids: AtomicU64,
+}
+
+/// The claims of a stream opened with a valid token, checked by the hub's authorizer too.
+struct LoggedIn(String);
+
+impl Chat {
+    /// The hub behind the application.
+    pub fn hub(&self) -> &Hub {
+        &self.inner.hub
+    }
+
+    /// How many SSE responses are open.
+    pub fn connections(&self) -> usize {
+        self.inner.connections.load(Ordering::Relaxed)
+    }
+
+    /// A hard-to-guess token (no extra dependency: `RandomState` is seeded from the OS).
+    fn random_hex(&self, words: usize) -> String {
+        let mut out = String::with_capacity(words * 16);
+        for _ in 0..words {
+            let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+            hasher.write_u64(self.inner.ids.fetch_add(1, Ordering::Relaxed));
+            hasher.write_u128(
+                SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos()),
+            );
+            out.push_str(&format!("{:016x}", hasher.finish()));
+        }
+        out
+    }
+
+    fn room_exists(&self, room: &str) -> bool {
+        lock(&self.inner.rooms).contains_key(room)
+    }
+
+    /// Publishes a message to its room and the public stream: encoded once, one id.
+    pub fn post_message(&self, room: &str, user: &str, text: &str) -> Option<EncodedEvent> {
+        if !self.room_exists(room) {
+            return None;
+        }
+        let event = Event::new()
+            .event("message")
+            .json_data(&json!({ "room": room, "user": user, "text": text, "ts": now_ms() }))
+            .expect("a json! value always serializes");
+        self.inner
+            .hub
+            .publish_many(&[&room_topic(room), PUBLIC], event)
+            .ok()
+    }
+
+    /// The open-connection guard and the stream of one SSE response.
+    fn respond(&self, subscription: Subscription) -> Response {
+        self.inner.connections.fetch_add(1, Ordering::Relaxed);
+        let replay = subscription.replay();
+        let stream = Counted {
+            subscription: subscription.notify_history_lost(
+                Event::new()
+                    .event("history-lost")
+                    .data("some messages may be missing"),
+            ),
+            chat: self.clone(),
+        };
+        (
+            [(REPLAY_HEADER, replay.header_value())],
+            EventStream::new(stream),
+        )
+            .into_response()
+    }
+}
+
+/// A subscription that counts as an open connection until it is dropped: when the stream
+/// ends, or the client goes away.
+struct Counted {
+    subscription: Subscription,
+    chat: Chat,
+}
+
+impl Stream for Counted {
+    type Item = EncodedEvent;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<EncodedEvent>> {
+        Pin::new(&mut self.subscription).poll_next(cx)
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.chat.inner.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn room_topic(room: &str) -> String {
+    format!("room/{room}")
+}
+
+fn user_topic(user: &str) -> String {
+    format!("user/{user}")
+}
+
+/// An error answer: `{"error": "..."}`.
+struct ApiError(StatusCode, String);
+
+impl ApiError {
+    fn new(status: StatusCode, message: &str) -> Self {
+        Self(status, message.into())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+fn error(status: StatusCode, message: &str) -> Response {
+    ApiError(status, message.into()).into_response()
+}
+
+/// The JSON body, or the error response: `413` for a body over [`MAX_BODY`], `400` otherwise.
+fn parse<T: serde::de::DeserializeOwned>(
+    body: Result<Bytes, BytesRejection>,
+) -> Result<T, ApiError> {
+    let body = body.map_err(|rejection| {
+        let status = rejection.status();
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(status, "request body too large")
+        } else {
+            ApiError::new(StatusCode::BAD_REQUEST, "cannot read the request body")
+        }
+    })?;
+    serde_json::from_slice(&body)
+        .map_err(|err| ApiError::new(StatusCode::BAD_REQUEST, &format!("malformed JSON: {err}")))
+}
+
+/// A user name: trimmed, 1 to [`MAX_NAME`] characters, no control characters.
+fn valid_user(user: &str) -> Result<&str, ApiError> {
+    let user = user.trim();
+    if user.is_empty() {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "empty user"));
+    }
+    if user.chars().count() > MAX_NAME || user.chars().any(char::is_control) {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid user name"));
+    }
+    Ok(user)
+}
+
+fn valid_text(text: &str) -> Result<(), ApiError> {
+    if text.len() > MAX_TEXT {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "text is longer than 16 KiB",
+        ));
+    }
+    Ok(())
+}
+
+#[derive(Deserialize)]
+struct NewRoom {
+    name: Option<String>,
+}
+
+async fn create_room(State(chat): State<Chat>, body: Result<Bytes, BytesRejection>) -> Response {
+    let name = match &body {
+        Ok(bytes) if bytes.iter().all(u8::is_ascii_whitespace) => None,
+        _ => match parse::<NewRoom>(body) {
+            Ok(room) => room.name.map(|name| name.trim().to_owned()),
+            Err(err) => return err.into_response(),
+        },
+    };
+    if name
+        .as_deref()
+        .is_some_and(|name| name.chars().count() > MAX_NAME || name.chars().any(char::is_control))
+    {
+        return error(StatusCode::BAD_REQUEST, "invalid room name");
+    }
+    let id = chat.random_hex(1);
+    {
+        let mut rooms = lock(&chat.inner.rooms);
+        if rooms.len() >= MAX_ROOMS {
+            return error(StatusCode::SERVICE_UNAVAILABLE, "too many rooms");
+        }
+        rooms.insert(id.clone(), name.clone());
+    }
+    chat.inner.hub.create_topic(&room_topic(&id));
+    (
+        StatusCode::CREATED,
+        Json(json!({ "room": id, "name": name })),
+    )
+        .into_response()
+}
+
+async fn room_events(
+    State(chat): State<Chat>,
+    Path(room): Path<String>,
+    last: Option<LastEventId>,
+) -> Response {
+    if !chat.room_exists(&room) {
+        return error(StatusCode::NOT_FOUND, "no such room");
+    }
+    let last = last.as_ref().map(LastEventId::as_str);
+    match chat
+        .inner
+        .hub
+        .subscriber(&room_topic(&room))
+        .last_event_id(last)
+        .subscribe()
+    {
+        Ok(subscription) => chat.respond(subscription),
+        Err(_) => error(StatusCode::NOT_FOUND, "no such room"),
+    }
+}
+
+#[derive(Deserialize)]
+struct NewMessage {
+    user: String,
+    text: String,
+}
+
+async fn post_message(
+    State(chat): State<Chat>,
+    Path(room): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    if !chat.room_exists(&room) {
+        return error(StatusCode::NOT_FOUND, "no such room");
+    }
+    let message: NewMessage = match parse(body) {
+        Ok(message) => message,
+        Err(err) => return err.into_response(),
+    };
+    let user = match valid_user(&message.user) {
+        Ok(user) => user,
+        Err(err) => return err.into_response(),
+    };
+    if let Err(err) = valid_text(&message.text) {
+        return err.into_response();
+    }
+    match chat.post_message(&room, user, &message.text) {
+        Some(event) => (StatusCode::ACCEPTED, Json(json!({ "id": event.id() }))).into_response(),
+        None => error(StatusCode::NOT_FOUND, "no such room"),
+    }
+}
+
+async fn public_events(State(chat): State<Chat>, last: Option<LastEventId>) -> Response {
+    let last = last.as_ref().map(LastEventId::as_str);
+    match chat
+        .inner
+        .hub
+        .subscriber(PUBLIC)
+        .last_event_id(last)
+        .subscribe()
+    {
+        Ok(subscription) => chat.respond(subscription),
+        Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "public stream unavailable"),
+    }
+}
+
+#[derive(Deserialize)]
+struct Login {
+    user: String,
+}
+
+async fn login(State(chat): State<Chat>, body: Result<Bytes, BytesRejection>) -> Response {
+    let login: Login = match parse(body) {
+        Ok(login) => login,
+        Err(err) => return err.into_response(),
+    };
+    let user = match valid_user(&login.user) {
+        Ok(user) => user.to_owned(),
+        Err(err) => return err.into_response(),
+    };
+    let token = {
+        let mut tokens = lock(&chat.inner.tokens);
+        match tokens.get(&user) {
+            Some(token) => token.clone(),
+            None if tokens.len() >= MAX_USERS => {
+                return error(StatusCode::SERVICE_UNAVAILABLE, "too many users");
+            }
+            None => {
+                let token = chat.random_hex(2);
+                tokens.insert(user.clone(), token.clone());
+                token
+            }
+        }
+    };
+    let cookie = format!("{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict");
+    (
+        [(header::SET_COOKIE, cookie)],
+        Json(json!({ "user": user, "token": token })),
+    )
+        .into_response()
+}
+
+/// The token from `Authorization: Bearer` or the cookie.
+fn token(headers: &HeaderMap) -> Option<&str> {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .map(str::trim);
+    bearer.or_else(|| {
+        headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(';'))
+            .find_map(|pair| pair.trim().strip_prefix(COOKIE)?.strip_prefix('='))
+    })
+}
+
+/// Compares without stopping at the first difference.
+fn same_token(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+async fn user_events(
+    State(chat): State<Chat>,
+    Path(user): Path<String>,
+    headers: HeaderMap,
+    last: Option<LastEventId>,
+) -> Response {
+    let authorized = token(&headers).is_some_and(|given| {
+        lock(&chat.inner.tokens)
+            .get(&user)
+            .is_some_and(|token| same_token(token, given))
+    });
+    if !authorized {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "a valid token for this user is needed",
+        );
+    }
+    let claims = LoggedIn(user.clone());
+    let last = last.as_ref().map(LastEventId::as_str);
+    match chat
+        .inner
+        .hub
+        .subscriber(&user_topic(&user))
+        .client_id(&user)
+        .claims(&claims)
+        .last_event_id(last)
+        .subscribe()
+    {
+        Ok(subscription) => chat.respond(subscription),
+        Err(SubscribeError::Forbidden) => error(StatusCode::UNAUTHORIZED, "forbidden"),
+        Err(_) => error(StatusCode::NOT_FOUND, "no such user"),
+    }
+}
+
+#[derive(Deserialize)]
+struct Direct {
+    from: String,
+    text: String,
+}
+
+async fn post_direct(
+    State(chat): State<Chat>,
+    Path(user): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let message: Direct = match parse(body) {
+        Ok(message) => message,
+        Err(err) => return err.into_response(),
+    };
+    let from = match valid_user(&message.from) {
+        Ok(from) => from,
+        Err(err) => return err.into_response(),
+    };
+    if let Err(err) = valid_text(&message.text) {
+        return err.into_response();
+    }
+    let hub = &chat.inner.hub;
+    if hub.client_connections(&user) == 0 {
+        return error(StatusCode::NOT_FOUND, "that user has no open stream");
+    }
+    let event = Event::new()
+        .event("direct")
+        .json_data(&json!({ "from": from, "to": user, "text": message.text, "ts": now_ms() }))
+        .expect("a json! value always serializes");
+    // Kept in the user's own topic, so a dropped connection catches up like a room does.
+    match hub.publish(&user_topic(&user), event) {
+        Ok(event) => (StatusCode::ACCEPTED, Json(json!({ "id": event.id() }))).into_response(),
+        Err(_) => error(StatusCode::NOT_FOUND, "that user has no open stream"),
+    }
+}
+
+async fn stats(State(chat): State<Chat>) -> Json<serde_json::Value> {
+    let hub = chat.inner.hub.stats();
+    Json(json!({
+        "connections": chat.connections(),
+        "rooms": lock(&chat.inner.rooms).len(),
+        "users": lock(&chat.inner.tokens).len(),
+        "subscribers": hub.subscribers,
+        "topics": hub.topics,
+        "published": hub.published,
+        "slow_disconnects": hub.slow_disconnects,
+    }))
+}
+
+/// The whole application, for `main` and for tests.
+pub fn app(config: &Config, shutdown: &Shutdown) -> (Router, Chat) {
+    let hub = Hub::builder()
+        .history_events(config.history)
+        .history_bytes(config.history_bytes)
+        .subscriber_capacity(config.subscriber_capacity)
+        // Direct messages only for the user the handler checked the token of.
+        .authorizer(
+            |req: &SubscribeRequest<'_>| match req.topic().strip_prefix("user/") {
+                Some(user) => req.claims::<LoggedIn>().is_some_and(|c| c.0 == user),
+                None => true,
+            },
+        )
+        .build();
+    let chat = Chat {
+        inner: Arc::new(ChatInner {
+            hub,
+            rooms: Mutex::new(HashMap::new()),
+            tokens: Mutex::new(HashMap::new()),
+            connections: AtomicUsize::new(0),
+            ids: AtomicU64::new(0),
+        }),
+    };
+    let router = Router::new()
+        .route("/", get(|| async { Html(PAGE) }))
+        .route("/rooms", post(create_room))
+        .route("/rooms/{room}/events", get(room_events))
+        .route("/rooms/{room}/messages", post(post_message))
+        .route("/events", get(public_events))
+        .route("/login", post(login))
+        .route("/users/{user}/events", get(user_events))
+        .route("/users/{user}/messages", post(post_direct))
+        .route("/stats", get(stats))
+        .with_state(chat.clone())
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(
+            SseLayer::new()
+                .keep_alive(config.keep_alive)
+                .retry(Duration::from_secs(1))
+                .shutdown(shutdown)
+                .shutdown_event(Event::new().event("shutdown").data("server stopping")),
+        );
+    (router, chat)
+}
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    match std::env::var(name) {
+        Ok(value) => value.parse().unwrap_or_else(|_| {
+            eprintln!("error: {name}={value:?} is not valid");
+            std::process::exit(2);
+        }),
+        Err(_) => default,
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let addr: SocketAddr = env_or("ADDR", SocketAddr::from(([127, 0, 0, 1], 3000)));
+    let defaults = Config::default();
+    let config = Config {
+        keep_alive: Duration::from_secs(env_or("KEEP_ALIVE_SECS", 15)),
+        history: env_or("HISTORY", defaults.history),
+        history_bytes: env_or("HISTORY_BYTES", defaults.history_bytes),
+        subscriber_capacity: env_or("SUBSCRIBER_CAPACITY", defaults.subscriber_capacity),
+    };
+
+    let listener = match TcpListener::bind(addr).await {
+        Ok(listener) => listener,
+        Err(err) => {
+            eprintln!("error: cannot listen on {addr}: {err}");
+            std::process::exit(1);
+        }
+    };
+    let shutdown = Shutdown::new();
+    let (app, _chat) = app(&config, &shutdown);
+    println!(
+        "listening on http://{}",
+        listener.local_addr().unwrap_or(addr)
+    );
+
+    tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move {
+            stop_signal().await;
+            println!("stopping: ending open streams");
+            shutdown.trigger();
+        }
+    });
+    let server = axum::serve(listener, app).with_graceful_shutdown(shutdown.triggered());
+    tokio::select! {
+        result = server => {
+            if let Err(err) = result {
+                eprintln!("error: server failed: {err}");
+                std::process::exit(1);
+            }
+        }
+        // A client that stops reading can hold its connection open; do not wait for it forever.
+        () = async { shutdown.triggered().await; tokio::time::sleep(Duration::from_secs(4)).await } => {
+            eprintln!("connections still open after 4 s; exiting anyway");
+        }
+    }
+    println!("stopped");
+}
+
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+const PAGE: &str = r##"<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>tower-sse chat</title>
+<style>
+  body { font: 16px/1.4 system-ui, sans-serif; max-width: 48rem; margin: 2rem auto; padding: 0 1rem; }
+  fieldset { margin-bottom: 1rem; }
+  #status, #dm-status { font-weight: bold; }
+  #notice { color: #a40; }
+  ul { list-style: none; padding: 0; }
+  li { padding: .15rem 0; border-bottom: 1px solid #eee; }
+  .who { font-weight: bold; }
+  .error { color: #c00; }
+</style>
+</head>
+<body>
+<h1>tower-sse chat</h1>
+<fieldset>
+  <legend>You</legend>
+  <input id="user" placeholder="your name" maxlength="64">
+  <button id="login">Log in for direct messages</button>
+  direct messages: <span id="dm-status">off</span>
+</fieldset>
+<fieldset>
+  <legend>Room</legend>
+  <button id="create">Create a room</button>
+  or join <input id="join-id" placeholder="room id"> <button id="join">Join</button>
+  <p>Room: <a id="room-link" href="#"><span id="room"></span></a>, status: <span id="status">no room</span>
+     <span id="notice"></span></p>
+  <form id="send-form"><input id="text" placeholder="message" size="50"> <button id="send">Send</button></form>
+  <ul id="messages"></ul>
+</fieldset>
+<fieldset>
+  <legend>Direct messages</legend>
+  <form id="dm-form"><input id="dm-to" placeholder="to user"> <input id="dm-text" placeholder="message" size="30">
+    <button id="dm-send">Send</button></form>
+  <ul id="dms"></ul>
+</fieldset>
+<p id="error" class="error"></p>
+<script>
+const $ = (id) => document.getElementById(id);
+const params = new URLSearchParams(location.search);
+$('user').value = params.get('user') || localStorage.getItem('chat-user') || '';
+
+function showError(text) { $('error').textContent = text; }
+
+async function post(url, body) {
+  const res = await fetch(url, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify(body),
+  });
+  const json = await res.json().catch(() => ({}));
+  if (!res.ok) throw new Error(json.error || `HTTP ${res.status}`);
+  return json;
+}
+
+// One EventSource that survives dropped connections. While the browser retries on its own
+// (readyState CONNECTING) it sends Last-Event-ID itself. If it gives up (CLOSED), a new
+// EventSource is made that carries the last id in the `lastEventId` query parameter, so the
+// server replays exactly what was missed: no gap, no duplicate, nothing to dedupe here.
+function follow(url, status, handlers) {
+  let source, lastId = '', stopped = false;
+  function connect() {
+    if (stopped) return;
+    status.textContent = 'connecting';
+    const u = lastId ? `${url}?lastEventId=${encodeURIComponent(lastId)}` : url;
+    source = new EventSource(u);
+    source.onopen = () => {
+      status.textContent = 'open';
+      status.dataset.opens = Number(status.dataset.opens || 0) + 1;
+    };
+    for (const [type, handle] of Object.entries(handlers)) {
+      source.addEventListener(type, (e) => {
+        if (e.lastEventId) lastId = e.lastEventId;
+        handle(e);
+      });
+    }
+    source.addEventListener('shutdown', () => { status.textContent = 'server stopping'; });
+    source.onerror = () => {
+      status.textContent = 'reconnecting';
+      if (source.readyState === EventSource.CLOSED) {
+        source.close();
+        setTimeout(connect, 1000);
+      }
+    };
+  }
+  connect();
+  return { stop() { stopped = true; source.close(); } };
+}
+
+function addLine(list, cls, id, who, text, ts) {
+  const li = document.createElement('li');
+  li.className = cls;
+  li.dataset.id = id;
+  li.dataset.text = text;
+  const name = document.createElement('span');
+  name.className = 'who';
+  name.textContent = who;
+  li.append(name, `: ${text}`);
+  li.title = new Date(ts).toISOString();
+  list.append(li);
+  while (list.children.length > 500) list.firstChild.remove();
+}
+
+let room = null, roomStream = null;
+function openRoom(id) {
+  roomStream?.stop();
+  room = id;
+  $('room').textContent = id;
+  $('room-link').href = `/?room=${encodeURIComponent(id)}`;
+  $('messages').replaceChildren();
+  $('notice').textContent = '';
+  const p = new URLSearchParams(location.search);
+  p.set('room', id);
+  history.replaceState(null, '', `?${p}`);
+  roomStream = follow(`/rooms/${encodeURIComponent(id)}/events`, $('status'), {
+    message: (e) => {
+      const m = JSON.parse(e.data);
+      addLine($('messages'), 'msg', e.lastEventId, m.user, m.text, m.ts);
+    },
+    'history-lost': (e) => { $('notice').textContent = `(${e.data})`; },
+  });
+}
+
+let dmStream = null;
+$('login').onclick = async () => {
+  try {
+    const user = $('user').value.trim();
+    const me = await post('/login', { user });
+    localStorage.setItem('chat-user', me.user);
+    dmStream?.stop();
+    dmStream = follow(`/users/${encodeURIComponent(me.user)}/events`, $('dm-status'), {
+      direct: (e) => {
+        const m = JSON.parse(e.data);
+        addLine($('dms'), 'dm', e.lastEventId, m.from, m.text, m.ts);
+      },
+    });
+    showError('');
+  } catch (err) { showError(`login: ${err.message}`); }
+};
+
+$('create').onclick = async () => {
+  try { openRoom((await post('/rooms', {})).room); showError(''); }
+  catch (err) { showError(`create: ${err.message}`); }
+};
+$('join').onclick = () => { const id = $('join-id').value.trim(); if (id) openRoom(id); };
+
+$('send-form').onsubmit = async (e) => {
+  e.preventDefault();
+  if (!room) return showError('join a room first');
+  try {
+    await post(`/rooms/${encodeURIComponent(room)}/messages`, { user: $('user').value, text: $('text').value });
+    $('text').value = '';
+    showError('');
+  } catch (err) { showError(`send: ${err.message}`); }
+};
+
+$('dm-form').onsubmit = async (e) => {
+  e.preventDefault();
+  const to = $('dm-to').value.trim();
+  try {
+    await post(`/users/${encodeURIComponent(to)}/messages`, { from: $('user').value, text: $('dm-text').value });
+    $('dm-text').value = '';
+    addLine($('dms'), 'dm-sent', '', `to ${to}`, '(sent)', Date.now());
+    showError('');
+  } catch (err) { showError(`direct message: ${err.message}`); }
+};
+
+if (params.get('room')) openRoom(params.get('room'));
+</script>
+</body>
+</html>
+"##;

@@ -1,0 +1,1074 @@
+//! The `chat` example over real TCP: every endpoint, replay and "history lost", slow clients,
+//! a disconnect storm, SIGTERM, a third-party client (npm `eventsource`) and two pages in
+//! headless chromium that lose their connections (cut by a TCP proxy this test controls) and
+//! catch up exactly once.
+//!
+//! The application runs in process (`examples/chat.rs` is compiled in as a module), so tests
+//! can configure it and look at the hub's counts; the SIGTERM test runs the built binary.
+
+mod support;
+
+#[path = "../examples/chat.rs"]
+#[allow(dead_code, unreachable_pub)]
+mod chat;
+
+use std::{collections::HashMap, net::SocketAddr, process::Stdio, sync::Arc, time::Duration};
+
+use axum::{Router, routing::post};
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::{
+    client::legacy::{Client, connect::HttpConnector},
+    rt::TokioExecutor,
+};
+use serde_json::{Value, json};
+use tokio::{
+    io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
+    net::{TcpListener, TcpStream},
+    process::Command,
+    sync::watch,
+    time::timeout,
+};
+use tower_sse::Shutdown;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+struct App {
+    addr: SocketAddr,
+    chat: chat::Chat,
+    _server: support::ServerHandle,
+    _shutdown: Shutdown,
+}
+
+async fn start(config: chat::Config) -> App {
+    let shutdown = Shutdown::new();
+    let (router, chat) = chat::app(&config, &shutdown);
+    let (addr, server) = support::serve(router).await;
+    App {
+        addr,
+        chat,
+        _server: server,
+        _shutdown: shutdown,
+    }
+}
+
+async fn start_default() -> App {
+    start(chat::Config::default()).await
+}
+
+fn client() -> Client<HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+struct Reply {
+    status: StatusCode,
+    headers: HeaderMap,
+    json: Value,
+}
+
+async fn call(
+    addr: SocketAddr,
+    method: Method,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> Reply {
+    let mut request = Request::builder()
+        .method(method)
+        .uri(format!("http://{addr}{path}"));
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request.body(Full::new(body.into())).unwrap();
+    let response = timeout(WAIT, client().request(request))
+        .await
+        .unwrap_or_else(|_| panic!("no response to {path}"))
+        .unwrap();
+    let (parts, body) = response.into_parts();
+    let bytes = timeout(WAIT, body.collect())
+        .await
+        .expect("body not complete")
+        .unwrap()
+        .to_bytes();
+    let json = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+            panic!(
+                "{path}: not JSON ({e}): {:?}",
+                String::from_utf8_lossy(&bytes)
+            )
+        })
+    };
+    Reply {
+        status: parts.status,
+        headers: parts.headers,
+        json,
+    }
+}
+
+async fn post_json(addr: SocketAddr, path: &str, body: Value) -> Reply {
+    call(
+        addr,
+        Method::POST,
+        path,
+        &[("content-type", "application/json")],
+        body.to_string(),
+    )
+    .await
+}
+
+#[track_caller]
+fn assert_error(reply: &Reply, status: StatusCode) {
+    assert_eq!(reply.status, status, "{}", reply.json);
+    assert!(
+        reply.json["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "error body should be {{\"error\": \"..\"}}: {}",
+        reply.json
+    );
+}
+
+async fn create_room(addr: SocketAddr) -> String {
+    let reply = call(addr, Method::POST, "/rooms", &[], "").await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.json);
+    reply.json["room"].as_str().unwrap().to_owned()
+}
+
+async fn say(addr: SocketAddr, room: &str, user: &str, text: &str) -> String {
+    let reply = post_json(
+        addr,
+        &format!("/rooms/{room}/messages"),
+        json!({ "user": user, "text": text }),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.json);
+    reply.json["id"].as_str().unwrap().to_owned()
+}
+
+async fn login(addr: SocketAddr, user: &str) -> String {
+    let reply = post_json(addr, "/login", json!({ "user": user })).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.json);
+    reply.json["token"].as_str().unwrap().to_owned()
+}
+
+async fn stats(addr: SocketAddr) -> Value {
+    call(addr, Method::GET, "/stats", &[], "").await.json
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct Ev {
+    event: String,
+    id: String,
+    data: String,
+}
+
+impl Ev {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.data).unwrap()
+    }
+}
+
+/// An open SSE response, read event by event.
+struct Sse {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Incoming,
+    buf: Vec<u8>,
+}
+
+impl Sse {
+    async fn open(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Self {
+        let mut request = Request::get(format!("http://{addr}{path}"));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = timeout(
+            WAIT,
+            client().request(request.body(Full::new(Bytes::new())).unwrap()),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("no response to GET {path}"))
+        .unwrap();
+        let (parts, body) = response.into_parts();
+        Self {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+            buf: vec![],
+        }
+    }
+
+    async fn ok(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Self {
+        let sse = Self::open(addr, path, headers).await;
+        assert_eq!(sse.status, StatusCode::OK, "GET {path}");
+        assert_eq!(sse.headers["content-type"], "text/event-stream");
+        sse
+    }
+
+    fn replay(&self) -> &str {
+        self.headers["sse-replay"].to_str().unwrap()
+    }
+
+    /// The next event with data (comments and `retry:`-only blocks are skipped), or `None` at
+    /// the end of the body.
+    async fn next(&mut self) -> Option<Ev> {
+        timeout(WAIT, async {
+            loop {
+                while let Some(end) = self.buf.windows(2).position(|w| w == b"\n\n") {
+                    let block: Vec<u8> = self.buf.drain(..end + 2).collect();
+                    let text = String::from_utf8(block).unwrap();
+                    let mut ev = Ev {
+                        event: "message".into(),
+                        id: String::new(),
+                        data: String::new(),
+                    };
+                    let mut has_data = false;
+                    for line in text.lines() {
+                        if let Some(v) = line.strip_prefix("event: ") {
+                            ev.event = v.into();
+                        } else if let Some(v) = line.strip_prefix("id: ") {
+                            ev.id = v.into();
+                        } else if let Some(v) = line.strip_prefix("data: ") {
+                            if has_data {
+                                ev.data.push('\n');
+                            }
+                            ev.data.push_str(v);
+                            has_data = true;
+                        }
+                    }
+                    if has_data {
+                        return Some(ev);
+                    }
+                }
+                match self.body.frame().await {
+                    Some(Ok(frame)) => {
+                        if let Ok(data) = frame.into_data() {
+                            self.buf.extend_from_slice(&data);
+                        }
+                    }
+                    Some(Err(_)) | None => return None,
+                }
+            }
+        })
+        .await
+        .expect("no event within the time limit")
+    }
+
+    async fn expect(&mut self) -> Ev {
+        self.next().await.expect("the stream ended early")
+    }
+}
+
+/// Polls `check` until it holds; counters cannot be awaited. Bounded, with a message.
+async fn eventually(what: &str, mut check: impl AsyncFnMut() -> Result<(), String>) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        match check().await {
+            Ok(()) => return,
+            Err(state) if tokio::time::Instant::now() >= deadline => {
+                panic!("{what}: still not true after {WAIT:?}: {state}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Endpoints
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn page_and_room_creation() {
+    let app = start_default().await;
+    let page = client()
+        .request(
+            Request::get(format!("http://{}/", app.addr))
+                .body(Full::new(Bytes::new()))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    let html = page.into_body().collect().await.unwrap().to_bytes();
+    let html = String::from_utf8_lossy(&html);
+    assert!(html.contains("EventSource") && html.contains("id=\"messages\""));
+
+    let a = create_room(app.addr).await;
+    let named = post_json(app.addr, "/rooms", json!({ "name": "lobby" })).await;
+    assert_eq!(named.status, StatusCode::CREATED);
+    assert_eq!(named.json["name"], "lobby");
+    let b = named.json["room"].as_str().unwrap();
+    assert_ne!(a, b);
+    assert!(!a.is_empty());
+    let empty_object = post_json(app.addr, "/rooms", json!({})).await;
+    assert_eq!(empty_object.status, StatusCode::CREATED);
+    assert_error(
+        &call(app.addr, Method::POST, "/rooms", &[], "{nope").await,
+        StatusCode::BAD_REQUEST,
+    );
+    assert_error(
+        &post_json(app.addr, "/rooms", json!({ "name": 7 })).await,
+        StatusCode::BAD_REQUEST,
+    );
+    assert_eq!(stats(app.addr).await["rooms"], 3);
+}
+
+#[tokio::test]
+async fn posting_messages_validates_input() {
+    let app = start_default().await;
+    let room = create_room(app.addr).await;
+    let path = format!("/rooms/{room}/messages");
+
+    assert_error(
+        &post_json(
+            app.addr,
+            "/rooms/nope/messages",
+            json!({ "user": "a", "text": "x" }),
+        )
+        .await,
+        StatusCode::NOT_FOUND,
+    );
+    assert_error(
+        &call(app.addr, Method::POST, &path, &[], "{\"user\": ").await,
+        StatusCode::BAD_REQUEST,
+    );
+    assert_error(
+        &post_json(app.addr, &path, json!({ "text": "no user" })).await,
+        StatusCode::BAD_REQUEST,
+    );
+    for user in ["", "   "] {
+        assert_error(
+            &post_json(app.addr, &path, json!({ "user": user, "text": "x" })).await,
+            StatusCode::BAD_REQUEST,
+        );
+    }
+    let limit = "x".repeat(16 * 1024);
+    let ok = post_json(app.addr, &path, json!({ "user": "a", "text": limit })).await;
+    assert_eq!(ok.status, StatusCode::ACCEPTED);
+    assert!(ok.json["id"].as_str().is_some_and(|id| !id.is_empty()));
+    let over = format!("{limit}x");
+    assert_error(
+        &post_json(app.addr, &path, json!({ "user": "a", "text": over })).await,
+        StatusCode::PAYLOAD_TOO_LARGE,
+    );
+    // Far over the body limit: still a JSON 413.
+    let huge = "y".repeat(1024 * 1024);
+    assert_error(
+        &post_json(app.addr, &path, json!({ "user": "a", "text": huge })).await,
+        StatusCode::PAYLOAD_TOO_LARGE,
+    );
+    assert_error(
+        &call(app.addr, Method::GET, "/rooms/nope/events", &[], "").await,
+        StatusCode::NOT_FOUND,
+    );
+}
+
+#[tokio::test]
+async fn room_stream_delivers_and_resumes_after_last_event_id() {
+    let app = start_default().await;
+    let room = create_room(app.addr).await;
+    let events = format!("/rooms/{room}/events");
+
+    let mut live = Sse::ok(app.addr, &events, &[]).await;
+    assert_eq!(live.replay(), "none");
+    let mut ids = vec![];
+    for text in ["one", "two", "three"] {
+        ids.push(say(app.addr, &room, "alice", text).await);
+    }
+    for (id, text) in ids.iter().zip(["one", "two", "three"]) {
+        let ev = live.expect().await;
+        assert_eq!(ev.event, "message");
+        assert_eq!(&ev.id, id);
+        let data = ev.json();
+        assert_eq!(data["room"], room.as_str());
+        assert_eq!(data["user"], "alice");
+        assert_eq!(data["text"], text);
+        assert!(data["ts"].as_u64().unwrap() > 1_600_000_000_000);
+    }
+
+    // Back after the first event: exactly the two that followed, then live.
+    let mut back = Sse::ok(app.addr, &events, &[("last-event-id", &ids[0])]).await;
+    assert_eq!(back.replay(), "complete");
+    assert_eq!(back.expect().await.id, ids[1]);
+    assert_eq!(back.expect().await.id, ids[2]);
+    let four = say(app.addr, &room, "bob", "four").await;
+    assert_eq!(back.expect().await.id, four);
+    assert_eq!(live.expect().await.id, four);
+
+    // The query parameter polyfills use.
+    let mut query = Sse::ok(app.addr, &format!("{events}?lastEventId={}", ids[2]), &[]).await;
+    assert_eq!(query.replay(), "complete");
+    assert_eq!(query.expect().await.id, four);
+}
+
+#[tokio::test]
+async fn unknown_last_event_id_is_reported_then_history_follows() {
+    let app = start(chat::Config {
+        history: 2,
+        ..Default::default()
+    })
+    .await;
+    let room = create_room(app.addr).await;
+    let mut ids = vec![];
+    for text in ["a", "b", "c", "d"] {
+        ids.push(say(app.addr, &room, "u", text).await);
+    }
+    let events = format!("/rooms/{room}/events");
+    // Evicted (history 2: c and d are kept, so after a, b is missing), from another process,
+    // garbage: all told the same way.
+    for last in [ids[0].as_str(), "0123456789abcdef-5", "garbage"] {
+        let mut sse = Sse::ok(app.addr, &events, &[("last-event-id", last)]).await;
+        assert_eq!(sse.replay(), "history-lost", "{last}");
+        let notice = sse.expect().await;
+        assert_eq!(notice.event, "history-lost");
+        assert_eq!(notice.id, "", "the notice must not move the client's id");
+        // Then the retained history, then live.
+        assert_eq!(sse.expect().await.id, ids[2]);
+        assert_eq!(sse.expect().await.id, ids[3]);
+    }
+    // Just before the oldest retained event: nothing is missing, so the replay is complete.
+    let mut sse = Sse::ok(app.addr, &events, &[("last-event-id", &ids[1])]).await;
+    assert_eq!(sse.replay(), "complete");
+    assert_eq!(sse.expect().await.id, ids[2]);
+}
+
+#[tokio::test]
+async fn public_stream_gets_every_room_under_the_same_ids() {
+    let app = start_default().await;
+    let (a, b) = (create_room(app.addr).await, create_room(app.addr).await);
+    let mut public = Sse::ok(app.addr, "/events", &[]).await;
+    let mut room_a = Sse::ok(app.addr, &format!("/rooms/{a}/events"), &[]).await;
+    let id_a = say(app.addr, &a, "x", "in a").await;
+    let id_b = say(app.addr, &b, "y", "in b").await;
+    let first = public.expect().await;
+    let second = public.expect().await;
+    assert_eq!(
+        (first.id.as_str(), second.id.as_str()),
+        (id_a.as_str(), id_b.as_str())
+    );
+    assert_eq!(first.json()["room"], a.as_str());
+    assert_eq!(second.json()["room"], b.as_str());
+    assert_eq!(
+        room_a.expect().await,
+        first,
+        "the room and the public stream differ"
+    );
+
+    // The public stream resumes from its ids too.
+    let mut back = Sse::ok(app.addr, "/events", &[("last-event-id", &id_a)]).await;
+    assert_eq!(back.replay(), "complete");
+    assert_eq!(back.expect().await.id, id_b);
+}
+
+#[tokio::test]
+async fn login_and_direct_messages() {
+    let app = start_default().await;
+    let reply = post_json(app.addr, "/login", json!({ "user": "alice" })).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.json["user"], "alice");
+    let token = reply.json["token"].as_str().unwrap().to_owned();
+    assert!(token.len() >= 16);
+    let cookie = reply.headers["set-cookie"].to_str().unwrap();
+    assert!(
+        cookie.starts_with(&format!("chat_token={token};")),
+        "{cookie}"
+    );
+    assert!(cookie.contains("HttpOnly"), "{cookie}");
+    let bob = login(app.addr, "bob").await;
+    assert_ne!(bob, token);
+    assert_error(
+        &post_json(app.addr, "/login", json!({ "user": "" })).await,
+        StatusCode::BAD_REQUEST,
+    );
+    assert_error(
+        &call(app.addr, Method::POST, "/login", &[], "not json").await,
+        StatusCode::BAD_REQUEST,
+    );
+
+    // No token, a wrong one, someone else's: 401.
+    let path = "/users/alice/events";
+    let bearer_bob = format!("Bearer {bob}");
+    for headers in [
+        vec![],
+        vec![("authorization", "Bearer nope")],
+        vec![("authorization", bearer_bob.as_str())],
+        vec![("cookie", "chat_token=nope")],
+    ] {
+        let sse = Sse::open(app.addr, path, &headers).await;
+        assert_eq!(sse.status, StatusCode::UNAUTHORIZED, "{headers:?}");
+    }
+    // Nobody listens yet: 404.
+    let dm = json!({ "from": "bob", "text": "psst" });
+    assert_error(
+        &post_json(app.addr, "/users/alice/messages", dm.clone()).await,
+        StatusCode::NOT_FOUND,
+    );
+
+    // Bearer and cookie both work; each connection gets the message.
+    let bearer = format!("Bearer {token}");
+    let cookie = format!("theme=dark; chat_token={token}");
+    let mut by_bearer = Sse::ok(app.addr, path, &[("authorization", &bearer)]).await;
+    let mut by_cookie = Sse::ok(app.addr, path, &[("cookie", &cookie)]).await;
+    let sent = post_json(app.addr, "/users/alice/messages", dm).await;
+    assert_eq!(sent.status, StatusCode::ACCEPTED, "{}", sent.json);
+    let id = sent.json["id"].as_str().unwrap();
+    for sse in [&mut by_bearer, &mut by_cookie] {
+        let ev = sse.expect().await;
+        assert_eq!(ev.event, "direct");
+        assert_eq!(ev.id, id);
+        let data = ev.json();
+        assert_eq!(
+            (&data["from"], &data["to"], &data["text"]),
+            (&json!("bob"), &json!("alice"), &json!("psst"))
+        );
+    }
+    assert_error(
+        &post_json(
+            app.addr,
+            "/users/alice/messages",
+            json!({ "from": "", "text": "x" }),
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+    );
+    assert_error(
+        &post_json(
+            app.addr,
+            "/users/alice/messages",
+            json!({ "from": "b", "text": "x".repeat(16 * 1024 + 1) }),
+        )
+        .await,
+        StatusCode::PAYLOAD_TOO_LARGE,
+    );
+    // Bob's stream does not get alice's messages.
+    let mut bobs = Sse::ok(
+        app.addr,
+        "/users/bob/events",
+        &[("authorization", &bearer_bob)],
+    )
+    .await;
+    post_json(
+        app.addr,
+        "/users/bob/messages",
+        json!({ "from": "alice", "text": "hi bob" }),
+    )
+    .await;
+    assert_eq!(bobs.expect().await.json()["text"], "hi bob");
+    drop((by_bearer, by_cookie));
+    eventually("alice's streams released", async || {
+        match app.chat.hub().client_connections("alice") {
+            0 => Ok(()),
+            n => Err(format!("{n} connections")),
+        }
+    })
+    .await;
+    assert_error(
+        &post_json(
+            app.addr,
+            "/users/alice/messages",
+            json!({ "from": "bob", "text": "gone?" }),
+        )
+        .await,
+        StatusCode::NOT_FOUND,
+    );
+}
+
+#[tokio::test]
+async fn stats_count_open_streams() {
+    let app = start_default().await;
+    let room = create_room(app.addr).await;
+    let s = stats(app.addr).await;
+    for key in [
+        "connections",
+        "rooms",
+        "slow_disconnects",
+        "subscribers",
+        "topics",
+    ] {
+        assert!(s[key].is_u64(), "{key} missing in {s}");
+    }
+    assert_eq!(s["connections"], 0);
+    let a = Sse::ok(app.addr, &format!("/rooms/{room}/events"), &[]).await;
+    let b = Sse::ok(app.addr, "/events", &[]).await;
+    let s = stats(app.addr).await;
+    assert_eq!(
+        (s["connections"].as_u64(), s["subscribers"].as_u64()),
+        (Some(2), Some(2)),
+        "{s}"
+    );
+    drop((a, b));
+    eventually("connections back to 0", async || {
+        let s = stats(app.addr).await;
+        (s["connections"] == 0 && s["subscribers"] == 0)
+            .then_some(())
+            .ok_or_else(|| s.to_string())
+    })
+    .await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Slow clients and disconnect storms
+// ---------------------------------------------------------------------------------------------
+
+/// A raw HTTP/1.1 GET; returns the socket once the response head has arrived.
+async fn raw_get(addr: SocketAddr, path: &str, extra: &str) -> (TcpStream, Vec<u8>) {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n{extra}\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut seen = vec![];
+    timeout(WAIT, async {
+        while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+            let mut buf = [0; 1024];
+            let n = stream.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed before the response head");
+            seen.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await
+    .expect("no response head");
+    assert!(
+        seen.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&seen)
+    );
+    (stream, seen)
+}
+
+#[tokio::test]
+async fn slow_client_is_disconnected_while_others_keep_receiving() {
+    const CAPACITY: usize = 8;
+    const EVENTS: usize = 800;
+    let app = start(chat::Config {
+        subscriber_capacity: CAPACITY,
+        // Enough to replay everything the slow client missed.
+        history_bytes: 32 * 1024 * 1024,
+        ..Default::default()
+    })
+    .await;
+    let room = create_room(app.addr).await;
+    let path = format!("/rooms/{room}/events");
+
+    // The slow client asks and then stops reading.
+    let (mut slow, head) = raw_get(app.addr, &path, "").await;
+    let mut fast = Sse::ok(app.addr, &path, &[]).await;
+    assert_eq!(app.chat.hub().subscriber_count(&format!("room/{room}")), 2);
+
+    // ~12 MB: more than the socket buffers, hyper's buffer and the ring together. The publisher
+    // never waits for anyone; this loop waits for the fast client only to check it.
+    let text = "z".repeat(15 * 1024);
+    let mut ids = Vec::with_capacity(EVENTS);
+    for i in 0..EVENTS {
+        let event = app
+            .chat
+            .post_message(&room, "pub", &format!("{i} {text}"))
+            .unwrap();
+        ids.push(event.id().unwrap().to_owned());
+        let got = fast.expect().await;
+        assert_eq!(
+            got.id, ids[i],
+            "the fast client missed or reordered an event"
+        );
+    }
+    assert_eq!(
+        app.chat.hub().stats().slow_disconnects,
+        0,
+        "counted too early?"
+    );
+
+    // The slow client reads again: it gets what was already on its way, then the end of the
+    // stream (not a silent gap), and that is counted.
+    let mut rest = head;
+    timeout(WAIT, async {
+        // The response ends; the HTTP/1.1 connection itself stays open.
+        while !rest.ends_with(b"\r\n0\r\n\r\n") {
+            let mut buf = vec![0; 64 * 1024];
+            let n = slow.read(&mut buf).await.unwrap();
+            assert!(n > 0, "connection closed instead of ending the response");
+            rest.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await
+    .expect("the slow client's stream did not end");
+    let rest = String::from_utf8_lossy(&rest);
+    assert!(
+        rest.ends_with("0\r\n\r\n"),
+        "no clean end of the chunked body"
+    );
+    let got: Vec<&str> = rest
+        .split("\nid: ")
+        .skip(1)
+        .map(|s| s.split('\n').next().unwrap())
+        .collect();
+    assert!(got.len() < EVENTS, "the slow client was not cut off");
+    assert_eq!(
+        got,
+        ids[..got.len()],
+        "the slow client got a gap or a reorder"
+    );
+    assert_eq!(app.chat.hub().stats().slow_disconnects, 1);
+    let s = stats(app.addr).await;
+    assert_eq!(s["slow_disconnects"], 1, "{s}");
+    assert_eq!(s["connections"], 1, "{s}");
+
+    // It comes back with its last id and replays the rest exactly.
+    let last = got.last().copied().unwrap_or("");
+    let mut back = Sse::ok(app.addr, &path, &[("last-event-id", last)]).await;
+    assert_eq!(back.replay(), "complete");
+    for id in &ids[got.len()..] {
+        assert_eq!(&back.expect().await.id, id);
+    }
+}
+
+#[tokio::test]
+async fn disconnect_storm_releases_everything() {
+    const CLIENTS: usize = 300;
+    let app = start_default().await;
+    let rooms = [
+        create_room(app.addr).await,
+        create_room(app.addr).await,
+        create_room(app.addr).await,
+    ];
+    let token = login(app.addr, "storm").await;
+    let auth = format!("Authorization: Bearer {token}\r\n");
+    let mut sockets = Vec::with_capacity(CLIENTS);
+    for i in 0..CLIENTS {
+        let (path, extra) = match i % 5 {
+            0 => ("/events".to_owned(), ""),
+            1 => ("/users/storm/events".to_owned(), auth.as_str()),
+            n => (format!("/rooms/{}/events", rooms[n % 3]), ""),
+        };
+        sockets.push(raw_get(app.addr, &path, extra).await.0);
+    }
+    let s = stats(app.addr).await;
+    assert_eq!(s["connections"], CLIENTS, "{s}");
+    assert_eq!(s["subscribers"], CLIENTS, "{s}");
+    say(app.addr, &rooms[0], "u", "before the storm").await;
+
+    drop(sockets); // all at once
+
+    let hub = app.chat.hub().clone();
+    eventually("every count back to 0", async || {
+        let s = stats(app.addr).await;
+        let per_room: Vec<usize> = rooms
+            .iter()
+            .map(|r| hub.subscriber_count(&format!("room/{r}")))
+            .collect();
+        let counts = (
+            app.chat.connections(),
+            hub.total_subscribers(),
+            hub.subscriber_count("public"),
+            hub.subscriber_count("user/storm"),
+            hub.client_connections("storm"),
+        );
+        if counts == (0, 0, 0, 0, 0) && per_room == [0, 0, 0] && s["connections"] == 0 {
+            Ok(())
+        } else {
+            Err(format!("{counts:?} rooms {per_room:?} stats {s}"))
+        }
+    })
+    .await;
+    // The server still works.
+    let mut sse = Sse::ok(app.addr, &format!("/rooms/{}/events", rooms[0]), &[]).await;
+    let id = say(app.addr, &rooms[0], "u", "after the storm").await;
+    assert_eq!(sse.expect().await.id, id);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The binary, third-party clients, a browser
+// ---------------------------------------------------------------------------------------------
+
+/// Examples are built by `cargo test`; build it when a narrower command skipped that.
+fn example_path() -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let path = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples")
+        .join("chat");
+    if !path.exists() {
+        let status = std::process::Command::new(env!("CARGO"))
+            .args(["build", "--example", "chat", "--features", "axum,json"])
+            .current_dir(support::manifest_dir())
+            .status()
+            .unwrap();
+        assert!(status.success(), "cargo build --example chat failed");
+    }
+    path
+}
+
+#[tokio::test]
+async fn binary_exits_on_sigterm_with_clients_connected() {
+    let mut child = Command::new(example_path())
+        .env("ADDR", "127.0.0.1:0")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let base = timeout(Duration::from_secs(20), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(url) = line.strip_prefix("listening on http://") {
+                return url.trim_end_matches('/').to_owned();
+            }
+        }
+        panic!("chat exited before listening");
+    })
+    .await
+    .expect("chat did not start listening");
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let addr: SocketAddr = base.parse().unwrap();
+    let room = create_room(addr).await;
+    let token = login(addr, "alice").await;
+    let mut clients = vec![];
+    for (path, extra) in [
+        (format!("/rooms/{room}/events"), String::new()),
+        ("/events".to_owned(), String::new()),
+        (
+            "/users/alice/events".to_owned(),
+            format!("Authorization: Bearer {token}\r\n"),
+        ),
+    ] {
+        clients.push(raw_get(addr, &path, &extra).await.0);
+    }
+    let pid = child.id().unwrap().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = timeout(Duration::from_secs(5), child.wait())
+        .await
+        .expect("chat still running 5 s after SIGTERM")
+        .unwrap();
+    assert!(status.success(), "{status}");
+    for mut client in clients {
+        let mut rest = vec![];
+        timeout(WAIT, client.read_to_end(&mut rest))
+            .await
+            .unwrap()
+            .unwrap();
+        let rest = String::from_utf8_lossy(&rest);
+        assert!(
+            rest.contains("event: shutdown\ndata: server stopping\n\n"),
+            "{rest}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn npm_eventsource_reads_a_room_and_resumes_with_last_event_id() {
+    if !support::require_node_package("eventsource") {
+        return;
+    }
+    let app = start_default().await;
+    let room = create_room(app.addr).await;
+    let mut ids = vec![];
+    for text in ["one", "two", "three"] {
+        ids.push(say(app.addr, &room, "carol", text).await);
+    }
+    let url = support::url(app.addr, &format!("/rooms/{room}/events"));
+    let out = support::run_node(
+        "eventsource_read.mjs",
+        &[&url, "--count", "2", "--last-event-id", &ids[0]],
+        support::SCRIPT_TIMEOUT,
+    )
+    .await;
+    out.assert_success();
+    let events = out.json_lines();
+    let got: Vec<&str> = events.iter().map(|e| e["id"].as_str().unwrap()).collect();
+    assert_eq!(got, [&ids[1], &ids[2]], "{out}");
+    let data: Value = serde_json::from_str(events[1]["data"].as_str().unwrap()).unwrap();
+    assert_eq!(data["text"], "three");
+    assert_eq!(data["user"], "carol");
+
+    // Through a proxy that cuts the connection: the client reconnects on its own, sends the id
+    // it tracked, and gets what was published meanwhile exactly once.
+    let proxy = Proxy::start(app.addr).await;
+    let url = format!("http://{}/rooms/{room}/events", proxy.addr);
+    // It starts from the last id it saw above; whether or not "live 1" reaches it before the
+    // cut, its reconnection asks for exactly what it lacks.
+    let script = tokio::spawn({
+        let last = ids[2].clone();
+        async move {
+            support::run_node(
+                "eventsource_read.mjs",
+                &[&url, "--count", "4", "--last-event-id", &last],
+                support::SCRIPT_TIMEOUT,
+            )
+            .await
+        }
+    });
+    eventually("the script connected", async || {
+        match app.chat.hub().subscriber_count(&format!("room/{room}")) {
+            1 => Ok(()),
+            n => Err(format!("{n} subscribers")),
+        }
+    })
+    .await;
+    let first = say(app.addr, &room, "carol", "live 1").await;
+    proxy.cut_and_hold();
+    eventually("the cut connection released", async || {
+        match app.chat.hub().subscriber_count(&format!("room/{room}")) {
+            0 => Ok(()),
+            n => Err(format!("{n} subscribers")),
+        }
+    })
+    .await;
+    let mut missed = vec![];
+    for text in ["missed 1", "missed 2"] {
+        missed.push(say(app.addr, &room, "carol", text).await);
+    }
+    proxy.resume();
+    let after = say(app.addr, &room, "carol", "after").await;
+    let out = script.await.unwrap();
+    out.assert_success();
+    let got: Vec<String> = out
+        .json_lines()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        got,
+        [first, missed[0].clone(), missed[1].clone(), after],
+        "{out}"
+    );
+}
+
+/// A TCP proxy the test controls: `cut_and_hold` closes every connection and holds new ones
+/// (accepted, not forwarded) until `resume`. The server keeps running, with its history.
+struct Proxy {
+    addr: SocketAddr,
+    cut: watch::Sender<u64>,
+    held: watch::Sender<bool>,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    async fn start(upstream: SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (cut, _) = watch::channel(0_u64);
+        let (held, _) = watch::channel(false);
+        let task = tokio::spawn({
+            let (cut, held) = (cut.clone(), held.clone());
+            async move {
+                loop {
+                    let Ok((mut downstream, _)) = listener.accept().await else {
+                        return;
+                    };
+                    let mut cut = cut.subscribe();
+                    let mut held = held.subscribe();
+                    tokio::spawn(async move {
+                        if held.wait_for(|held| !held).await.is_err() {
+                            return;
+                        }
+                        cut.mark_unchanged();
+                        let Ok(mut up) = TcpStream::connect(upstream).await else {
+                            return;
+                        };
+                        tokio::select! {
+                            _ = tokio::io::copy_bidirectional(&mut downstream, &mut up) => {}
+                            _ = cut.changed() => {}
+                        }
+                    });
+                }
+            }
+        });
+        Self {
+            addr,
+            cut,
+            held,
+            _task: task,
+        }
+    }
+
+    fn cut_and_hold(&self) {
+        self.held.send_replace(true);
+        self.cut.send_modify(|generation| *generation += 1);
+    }
+
+    fn resume(&self) {
+        self.held.send_replace(false);
+    }
+}
+
+/// Serves `/cut` and `/resume` for a script that drives a browser.
+async fn proxy_control(proxy: Arc<Proxy>) -> (SocketAddr, support::ServerHandle) {
+    let router = Router::new()
+        .route(
+            "/cut",
+            post({
+                let proxy = proxy.clone();
+                async move || proxy.cut_and_hold()
+            }),
+        )
+        .route(
+            "/resume",
+            post({
+                let proxy = proxy.clone();
+                async move || proxy.resume()
+            }),
+        );
+    support::serve(router).await
+}
+
+#[tokio::test]
+async fn chromium_two_pages_chat_and_catch_up_exactly_once() {
+    if !support::require_chromium() {
+        return;
+    }
+    let app = start_default().await;
+    let proxy = Arc::new(Proxy::start(app.addr).await);
+    let (control, _control) = proxy_control(proxy.clone()).await;
+    let out = support::run_node(
+        "chat_page.mjs",
+        &[
+            &format!("http://{}", proxy.addr),
+            &format!("http://{}", app.addr),
+            &format!("http://{control}"),
+        ],
+        support::BROWSER_TIMEOUT,
+    )
+    .await;
+    out.assert_success();
+    let seen = out.json();
+    let expected = [
+        "hello from alice",
+        "missed 1",
+        "missed 2",
+        "missed 3",
+        "after",
+    ];
+    for page in ["a", "b"] {
+        let texts: Vec<&str> = seen[page]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_str().unwrap())
+            .collect();
+        assert_eq!(
+            texts, expected,
+            "page {page}: every message exactly once, in order\n{out}"
+        );
+        let opens = seen[format!("{page}_opens")].as_u64().unwrap();
+        assert!(
+            opens >= 2,
+            "page {page} did not reconnect ({opens} opens)\n{out}"
+        );
+    }
+    assert_eq!(seen["dm"], json!(["psst"]), "{out}");
+    let counts: HashMap<String, u64> = serde_json::from_value(seen["ids"].clone()).unwrap();
+    assert!(
+        counts.values().all(|&n| n == 2),
+        "each id once per page: {counts:?}"
+    );
+}
