@@ -24,7 +24,8 @@ fn small_events() -> Vec<u8> {
     let mut out = Vec::new();
     for n in 0..10_000 {
         out.extend_from_slice(
-            format!("id: {n}\nevent: message\ndata: {{\"user\":\"alice\",\"n\":{n:>8}}}\n\n").as_bytes(),
+            format!("id: {n}\nevent: message\ndata: {{\"user\":\"alice\",\"n\":{n:>8}}}\n\n")
+                .as_bytes(),
         );
     }
     out
@@ -62,7 +63,12 @@ fn ours(chunks: &[Bytes]) -> usize {
 }
 
 fn theirs(chunks: &[Bytes]) -> usize {
-    let input = stream::iter(chunks.iter().cloned().map(Ok::<_, std::convert::Infallible>));
+    let input = stream::iter(
+        chunks
+            .iter()
+            .cloned()
+            .map(Ok::<_, std::convert::Infallible>),
+    );
     let mut events = input.eventsource();
     futures_util::FutureExt::now_or_never(async {
         let mut n = 0;
@@ -78,7 +84,12 @@ fn bench(c: &mut Criterion) {
     let cases = [
         ("small_events_4KiB_chunks", small_events(), 4096, 10_000),
         ("one_1MiB_event_1KiB_chunks", large_event(), 1024, 1),
-        ("one_2MiB_line_1024_chunks", huge_line(), (2 << 20) / 1024, 1),
+        (
+            "one_2MiB_line_1024_chunks",
+            huge_line(),
+            (2 << 20) / 1024,
+            1,
+        ),
     ];
     for (name, input, chunk, expect) in cases {
         let chunks = chunks(&input, chunk);

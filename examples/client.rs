@@ -1,13 +1,13 @@
 //! A command-line event-stream client: prints each event as it arrives, as one JSON line.
 //!
 //! ```text
-//! cargo run --example client --features client,json -- <url> [--max-events N]
+//! cargo run --example client -- <url> [--max-events N]
 //! ```
 //!
-//! For example, against the clock example (`cargo run --example clock --features axum,json`):
+//! For example, against the clock example (`cargo run --example clock`):
 //!
 //! ```text
-//! cargo run --example client --features client,json -- http://127.0.0.1:3000/clock --max-events 3
+//! cargo run --example client -- http://127.0.0.1:3000/clock --max-events 3
 //! {"id": "1", "event": "tick", "data": "..."}
 //! ```
 //!
