@@ -12,7 +12,7 @@ mod support;
 #[allow(dead_code, unreachable_pub)]
 mod chat;
 
-use std::{collections::HashMap, net::SocketAddr, process::Stdio, sync::Arc, time::Duration};
+use std::{collections::HashMap, net::SocketAddr, sync::Arc, time::Duration};
 
 use axum::{Router, routing::post};
 use bytes::Bytes;
@@ -25,9 +25,8 @@ use hyper_util::{
 };
 use serde_json::{Value, json};
 use tokio::{
-    io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
+    io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
-    process::Command,
     sync::watch,
     time::timeout,
 };
@@ -781,49 +780,10 @@ async fn disconnect_storm_releases_everything() {
 // The binary, third-party clients, a browser
 // ---------------------------------------------------------------------------------------------
 
-/// Examples are built by `cargo test`; build it when a narrower command skipped that.
-fn example_path() -> std::path::PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let path = exe
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("examples")
-        .join("chat");
-    if !path.exists() {
-        let status = std::process::Command::new(env!("CARGO"))
-            .args(["build", "--example", "chat", "--features", "axum,json"])
-            .current_dir(support::manifest_dir())
-            .status()
-            .unwrap();
-        assert!(status.success(), "cargo build --example chat failed");
-    }
-    path
-}
-
 #[tokio::test]
 async fn binary_exits_on_sigterm_with_clients_connected() {
-    let mut child = Command::new(example_path())
-        .env("ADDR", "127.0.0.1:0")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let base = timeout(Duration::from_secs(20), async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            if let Some(url) = line.strip_prefix("listening on http://") {
-                return url.trim_end_matches('/').to_owned();
-            }
-        }
-        panic!("chat exited before listening");
-    })
-    .await
-    .expect("chat did not start listening");
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    let addr: SocketAddr = base.parse().unwrap();
+    let chat = support::Example::start("chat", &[]).await;
+    let addr = chat.addr();
     let room = create_room(addr).await;
     let token = login(addr, "alice").await;
     let mut clients = vec![];
@@ -837,18 +797,7 @@ async fn binary_exits_on_sigterm_with_clients_connected() {
     ] {
         clients.push(raw_get(addr, &path, &extra).await.0);
     }
-    let pid = child.id().unwrap().to_string();
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let status = timeout(Duration::from_secs(5), child.wait())
-        .await
-        .expect("chat still running 5 s after SIGTERM")
-        .unwrap();
+    let status = chat.terminate_within(Duration::from_secs(5)).await;
     assert!(status.success(), "{status}");
     for mut client in clients {
         let mut rest = vec![];

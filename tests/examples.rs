@@ -4,93 +4,20 @@
 
 mod support;
 
-use std::{path::PathBuf, process::Stdio, time::Duration};
+use std::time::Duration;
 
 use tokio::{
-    io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
+    io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
-    process::{Child, Command},
     time::timeout,
 };
-
-/// A running example binary, killed on drop if the test did not stop it.
-struct Example {
-    child: Child,
-    base: String,
-}
-
-impl Example {
-    /// Starts `target/<profile>/examples/<name>` on `127.0.0.1:0` and reads the
-    /// `listening on http://..` line it prints.
-    async fn start(name: &str, env: &[(&str, &str)]) -> Self {
-        let path = example_path(name);
-        let mut child = Command::new(&path)
-            .env("ADDR", "127.0.0.1:0")
-            .envs(env.iter().copied())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", path.display()));
-        let stdout = child.stdout.take().unwrap();
-        let mut lines = BufReader::new(stdout).lines();
-        let base = timeout(Duration::from_secs(20), async {
-            while let Some(line) = lines.next_line().await.unwrap() {
-                if let Some(url) = line.strip_prefix("listening on ") {
-                    return url.trim_end_matches('/').to_owned();
-                }
-            }
-            panic!("{name} exited before listening");
-        })
-        .await
-        .expect("example did not start listening");
-        // Keep draining stdout so the example never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Self { child, base }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    /// Sends SIGTERM and waits (bounded) for the process to exit by itself.
-    async fn terminate_within(mut self, limit: Duration) -> std::process::ExitStatus {
-        let pid = self.child.id().expect("still running").to_string();
-        let status = std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap();
-        assert!(status.success());
-        match timeout(limit, self.child.wait()).await {
-            Ok(status) => status.unwrap(),
-            Err(_) => panic!("example still running {limit:?} after SIGTERM"),
-        }
-    }
-}
-
-/// Examples are built by `cargo test` next to the test binaries (`target/<profile>/examples`);
-/// build it when a narrower command skipped that.
-fn example_path(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().unwrap().parent().unwrap();
-    let path = profile_dir.join("examples").join(name);
-    if !path.exists() {
-        let status = std::process::Command::new(env!("CARGO"))
-            .args(["build", "--example", name, "--features", "axum,json"])
-            .current_dir(support::manifest_dir())
-            .status()
-            .unwrap();
-        assert!(status.success(), "cargo build --example {name} failed");
-    }
-    path
-}
 
 #[tokio::test]
 async fn clock_page_shows_ticks_in_chromium() {
     if !support::require_chromium() {
         return;
     }
-    let clock = Example::start("clock", &[("KEEP_ALIVE_SECS", "5")]).await;
+    let clock = support::Example::start("clock", &[("KEEP_ALIVE_SECS", "5")]).await;
     for page in ["/", "/?stream=shared"] {
         let out = support::run_node(
             "clock_page.mjs",
@@ -119,7 +46,7 @@ async fn clock_with_npm_eventsource_resumes_after_last_event_id() {
     if !support::require_node_package("eventsource") {
         return;
     }
-    let clock = Example::start("clock", &[]).await;
+    let clock = support::Example::start("clock", &[]).await;
     let out = support::run_node(
         "eventsource_read.mjs",
         &[
@@ -153,7 +80,7 @@ async fn clock_shared_with_httpx_sse_sees_the_same_ids_as_another_client() {
     if !support::require_python_module("httpx_sse", "httpx-sse") {
         return;
     }
-    let clock = Example::start("clock", &[]).await;
+    let clock = support::Example::start("clock", &[]).await;
     let url = clock.url("/clock/shared");
     let args = [url.as_str(), "--event", "tick", "--count", "3"];
     let (a, b) = tokio::join!(
@@ -179,8 +106,8 @@ async fn clock_shared_with_httpx_sse_sees_the_same_ids_as_another_client() {
 
 #[tokio::test]
 async fn clock_exits_on_sigterm_with_clients_connected() {
-    let clock = Example::start("clock", &[]).await;
-    let addr = clock.base.trim_start_matches("http://").to_owned();
+    let clock = support::Example::start("clock", &[]).await;
+    let addr = clock.addr();
     let mut clients = vec![];
     for path in ["/clock", "/clock/shared"] {
         let mut stream = TcpStream::connect(&addr).await.unwrap();

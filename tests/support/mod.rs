@@ -17,8 +17,10 @@ use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::process::Child;
 use tokio::process::Command;
+use tokio::time::timeout;
 
 /// Default bound for a client script (node / python) run.
 pub const SCRIPT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -385,4 +387,85 @@ pub async fn serve(router: axum::Router) -> (SocketAddr, ServerHandle) {
         }
     });
     (addr, ServerHandle { addr, task })
+}
+
+// ---------------------------------------------------------------------------
+// Example binaries
+// ---------------------------------------------------------------------------
+
+/// A running example binary, killed on drop if the test did not stop it.
+pub struct Example {
+    child: Child,
+    base: String,
+}
+
+impl Example {
+    /// Starts `target/<profile>/examples/<name>` on `127.0.0.1:0` and reads the
+    /// `listening on http://..` line it prints.
+    pub async fn start(name: &str, env: &[(&str, &str)]) -> Self {
+        let path = example_path(name);
+        let mut child = tokio::process::Command::new(&path)
+            .env("ADDR", "127.0.0.1:0")
+            .envs(env.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", path.display()));
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let base = timeout(Duration::from_secs(20), async {
+            while let Some(line) = lines.next_line().await.unwrap() {
+                if let Some(url) = line.strip_prefix("listening on ") {
+                    return url.trim_end_matches('/').to_owned();
+                }
+            }
+            panic!("{name} exited before listening");
+        })
+        .await
+        .expect("example did not start listening");
+        // Keep draining stdout so the example never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Self { child, base }
+    }
+
+    /// The `host:port` the example listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.base.trim_start_matches("http://").parse().unwrap()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Sends SIGTERM and waits (bounded) for the process to exit by itself.
+    pub async fn terminate_within(mut self, limit: Duration) -> std::process::ExitStatus {
+        let pid = self.child.id().expect("still running").to_string();
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        match timeout(limit, self.child.wait()).await {
+            Ok(status) => status.unwrap(),
+            Err(_) => panic!("example still running {limit:?} after SIGTERM"),
+        }
+    }
+}
+
+/// Examples are built by `cargo test` next to the test binaries (`target/<profile>/examples`);
+/// build it when a narrower command skipped that.
+pub fn example_path(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().unwrap().parent().unwrap();
+    let path = profile_dir.join("examples").join(name);
+    if !path.exists() {
+        let status = std::process::Command::new(env!("CARGO"))
+            .args(["build", "--example", name])
+            .current_dir(manifest_dir())
+            .status()
+            .unwrap();
+        assert!(status.success(), "cargo build --example {name} failed");
+    }
+    path
 }
