@@ -408,7 +408,8 @@ impl std::error::Error for EventError {}
 
 /// Writes `name: value\n` (or `name:\n` for an empty value); returns where the value starts.
 fn write_field(buf: &mut BytesMut, name: &[u8], value: &[u8]) -> usize {
-    buf.reserve(name.len() + value.len() + 3);
+    // `name: value\n`, plus the blank line `encode` adds, so sealing never reallocates.
+    buf.reserve(name.len() + value.len() + 4);
     buf.extend_from_slice(name);
     buf.put_u8(b':');
     if !value.is_empty() {
@@ -422,7 +423,9 @@ fn write_field(buf: &mut BytesMut, name: &[u8], value: &[u8]) -> usize {
 
 /// Writes one `name:` line for each line of `text`, split on CRLF, CR and LF.
 pub(crate) fn write_lines(buf: &mut BytesMut, name: &[u8], mut text: &[u8]) {
-    buf.reserve(text.len() + name.len() + 3);
+    // One allocation for every line (a CRLF counts twice here: a byte or two spare).
+    let breaks = memchr::memchr2_iter(b'\r', b'\n', text).count();
+    buf.reserve(text.len() + (breaks + 1) * (name.len() + 3) + 1);
     loop {
         match memchr::memchr2(b'\r', b'\n', text) {
             Some(at) => {
