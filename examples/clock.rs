@@ -13,7 +13,10 @@
 //! - `GET /clock`: a stream of its own per connection: `event: tick`, an incrementing `id`
 //!   (resumed from `Last-Event-ID`), `data` `{"timestamp": <unix ms>, "message": "..."}`.
 //! - `GET /clock/shared`: ticks from one producer started with the server; every client sees
-//!   the same ids. Each tick is encoded once and its bytes shared by all clients.
+//!   the same ids. Each tick is encoded once and its bytes shared by all clients. The producer
+//!   records each tick in a replay log (the last 300) before sending it, so a client that
+//!   reconnects with `Last-Event-ID` gets the ticks it missed, then live ones
+//!   (`SseLayer::replay`; the response says `Sse-Replay: complete` or `history-lost`).
 //! - SIGINT or SIGTERM: every stream gets a final `shutdown` event and ends; the process exits
 //!   within 5 s even with clients connected.
 
@@ -27,7 +30,11 @@ use futures_util::stream;
 use serde_json::json;
 use tokio::{net::TcpListener, sync::broadcast};
 use tokio_stream::wrappers::BroadcastStream;
-use tower_sse::{EncodedEvent, Event, EventStream, LastEventId, Shutdown, SseLayer};
+use tower_sse::{
+    EncodedEvent, Event, EventStream, LastEventId, Shutdown, SseLayer,
+    hub::UnknownId,
+    replay::{ReplayLog, ReplayLogs},
+};
 
 #[derive(Clone)]
 struct AppState {
@@ -68,19 +75,21 @@ async fn clock_shared(State(state): State<AppState>) -> EventStream<BroadcastStr
 }
 
 /// The producer behind `/clock/shared`, started with the server.
-async fn produce(tx: broadcast::Sender<EncodedEvent>) {
+async fn produce(tx: broadcast::Sender<EncodedEvent>, log: ReplayLog) {
     let mut interval = tokio::time::interval(Duration::from_secs(1));
     for id in 1.. {
         interval.tick().await;
-        // Encoded once here; every subscriber gets a clone of the same bytes.
-        let _ = tx.send(tick(id).encode());
+        // Encoded once here, recorded for replay before anyone can receive it; every
+        // subscriber gets a clone of the same bytes.
+        let _ = tx.send(log.record(tick(id)));
     }
 }
 
 /// The whole application, for `main` and for tests.
 pub fn app(keep_alive: Duration, shutdown: &Shutdown) -> Router {
     let (shared, _) = broadcast::channel(16);
-    tokio::spawn(produce(shared.clone()));
+    let logs = ReplayLogs::new().max_events(300);
+    tokio::spawn(produce(shared.clone(), logs.log("/clock/shared")));
     Router::new()
         .route("/", get(|| async { Html(PAGE) }))
         .route("/clock", get(clock))
@@ -90,6 +99,7 @@ pub fn app(keep_alive: Duration, shutdown: &Shutdown) -> Router {
             SseLayer::new()
                 .keep_alive(keep_alive)
                 .retry(Duration::from_secs(1))
+                .replay(&logs, UnknownId::SendHistory)
                 .shutdown(shutdown)
                 .shutdown_event(Event::new().event("shutdown").data("server stopping")),
         )

@@ -23,6 +23,7 @@
 //! ```
 
 use std::{
+    collections::{HashSet, VecDeque},
     fmt,
     future::Future,
     pin::Pin,
@@ -39,7 +40,10 @@ use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep, sleep};
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
-use crate::{BoxError, Shutdown, extension::DisconnectGuard, stream::SseItem};
+use crate::{
+    BoxError, EncodedEvent, Shutdown, extension::DisconnectGuard, hub::UnknownId,
+    replay::ReplayLogs, stream::SseItem,
+};
 
 /// The default keep-alive interval.
 pub const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(15);
@@ -57,6 +61,7 @@ pub(crate) struct Config {
     pub(crate) shutdown_event: Option<Bytes>,
     pub(crate) shutdown_grace: Duration,
     pub(crate) max_batch: usize,
+    pub(crate) replay: Option<(ReplayLogs, UnknownId)>,
 }
 
 impl Default for Config {
@@ -69,6 +74,7 @@ impl Default for Config {
             shutdown_event: None,
             shutdown_grace: Duration::ZERO,
             max_batch: DEFAULT_MAX_BATCH,
+            replay: None,
         }
     }
 }
@@ -105,7 +111,15 @@ pin_project! {
         started: bool,
         done: bool,
         guard: Option<DisconnectGuard>,
+        replay: Option<Box<Replaying>>,
     }
+}
+
+/// A replay in progress: the backlog still to send, and the ids it held, to drop the live
+/// events that duplicate it (only the overlap at the start of the live stream).
+struct Replaying {
+    backlog: VecDeque<EncodedEvent>,
+    sent: HashSet<String>,
 }
 
 impl<S> SseBody<S> {
@@ -117,12 +131,26 @@ impl<S> SseBody<S> {
     /// # let _ = body;
     /// ```
     pub fn new(stream: S) -> Self {
-        Self::events(stream, Arc::default(), None)
+        Self::events(stream, Arc::default(), None, Vec::new())
     }
 }
 
 impl<S, P> SseBody<S, P> {
-    pub(crate) fn events(stream: S, config: Arc<Config>, guard: Option<DisconnectGuard>) -> Self {
+    pub(crate) fn events(
+        stream: S,
+        config: Arc<Config>,
+        guard: Option<DisconnectGuard>,
+        backlog: Vec<EncodedEvent>,
+    ) -> Self {
+        let replay = (!backlog.is_empty()).then(|| {
+            Box::new(Replaying {
+                sent: backlog
+                    .iter()
+                    .filter_map(|e| e.id().map(str::to_owned))
+                    .collect(),
+                backlog: backlog.into(),
+            })
+        });
         Self {
             kind: Kind::Events {
                 events: Events {
@@ -134,6 +162,7 @@ impl<S, P> SseBody<S, P> {
                     started: false,
                     done: false,
                     guard,
+                    replay,
                 },
             },
         }
@@ -245,9 +274,28 @@ impl<S: Stream<Item: SseItem>> Events<S> {
         let mut size = 0;
         let mut ended = false;
         loop {
-            match this.stream.as_mut().poll_next(cx) {
-                Poll::Ready(Some(item)) => match item.into_event() {
+            let replayed = this.replay.as_mut().and_then(|r| r.backlog.pop_front());
+            let live = replayed.is_none();
+            let polled = match replayed {
+                Some(event) => Poll::Ready(Some(Ok(event))),
+                None => this
+                    .stream
+                    .as_mut()
+                    .poll_next(cx)
+                    .map(|item| item.map(SseItem::into_event)),
+            };
+            match polled {
+                Poll::Ready(Some(item)) => match item {
                     Ok(event) => {
+                        if let (true, Some(replay)) = (live, this.replay.as_mut()) {
+                            // Live now: skip what the replay already sent; the first new id ends
+                            // the overlap (events without an id were never in the replay).
+                            match event.id() {
+                                Some(id) if replay.sent.contains(id) => continue,
+                                Some(_) => *this.replay = None,
+                                None => {}
+                            }
+                        }
                         let bytes = event.into_bytes();
                         size += bytes.len();
                         if let Some(batch) = &mut batch {

@@ -54,6 +54,7 @@ pub mod event;
 pub mod extension;
 pub mod hub;
 pub mod layer;
+pub mod replay;
 pub mod shutdown;
 pub mod stream;
 

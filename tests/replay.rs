@@ -1,0 +1,207 @@
+//! Replay inside `SseLayer` for a shared stream that is not the hub's: a producer behind a
+//! `tokio::sync::broadcast`, clients over real TCP that drop and resume with `Last-Event-ID`.
+
+use std::time::Duration;
+
+use axum::{Router, routing::get};
+use bytes::Bytes;
+use http::Request;
+use http_body_util::Empty;
+use hyper_util::{client::legacy::Client, rt::TokioExecutor};
+use tokio::{
+    net::TcpListener,
+    sync::{broadcast, oneshot},
+    time::timeout,
+};
+use tokio_stream::wrappers::BroadcastStream;
+use tower_sse::{
+    EncodedEvent, Event, EventStream, SseLayer, hub::UnknownId, replay::ReplayLogs,
+    test::EventReader,
+};
+
+const EVENTS: u64 = 2000;
+
+async fn serve(
+    logs: &ReplayLogs,
+    tx: &broadcast::Sender<EncodedEvent>,
+    on_unknown: UnknownId,
+) -> String {
+    let handler = {
+        let tx = tx.clone();
+        move || {
+            let live = BroadcastStream::new(tx.subscribe());
+            async move { EventStream::new(live) }
+        }
+    };
+    // `/plain` serves the same stream but has no log.
+    let app = Router::new()
+        .route("/feed", get(handler.clone()))
+        .route("/plain", get(handler))
+        .layer(SseLayer::new().replay(logs, on_unknown));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}/feed")
+}
+
+type Body = hyper::body::Incoming;
+
+async fn connect(url: &str, last: Option<&str>) -> (http::HeaderMap, EventReader<Body>) {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+    let mut request = Request::get(url);
+    if let Some(last) = last {
+        request = request.header("last-event-id", last);
+    }
+    let response = client
+        .request(request.body(Empty::new()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let (parts, body) = response.into_parts();
+    (parts.headers, EventReader::new(body))
+}
+
+/// Reads until it has seen id `EVENTS`, dropping the connection every few events (and
+/// whenever the server ends it: a lagging client is cut by the broadcast ring), resuming with
+/// the last id it saw. Returns every id it received, in order.
+async fn flaky_client(url: String, seed: u64, ready: oneshot::Sender<()>) -> Vec<u64> {
+    let mut rng = seed | 1;
+    let mut seen: Vec<u64> = vec![];
+    let mut ready = Some(ready);
+    while seen.last() != Some(&EVENTS) {
+        let last = seen.last().map(u64::to_string);
+        let (headers, mut reader) = connect(&url, last.as_deref()).await;
+        if let Some(ready) = ready.take() {
+            let _ = ready.send(()); // subscribed: the producer may start
+        }
+        let expect = if last.is_some() { "complete" } else { "none" };
+        assert_eq!(headers["sse-replay"], expect, "resuming after {last:?}");
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        let keep = 1 + rng % 60;
+        for _ in 0..keep {
+            match reader.next_event().await {
+                Some(Ok(event)) => {
+                    seen.push(event.id().parse().unwrap());
+                    if seen.last() == Some(&EVENTS) {
+                        break;
+                    }
+                }
+                _ => break, // cut for lagging, or the body ended: reconnect
+            }
+        }
+    }
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconnecting_clients_get_every_event_exactly_once_in_order() {
+    let logs = ReplayLogs::new().max_events(EVENTS as usize);
+    let log = logs.log("/feed");
+    // A small ring: clients that fall 64 events behind are cut and must resume from the log.
+    let (tx, _) = broadcast::channel(64);
+    let url = serve(&logs, &tx, UnknownId::SendHistory).await;
+
+    let mut ready = vec![];
+    let clients: Vec<_> = (0..8)
+        .map(|seed| {
+            let (tx, rx) = oneshot::channel();
+            ready.push(rx);
+            tokio::spawn(flaky_client(url.clone(), 0x9E37_79B9 * (seed + 1), tx))
+        })
+        .collect();
+    for rx in ready {
+        rx.await.unwrap();
+    }
+    let producer = tokio::spawn(async move {
+        for n in 1..=EVENTS {
+            let _ = tx.send(log.record(Event::new().id(n.to_string()).data(format!("event {n}"))));
+            if n % 16 == 0 {
+                tokio::task::yield_now().await;
+            }
+        }
+        tx
+    });
+    let _tx = producer.await.unwrap();
+    for client in clients {
+        let seen = timeout(Duration::from_secs(60), client)
+            .await
+            .expect("a client never reached the last event")
+            .unwrap();
+        // Every client subscribed before event 1 was published.
+        let want: Vec<u64> = (1..=EVENTS).collect();
+        assert_eq!(seen, want, "gap or duplicate");
+    }
+}
+
+#[tokio::test]
+async fn unknown_id_is_reported_then_history_or_nothing() {
+    let logs = ReplayLogs::new().max_events(3);
+    let log = logs.log("/feed");
+    let (tx, _) = broadcast::channel(16);
+    for n in 1..=5 {
+        let _ = tx.send(log.record(Event::new().id(n.to_string()).data("x")));
+    }
+    let url = serve(&logs, &tx, UnknownId::SendHistory).await;
+    let (headers, mut reader) = connect(&url, Some("1")).await; // evicted
+    assert_eq!(headers["sse-replay"], "history-lost");
+    let ids: Vec<String> = reader
+        .take(3)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.id().to_owned())
+        .collect();
+    assert_eq!(ids, ["3", "4", "5"]);
+
+    let url = serve(&logs, &tx, UnknownId::LiveOnly).await;
+    let (headers, mut reader) = connect(&url, Some("no-such-id")).await;
+    assert_eq!(headers["sse-replay"], "history-lost");
+    let _ = tx.send(log.record(Event::new().id("6").data("x")));
+    assert_eq!(reader.next_event().await.unwrap().unwrap().id(), "6");
+
+    // A route without a log gets no replay and no header.
+    let (headers, _) = connect(&url.replace("/feed", "/plain"), Some("3")).await;
+    assert!(headers.get("sse-replay").is_none());
+}
+
+#[tokio::test]
+async fn event_published_between_subscribe_and_snapshot_is_sent_once() {
+    use tower::ServiceExt;
+
+    let logs = ReplayLogs::new();
+    let log = logs.log("/feed");
+    let (tx, _) = broadcast::channel(16);
+    for n in 1..=2 {
+        let _ = tx.send(log.record(Event::new().id(n.to_string()).data("x")));
+    }
+    // The handler subscribes, then event 3 is published before the layer takes its snapshot:
+    // it is both in the replay and in the live stream, and must reach the client once.
+    let app = Router::new()
+        .route(
+            "/feed",
+            get({
+                let (tx, log) = (tx.clone(), log.clone());
+                move || {
+                    let live = BroadcastStream::new(tx.subscribe());
+                    let _ = tx.send(log.record(Event::new().id("3").data("x")));
+                    async move { EventStream::new(live) }
+                }
+            }),
+        )
+        .layer(SseLayer::new().replay(&logs, UnknownId::SendHistory));
+    let request = Request::get("/feed")
+        .header("last-event-id", "1")
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let response = app.oneshot(request).await.unwrap();
+    let _ = tx.send(log.record(Event::new().id("4").data("x")));
+    drop(tx);
+    let events = EventReader::new(response.into_body())
+        .collect()
+        .await
+        .unwrap();
+    let ids: Vec<&str> = events.iter().map(|e| e.id()).collect();
+    assert_eq!(ids, ["2", "3", "4"]);
+}
