@@ -644,6 +644,8 @@ async fn main() {
             shutdown.trigger();
         }
     });
+    // A client that stops reading for 30 s is disconnected (it reconnects and replays).
+    let listener = tower_sse::io::WriteTimeoutListener::new(listener, Duration::from_secs(30));
     let server = axum::serve(listener, app).with_graceful_shutdown(shutdown.triggered());
     tokio::select! {
         result = server => {

@@ -53,6 +53,7 @@ pub mod body;
 pub mod event;
 pub mod extension;
 pub mod hub;
+pub mod io;
 pub mod layer;
 pub mod replay;
 pub mod shutdown;

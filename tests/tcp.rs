@@ -305,3 +305,87 @@ async fn axum_serve_with_graceful_shutdown_returns_with_clients_connected() {
     );
     read_until(&mut client, &mut seen, b"event: shutdown\ndata: bye\n\n").await;
 }
+
+#[tokio::test]
+async fn client_that_stops_reading_is_disconnected_by_the_write_timeout() {
+    use axum::{Router, routing::get};
+    use tower_sse::{hub::Hub, io::WriteTimeoutListener, test::EventReader};
+
+    let hub = Hub::new();
+    let app = Router::new()
+        .route(
+            "/events",
+            get({
+                let hub = hub.clone();
+                move || {
+                    let sub = hub.subscribe("t").unwrap();
+                    async move { EventStream::new(sub) }
+                }
+            }),
+        )
+        .layer(SseLayer::new());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let listener = WriteTimeoutListener::new(listener, Duration::from_millis(300));
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    // The stalled client: sends its request, then never reads (but keeps the socket open).
+    let (stalled, _) = h1_connect_raw(addr).await;
+    // The fast client reads everything.
+    let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        .build_http::<Empty<Bytes>>();
+    let response = client
+        .request(
+            Request::get(format!("http://{addr}/events"))
+                .body(Empty::new())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let mut reader = EventReader::new(response.into_body());
+    let fast = tokio::spawn(async move {
+        let mut ids = vec![];
+        while let Some(Ok(event)) = reader.next_event().await {
+            if event.event() == "done" {
+                break;
+            }
+            ids.push(event.data().len());
+        }
+        ids.len()
+    });
+    while hub.subscriber_count("t") < 2 {
+        tokio::task::yield_now().await;
+    }
+
+    // Publish 64 KiB events until the stalled subscription is released (bounded: 3,000 events,
+    // ~190 MiB, far beyond any socket buffer).
+    let chunk = "x".repeat(64 * 1024);
+    let mut published = 0;
+    while hub.subscriber_count("t") == 2 && published < 3000 {
+        hub.publish("t", Event::new().data(&chunk)).unwrap();
+        published += 1;
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert_eq!(
+        hub.subscriber_count("t"),
+        1,
+        "the stalled client was not disconnected after {published} events"
+    );
+    hub.publish("t", Event::new().event("done").data(""))
+        .unwrap();
+    let received = timeout(Duration::from_secs(10), fast)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(received, published, "the fast client missed events");
+    drop(stalled); // held open until here: the server let go first
+}
+
+async fn h1_connect_raw(addr: SocketAddr) -> (TcpStream, Vec<u8>) {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"GET /events HTTP/1.1\r\nHost: test\r\n\r\n")
+        .await
+        .unwrap();
+    (stream, vec![])
+}
