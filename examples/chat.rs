@@ -1,5 +1,5 @@
 //! A chat: rooms, a public feed of every room, direct messages, all over SSE from one
-//! in-process [`Hub`].
+//! [`Hub`]: in-process by default, or shared through Redis by several processes.
 //!
 //! Run it with
 //!
@@ -11,7 +11,20 @@
 //! other. Environment: `ADDR` (default `127.0.0.1:3000`), `KEEP_ALIVE_SECS` (default 15),
 //! `HISTORY` (events kept per room for replay, default 1000), `HISTORY_BYTES` (and at most this
 //! many bytes, default 1 MiB), `SUBSCRIBER_CAPACITY` (how far, in events, a stream may fall
-//! behind before it is disconnected, default 256).
+//! behind before it is disconnected, default 256), `REDIS_URL` (see below).
+//!
+//! # Several processes: `REDIS_URL`
+//!
+//! ```text
+//! REDIS_URL=redis://127.0.0.1:6379 ADDR=127.0.0.1:3001 cargo run --example chat
+//! REDIS_URL=redis://127.0.0.1:6379 ADDR=127.0.0.1:3002 cargo run --example chat
+//! ```
+//!
+//! With `REDIS_URL` set, the hub runs on Redis Streams and the rooms and logins live in Redis
+//! hashes (`chat:rooms`, `chat:tokens`), so the processes share rooms, direct messages and
+//! replay: a page can post on one and listen, or resume with its `Last-Event-ID`, on the other.
+//! Redis down at start-up: the process says so and exits with status 1. Redis down later:
+//! requests that need it answer `503` until it is back; open streams resume by themselves.
 //!
 //! Errors are JSON: `{"error": "..."}`.
 //!
@@ -27,13 +40,15 @@
 //! - `GET /events`: the public stream, every room's messages (each encoded once for its room
 //!   and the public stream, under one id).
 //! - `POST /login`, JSON `{"user": ".."}` → `200 {"user", "token"}`, the token also set as the
-//!   `chat_token` HttpOnly cookie. There are no passwords: logging in again as the same user
-//!   gives the same token. This shows token plumbing, not authentication.
+//!   `chat_token` HttpOnly cookie. The first login claims the name; logging in again as that
+//!   user needs its token (cookie or bearer), else `409`. There are no passwords: this shows
+//!   token plumbing, not authentication.
 //! - `GET /users/{user}/events`: that user's direct messages, `event: direct`, `data`
 //!   `{"from", "to", "text", "ts"}`; only with that user's token (the cookie, or
 //!   `Authorization: Bearer <token>`), else `401`. Replayed like rooms.
 //! - `POST /users/{user}/messages`, JSON `{"from": "..", "text": ".."}` → `202 {"id"}`, or `404`
-//!   when that user has no open stream.
+//!   when no one ever logged in as that user. Kept in the user's history: a user who is away
+//!   gets it on reconnecting with their last id.
 //! - `GET /stats`: `{"connections", "rooms", "users", "subscribers", "topics", "published",
 //!   "slow_disconnects"}`; `connections` counts open SSE responses.
 //! - SIGINT or SIGTERM: every stream gets a final `shutdown` event and ends; the process exits
@@ -80,7 +95,10 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tower_sse::{
     EncodedEvent, Event, EventStream, LastEventId, Shutdown, SseLayer,
-    hub::{Hub, REPLAY_HEADER, SubscribeError, SubscribeRequest, Subscription},
+    hub::{
+        Hub, HubBuilder, PublishError, REPLAY_HEADER, RedisBackend, SubscribeError,
+        SubscribeRequest, Subscription,
+    },
 };
 
 /// Longest message text, in bytes.
@@ -130,13 +148,157 @@ pub struct Chat {
 
 struct ChatInner {
     hub: Hub,
-    /// Room id → name.
-    rooms: Mutex<HashMap<String, Option<String>>>,
-    /// User → token.
-    tokens: Mutex<HashMap<String, String>>,
+    store: Store,
     /// Open SSE responses.
     connections: AtomicUsize,
     ids: AtomicU64,
+}
+
+/// Where rooms and logins live: this process, or Redis (shared by every process).
+enum Store {
+    Memory {
+        /// Room id → name.
+        rooms: Mutex<HashMap<String, Option<String>>>,
+        /// User → token.
+        tokens: Mutex<HashMap<String, String>>,
+    },
+    Redis(redis::aio::ConnectionManager),
+}
+
+/// Redis could not answer: the request gets `503`.
+struct StoreDown;
+
+impl From<redis::RedisError> for StoreDown {
+    fn from(err: redis::RedisError) -> Self {
+        tracing::warn!(error = %err, "redis store unavailable");
+        Self
+    }
+}
+
+const ROOMS_KEY: &str = "chat:rooms";
+const TOKENS_KEY: &str = "chat:tokens";
+
+/// The outcome of a login.
+enum Claim {
+    /// The name was free and is now this token's.
+    New,
+    /// The name is taken, by this token.
+    Taken(String),
+    Full,
+}
+
+impl Store {
+    async fn query<T: redis::FromRedisValue>(
+        conn: &redis::aio::ConnectionManager,
+        cmd: &redis::Cmd,
+    ) -> Result<T, StoreDown> {
+        let mut conn = conn.clone();
+        match tokio::time::timeout(Duration::from_secs(2), cmd.query_async(&mut conn)).await {
+            Ok(result) => Ok(result?),
+            Err(_) => Err(StoreDown),
+        }
+    }
+
+    /// Adds a room; `false` when there are too many.
+    async fn add_room(&self, id: &str, name: Option<&str>) -> Result<bool, StoreDown> {
+        match self {
+            Self::Memory { rooms, .. } => {
+                let mut rooms = lock(rooms);
+                if rooms.len() >= MAX_ROOMS {
+                    return Ok(false);
+                }
+                rooms.insert(id.to_owned(), name.map(str::to_owned));
+                Ok(true)
+            }
+            Self::Redis(conn) => {
+                if Self::query::<usize>(conn, redis::cmd("HLEN").arg(ROOMS_KEY)).await? >= MAX_ROOMS
+                {
+                    return Ok(false);
+                }
+                let value = serde_json::to_string(&name).unwrap_or_default();
+                Self::query::<()>(conn, redis::cmd("HSET").arg(ROOMS_KEY).arg(id).arg(value))
+                    .await?;
+                Ok(true)
+            }
+        }
+    }
+
+    async fn remove_room(&self, id: &str) {
+        match self {
+            Self::Memory { rooms, .. } => {
+                lock(rooms).remove(id);
+            }
+            Self::Redis(conn) => {
+                let _ = Self::query::<()>(conn, redis::cmd("HDEL").arg(ROOMS_KEY).arg(id)).await;
+            }
+        }
+    }
+
+    async fn room_exists(&self, id: &str) -> Result<bool, StoreDown> {
+        match self {
+            Self::Memory { rooms, .. } => Ok(lock(rooms).contains_key(id)),
+            Self::Redis(conn) => {
+                Self::query(conn, redis::cmd("HEXISTS").arg(ROOMS_KEY).arg(id)).await
+            }
+        }
+    }
+
+    /// Claims `user` for `token` unless someone has it.
+    async fn claim(&self, user: &str, token: &str) -> Result<Claim, StoreDown> {
+        match self {
+            Self::Memory { tokens, .. } => {
+                let mut tokens = lock(tokens);
+                Ok(match tokens.get(user) {
+                    Some(existing) => Claim::Taken(existing.clone()),
+                    None if tokens.len() >= MAX_USERS => Claim::Full,
+                    None => {
+                        tokens.insert(user.to_owned(), token.to_owned());
+                        Claim::New
+                    }
+                })
+            }
+            Self::Redis(conn) => {
+                if let Some(existing) = self.token_of(user).await? {
+                    return Ok(Claim::Taken(existing));
+                }
+                if Self::query::<usize>(conn, redis::cmd("HLEN").arg(TOKENS_KEY)).await?
+                    >= MAX_USERS
+                {
+                    return Ok(Claim::Full);
+                }
+                let set: bool = Self::query(
+                    conn,
+                    redis::cmd("HSETNX").arg(TOKENS_KEY).arg(user).arg(token),
+                )
+                .await?;
+                if set {
+                    return Ok(Claim::New);
+                }
+                // Someone else got there first.
+                Ok(Claim::Taken(self.token_of(user).await?.unwrap_or_default()))
+            }
+        }
+    }
+
+    async fn token_of(&self, user: &str) -> Result<Option<String>, StoreDown> {
+        match self {
+            Self::Memory { tokens, .. } => Ok(lock(tokens).get(user).cloned()),
+            Self::Redis(conn) => {
+                Self::query(conn, redis::cmd("HGET").arg(TOKENS_KEY).arg(user)).await
+            }
+        }
+    }
+
+    /// How many rooms and users there are.
+    async fn counts(&self) -> Result<(usize, usize), StoreDown> {
+        match self {
+            Self::Memory { rooms, tokens } => Ok((lock(rooms).len(), lock(tokens).len())),
+            Self::Redis(conn) => Ok((
+                Self::query(conn, redis::cmd("HLEN").arg(ROOMS_KEY)).await?,
+                Self::query(conn, redis::cmd("HLEN").arg(TOKENS_KEY)).await?,
+            )),
+        }
+    }
 }
 
 /// The claims of a stream opened with a valid token, checked by the hub's authorizer too.
@@ -169,14 +331,26 @@ impl Chat {
         out
     }
 
-    fn room_exists(&self, room: &str) -> bool {
-        lock(&self.inner.rooms).contains_key(room)
+    /// Whether the room exists, or the store's `503`.
+    async fn room_exists(&self, room: &str) -> Result<bool, Response> {
+        self.inner
+            .store
+            .room_exists(room)
+            .await
+            .map_err(|StoreDown| unavailable())
     }
 
     /// Publishes a message to its room and the public stream: encoded once, one id.
-    pub fn post_message(&self, room: &str, user: &str, text: &str) -> Option<EncodedEvent> {
-        if !self.room_exists(room) {
-            return None;
+    pub async fn post_message(
+        &self,
+        room: &str,
+        user: &str,
+        text: &str,
+    ) -> Result<EncodedEvent, PublishError> {
+        match self.inner.store.room_exists(room).await {
+            Ok(true) => {}
+            Ok(false) => return Err(PublishError::UnknownTopic),
+            Err(StoreDown) => return Err(PublishError::Unavailable),
         }
         let event = Event::new()
             .event("message")
@@ -185,7 +359,7 @@ impl Chat {
         self.inner
             .hub
             .publish_many(&[&room_topic(room), PUBLIC], event)
-            .ok()
+            .await
     }
 
     /// The open-connection guard and the stream of one SSE response.
@@ -266,6 +440,19 @@ fn error(status: StatusCode, message: &str) -> Response {
     ApiError(status, message.into()).into_response()
 }
 
+/// `503` when the hub's broker cannot be reached (never with the in-memory hub).
+fn unavailable() -> Response {
+    error(StatusCode::SERVICE_UNAVAILABLE, "event broker unavailable")
+}
+
+/// A failed publish: `503` when the broker is unavailable, `404` with `not_found` otherwise.
+fn publish_error(err: PublishError, not_found: &str) -> Response {
+    match err {
+        PublishError::Unavailable => unavailable(),
+        _ => error(StatusCode::NOT_FOUND, not_found),
+    }
+}
+
 /// The JSON body, or the error response: `413` for a body over [`MAX_BODY`], `400` otherwise.
 fn parse<T: serde::de::DeserializeOwned>(
     body: Result<Bytes, BytesRejection>,
@@ -324,14 +511,15 @@ async fn create_room(State(chat): State<Chat>, body: Result<Bytes, BytesRejectio
         return error(StatusCode::BAD_REQUEST, "invalid room name");
     }
     let id = chat.random_hex(1);
-    {
-        let mut rooms = lock(&chat.inner.rooms);
-        if rooms.len() >= MAX_ROOMS {
-            return error(StatusCode::SERVICE_UNAVAILABLE, "too many rooms");
-        }
-        rooms.insert(id.clone(), name.clone());
+    match chat.inner.store.add_room(&id, name.as_deref()).await {
+        Ok(true) => {}
+        Ok(false) => return error(StatusCode::SERVICE_UNAVAILABLE, "too many rooms"),
+        Err(StoreDown) => return unavailable(),
     }
-    chat.inner.hub.create_topic(&room_topic(&id));
+    if let Err(err) = chat.inner.hub.create_topic(&room_topic(&id)).await {
+        chat.inner.store.remove_room(&id).await;
+        return publish_error(err, "no such room");
+    }
     (
         StatusCode::CREATED,
         Json(json!({ "room": id, "name": name })),
@@ -344,8 +532,10 @@ async fn room_events(
     Path(room): Path<String>,
     last: Option<LastEventId>,
 ) -> Response {
-    if !chat.room_exists(&room) {
-        return error(StatusCode::NOT_FOUND, "no such room");
+    match chat.room_exists(&room).await {
+        Ok(true) => {}
+        Ok(false) => return error(StatusCode::NOT_FOUND, "no such room"),
+        Err(response) => return response,
     }
     let last = last.as_ref().map(LastEventId::as_str);
     match chat
@@ -354,8 +544,10 @@ async fn room_events(
         .subscriber(&room_topic(&room))
         .last_event_id(last)
         .subscribe()
+        .await
     {
         Ok(subscription) => chat.respond(subscription),
+        Err(SubscribeError::Unavailable) => unavailable(),
         Err(_) => error(StatusCode::NOT_FOUND, "no such room"),
     }
 }
@@ -371,8 +563,10 @@ async fn post_message(
     Path(room): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    if !chat.room_exists(&room) {
-        return error(StatusCode::NOT_FOUND, "no such room");
+    match chat.room_exists(&room).await {
+        Ok(true) => {}
+        Ok(false) => return error(StatusCode::NOT_FOUND, "no such room"),
+        Err(response) => return response,
     }
     let message: NewMessage = match parse(body) {
         Ok(message) => message,
@@ -385,9 +579,9 @@ async fn post_message(
     if let Err(err) = valid_text(&message.text) {
         return err.into_response();
     }
-    match chat.post_message(&room, user, &message.text) {
-        Some(event) => (StatusCode::ACCEPTED, Json(json!({ "id": event.id() }))).into_response(),
-        None => error(StatusCode::NOT_FOUND, "no such room"),
+    match chat.post_message(&room, user, &message.text).await {
+        Ok(event) => (StatusCode::ACCEPTED, Json(json!({ "id": event.id() }))).into_response(),
+        Err(err) => publish_error(err, "no such room"),
     }
 }
 
@@ -399,8 +593,10 @@ async fn public_events(State(chat): State<Chat>, last: Option<LastEventId>) -> R
         .subscriber(PUBLIC)
         .last_event_id(last)
         .subscribe()
+        .await
     {
         Ok(subscription) => chat.respond(subscription),
+        Err(SubscribeError::Unavailable) => unavailable(),
         Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "public stream unavailable"),
     }
 }
@@ -410,7 +606,11 @@ struct Login {
     user: String,
 }
 
-async fn login(State(chat): State<Chat>, body: Result<Bytes, BytesRejection>) -> Response {
+async fn login(
+    State(chat): State<Chat>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
     let login: Login = match parse(body) {
         Ok(login) => login,
         Err(err) => return err.into_response(),
@@ -419,19 +619,18 @@ async fn login(State(chat): State<Chat>, body: Result<Bytes, BytesRejection>) ->
         Ok(user) => user.to_owned(),
         Err(err) => return err.into_response(),
     };
-    let token = {
-        let mut tokens = lock(&chat.inner.tokens);
-        match tokens.get(&user) {
-            Some(token) => token.clone(),
-            None if tokens.len() >= MAX_USERS => {
-                return error(StatusCode::SERVICE_UNAVAILABLE, "too many users");
-            }
-            None => {
-                let token = chat.random_hex(2);
-                tokens.insert(user.clone(), token.clone());
-                token
-            }
+    let fresh = chat.random_hex(2);
+    let token = match chat.inner.store.claim(&user, &fresh).await {
+        Ok(Claim::New) => fresh,
+        // Logging in again (another tab, another process) with the token the name has.
+        Ok(Claim::Taken(existing))
+            if token(&headers).is_some_and(|given| same_token(&existing, given)) =>
+        {
+            existing
         }
+        Ok(Claim::Taken(_)) => return error(StatusCode::CONFLICT, "that user name is taken"),
+        Ok(Claim::Full) => return error(StatusCode::SERVICE_UNAVAILABLE, "too many users"),
+        Err(StoreDown) => return unavailable(),
     };
     let cookie = format!("{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict");
     (
@@ -473,11 +672,13 @@ async fn user_events(
     headers: HeaderMap,
     last: Option<LastEventId>,
 ) -> Response {
-    let authorized = token(&headers).is_some_and(|given| {
-        lock(&chat.inner.tokens)
-            .get(&user)
-            .is_some_and(|token| same_token(token, given))
-    });
+    let known = match chat.inner.store.token_of(&user).await {
+        Ok(known) => known,
+        Err(StoreDown) => return unavailable(),
+    };
+    let authorized = token(&headers)
+        .zip(known)
+        .is_some_and(|(given, token)| same_token(&token, given));
     if !authorized {
         return error(
             StatusCode::UNAUTHORIZED,
@@ -494,9 +695,11 @@ async fn user_events(
         .claims(&claims)
         .last_event_id(last)
         .subscribe()
+        .await
     {
         Ok(subscription) => chat.respond(subscription),
         Err(SubscribeError::Forbidden) => error(StatusCode::UNAUTHORIZED, "forbidden"),
+        Err(SubscribeError::Unavailable) => unavailable(),
         Err(_) => error(StatusCode::NOT_FOUND, "no such user"),
     }
 }
@@ -524,36 +727,78 @@ async fn post_direct(
         return err.into_response();
     }
     let hub = &chat.inner.hub;
-    if hub.client_connections(&user) == 0 {
-        return error(StatusCode::NOT_FOUND, "that user has no open stream");
+    match chat.inner.store.token_of(&user).await {
+        Ok(Some(_)) => {}
+        Ok(None) => return error(StatusCode::NOT_FOUND, "no such user"),
+        Err(StoreDown) => return unavailable(),
     }
     let event = Event::new()
         .event("direct")
         .json_data(&json!({ "from": from, "to": user, "text": message.text, "ts": now_ms() }))
         .expect("a json! value always serializes");
     // Kept in the user's own topic, so a dropped connection catches up like a room does.
-    match hub.publish(&user_topic(&user), event) {
+    match hub.publish(&user_topic(&user), event).await {
         Ok(event) => (StatusCode::ACCEPTED, Json(json!({ "id": event.id() }))).into_response(),
-        Err(_) => error(StatusCode::NOT_FOUND, "that user has no open stream"),
+        Err(err) => publish_error(err, "no such user"),
     }
 }
 
-async fn stats(State(chat): State<Chat>) -> Json<serde_json::Value> {
+async fn stats(State(chat): State<Chat>) -> Response {
     let hub = chat.inner.hub.stats();
+    let Ok((rooms, users)) = chat.inner.store.counts().await else {
+        return unavailable();
+    };
     Json(json!({
         "connections": chat.connections(),
-        "rooms": lock(&chat.inner.rooms).len(),
-        "users": lock(&chat.inner.tokens).len(),
+        "rooms": rooms,
+        "users": users,
         "subscribers": hub.subscribers,
         "topics": hub.topics,
         "published": hub.published,
         "slow_disconnects": hub.slow_disconnects,
     }))
+    .into_response()
 }
 
-/// The whole application, for `main` and for tests.
+/// The whole application on the in-process hub, for `main` and for tests.
 pub fn app(config: &Config, shutdown: &Shutdown) -> (Router, Chat) {
-    let hub = Hub::builder()
+    let store = Store::Memory {
+        rooms: Mutex::new(HashMap::new()),
+        tokens: Mutex::new(HashMap::new()),
+    };
+    build(config, shutdown, Hub::builder(), store)
+}
+
+/// The whole application on Redis (`redis://host:port`): hub, rooms and logins shared with
+/// every process using the same Redis.
+///
+/// # Errors
+///
+/// A message naming the URL when Redis cannot be reached.
+pub async fn app_on_redis(
+    config: &Config,
+    shutdown: &Shutdown,
+    url: &str,
+) -> Result<(Router, Chat), String> {
+    let backend = RedisBackend::connect(url)
+        .await
+        .map_err(|err| err.to_string())?
+        .key_prefix("chat:topic:");
+    let store = redis::Client::open(url)
+        .map_err(|err| format!("cannot use Redis at {url:?}: {err}"))?
+        .get_connection_manager()
+        .await
+        .map_err(|err| format!("cannot use Redis at {url:?}: {err}"))?;
+    Ok(build(
+        config,
+        shutdown,
+        Hub::builder().redis(backend),
+        Store::Redis(store),
+    ))
+}
+
+fn build(config: &Config, shutdown: &Shutdown, hub: HubBuilder, store: Store) -> (Router, Chat) {
+    let hub = hub
         .history_events(config.history)
         .history_bytes(config.history_bytes)
         .subscriber_capacity(config.subscriber_capacity)
@@ -568,8 +813,7 @@ pub fn app(config: &Config, shutdown: &Shutdown) -> (Router, Chat) {
     let chat = Chat {
         inner: Arc::new(ChatInner {
             hub,
-            rooms: Mutex::new(HashMap::new()),
-            tokens: Mutex::new(HashMap::new()),
+            store,
             connections: AtomicUsize::new(0),
             ids: AtomicU64::new(0),
         }),
@@ -630,7 +874,19 @@ async fn main() {
         }
     };
     let shutdown = Shutdown::new();
-    let (app, _chat) = app(&config, &shutdown);
+    let (app, _chat) = match std::env::var("REDIS_URL") {
+        Ok(url) if !url.is_empty() => match app_on_redis(&config, &shutdown, &url).await {
+            Ok(app) => {
+                println!("hub, rooms and logins on Redis at {url}");
+                app
+            }
+            Err(err) => {
+                eprintln!("error: {err}");
+                std::process::exit(1);
+            }
+        },
+        _ => app(&config, &shutdown),
+    };
     println!(
         "listening on http://{}",
         listener.local_addr().unwrap_or(addr)

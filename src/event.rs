@@ -358,6 +358,30 @@ impl EncodedEvent {
     pub fn is_empty(&self) -> bool {
         self.bytes.len() <= 1
     }
+    /// An event from bytes already in wire form. `bytes` must be one complete event (checked by
+    /// the caller) and `id` the range of its id's value.
+    #[cfg(feature = "redis")]
+    pub(crate) fn from_parts(bytes: Bytes, id: Option<Range<usize>>) -> Self {
+        Self { bytes, id }
+    }
+
+    /// The bytes without the `id:` line, if there is one (a broker gives its own ids).
+    #[cfg(feature = "redis")]
+    pub(crate) fn without_id(&self) -> Bytes {
+        let Some(range) = self.id.clone() else {
+            return self.bytes.clone();
+        };
+        // The line is `id: VALUE\n`, or `id:\n` for an empty value.
+        let start = if range.is_empty() {
+            range.start - 3
+        } else {
+            range.start - 4
+        };
+        let mut out = bytes::BytesMut::with_capacity(self.bytes.len() - (range.end + 1 - start));
+        out.extend_from_slice(&self.bytes[..start]);
+        out.extend_from_slice(&self.bytes[range.end + 1..]);
+        out.freeze()
+    }
 }
 
 impl fmt::Debug for EncodedEvent {

@@ -477,6 +477,32 @@ async fn login_and_direct_messages() {
     assert!(cookie.contains("HttpOnly"), "{cookie}");
     let bob = login(app.addr, "bob").await;
     assert_ne!(bob, token);
+    // The first login claimed the name: again only with its token.
+    assert_error(
+        &post_json(app.addr, "/login", json!({ "user": "alice" })).await,
+        StatusCode::CONFLICT,
+    );
+    let again = call(
+        app.addr,
+        Method::POST,
+        "/login",
+        &[("authorization", &format!("Bearer {token}"))],
+        r#"{"user": "alice"}"#,
+    )
+    .await;
+    assert_eq!(again.status, StatusCode::OK);
+    assert_eq!(again.json["token"], token.as_str());
+    assert_error(
+        &call(
+            app.addr,
+            Method::POST,
+            "/login",
+            &[("authorization", &format!("Bearer {bob}"))],
+            r#"{"user": "alice"}"#,
+        )
+        .await,
+        StatusCode::CONFLICT,
+    );
     assert_error(
         &post_json(app.addr, "/login", json!({ "user": "" })).await,
         StatusCode::BAD_REQUEST,
@@ -498,10 +524,10 @@ async fn login_and_direct_messages() {
         let sse = Sse::open(app.addr, path, &headers).await;
         assert_eq!(sse.status, StatusCode::UNAUTHORIZED, "{headers:?}");
     }
-    // Nobody listens yet: 404.
+    // No one ever logged in as carol: 404.
     let dm = json!({ "from": "bob", "text": "psst" });
     assert_error(
-        &post_json(app.addr, "/users/alice/messages", dm.clone()).await,
+        &post_json(app.addr, "/users/carol/messages", dm.clone()).await,
         StatusCode::NOT_FOUND,
     );
 
@@ -563,15 +589,24 @@ async fn login_and_direct_messages() {
         }
     })
     .await;
-    assert_error(
-        &post_json(
-            app.addr,
-            "/users/alice/messages",
-            json!({ "from": "bob", "text": "gone?" }),
-        )
-        .await,
-        StatusCode::NOT_FOUND,
-    );
+    // Alice is away: the message waits in her history for her next connection.
+    let away = post_json(
+        app.addr,
+        "/users/alice/messages",
+        json!({ "from": "bob", "text": "while you were away" }),
+    )
+    .await;
+    assert_eq!(away.status, StatusCode::ACCEPTED, "{}", away.json);
+    let mut back = Sse::ok(
+        app.addr,
+        path,
+        &[("authorization", &bearer), ("last-event-id", id)],
+    )
+    .await;
+    assert_eq!(back.replay(), "complete");
+    let ev = back.expect().await;
+    assert_eq!(ev.json()["text"], "while you were away");
+    assert_eq!(ev.id, away.json["id"].as_str().unwrap());
 }
 
 #[tokio::test]
@@ -664,6 +699,7 @@ async fn slow_client_is_disconnected_while_others_keep_receiving() {
         let event = app
             .chat
             .post_message(&room, "pub", &format!("{i} {text}"))
+            .await
             .unwrap();
         ids.push(event.id().unwrap().to_owned());
         let got = fast.expect().await;
@@ -1019,5 +1055,138 @@ async fn chromium_two_pages_chat_and_catch_up_exactly_once() {
     assert!(
         counts.values().all(|&n| n == 2),
         "each id once per page: {counts:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Two processes on Redis (`REDIS_URL`), each test with its own redis-server
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn two_processes_on_redis_share_rooms_direct_messages_and_replay() {
+    let Some(mut redis) = support::redis::RedisServer::start().await else {
+        return;
+    };
+    let url = redis.url();
+    let a = support::Example::start("chat", &[("REDIS_URL", &url)]).await;
+    let b = support::Example::start("chat", &[("REDIS_URL", &url)]).await;
+    let (a, b) = (a.addr(), b.addr());
+
+    // A room made on A exists on B; a message posted on A reaches B's room and public streams
+    // under one id.
+    let room = create_room(a).await;
+    let mut on_b = Sse::ok(b, &format!("/rooms/{room}/events"), &[]).await;
+    let mut public_b = Sse::ok(b, "/events", &[]).await;
+    let first = say(a, &room, "ann", "one").await;
+    let got = on_b.expect().await;
+    assert_eq!(
+        (got.id.as_str(), got.json()["text"].as_str()),
+        (first.as_str(), Some("one"))
+    );
+    assert_eq!(public_b.expect().await.id, first);
+
+    // Posted on B while the client is away; it resumes on A with its Last-Event-ID.
+    drop(on_b);
+    let second = say(b, &room, "bo", "two").await;
+    let third = say(b, &room, "bo", "three").await;
+    let mut back = Sse::ok(
+        a,
+        &format!("/rooms/{room}/events"),
+        &[("last-event-id", &first)],
+    )
+    .await;
+    assert_eq!(back.replay(), "complete");
+    assert_eq!(back.expect().await.id, second);
+    assert_eq!(back.expect().await.id, third);
+
+    // Logins are shared: alice logs in on A, reads her direct messages on B; a message sent on
+    // A reaches her there. The name is taken on B too.
+    let token = login(a, "alice").await;
+    assert_error(
+        &post_json(b, "/login", json!({ "user": "alice" })).await,
+        StatusCode::CONFLICT,
+    );
+    let bearer = format!("Bearer {token}");
+    let mut dms = Sse::ok(b, "/users/alice/events", &[("authorization", &bearer)]).await;
+    let sent = post_json(
+        a,
+        "/users/alice/messages",
+        json!({ "from": "bo", "text": "hi" }),
+    )
+    .await;
+    assert_eq!(sent.status, StatusCode::ACCEPTED, "{}", sent.json);
+    let dm = dms.expect().await;
+    assert_eq!(dm.event, "direct");
+    assert_eq!(dm.json()["text"], "hi");
+    assert_eq!(stats(b).await["rooms"], 1);
+
+    // Redis goes away: requests that need it get 503, quickly, not a hang.
+    redis.kill().await;
+    for addr in [a, b] {
+        let started = std::time::Instant::now();
+        let reply = post_json(
+            addr,
+            &format!("/rooms/{room}/messages"),
+            json!({ "user": "x", "text": "y" }),
+        )
+        .await;
+        assert_error(&reply, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(
+            started.elapsed() < Duration::from_secs(6),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+    // And back: the open streams go on by themselves.
+    redis.restart().await;
+    let mut posted = None;
+    for _ in 0..100 {
+        let reply = post_json(
+            b,
+            &format!("/rooms/{room}/messages"),
+            json!({ "user": "bo", "text": "back" }),
+        )
+        .await;
+        if reply.status == StatusCode::ACCEPTED {
+            posted = reply.json["id"].as_str().map(str::to_owned);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let posted = posted.expect("posting works again once Redis is back");
+    assert_eq!(back.expect().await.id, posted);
+}
+
+#[tokio::test]
+async fn redis_down_at_start_up_is_a_clear_error() {
+    if !support::external(
+        "redis-server",
+        support::program_available("redis-server"),
+        "apt-get install redis-server",
+    ) {
+        return;
+    }
+    // A port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("redis://127.0.0.1:{port}");
+    let output = tokio::time::timeout(
+        Duration::from_secs(20),
+        tokio::process::Command::new(support::example_path("chat"))
+            .env("ADDR", "127.0.0.1:0")
+            .env("REDIS_URL", &url)
+            .output(),
+    )
+    .await
+    .expect("exits instead of hanging")
+    .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&url) && stderr.starts_with("error: "),
+        "{stderr}"
     );
 }

@@ -29,12 +29,13 @@ fn pending(sub: &mut Subscription) -> bool {
 }
 
 /// The whole retained history of `topic`, by subscribing with an id no hub issues.
-fn history(hub: &Hub, topic: &str) -> Vec<String> {
+async fn history(hub: &Hub, topic: &str) -> Vec<String> {
     let mut sub = hub
         .subscriber(topic)
         .last_event_id(Some("\u{1}not-an-id"))
         .on_unknown_id(UnknownId::SendHistory)
         .subscribe()
+        .await
         .unwrap();
     assert_eq!(sub.replay(), Replay::HistoryLost);
     (0..sub.backlog_len())
@@ -57,18 +58,21 @@ impl Rng {
 #[tokio::test]
 async fn every_subscriber_shares_the_bytes_encoded_once() {
     let hub = Hub::new();
-    let mut subs: Vec<_> = (0..5)
-        .map(|i| {
+    let mut subs = Vec::new();
+    for i in 0..5 {
+        subs.push(
             hub.subscriber("t")
                 .client_id(if i % 2 == 0 { "even" } else { "odd" })
                 .subscribe()
-                .unwrap()
-        })
-        .collect();
-    let mut other = hub.subscribe("u").unwrap();
+                .await
+                .unwrap(),
+        );
+    }
+    let mut other = hub.subscribe("u").await.unwrap();
 
     let published = hub
         .publish("t", Event::new().data("x".repeat(100)))
+        .await
         .unwrap();
     let ptr = published.as_bytes().as_ptr();
     for sub in &mut subs {
@@ -81,11 +85,12 @@ async fn every_subscriber_shares_the_bytes_encoded_once() {
         .subscriber("t")
         .last_event_id(Some("nope"))
         .subscribe()
+        .await
         .unwrap();
     assert_eq!(replay.next().await.unwrap().as_bytes().as_ptr(), ptr);
 
     // Broadcast: one encoding for every topic.
-    assert_eq!(hub.broadcast(Event::new().data("all")), 2);
+    assert_eq!(hub.broadcast(Event::new().data("all")).await.unwrap(), 2);
     let first = other.next().await.unwrap();
     for sub in &mut subs {
         assert_eq!(
@@ -95,7 +100,12 @@ async fn every_subscriber_shares_the_bytes_encoded_once() {
     }
 
     // send_to: one encoding for every connection of the client.
-    assert_eq!(hub.send_to("even", Event::new().data("psst")), 3);
+    assert_eq!(
+        hub.send_to("even", Event::new().data("psst"))
+            .await
+            .unwrap(),
+        3
+    );
     let mut ptrs = HashSet::new();
     for sub in subs.iter_mut().step_by(2) {
         let got = sub.next().await.unwrap();
@@ -117,7 +127,7 @@ async fn replay_is_exactly_once_and_in_order_under_concurrent_publishers() {
         // Small, so that slow-subscriber disconnects (and their replays) happen too.
         .subscriber_capacity(32)
         .build();
-    let start = hub.publish("t", Event::new().data("start")).unwrap();
+    let start = hub.publish("t", Event::new().data("start")).await.unwrap();
     let start_id = start.id().unwrap().to_owned();
 
     let subscribers: Vec<_> = (0..SUBSCRIBERS)
@@ -134,6 +144,7 @@ async fn replay_is_exactly_once_and_in_order_under_concurrent_publishers() {
                         .subscriber("t")
                         .last_event_id(Some(&last))
                         .subscribe()
+                        .await
                         .unwrap();
                     assert_eq!(sub.replay(), Replay::Complete);
                     // Drop the connection after a random number of events.
@@ -165,6 +176,7 @@ async fn replay_is_exactly_once_and_in_order_under_concurrent_publishers() {
             tokio::spawn(async move {
                 for i in 0..PER_PUBLISHER {
                     hub.publish("t", Event::new().data(format!("{p}-{i}")))
+                        .await
                         .unwrap();
                     if i % 8 == 0 {
                         tokio::task::yield_now().await;
@@ -176,13 +188,14 @@ async fn replay_is_exactly_once_and_in_order_under_concurrent_publishers() {
     for publisher in publishers {
         publisher.await.unwrap();
     }
-    hub.publish("t", Event::new().data("end")).unwrap();
+    hub.publish("t", Event::new().data("end")).await.unwrap();
 
     // The order the hub published in, read back from the history.
     let mut reference = hub
         .subscriber("t")
         .last_event_id(Some(&start_id))
         .subscribe()
+        .await
         .unwrap();
     let mut canonical: Vec<String> = (0..reference.backlog_len())
         .map(|_| data(&ready(&mut reference).unwrap()))
@@ -218,13 +231,17 @@ async fn replay_is_exactly_once_and_in_order_under_concurrent_publishers() {
 async fn publisher_ids_are_kept_and_resumed_by_exact_match() {
     let hub = Hub::new();
     for id in ["a", "b", "c"] {
-        let event = hub.publish("t", Event::new().id(id).data(id)).unwrap();
+        let event = hub
+            .publish("t", Event::new().id(id).data(id))
+            .await
+            .unwrap();
         assert_eq!(event.id(), Some(id));
     }
     let mut sub = hub
         .subscriber("t")
         .last_event_id(Some("a"))
         .subscribe()
+        .await
         .unwrap();
     assert_eq!(sub.replay(), Replay::Complete);
     assert_eq!(data(&ready(&mut sub).unwrap()), "b");
@@ -235,11 +252,19 @@ async fn publisher_ids_are_kept_and_resumed_by_exact_match() {
 #[tokio::test]
 async fn unknown_ids_are_reported() {
     let hub = Hub::builder().history_events(2).build();
-    let evicted = hub.publish("t", Event::new().data("0")).unwrap();
-    let ids: Vec<_> = (1..4)
-        .map(|i| hub.publish("t", Event::new().data(i.to_string())).unwrap())
-        .collect();
-    let elsewhere = Hub::new().publish("t", Event::new().data("x")).unwrap();
+    let evicted = hub.publish("t", Event::new().data("0")).await.unwrap();
+    let mut ids = Vec::new();
+    for i in 1..4 {
+        ids.push(
+            hub.publish("t", Event::new().data(i.to_string()))
+                .await
+                .unwrap(),
+        );
+    }
+    let elsewhere = Hub::new()
+        .publish("t", Event::new().data("x"))
+        .await
+        .unwrap();
     // Same shape as ours, other epoch; a sequence number never issued; garbage.
     let epoch = ids[0].id().unwrap().split_once('-').unwrap().0;
     let future = format!("{epoch}-{}", u64::MAX);
@@ -255,6 +280,7 @@ async fn unknown_ids_are_reported() {
             .subscriber("t")
             .last_event_id(Some(id))
             .subscribe()
+            .await
             .unwrap();
         assert_eq!(sub.replay(), Replay::HistoryLost, "{id:?}");
         // Default: the whole retained history.
@@ -267,6 +293,7 @@ async fn unknown_ids_are_reported() {
             .last_event_id(Some(id))
             .on_unknown_id(UnknownId::LiveOnly)
             .subscribe()
+            .await
             .unwrap();
         assert_eq!(live.replay(), Replay::HistoryLost);
         assert_eq!(live.backlog_len(), 0);
@@ -277,6 +304,7 @@ async fn unknown_ids_are_reported() {
         .subscriber("t")
         .last_event_id(ids[0].id())
         .subscribe()
+        .await
         .unwrap();
     assert_eq!(sub.replay(), Replay::Complete);
     assert_eq!(sub.backlog_len(), 2);
@@ -284,21 +312,26 @@ async fn unknown_ids_are_reported() {
         .subscriber("t")
         .last_event_id(ids[1].id())
         .subscribe()
+        .await
         .unwrap();
     assert_eq!(sub.replay(), Replay::Complete);
     assert_eq!(sub.backlog_len(), 1);
-    assert_eq!(hub.subscribe("t").unwrap().replay(), Replay::NotRequested);
+    assert_eq!(
+        hub.subscribe("t").await.unwrap().replay(),
+        Replay::NotRequested
+    );
 
     // A hub configured for live-only.
     let hub = Hub::builder().on_unknown_id(UnknownId::LiveOnly).build();
-    hub.publish("t", Event::new().data("old")).unwrap();
+    hub.publish("t", Event::new().data("old")).await.unwrap();
     let mut sub = hub
         .subscriber("t")
         .last_event_id(Some("garbage"))
         .subscribe()
+        .await
         .unwrap();
     assert!(sub.replay().is_lost());
-    hub.publish("t", Event::new().data("new")).unwrap();
+    hub.publish("t", Event::new().data("new")).await.unwrap();
     assert_eq!(data(&ready(&mut sub).unwrap()), "new");
 }
 
@@ -306,18 +339,21 @@ async fn unknown_ids_are_reported() {
 async fn history_is_bounded_by_count() {
     let hub = Hub::builder().history_events(3).build();
     for i in 0..10 {
-        hub.publish("t", Event::new().data(i.to_string())).unwrap();
+        hub.publish("t", Event::new().data(i.to_string()))
+            .await
+            .unwrap();
     }
-    assert_eq!(history(&hub, "t"), ["7", "8", "9"]);
+    assert_eq!(history(&hub, "t").await, ["7", "8", "9"]);
 
     let none = Hub::builder().history_events(0).build();
-    let first = none.publish("t", Event::new().data("x")).unwrap();
-    let last = none.publish("t", Event::new().data("y")).unwrap();
+    let first = none.publish("t", Event::new().data("x")).await.unwrap();
+    let last = none.publish("t", Event::new().data("y")).await.unwrap();
     // Having seen the latest event, nothing was lost; having seen an earlier one, something was.
     let sub = none
         .subscriber("t")
         .last_event_id(last.id())
         .subscribe()
+        .await
         .unwrap();
     assert_eq!(sub.replay(), Replay::Complete);
     drop(sub);
@@ -325,9 +361,10 @@ async fn history_is_bounded_by_count() {
         .subscriber("t")
         .last_event_id(first.id())
         .subscribe()
+        .await
         .unwrap();
     assert_eq!(sub.replay(), Replay::HistoryLost);
-    assert!(history(&none, "t").is_empty());
+    assert!(history(&none, "t").await.is_empty());
     drop(sub);
     // With no subscriber and no history the topic is removed, and its ids are then unknown:
     // reported as lost (conservative), never misread.
@@ -336,6 +373,7 @@ async fn history_is_bounded_by_count() {
         .subscriber("t")
         .last_event_id(last.id())
         .subscribe()
+        .await
         .unwrap();
     assert_eq!(sub.replay(), Replay::HistoryLost);
 }
@@ -346,28 +384,32 @@ async fn history_is_bounded_by_bytes() {
     let hub = Hub::builder().history_bytes(2 * one).build();
     for id in ["a", "b", "c", "d"] {
         hub.publish("t", Event::new().id(id).data("0123456789"))
+            .await
             .unwrap();
     }
-    assert_eq!(history(&hub, "t").len(), 2);
+    assert_eq!(history(&hub, "t").await.len(), 2);
     let sub = hub
         .subscriber("t")
         .last_event_id(Some("b"))
         .subscribe()
+        .await
         .unwrap();
     assert_eq!(sub.replay(), Replay::HistoryLost);
     let sub = hub
         .subscriber("t")
         .last_event_id(Some("c"))
         .subscribe()
+        .await
         .unwrap();
     assert_eq!(sub.replay(), Replay::Complete);
 
     // Too big to keep: delivered live, never retained.
-    let mut live = hub.subscribe("t").unwrap();
+    let mut live = hub.subscribe("t").await.unwrap();
     hub.publish("t", Event::new().data("x".repeat(3 * one)))
+        .await
         .unwrap();
     assert_eq!(data(&live.next().await.unwrap()).len(), 3 * one);
-    assert!(history(&hub, "t").is_empty());
+    assert!(history(&hub, "t").await.is_empty());
 }
 
 #[tokio::test(start_paused = true)]
@@ -376,26 +418,27 @@ async fn history_is_bounded_by_age() {
         .history_age(Duration::from_secs(3600))
         .build();
     // Keeps the topic alive once its history has expired.
-    let _keep = hub.subscribe("t").unwrap();
-    hub.publish("t", Event::new().data("old")).unwrap();
+    let _keep = hub.subscribe("t").await.unwrap();
+    hub.publish("t", Event::new().data("old")).await.unwrap();
     tokio::time::advance(Duration::from_secs(1800)).await;
-    let mid = hub.publish("t", Event::new().data("mid")).unwrap();
-    assert_eq!(history(&hub, "t"), ["old", "mid"]);
+    let mid = hub.publish("t", Event::new().data("mid")).await.unwrap();
+    assert_eq!(history(&hub, "t").await, ["old", "mid"]);
     tokio::time::advance(Duration::from_secs(1801)).await;
-    assert_eq!(history(&hub, "t"), ["mid"]);
+    assert_eq!(history(&hub, "t").await, ["mid"]);
     tokio::time::advance(Duration::from_secs(1800)).await;
     // Expired without a new publish: the next subscribe evicts it.
-    assert!(history(&hub, "t").is_empty());
+    assert!(history(&hub, "t").await.is_empty());
     let sub = hub
         .subscriber("t")
         .last_event_id(mid.id())
         .subscribe()
+        .await
         .unwrap();
     // `mid` was the latest event: nothing after it was lost.
     assert_eq!(sub.replay(), Replay::Complete);
     drop(sub);
     // Expired history does not keep a topic alive.
-    hub.publish("u", Event::new().data("x")).unwrap();
+    hub.publish("u", Event::new().data("x")).await.unwrap();
     assert_eq!(hub.topic_count(), 2);
     assert_eq!(hub.purge(), 0);
     tokio::time::advance(Duration::from_secs(3601)).await;
@@ -406,10 +449,12 @@ async fn history_is_bounded_by_age() {
 #[tokio::test]
 async fn slow_subscriber_is_disconnected_and_counted() {
     let hub = Hub::builder().subscriber_capacity(4).build();
-    let mut fast = hub.subscribe("t").unwrap();
-    let mut slow = hub.subscribe("t").unwrap();
+    let mut fast = hub.subscribe("t").await.unwrap();
+    let mut slow = hub.subscribe("t").await.unwrap();
     for i in 0..100 {
-        hub.publish("t", Event::new().data(i.to_string())).unwrap();
+        hub.publish("t", Event::new().data(i.to_string()))
+            .await
+            .unwrap();
         assert_eq!(data(&fast.next().await.unwrap()), i.to_string());
     }
     // Fell behind: its stream ends.
@@ -421,7 +466,7 @@ async fn slow_subscriber_is_disconnected_and_counted() {
     assert_eq!(hub.total_subscribers(), 1);
 
     // The fast one carries on.
-    hub.publish("t", Event::new().data("more")).unwrap();
+    hub.publish("t", Event::new().data("more")).await.unwrap();
     assert_eq!(data(&fast.next().await.unwrap()), "more");
     assert_eq!(hub.stats().slow_disconnects, 1);
 }
@@ -429,32 +474,44 @@ async fn slow_subscriber_is_disconnected_and_counted() {
 #[tokio::test]
 async fn slow_client_channel_is_disconnected_too() {
     let hub = Hub::builder().client_capacity(2).build();
-    let mut sub = hub.subscriber("t").client_id("c").subscribe().unwrap();
+    let mut sub = hub
+        .subscriber("t")
+        .client_id("c")
+        .subscribe()
+        .await
+        .unwrap();
     for _ in 0..10 {
-        assert_eq!(hub.send_to("c", Event::new().data("x")), 1);
+        assert_eq!(hub.send_to("c", Event::new().data("x")).await.unwrap(), 1);
     }
     assert!(sub.next().await.is_none());
     assert_eq!(hub.stats().slow_disconnects, 1);
-    assert_eq!(hub.send_to("c", Event::new().data("x")), 0);
+    assert_eq!(hub.send_to("c", Event::new().data("x")).await.unwrap(), 0);
 }
 
 #[tokio::test]
 async fn counts_return_to_zero_when_subscriptions_drop() {
     let hub = Hub::new();
-    let subs: Vec<_> = (0..500)
-        .map(|i| {
-            let topic = format!("topic-{}", i % 5);
-            let client = format!("client-{}", i % 50);
+    let mut subs = Vec::new();
+    for i in 0..500 {
+        let topic = format!("topic-{}", i % 5);
+        let client = format!("client-{}", i % 50);
+        subs.push(
             hub.subscriber(&topic)
                 .client_id(&client)
                 .subscribe()
-                .unwrap()
-        })
-        .collect();
+                .await
+                .unwrap(),
+        );
+    }
     assert_eq!(hub.total_subscribers(), 500);
     assert_eq!(hub.topic_count(), 5);
     assert_eq!(hub.subscriber_count("topic-3"), 100);
-    assert_eq!(hub.send_to("client-7", Event::new().data("x")), 10);
+    assert_eq!(
+        hub.send_to("client-7", Event::new().data("x"))
+            .await
+            .unwrap(),
+        10
+    );
     let mut topics = hub.topics();
     topics.sort();
     assert_eq!(
@@ -465,19 +522,25 @@ async fn counts_return_to_zero_when_subscriptions_drop() {
     drop(subs);
     assert_eq!(hub.total_subscribers(), 0);
     assert_eq!(hub.subscriber_count("topic-3"), 0);
-    assert_eq!(hub.send_to("client-7", Event::new().data("x")), 0);
+    assert_eq!(
+        hub.send_to("client-7", Event::new().data("x"))
+            .await
+            .unwrap(),
+        0
+    );
     // No subscribers and no history: the topics are gone.
     assert_eq!(hub.topic_count(), 0);
     assert_eq!(hub.stats().subscribers, 0);
 
     // Subscriptions parked in tasks that are aborted are released as well.
-    hub.publish("kept", Event::new().data("history")).unwrap();
-    let tasks: Vec<_> = (0..100)
-        .map(|_| {
-            let mut sub = hub.subscribe("kept").unwrap();
-            tokio::spawn(async move { sub.next().await })
-        })
-        .collect();
+    hub.publish("kept", Event::new().data("history"))
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..100 {
+        let mut sub = hub.subscribe("kept").await.unwrap();
+        tasks.push(tokio::spawn(async move { sub.next().await }));
+    }
     assert_eq!(hub.subscriber_count("kept"), 100);
     for task in &tasks {
         task.abort();
@@ -494,10 +557,21 @@ async fn counts_return_to_zero_when_subscriptions_drop() {
 #[tokio::test]
 async fn close_topic_ends_streams_after_the_final_event() {
     let hub = Hub::new();
-    let mut a = hub.subscribe("game").unwrap();
-    let mut b = hub.subscriber("game").client_id("c").subscribe().unwrap();
-    hub.publish("game", Event::new().data("move")).unwrap();
-    assert!(hub.close_topic("game", Some(Event::new().event("over").data("bye"))));
+    let mut a = hub.subscribe("game").await.unwrap();
+    let mut b = hub
+        .subscriber("game")
+        .client_id("c")
+        .subscribe()
+        .await
+        .unwrap();
+    hub.publish("game", Event::new().data("move"))
+        .await
+        .unwrap();
+    assert!(
+        hub.close_topic("game", Some(Event::new().event("over").data("bye")))
+            .await
+            .unwrap()
+    );
     for sub in [&mut a, &mut b] {
         assert_eq!(data(&sub.next().await.unwrap()), "move");
         let last = sub.next().await.unwrap();
@@ -507,15 +581,15 @@ async fn close_topic_ends_streams_after_the_final_event() {
     }
     assert_eq!(hub.topic_count(), 0);
     assert_eq!(hub.total_subscribers(), 0);
-    assert!(!hub.close_topic("game", None));
+    assert!(!hub.close_topic("game", None).await.unwrap());
 
     // The name can be used again, with a fresh history.
-    let mut again = hub.subscribe("game").unwrap();
-    hub.publish("game", Event::new().data("new")).unwrap();
+    let mut again = hub.subscribe("game").await.unwrap();
+    hub.publish("game", Event::new().data("new")).await.unwrap();
     assert_eq!(data(&again.next().await.unwrap()), "new");
 
     // close_all ends everything.
-    let mut other = hub.subscribe("other").unwrap();
+    let mut other = hub.subscribe("other").await.unwrap();
     assert_eq!(hub.close_all(), 2);
     assert!(again.next().await.is_none());
     assert!(other.next().await.is_none());
@@ -525,35 +599,66 @@ async fn close_topic_ends_streams_after_the_final_event() {
 #[tokio::test]
 async fn send_to_reaches_only_that_client() {
     let hub = Hub::new();
-    let mut alice_1 = hub.subscriber("x").client_id("alice").subscribe().unwrap();
-    let mut alice_2 = hub.subscriber("y").client_id("alice").subscribe().unwrap();
-    let mut bob = hub.subscriber("x").client_id("bob").subscribe().unwrap();
-    let mut anonymous = hub.subscribe("x").unwrap();
+    let mut alice_1 = hub
+        .subscriber("x")
+        .client_id("alice")
+        .subscribe()
+        .await
+        .unwrap();
+    let mut alice_2 = hub
+        .subscriber("y")
+        .client_id("alice")
+        .subscribe()
+        .await
+        .unwrap();
+    let mut bob = hub
+        .subscriber("x")
+        .client_id("bob")
+        .subscribe()
+        .await
+        .unwrap();
+    let mut anonymous = hub.subscribe("x").await.unwrap();
 
-    assert_eq!(hub.send_to("alice", Event::new().data("for alice")), 2);
+    assert_eq!(
+        hub.send_to("alice", Event::new().data("for alice"))
+            .await
+            .unwrap(),
+        2
+    );
     assert_eq!(data(&alice_1.next().await.unwrap()), "for alice");
     assert_eq!(data(&alice_2.next().await.unwrap()), "for alice");
     assert!(pending(&mut bob));
     assert!(pending(&mut anonymous));
 
     // Not kept for replay.
-    assert!(history(&hub, "x").is_empty());
-    assert_eq!(hub.send_to("nobody", Event::new().data("?")), 0);
+    assert!(history(&hub, "x").await.is_empty());
+    assert_eq!(
+        hub.send_to("nobody", Event::new().data("?")).await.unwrap(),
+        0
+    );
 
     drop(alice_1);
-    assert_eq!(hub.send_to("alice", Event::new().data("again")), 1);
+    assert_eq!(
+        hub.send_to("alice", Event::new().data("again"))
+            .await
+            .unwrap(),
+        1
+    );
     assert_eq!(data(&alice_2.next().await.unwrap()), "again");
 }
 
 #[tokio::test]
 async fn broadcast_reaches_every_topic_and_is_replayed() {
     let hub = Hub::new();
-    let before = hub.publish("a", Event::new().data("a1")).unwrap();
-    let mut subs: Vec<_> = ["a", "b", "c"]
-        .into_iter()
-        .map(|t| hub.subscribe(t).unwrap())
-        .collect();
-    assert_eq!(hub.broadcast(Event::new().data("everyone")), 3);
+    let before = hub.publish("a", Event::new().data("a1")).await.unwrap();
+    let mut subs = Vec::new();
+    for t in ["a", "b", "c"] {
+        subs.push(hub.subscribe(t).await.unwrap());
+    }
+    assert_eq!(
+        hub.broadcast(Event::new().data("everyone")).await.unwrap(),
+        3
+    );
     for sub in &mut subs {
         let got = sub.next().await.unwrap();
         assert_eq!(data(&got), "everyone");
@@ -564,6 +669,7 @@ async fn broadcast_reaches_every_topic_and_is_replayed() {
         .subscriber("a")
         .last_event_id(before.id())
         .subscribe()
+        .await
         .unwrap();
     assert_eq!(back.replay(), Replay::Complete);
     assert_eq!(data(&ready(&mut back).unwrap()), "everyone");
@@ -582,7 +688,7 @@ async fn authorizer_refuses_before_anything_is_delivered() {
                 .is_some_and(|c| c.rooms.contains(&req.topic()))
         })
         .build();
-    hub.publish("secret", Event::new().data("s")).unwrap();
+    hub.publish("secret", Event::new().data("s")).await.unwrap();
     let claims = Claims {
         rooms: vec!["lobby"],
     };
@@ -592,11 +698,12 @@ async fn authorizer_refuses_before_anything_is_delivered() {
         .claims(&claims)
         .last_event_id(Some("garbage"))
         .subscribe()
+        .await
         .unwrap_err();
     assert_eq!(err, SubscribeError::Forbidden);
     assert_eq!(err.to_string(), "subscription forbidden");
     assert_eq!(
-        hub.subscribe("lobby").unwrap_err(),
+        hub.subscribe("lobby").await.unwrap_err(),
         SubscribeError::Forbidden
     );
     assert_eq!(hub.stats().forbidden, 2);
@@ -604,8 +711,13 @@ async fn authorizer_refuses_before_anything_is_delivered() {
     // Refused subscriptions create no topic.
     assert_eq!(hub.topics(), ["secret"]);
 
-    let mut ok = hub.subscriber("lobby").claims(&claims).subscribe().unwrap();
-    hub.publish("lobby", Event::new().data("hi")).unwrap();
+    let mut ok = hub
+        .subscriber("lobby")
+        .claims(&claims)
+        .subscribe()
+        .await
+        .unwrap();
+    hub.publish("lobby", Event::new().data("hi")).await.unwrap();
     assert_eq!(data(&ok.next().await.unwrap()), "hi");
 }
 
@@ -613,16 +725,16 @@ async fn authorizer_refuses_before_anything_is_delivered() {
 async fn topics_must_exist_when_auto_create_is_off() {
     let hub = Hub::builder().auto_create(false).build();
     assert_eq!(
-        hub.subscribe("t").unwrap_err(),
+        hub.subscribe("t").await.unwrap_err(),
         SubscribeError::UnknownTopic
     );
     assert_eq!(
-        hub.publish("t", Event::new().data("x")).unwrap_err(),
+        hub.publish("t", Event::new().data("x")).await.unwrap_err(),
         PublishError::UnknownTopic
     );
-    assert!(hub.create_topic("t"));
-    let mut sub = hub.subscribe("t").unwrap();
-    hub.publish("t", Event::new().data("x")).unwrap();
+    assert!(hub.create_topic("t").await.unwrap());
+    let mut sub = hub.subscribe("t").await.unwrap();
+    hub.publish("t", Event::new().data("x")).await.unwrap();
     assert_eq!(data(&sub.next().await.unwrap()), "x");
     // A topic with history is kept when its last subscriber leaves.
     drop(sub);

@@ -318,8 +318,8 @@ async fn client_that_stops_reading_is_disconnected_by_the_write_timeout() {
             get({
                 let hub = hub.clone();
                 move || {
-                    let sub = hub.subscribe("t").unwrap();
-                    async move { EventStream::new(sub) }
+                    let hub = hub.clone();
+                    async move { EventStream::new(hub.subscribe("t").await.unwrap()) }
                 }
             }),
         )
@@ -362,7 +362,7 @@ async fn client_that_stops_reading_is_disconnected_by_the_write_timeout() {
     let chunk = "x".repeat(64 * 1024);
     let mut published = 0;
     while hub.subscriber_count("t") == 2 && published < 3000 {
-        hub.publish("t", Event::new().data(&chunk)).unwrap();
+        hub.publish("t", Event::new().data(&chunk)).await.unwrap();
         published += 1;
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
@@ -372,6 +372,7 @@ async fn client_that_stops_reading_is_disconnected_by_the_write_timeout() {
         "the stalled client was not disconnected after {published} events"
     );
     hub.publish("t", Event::new().event("done").data(""))
+        .await
         .unwrap();
     let received = timeout(Duration::from_secs(10), fast)
         .await

@@ -11,6 +11,8 @@ use std::{any::Any, fmt};
 ///     rooms: Vec<String>,
 /// }
 ///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
 /// let hub = Hub::builder()
 ///     .authorizer(|req: &SubscribeRequest<'_>| {
 ///         req.claims::<User>()
@@ -19,27 +21,31 @@ use std::{any::Any, fmt};
 ///     .build();
 ///
 /// let alice = User { rooms: vec!["lobby".into()] };
-/// assert!(hub.subscriber("lobby").claims(&alice).subscribe().is_ok());
-/// assert!(hub.subscriber("vault").claims(&alice).subscribe().is_err());
-/// assert!(hub.subscribe("lobby").is_err()); // no claims at all
+/// assert!(hub.subscriber("lobby").claims(&alice).subscribe().await.is_ok());
+/// assert!(hub.subscriber("vault").claims(&alice).subscribe().await.is_err());
+/// assert!(hub.subscribe("lobby").await.is_err()); // no claims at all
+/// # }
 /// ```
 #[derive(Clone, Copy)]
 pub struct SubscribeRequest<'a> {
     pub(super) topic: &'a str,
     pub(super) client_id: Option<&'a str>,
     pub(super) last_event_id: Option<&'a str>,
-    pub(super) claims: Option<&'a dyn Any>,
+    pub(super) claims: Option<&'a (dyn Any + Send + Sync)>,
 }
 
 impl<'a> SubscribeRequest<'a> {
     /// The topic asked for.
     ///
     /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
     /// # let hub = tower_sse::hub::Hub::builder()
     /// #     .authorizer(|req: &tower_sse::hub::SubscribeRequest<'_>| req.topic() == "a")
     /// #     .build();
-    /// assert!(hub.subscribe("a").is_ok());
-    /// assert!(hub.subscribe("b").is_err());
+    /// assert!(hub.subscribe("a").await.is_ok());
+    /// assert!(hub.subscribe("b").await.is_err());
+    /// # }
     /// ```
     pub fn topic(&self) -> &'a str {
         self.topic
@@ -49,11 +55,14 @@ impl<'a> SubscribeRequest<'a> {
     /// [`SubscribeBuilder::client_id`](super::SubscribeBuilder::client_id), if any.
     ///
     /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
     /// # let hub = tower_sse::hub::Hub::builder()
     /// #     .authorizer(|req: &tower_sse::hub::SubscribeRequest<'_>| req.client_id().is_some())
     /// #     .build();
-    /// assert!(hub.subscriber("a").client_id("c1").subscribe().is_ok());
-    /// assert!(hub.subscribe("a").is_err());
+    /// assert!(hub.subscriber("a").client_id("c1").subscribe().await.is_ok());
+    /// assert!(hub.subscribe("a").await.is_err());
+    /// # }
     /// ```
     pub fn client_id(&self) -> Option<&'a str> {
         self.client_id
@@ -63,10 +72,13 @@ impl<'a> SubscribeRequest<'a> {
     /// [`SubscribeBuilder::last_event_id`](super::SubscribeBuilder::last_event_id), if any.
     ///
     /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
     /// # let hub = tower_sse::hub::Hub::builder()
     /// #     .authorizer(|req: &tower_sse::hub::SubscribeRequest<'_>| req.last_event_id().is_none())
     /// #     .build();
-    /// assert!(hub.subscriber("a").last_event_id(Some("1")).subscribe().is_err());
+    /// assert!(hub.subscriber("a").last_event_id(Some("1")).subscribe().await.is_err());
+    /// # }
     /// ```
     pub fn last_event_id(&self) -> Option<&'a str> {
         self.last_event_id
@@ -76,11 +88,14 @@ impl<'a> SubscribeRequest<'a> {
     /// they are a `T`.
     ///
     /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
     /// # let hub = tower_sse::hub::Hub::builder()
     /// #     .authorizer(|req: &tower_sse::hub::SubscribeRequest<'_>| req.claims::<u32>() == Some(&7))
     /// #     .build();
-    /// assert!(hub.subscriber("a").claims(&7_u32).subscribe().is_ok());
-    /// assert!(hub.subscriber("a").claims(&7_u64).subscribe().is_err());
+    /// assert!(hub.subscriber("a").claims(&7_u32).subscribe().await.is_ok());
+    /// assert!(hub.subscriber("a").claims(&7_u64).subscribe().await.is_err());
+    /// # }
     /// ```
     pub fn claims<T: Any>(&self) -> Option<&'a T> {
         self.claims.and_then(|claims| claims.downcast_ref())
@@ -122,9 +137,12 @@ impl fmt::Debug for SubscribeRequest<'_> {
 ///     }
 /// }
 ///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
 /// let hub = Hub::builder().authorizer(PublicOnly).build();
-/// assert!(hub.subscribe("public/news").is_ok());
-/// assert_eq!(hub.subscribe("admin").unwrap_err(), SubscribeError::Forbidden);
+/// assert!(hub.subscribe("public/news").await.is_ok());
+/// assert_eq!(hub.subscribe("admin").await.unwrap_err(), SubscribeError::Forbidden);
+/// # }
 /// ```
 pub trait Authorizer: Send + Sync + 'static {
     /// `true` to let the subscription go ahead.

@@ -11,11 +11,14 @@ use super::{Authorizer, Hub};
 /// ```
 /// use tower_sse::{Event, hub::{Hub, Replay, UnknownId}};
 ///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
 /// let hub = Hub::builder().on_unknown_id(UnknownId::LiveOnly).build();
-/// hub.publish("t", Event::new().data("old")).unwrap();
-/// let sub = hub.subscriber("t").last_event_id(Some("garbage")).subscribe().unwrap();
+/// hub.publish("t", Event::new().data("old")).await.unwrap();
+/// let sub = hub.subscriber("t").last_event_id(Some("garbage")).subscribe().await.unwrap();
 /// assert_eq!(sub.replay(), Replay::HistoryLost);
 /// assert_eq!(sub.backlog_len(), 0);
+/// # }
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum UnknownId {
@@ -101,7 +104,14 @@ impl Default for Config {
 pub struct HubBuilder {
     pub(super) config: Config,
     pub(super) authorizer: Arc<dyn Authorizer>,
+    pub(super) backend: Option<Broker>,
 }
+
+/// The broker a hub can be built on.
+#[cfg(feature = "redis")]
+pub(super) type Broker = super::RedisBackend;
+#[cfg(not(feature = "redis"))]
+pub(super) type Broker = std::convert::Infallible;
 
 impl HubBuilder {
     /// Default for [`history_events`](Self::history_events): 1000.
@@ -119,6 +129,7 @@ impl HubBuilder {
         Self {
             config: Config::default(),
             authorizer: Arc::new(()),
+            backend: None,
         }
     }
 
@@ -190,10 +201,13 @@ impl HubBuilder {
     /// refused with a typed error.
     ///
     /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
     /// let hub = tower_sse::hub::Hub::builder().auto_create(false).build();
-    /// assert!(hub.subscribe("t").is_err());
-    /// hub.create_topic("t");
-    /// assert!(hub.subscribe("t").is_ok());
+    /// assert!(hub.subscribe("t").await.is_err());
+    /// hub.create_topic("t").await.unwrap();
+    /// assert!(hub.subscribe("t").await.is_ok());
+    /// # }
     /// ```
     pub fn auto_create(mut self, auto_create: bool) -> Self {
         self.config.auto_create = auto_create;
@@ -219,13 +233,41 @@ impl HubBuilder {
     /// ```
     /// use tower_sse::hub::{Hub, SubscribeRequest};
     ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
     /// let hub = Hub::builder()
     ///     .authorizer(|req: &SubscribeRequest<'_>| !req.topic().starts_with("admin/"))
     ///     .build();
-    /// assert!(hub.subscribe("admin/logs").is_err());
+    /// assert!(hub.subscribe("admin/logs").await.is_err());
+    /// # }
     /// ```
     pub fn authorizer(mut self, authorizer: impl Authorizer) -> Self {
         self.authorizer = Arc::new(authorizer);
+        self
+    }
+
+    /// Runs the hub on Redis Streams, so every hub on the same Redis (and key prefix) acts as
+    /// one: see [`RedisBackend`](super::RedisBackend) and the module `redis` docs for what
+    /// changes. The history bound is then the stream's length
+    /// ([`history_events`](Self::history_events), trimmed approximately); the byte and age bounds
+    /// apply to each process's cache of it.
+    ///
+    /// Build the hub inside a tokio runtime: its reader tasks start on the first publish or
+    /// subscribe.
+    ///
+    /// ```no_run
+    /// use tower_sse::hub::{Hub, RedisBackend};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let redis = RedisBackend::connect("redis://127.0.0.1:6379").await.unwrap();
+    /// let hub = Hub::builder().history_events(10_000).redis(redis).build();
+    /// # drop(hub);
+    /// # }
+    /// ```
+    #[cfg(feature = "redis")]
+    pub fn redis(mut self, backend: super::RedisBackend) -> Self {
+        self.backend = Some(backend);
         self
     }
 

@@ -8,10 +8,13 @@ use std::fmt;
 /// ```
 /// use tower_sse::hub::{Hub, SubscribeError};
 ///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
 /// let hub = Hub::builder().auto_create(false).build();
-/// let err = hub.subscribe("nope").unwrap_err();
+/// let err = hub.subscribe("nope").await.unwrap_err();
 /// assert_eq!(err, SubscribeError::UnknownTopic);
 /// assert_eq!(err.to_string(), "unknown topic");
+/// # }
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -21,6 +24,9 @@ pub enum SubscribeError {
     /// The topic does not exist and the hub does not create topics on demand
     /// ([`HubBuilder::auto_create`](super::HubBuilder::auto_create)).
     UnknownTopic,
+    /// The hub's broker (for example Redis) could not be reached, or did not answer in time.
+    /// Nothing was delivered; the client may retry (an HTTP server answers `503`).
+    Unavailable,
 }
 
 impl fmt::Display for SubscribeError {
@@ -28,6 +34,7 @@ impl fmt::Display for SubscribeError {
         f.write_str(match self {
             Self::Forbidden => "subscription forbidden",
             Self::UnknownTopic => "unknown topic",
+            Self::Unavailable => "event broker unavailable",
         })
     }
 }
@@ -39,10 +46,13 @@ impl std::error::Error for SubscribeError {}
 /// ```
 /// use tower_sse::{Event, hub::{Hub, PublishError}};
 ///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
 /// let hub = Hub::builder().auto_create(false).build();
-/// let err = hub.publish("nope", Event::new().data("x")).unwrap_err();
+/// let err = hub.publish("nope", Event::new().data("x")).await.unwrap_err();
 /// assert_eq!(err, PublishError::UnknownTopic);
 /// assert_eq!(err.to_string(), "unknown topic");
+/// # }
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -50,12 +60,16 @@ pub enum PublishError {
     /// The topic does not exist and the hub does not create topics on demand
     /// ([`HubBuilder::auto_create`](super::HubBuilder::auto_create)).
     UnknownTopic,
+    /// The hub's broker (for example Redis) could not be reached, or did not answer in time.
+    /// The event may or may not have been stored; an HTTP server answers `503`.
+    Unavailable,
 }
 
 impl fmt::Display for PublishError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Self::UnknownTopic => "unknown topic",
+            Self::Unavailable => "event broker unavailable",
         })
     }
 }

@@ -16,10 +16,10 @@
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() {
 //! let hub = Hub::new();
-//! let mut live = hub.subscribe("news").unwrap();
+//! let mut live = hub.subscribe("news").await.unwrap();
 //!
 //! // The hub gives events without an id one of its own.
-//! let first = hub.publish("news", Event::new().data("one")).unwrap();
+//! let first = hub.publish("news", Event::new().data("one")).await.unwrap();
 //! let got = live.next().await.unwrap();
 //! assert_eq!(got.id(), first.id());
 //! // Same bytes, not a copy.
@@ -27,15 +27,15 @@
 //!
 //! // The client drops out; an event goes by; it comes back with its Last-Event-ID.
 //! drop(live);
-//! hub.publish("news", Event::new().data("two")).unwrap();
-//! let mut back = hub.subscriber("news").last_event_id(first.id()).subscribe().unwrap();
+//! hub.publish("news", Event::new().data("two")).await.unwrap();
+//! let mut back = hub.subscriber("news").last_event_id(first.id()).subscribe().await.unwrap();
 //! assert_eq!(back.replay(), Replay::Complete);
-//! hub.publish("news", Event::new().data("three")).unwrap();
+//! hub.publish("news", Event::new().data("three")).await.unwrap();
 //! assert!(back.next().await.unwrap().as_bytes().starts_with(b"data: two\n"));
 //! assert!(back.next().await.unwrap().as_bytes().starts_with(b"data: three\n"));
 //!
 //! // An id the hub does not know is reported, not skipped silently.
-//! let lost = hub.subscriber("news").last_event_id(Some("garbage")).subscribe().unwrap();
+//! let lost = hub.subscriber("news").last_event_id(Some("garbage")).subscribe().await.unwrap();
 //! assert_eq!(lost.replay(), Replay::HistoryLost);
 //! # }
 //! ```
@@ -88,10 +88,32 @@
 //! subscribers nor history is removed when its last subscriber leaves, and by [`Hub::purge`];
 //! a topic that still has history is kept, so clients can replay it. [`Hub::close_topic`] ends
 //! every subscriber's stream and removes the topic at once.
+//!
+//! # Backends: in memory, or Redis
+//!
+//! By default a hub lives in its process. With the `redis` feature,
+//! [`HubBuilder::redis`] puts it on Redis Streams, and every hub on the same Redis (and key
+//! prefix) acts as one: a client gets every event whichever process it is connected to, and
+//! resumes on any of them with its `Last-Event-ID`. The API is the same; what changes:
+//!
+//! | | in memory (default) | Redis |
+//! |---|---|---|
+//! | ids | `<epoch>-<seq>`, or the publisher's own | the stream entry id (`1700000000000-0`) |
+//! | history | per topic, by count, bytes, age | the stream, `MAXLEN ~ history_events`; each process caches the recent part |
+//! | replay | from the history | from the cache, else `XRANGE`, then a gap-free hand-off |
+//! | `broadcast`, `send_to` | this process | every process, over pub/sub, live only |
+//! | counts, [`topics`](Hub::topics), [`purge`](Hub::purge), [`close_all`](Hub::close_all) | this process | this process |
+//! | errors | never `Unavailable` | `Unavailable` while Redis is down (command timeout, default 2 s) |
+//!
+//! Each process reads each topic that has local subscribers once, over one connection for all
+//! topics, and fans out locally: three Redis connections per process in all, whatever the
+//! number of clients. See `RedisBackend` for the details.
 
 mod auth;
 mod config;
 mod error;
+#[cfg(feature = "redis")]
+mod redis;
 mod response;
 mod subscription;
 mod topic;
@@ -109,6 +131,8 @@ use std::{
 
 use tokio::{sync::broadcast, time::Instant};
 
+#[cfg(feature = "redis")]
+pub use self::redis::{RedisBackend, RedisError};
 pub use self::{
     auth::{Authorizer, SubscribeRequest},
     config::{HubBuilder, UnknownId},
@@ -126,11 +150,14 @@ use crate::{EncodedEvent, Event};
 /// ```
 /// use tower_sse::{Event, hub::Hub};
 ///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
 /// let hub = Hub::new();
 /// let other = hub.clone();
-/// let _sub = hub.subscribe("t").unwrap();
-/// other.publish("t", Event::new().data("x")).unwrap();
+/// let _sub = hub.subscribe("t").await.unwrap();
+/// other.publish("t", Event::new().data("x")).await.unwrap();
 /// assert_eq!(other.subscriber_count("t"), 1);
+/// # }
 /// ```
 #[derive(Clone)]
 pub struct Hub {
@@ -160,8 +187,18 @@ pub struct HubStats {
     pub forbidden: u64,
 }
 
+/// Where events go between publishers and subscribers.
+enum Backend {
+    /// This process only.
+    Memory,
+    /// Redis Streams, shared by every hub with the same Redis and prefix.
+    #[cfg(feature = "redis")]
+    Redis(Arc<redis::Shared>),
+}
+
 struct Inner {
     config: Config,
+    backend: Backend,
     authorizer: Arc<dyn Authorizer>,
     /// The epoch part of the ids this hub issues.
     epoch: Box<str>,
@@ -246,6 +283,13 @@ impl Hub {
         Self {
             inner: Arc::new(Inner {
                 config: builder.config,
+                backend: match builder.backend {
+                    #[cfg(feature = "redis")]
+                    Some(backend) => Backend::Redis(Arc::new(redis::Shared::new(backend))),
+                    #[cfg(not(feature = "redis"))]
+                    Some(never) => match never {},
+                    None => Backend::Memory,
+                },
                 authorizer: builder.authorizer,
                 epoch: format!("{:x}", new_epoch()).into(),
                 seq: AtomicU64::new(0),
@@ -273,20 +317,33 @@ impl Hub {
     /// ```
     /// use tower_sse::{Event, hub::Hub};
     ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
     /// let hub = Hub::new();
-    /// let mine = hub.publish("t", Event::new().id("order-1").data("x")).unwrap();
+    /// let mine = hub.publish("t", Event::new().id("order-1").data("x")).await.unwrap();
     /// assert_eq!(mine.id(), Some("order-1"));
-    /// let assigned = hub.publish("t", Event::new().data("y")).unwrap();
+    /// let assigned = hub.publish("t", Event::new().data("y")).await.unwrap();
     /// assert!(assigned.id().is_some());
+    /// # }
     /// ```
-    pub fn publish(&self, topic: &str, event: Event) -> Result<EncodedEvent, PublishError> {
+    pub async fn publish(&self, topic: &str, event: Event) -> Result<EncodedEvent, PublishError> {
+        match &self.inner.backend {
+            Backend::Memory => self.publish_local(topic, event),
+            #[cfg(feature = "redis")]
+            Backend::Redis(_) => redis::publish(&self.inner, &[topic], Some(event), false)
+                .await?
+                .ok_or(PublishError::Unavailable),
+        }
+    }
+
+    fn publish_local(&self, topic: &str, event: Event) -> Result<EncodedEvent, PublishError> {
         let inner = &*self.inner;
         let now = Instant::now();
         let encoded = inner
             .with_open_topic(topic, inner.config.auto_create, |_, state| {
                 let seq = inner.next_seq();
                 let encoded = inner.encode(event, seq);
-                state.push(seq, &encoded, &inner.config.history, now);
+                state.push(u128::from(seq), &encoded, &inner.config.history, now);
                 encoded
             })
             .ok_or(PublishError::UnknownTopic)?;
@@ -315,15 +372,37 @@ impl Hub {
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
     /// let hub = Hub::new();
-    /// let mut room = hub.subscribe("room/1").unwrap();
-    /// let mut public = hub.subscribe("public").unwrap();
-    /// let sent = hub.publish_many(&["room/1", "public"], Event::new().data("hi")).unwrap();
+    /// let mut room = hub.subscribe("room/1").await.unwrap();
+    /// let mut public = hub.subscribe("public").await.unwrap();
+    /// let sent = hub.publish_many(&["room/1", "public"], Event::new().data("hi")).await.unwrap();
     /// let (a, b) = (room.next().await.unwrap(), public.next().await.unwrap());
     /// assert_eq!(a.as_bytes().as_ptr(), sent.as_bytes().as_ptr());
     /// assert_eq!(b.as_bytes().as_ptr(), sent.as_bytes().as_ptr());
     /// # }
     /// ```
-    pub fn publish_many(
+    pub async fn publish_many(
+        &self,
+        topics: &[&str],
+        event: Event,
+    ) -> Result<EncodedEvent, PublishError> {
+        match &self.inner.backend {
+            Backend::Memory => self.publish_many_local(topics, event),
+            #[cfg(feature = "redis")]
+            Backend::Redis(_) => {
+                let mut names = topics.to_vec();
+                names.sort_unstable();
+                names.dedup();
+                if names.is_empty() {
+                    return Ok(event.encode());
+                }
+                redis::publish(&self.inner, &names, Some(event), false)
+                    .await?
+                    .ok_or(PublishError::Unavailable)
+            }
+        }
+    }
+
+    fn publish_many_local(
         &self,
         topics: &[&str],
         event: Event,
@@ -356,7 +435,7 @@ impl Hub {
                 let seq = inner.next_seq();
                 let encoded = inner.encode(event, seq);
                 for state in &mut states {
-                    state.push(seq, &encoded, &inner.config.history, now);
+                    state.push(u128::from(seq), &encoded, &inner.config.history, now);
                 }
                 inner.published.fetch_add(1, Ordering::Relaxed);
                 return Ok(encoded);
@@ -372,12 +451,23 @@ impl Hub {
     /// ```
     /// use tower_sse::{Event, hub::Hub};
     ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
     /// let hub = Hub::new();
-    /// let _a = hub.subscribe("a").unwrap();
-    /// let _b = hub.subscribe("b").unwrap();
-    /// assert_eq!(hub.broadcast(Event::new().data("maintenance at noon")), 2);
+    /// let _a = hub.subscribe("a").await.unwrap();
+    /// let _b = hub.subscribe("b").await.unwrap();
+    /// assert_eq!(hub.broadcast(Event::new().data("maintenance at noon")).await.unwrap(), 2);
+    /// # }
     /// ```
-    pub fn broadcast(&self, event: Event) -> usize {
+    pub async fn broadcast(&self, event: Event) -> Result<usize, PublishError> {
+        match &self.inner.backend {
+            Backend::Memory => Ok(self.broadcast_local(event)),
+            #[cfg(feature = "redis")]
+            Backend::Redis(_) => redis::fan_out(&self.inner, "broadcast", b"", event).await,
+        }
+    }
+
+    fn broadcast_local(&self, event: Event) -> usize {
         let inner = &*self.inner;
         let encoded = event.encode();
         let now = Instant::now();
@@ -386,7 +476,12 @@ impl Hub {
         for topic in topics {
             let mut state = topic.lock();
             if state.is_open() {
-                state.push(inner.next_seq(), &encoded, &inner.config.history, now);
+                state.push(
+                    u128::from(inner.next_seq()),
+                    &encoded,
+                    &inner.config.history,
+                    now,
+                );
                 reached += 1;
             }
         }
@@ -402,13 +497,27 @@ impl Hub {
     /// ```
     /// use tower_sse::{Event, hub::Hub};
     ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
     /// let hub = Hub::new();
-    /// let _phone = hub.subscriber("inbox").client_id("alice").subscribe().unwrap();
-    /// let _laptop = hub.subscriber("feed").client_id("alice").subscribe().unwrap();
-    /// assert_eq!(hub.send_to("alice", Event::new().data("hi")), 2);
-    /// assert_eq!(hub.send_to("bob", Event::new().data("hi")), 0);
+    /// let _phone = hub.subscriber("inbox").client_id("alice").subscribe().await.unwrap();
+    /// let _laptop = hub.subscriber("feed").client_id("alice").subscribe().await.unwrap();
+    /// assert_eq!(hub.send_to("alice", Event::new().data("hi")).await.unwrap(), 2);
+    /// assert_eq!(hub.send_to("bob", Event::new().data("hi")).await.unwrap(), 0);
+    /// # }
     /// ```
-    pub fn send_to(&self, client_id: &str, event: Event) -> usize {
+    pub async fn send_to(&self, client_id: &str, event: Event) -> Result<usize, PublishError> {
+        match &self.inner.backend {
+            Backend::Memory => Ok(self.send_to_local(client_id, event)),
+            #[cfg(feature = "redis")]
+            Backend::Redis(_) => {
+                let head = format!("{}:{client_id}", client_id.len());
+                redis::fan_out(&self.inner, "send", head.as_bytes(), event).await
+            }
+        }
+    }
+
+    fn send_to_local(&self, client_id: &str, event: Event) -> usize {
         let inner = &*self.inner;
         let encoded = event.encode();
         let reached = lock(&inner.clients)
@@ -426,22 +535,28 @@ impl Hub {
     /// See [`SubscribeBuilder::subscribe`].
     ///
     /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
     /// let hub = tower_sse::hub::Hub::new();
-    /// let sub = hub.subscribe("t").unwrap();
+    /// let sub = hub.subscribe("t").await.unwrap();
     /// assert_eq!(hub.subscriber_count("t"), 1);
     /// drop(sub);
     /// assert_eq!(hub.subscriber_count("t"), 0);
+    /// # }
     /// ```
-    pub fn subscribe(&self, topic: &str) -> Result<Subscription, SubscribeError> {
-        self.subscriber(topic).subscribe()
+    pub async fn subscribe(&self, topic: &str) -> Result<Subscription, SubscribeError> {
+        self.subscriber(topic).subscribe().await
     }
 
     /// Starts a subscription with a `Last-Event-ID`, a client id or claims.
     ///
     /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
     /// let hub = tower_sse::hub::Hub::new();
-    /// let sub = hub.subscriber("t").last_event_id(Some("42")).subscribe().unwrap();
+    /// let sub = hub.subscriber("t").last_event_id(Some("42")).subscribe().await.unwrap();
     /// # drop(sub);
+    /// # }
     /// ```
     pub fn subscriber<'a>(&'a self, topic: &'a str) -> SubscribeBuilder<'a> {
         SubscribeBuilder::new(self, topic)
@@ -451,11 +566,22 @@ impl Hub {
     /// [`HubBuilder::auto_create`] is off.
     ///
     /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
     /// let hub = tower_sse::hub::Hub::new();
-    /// assert!(hub.create_topic("t"));
-    /// assert!(!hub.create_topic("t"));
+    /// assert!(hub.create_topic("t").await.unwrap());
+    /// assert!(!hub.create_topic("t").await.unwrap());
+    /// # }
     /// ```
-    pub fn create_topic(&self, topic: &str) -> bool {
+    pub async fn create_topic(&self, topic: &str) -> Result<bool, PublishError> {
+        match &self.inner.backend {
+            Backend::Memory => Ok(self.create_topic_local(topic)),
+            #[cfg(feature = "redis")]
+            Backend::Redis(_) => redis::create_topic(&self.inner, topic).await,
+        }
+    }
+
+    fn create_topic_local(&self, topic: &str) -> bool {
         let inner = &*self.inner;
         let mut topics = lock(&inner.topics);
         if topics.contains_key(topic) {
@@ -476,14 +602,28 @@ impl Hub {
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
     /// let hub = Hub::new();
-    /// let mut sub = hub.subscribe("game/1").unwrap();
-    /// assert!(hub.close_topic("game/1", Some(Event::new().event("over").data(""))));
+    /// let mut sub = hub.subscribe("game/1").await.unwrap();
+    /// assert!(hub.close_topic("game/1", Some(Event::new().event("over").data(""))).await.unwrap());
     /// assert!(sub.next().await.unwrap().as_bytes().starts_with(b"event: over\n"));
     /// assert!(sub.next().await.is_none());
     /// assert_eq!(hub.topic_count(), 0);
     /// # }
     /// ```
-    pub fn close_topic(&self, topic: &str, final_event: Option<Event>) -> bool {
+    pub async fn close_topic(
+        &self,
+        topic: &str,
+        final_event: Option<Event>,
+    ) -> Result<bool, PublishError> {
+        match &self.inner.backend {
+            Backend::Memory => Ok(self.close_topic_local(topic, final_event)),
+            #[cfg(feature = "redis")]
+            Backend::Redis(_) => Ok(redis::publish(&self.inner, &[topic], final_event, true)
+                .await?
+                .is_some()),
+        }
+    }
+
+    fn close_topic_local(&self, topic: &str, final_event: Option<Event>) -> bool {
         let inner = &*self.inner;
         let now = Instant::now();
         let mut topics = lock(&inner.topics);
@@ -495,7 +635,7 @@ impl Hub {
         if let Some(event) = final_event {
             let seq = inner.next_seq();
             let encoded = inner.encode(event, seq);
-            state.push(seq, &encoded, &inner.config.history, now);
+            state.push(u128::from(seq), &encoded, &inner.config.history, now);
             inner.published.fetch_add(1, Ordering::Relaxed);
         }
         state.close();
@@ -506,9 +646,12 @@ impl Hub {
     /// Returns how many there were.
     ///
     /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
     /// let hub = tower_sse::hub::Hub::new();
-    /// hub.create_topic("a");
+    /// hub.create_topic("a").await.unwrap();
     /// assert_eq!(hub.close_all(), 1);
+    /// # }
     /// ```
     pub fn close_all(&self) -> usize {
         let topics = std::mem::take(&mut *lock(&self.inner.topics));
@@ -525,10 +668,13 @@ impl Hub {
     /// ```
     /// use tower_sse::{Event, hub::Hub};
     ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
     /// let hub = Hub::builder().history_events(0).build();
-    /// hub.publish("t", Event::new().data("x")).unwrap();
+    /// hub.publish("t", Event::new().data("x")).await.unwrap();
     /// assert_eq!(hub.purge(), 1);
     /// assert_eq!(hub.topic_count(), 0);
+    /// # }
     /// ```
     pub fn purge(&self) -> usize {
         let inner = &*self.inner;
@@ -551,11 +697,14 @@ impl Hub {
     /// How many subscriptions `topic` has.
     ///
     /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
     /// let hub = tower_sse::hub::Hub::new();
-    /// let _a = hub.subscribe("t").unwrap();
-    /// let _b = hub.subscribe("t").unwrap();
+    /// let _a = hub.subscribe("t").await.unwrap();
+    /// let _b = hub.subscribe("t").await.unwrap();
     /// assert_eq!(hub.subscriber_count("t"), 2);
     /// assert_eq!(hub.subscriber_count("other"), 0);
+    /// # }
     /// ```
     pub fn subscriber_count(&self, topic: &str) -> usize {
         let topic = lock(&self.inner.topics).get(topic).cloned();
@@ -567,11 +716,14 @@ impl Hub {
     /// reach now.
     ///
     /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
     /// let hub = tower_sse::hub::Hub::new();
-    /// let sub = hub.subscriber("t").client_id("alice").subscribe().unwrap();
+    /// let sub = hub.subscriber("t").client_id("alice").subscribe().await.unwrap();
     /// assert_eq!(hub.client_connections("alice"), 1);
     /// drop(sub);
     /// assert_eq!(hub.client_connections("alice"), 0);
+    /// # }
     /// ```
     pub fn client_connections(&self, client_id: &str) -> usize {
         lock(&self.inner.clients)
@@ -582,10 +734,13 @@ impl Hub {
     /// How many subscriptions the hub has, over all topics.
     ///
     /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
     /// let hub = tower_sse::hub::Hub::new();
-    /// let _a = hub.subscribe("a").unwrap();
-    /// let _b = hub.subscribe("b").unwrap();
+    /// let _a = hub.subscribe("a").await.unwrap();
+    /// let _b = hub.subscribe("b").await.unwrap();
     /// assert_eq!(hub.total_subscribers(), 2);
+    /// # }
     /// ```
     pub fn total_subscribers(&self) -> usize {
         self.inner.subscribers.load(Ordering::Relaxed)
@@ -594,9 +749,12 @@ impl Hub {
     /// The names of the topics that exist now, in no particular order.
     ///
     /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
     /// let hub = tower_sse::hub::Hub::new();
-    /// hub.create_topic("a");
+    /// hub.create_topic("a").await.unwrap();
     /// assert_eq!(hub.topics(), ["a"]);
+    /// # }
     /// ```
     pub fn topics(&self) -> Vec<String> {
         lock(&self.inner.topics)
@@ -608,11 +766,14 @@ impl Hub {
     /// How many topics exist now.
     ///
     /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
     /// let hub = tower_sse::hub::Hub::new();
-    /// let sub = hub.subscribe("a").unwrap();
+    /// let sub = hub.subscribe("a").await.unwrap();
     /// assert_eq!(hub.topic_count(), 1);
     /// drop(sub); // no subscribers and no history: removed
     /// assert_eq!(hub.topic_count(), 0);
+    /// # }
     /// ```
     pub fn topic_count(&self) -> usize {
         lock(&self.inner.topics).len()
@@ -623,9 +784,12 @@ impl Hub {
     /// ```
     /// use tower_sse::{Event, hub::Hub};
     ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
     /// let hub = Hub::new();
-    /// hub.publish("t", Event::new().data("x")).unwrap();
+    /// hub.publish("t", Event::new().data("x")).await.unwrap();
     /// assert_eq!(hub.stats().published, 1);
+    /// # }
     /// ```
     pub fn stats(&self) -> HubStats {
         let inner = &*self.inner;
@@ -665,7 +829,12 @@ impl Inner {
         // Burn one number, so that even the last id of an earlier topic with this name is below
         // the new topic's floor.
         let floor = self.next_seq() + 1;
-        Arc::new(Topic::new(name, self.config.subscriber_capacity, floor))
+        Arc::new(Topic::new(
+            name,
+            self.config.subscriber_capacity,
+            u128::from(floor),
+            false,
+        ))
     }
 
     /// Encodes `event`, giving it id `seq` unless it has one.
@@ -714,7 +883,7 @@ impl Inner {
         }
     }
 
-    fn subscribe(
+    async fn subscribe_any(
         self: &Arc<Self>,
         request: &SubscribeRequest<'_>,
         on_unknown_id: Option<UnknownId>,
@@ -724,12 +893,45 @@ impl Inner {
             return Err(SubscribeError::Forbidden);
         }
         let on_unknown_id = on_unknown_id.unwrap_or(self.config.on_unknown_id);
-        let own_seq = request.last_event_id.and_then(|id| self.own_seq(id));
+        match &self.backend {
+            Backend::Memory => self.subscribe(request, on_unknown_id),
+            #[cfg(feature = "redis")]
+            Backend::Redis(_) => redis::subscribe(self, request, on_unknown_id).await,
+        }
+    }
+
+    /// Delivers `event` to the live subscribers of every local topic (not kept for replay).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    fn deliver_live_everywhere(&self, event: &EncodedEvent) -> usize {
+        let topics: Vec<Arc<Topic>> = lock(&self.topics).values().cloned().collect();
+        topics
+            .iter()
+            .filter(|topic| topic.lock().send_live(event) > 0)
+            .count()
+    }
+
+    /// Delivers `event` to this process's connections of `client_id`.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    fn deliver_to_client(&self, client_id: &str, event: EncodedEvent) -> usize {
+        lock(&self.clients)
+            .get(client_id)
+            .map_or(0, |client| client.sender.send(event).unwrap_or(0))
+    }
+
+    fn subscribe(
+        self: &Arc<Self>,
+        request: &SubscribeRequest<'_>,
+        on_unknown_id: UnknownId,
+    ) -> Result<Subscription, SubscribeError> {
+        let own_seq = request
+            .last_event_id
+            .and_then(|id| self.own_seq(id))
+            .map(u128::from);
         let now = Instant::now();
         let (topic, joined) = self
             .with_open_topic(request.topic, self.config.auto_create, |topic, state| {
                 state.evict(&self.config.history, now);
-                let issued = self.seq.load(Ordering::Relaxed);
+                let issued = u128::from(self.seq.load(Ordering::Relaxed));
                 let joined = state.join(request.last_event_id, own_seq, issued, on_unknown_id);
                 (Arc::clone(topic), joined)
             })
@@ -844,14 +1046,15 @@ mod tests {
         unpin::<Subscription>();
     }
 
-    #[test]
-    fn publish_many_is_one_event_in_each_topic_and_resumable_from_either() {
+    #[tokio::test]
+    async fn publish_many_is_one_event_in_each_topic_and_resumable_from_either() {
         use futures_util::{FutureExt, StreamExt};
 
         let hub = Hub::new();
-        let before = hub.publish("room", Event::new().data("0")).unwrap();
+        let before = hub.publish("room", Event::new().data("0")).await.unwrap();
         let shared = hub
             .publish_many(&["public", "room", "public"], Event::new().data("1"))
+            .await
             .unwrap();
         assert_eq!(hub.stats().published, 2);
         for topic in ["room", "public"] {
@@ -865,6 +1068,7 @@ mod tests {
             .subscriber("room")
             .last_event_id(before.id())
             .subscribe()
+            .await
             .unwrap();
         assert_eq!(from_room.replay(), Replay::Complete);
         let got = from_room.next().now_or_never().unwrap().unwrap();
@@ -874,15 +1078,17 @@ mod tests {
             .subscriber("public")
             .last_event_id(shared.id())
             .subscribe()
+            .await
             .unwrap();
         assert_eq!(public.replay(), Replay::Complete);
         assert_eq!(public.backlog_len(), 0);
 
         let strict = Hub::builder().auto_create(false).build();
-        strict.create_topic("a");
+        strict.create_topic("a").await.unwrap();
         assert_eq!(
             strict
                 .publish_many(&["a", "b"], Event::new().data("x"))
+                .await
                 .unwrap_err(),
             PublishError::UnknownTopic
         );
@@ -891,6 +1097,8 @@ mod tests {
 
     #[test]
     fn publish_many_keeps_every_topic_in_id_order_under_contention() {
+        use futures_util::FutureExt;
+
         let hub = Hub::new();
         let threads: Vec<_> = (0..4)
             .map(|i| {
@@ -902,8 +1110,14 @@ mod tests {
                         } else {
                             &["b", "a", "c"]
                         };
-                        hub.publish_many(topics, Event::new().data("x")).unwrap();
+                        // The in-memory hub's futures are ready at the first poll.
+                        hub.publish_many(topics, Event::new().data("x"))
+                            .now_or_never()
+                            .unwrap()
+                            .unwrap();
                         hub.publish(if i % 2 == 0 { "a" } else { "c" }, Event::new().data("y"))
+                            .now_or_never()
+                            .unwrap()
                             .unwrap();
                     }
                 })
@@ -917,11 +1131,11 @@ mod tests {
                 .subscriber(topic)
                 .last_event_id(Some("unknown"))
                 .subscribe()
+                .now_or_never()
+                .unwrap()
                 .unwrap();
             let mut seqs = vec![];
-            while let Some(Some(event)) =
-                futures_util::FutureExt::now_or_never(futures_util::StreamExt::next(&mut sub))
-            {
+            while let Some(Some(event)) = futures_util::StreamExt::next(&mut sub).now_or_never() {
                 seqs.push(hub.inner.own_seq(event.id().unwrap()).unwrap());
                 if sub.backlog_len() == 0 {
                     break;
@@ -931,11 +1145,21 @@ mod tests {
         }
     }
 
-    #[test]
-    fn client_connections_counts_open_subscriptions() {
+    #[tokio::test]
+    async fn client_connections_counts_open_subscriptions() {
         let hub = Hub::new();
-        let a = hub.subscriber("x").client_id("u").subscribe().unwrap();
-        let b = hub.subscriber("y").client_id("u").subscribe().unwrap();
+        let a = hub
+            .subscriber("x")
+            .client_id("u")
+            .subscribe()
+            .await
+            .unwrap();
+        let b = hub
+            .subscriber("y")
+            .client_id("u")
+            .subscribe()
+            .await
+            .unwrap();
         assert_eq!(hub.client_connections("u"), 2);
         assert_eq!(hub.client_connections("v"), 0);
         drop(a);
@@ -944,16 +1168,17 @@ mod tests {
         assert_eq!(hub.client_connections("u"), 0);
     }
 
-    #[test]
-    fn topic_recreated_after_close_does_not_resume_old_ids() {
+    #[tokio::test]
+    async fn topic_recreated_after_close_does_not_resume_old_ids() {
         let hub = Hub::new();
-        let old = hub.publish("t", Event::new().data("a")).unwrap();
-        assert!(hub.close_topic("t", None));
-        hub.publish("t", Event::new().data("b")).unwrap();
+        let old = hub.publish("t", Event::new().data("a")).await.unwrap();
+        assert!(hub.close_topic("t", None).await.unwrap());
+        hub.publish("t", Event::new().data("b")).await.unwrap();
         let sub = hub
             .subscriber("t")
             .last_event_id(old.id())
             .subscribe()
+            .await
             .unwrap();
         assert_eq!(sub.replay(), Replay::HistoryLost);
         assert_eq!(sub.backlog_len(), 1);

@@ -34,13 +34,16 @@ use super::Replay;
 /// ```
 /// use tower_sse::hub::{Hub, REPLAY_HEADER};
 ///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
 /// let hub = Hub::new();
-/// let sub = hub.subscriber("t").last_event_id(Some("unknown")).subscribe().unwrap();
+/// let sub = hub.subscriber("t").last_event_id(Some("unknown")).subscribe().await.unwrap();
 /// let response = http::Response::builder()
 ///     .header(REPLAY_HEADER, sub.replay().header_value())
 ///     .body(tower_sse::EventStream::new(sub))
 ///     .unwrap();
 /// assert_eq!(response.headers()["sse-replay"], "history-lost");
+/// # }
 /// ```
 pub const REPLAY_HEADER: HeaderName = HeaderName::from_static("sse-replay");
 
@@ -86,13 +89,14 @@ impl Replay {
 ///     hub.subscriber("news")
 ///         .last_event_id(last)
 ///         .subscribe()
+///         .await
 ///         .map(|sub| sub.notify_history_lost(Event::new().event("history-lost").data("reload")))
 ///         .map_err(|_| http::StatusCode::FORBIDDEN)
 /// }
 ///
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
 /// let hub = Hub::new();
-/// hub.publish("news", Event::new().data("kept")).unwrap();
+/// hub.publish("news", Event::new().data("kept")).await.unwrap();
 /// let app = Router::new()
 ///     .route("/news", get(news))
 ///     .with_state(hub.clone())
@@ -105,7 +109,7 @@ impl Replay {
 /// let response = app.oneshot(request).await.unwrap();
 /// assert_eq!(response.headers()["sse-replay"], "history-lost");
 /// assert_eq!(response.headers()["content-type"], "text/event-stream");
-/// hub.close_topic("news", None); // ends the stream, so the body can be read to its end
+/// hub.close_topic("news", None).await.unwrap(); // ends the stream, so the body can be read to its end
 /// let body = response.into_body().collect().await.unwrap().to_bytes();
 /// let body = std::str::from_utf8(&body).unwrap();
 /// assert!(body.starts_with("event: history-lost\ndata: reload\n\ndata: kept\nid: "));

@@ -54,6 +54,8 @@ impl Replay {
 /// ```
 /// use tower_sse::hub::{Hub, UnknownId};
 ///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
 /// let hub = Hub::new();
 /// let sub = hub
 ///     .subscriber("room/1")
@@ -61,8 +63,10 @@ impl Replay {
 ///     .client_id("user-7")
 ///     .on_unknown_id(UnknownId::LiveOnly)
 ///     .subscribe()
+///     .await
 ///     .unwrap();
 /// assert_eq!(sub.topic(), "room/1");
+/// # }
 /// ```
 #[must_use]
 pub struct SubscribeBuilder<'a> {
@@ -91,12 +95,15 @@ impl<'a> SubscribeBuilder<'a> {
     /// ```
     /// use tower_sse::{Event, hub::{Hub, Replay}};
     ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
     /// let hub = Hub::new();
-    /// let first = hub.publish("t", Event::new().data("1")).unwrap();
-    /// hub.publish("t", Event::new().data("2")).unwrap();
-    /// let sub = hub.subscriber("t").last_event_id(first.id()).subscribe().unwrap();
+    /// let first = hub.publish("t", Event::new().data("1")).await.unwrap();
+    /// hub.publish("t", Event::new().data("2")).await.unwrap();
+    /// let sub = hub.subscriber("t").last_event_id(first.id()).subscribe().await.unwrap();
     /// assert_eq!(sub.replay(), Replay::Complete);
     /// assert_eq!(sub.backlog_len(), 1);
+    /// # }
     /// ```
     pub fn last_event_id(mut self, id: Option<&'a str>) -> Self {
         self.request.last_event_id = id.filter(|id| !id.is_empty());
@@ -107,9 +114,12 @@ impl<'a> SubscribeBuilder<'a> {
     /// several connections; each gets the event.
     ///
     /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
     /// let hub = tower_sse::hub::Hub::new();
-    /// let _sub = hub.subscriber("t").client_id("c1").subscribe().unwrap();
-    /// assert_eq!(hub.send_to("c1", tower_sse::Event::new().data("hi")), 1);
+    /// let _sub = hub.subscriber("t").client_id("c1").subscribe().await.unwrap();
+    /// assert_eq!(hub.send_to("c1", tower_sse::Event::new().data("hi")).await.unwrap(), 1);
+    /// # }
     /// ```
     pub fn client_id(mut self, client_id: &'a str) -> Self {
         self.request.client_id = Some(client_id);
@@ -122,12 +132,15 @@ impl<'a> SubscribeBuilder<'a> {
     /// ```
     /// use tower_sse::hub::{Hub, SubscribeRequest};
     ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
     /// let hub = Hub::builder()
     ///     .authorizer(|req: &SubscribeRequest<'_>| req.claims::<&str>() == Some(&"admin"))
     ///     .build();
-    /// assert!(hub.subscriber("t").claims(&"admin").subscribe().is_ok());
+    /// assert!(hub.subscriber("t").claims(&"admin").subscribe().await.is_ok());
+    /// # }
     /// ```
-    pub fn claims<T: Any>(mut self, claims: &'a T) -> Self {
+    pub fn claims<T: Any + Send + Sync>(mut self, claims: &'a T) -> Self {
         self.request.claims = Some(claims);
         self
     }
@@ -138,15 +151,19 @@ impl<'a> SubscribeBuilder<'a> {
     /// ```
     /// use tower_sse::{Event, hub::{Hub, UnknownId}};
     ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
     /// let hub = Hub::new();
-    /// hub.publish("t", Event::new().data("x")).unwrap();
+    /// hub.publish("t", Event::new().data("x")).await.unwrap();
     /// let sub = hub
     ///     .subscriber("t")
     ///     .last_event_id(Some("nope"))
     ///     .on_unknown_id(UnknownId::SendHistory)
     ///     .subscribe()
+    ///     .await
     ///     .unwrap();
     /// assert_eq!(sub.backlog_len(), 1);
+    /// # }
     /// ```
     pub fn on_unknown_id(mut self, on_unknown_id: UnknownId) -> Self {
         self.on_unknown_id = Some(on_unknown_id);
@@ -163,11 +180,17 @@ impl<'a> SubscribeBuilder<'a> {
     /// create topics on demand.
     ///
     /// ```
-    /// let sub = tower_sse::hub::Hub::new().subscriber("t").subscribe().unwrap();
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let sub = tower_sse::hub::Hub::new().subscriber("t").subscribe().await.unwrap();
     /// # drop(sub);
+    /// # }
     /// ```
-    pub fn subscribe(self) -> Result<Subscription, SubscribeError> {
-        self.hub.inner.subscribe(&self.request, self.on_unknown_id)
+    pub async fn subscribe(self) -> Result<Subscription, SubscribeError> {
+        self.hub
+            .inner
+            .subscribe_any(&self.request, self.on_unknown_id)
+            .await
     }
 }
 
@@ -229,9 +252,9 @@ async fn recv(mut receiver: broadcast::Receiver<EncodedEvent>) -> Received {
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
 /// let hub = Hub::new();
-/// let mut sub = hub.subscribe("t").unwrap();
-/// hub.publish("t", Event::new().data("hi")).unwrap();
-/// hub.close_topic("t", None);
+/// let mut sub = hub.subscribe("t").await.unwrap();
+/// hub.publish("t", Event::new().data("hi")).await.unwrap();
+/// hub.close_topic("t", None).await.unwrap();
 /// let event = sub.next().await.unwrap();
 /// assert!(event.as_bytes().starts_with(b"data: hi\nid: "));
 /// assert!(sub.next().await.is_none());
@@ -251,6 +274,8 @@ pub struct Subscription {
     /// Whether this subscription still counts as a subscriber of `topic`.
     registered: bool,
     client_id: Option<Box<str>>,
+    /// Live events up to this broker position were in the backlog already (0: none).
+    skip_through: u128,
 }
 
 enum Polled {
@@ -280,7 +305,15 @@ impl Subscription {
             topic,
             registered: true,
             client_id,
+            skip_through: 0,
         }
+    }
+
+    /// Skips live events at or before broker position `pos`, which the backlog holds.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(super) fn skip_through(mut self, pos: u128) -> Self {
+        self.skip_through = pos;
+        self
     }
 
     /// How the `Last-Event-ID` was honoured.
@@ -288,10 +321,13 @@ impl Subscription {
     /// ```
     /// use tower_sse::hub::{Hub, Replay};
     ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
     /// let hub = Hub::new();
-    /// assert_eq!(hub.subscribe("t").unwrap().replay(), Replay::NotRequested);
-    /// let sub = hub.subscriber("t").last_event_id(Some("bogus")).subscribe().unwrap();
+    /// assert_eq!(hub.subscribe("t").await.unwrap().replay(), Replay::NotRequested);
+    /// let sub = hub.subscriber("t").last_event_id(Some("bogus")).subscribe().await.unwrap();
     /// assert_eq!(sub.replay(), Replay::HistoryLost);
+    /// # }
     /// ```
     pub fn replay(&self) -> Replay {
         self.replay
@@ -312,19 +348,20 @@ impl Subscription {
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
     /// let hub = Hub::new();
-    /// hub.publish("t", Event::new().data("kept")).unwrap();
+    /// hub.publish("t", Event::new().data("kept")).await.unwrap();
     /// let mut sub = hub
     ///     .subscriber("t")
     ///     .last_event_id(Some("evicted-long-ago"))
     ///     .subscribe()
+    ///     .await
     ///     .unwrap()
     ///     .notify_history_lost(Event::new().event("history-lost").data("reload"));
     /// assert_eq!(&sub.next().await.unwrap().as_bytes()[..], b"event: history-lost\ndata: reload\n\n");
     /// assert!(sub.next().await.unwrap().as_bytes().starts_with(b"data: kept\n"));
     ///
     /// // A subscription that lost nothing is left alone.
-    /// let mut live = hub.subscribe("t").unwrap().notify_history_lost(Event::new().event("x"));
-    /// hub.publish("t", Event::new().data("new")).unwrap();
+    /// let mut live = hub.subscribe("t").await.unwrap().notify_history_lost(Event::new().event("x"));
+    /// hub.publish("t", Event::new().data("new")).await.unwrap();
     /// assert!(live.next().await.unwrap().as_bytes().starts_with(b"data: new\n"));
     /// # }
     /// ```
@@ -338,7 +375,10 @@ impl Subscription {
     /// How many replayed events are still to come before the live ones.
     ///
     /// ```
-    /// assert_eq!(tower_sse::hub::Hub::new().subscribe("t").unwrap().backlog_len(), 0);
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// assert_eq!(tower_sse::hub::Hub::new().subscribe("t").await.unwrap().backlog_len(), 0);
+    /// # }
     /// ```
     pub fn backlog_len(&self) -> usize {
         self.backlog.len()
@@ -347,7 +387,10 @@ impl Subscription {
     /// The topic.
     ///
     /// ```
-    /// assert_eq!(tower_sse::hub::Hub::new().subscribe("t").unwrap().topic(), "t");
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// assert_eq!(tower_sse::hub::Hub::new().subscribe("t").await.unwrap().topic(), "t");
+    /// # }
     /// ```
     pub fn topic(&self) -> &str {
         &self.topic.name
@@ -356,9 +399,12 @@ impl Subscription {
     /// The client id, if one was given.
     ///
     /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
     /// let hub = tower_sse::hub::Hub::new();
-    /// let sub = hub.subscriber("t").client_id("c").subscribe().unwrap();
+    /// let sub = hub.subscriber("t").client_id("c").subscribe().await.unwrap();
     /// assert_eq!(sub.client_id(), Some("c"));
+    /// # }
     /// ```
     pub fn client_id(&self) -> Option<&str> {
         self.client_id.as_deref()
@@ -393,7 +439,18 @@ impl Subscription {
         let Some(live) = &mut self.live else {
             return Polled::End;
         };
-        match live.poll(cx) {
+        let mut polled = live.poll(cx);
+        #[cfg(feature = "redis")]
+        while self.skip_through != 0 {
+            let Poll::Ready(Ok(event)) = &polled else {
+                break;
+            };
+            match event.id().and_then(super::redis::pack) {
+                Some(pos) if pos <= self.skip_through => polled = live.poll(cx),
+                _ => self.skip_through = 0,
+            }
+        }
+        match polled {
             Poll::Pending => Polled::Idle,
             Poll::Ready(Ok(event)) => Polled::Event(event),
             Poll::Ready(Err(RecvError::Closed)) => {

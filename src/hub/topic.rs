@@ -17,7 +17,10 @@ pub(super) struct Topic {
 
 impl Topic {
     /// A new open topic. Every id this hub issued before `floor` is unknown to it.
-    pub(super) fn new(name: &str, capacity: usize, floor: u64) -> Self {
+    ///
+    /// Positions are `u128`: the in-memory hub's sequence numbers, or a Redis stream id
+    /// `ms-seq` packed as `ms << 64 | seq` (see `redis::pack`), so both order the same way.
+    pub(super) fn new(name: &str, capacity: usize, floor: u128, remote: bool) -> Self {
         let (sender, _) = broadcast::channel(capacity);
         Self {
             name: name.into(),
@@ -26,6 +29,8 @@ impl Topic {
                 history: VecDeque::new(),
                 history_bytes: 0,
                 floor,
+                next: floor,
+                remote,
                 subscribers: 0,
             }),
         }
@@ -44,12 +49,17 @@ pub(super) struct TopicState {
     history: VecDeque<Entry>,
     history_bytes: usize,
     /// Every entry with `seq >= floor` that was ever appended is still in `history`.
-    floor: u64,
+    floor: u128,
+    /// One past the position of the newest entry appended (`floor` while there is none).
+    next: u128,
+    /// Fed by a broker reader: the history is only a cache of the broker's, and the topic is
+    /// idle as soon as it has no subscriber.
+    remote: bool,
     pub(super) subscribers: usize,
 }
 
 struct Entry {
-    seq: u64,
+    seq: u128,
     at: Instant,
     event: EncodedEvent,
 }
@@ -67,7 +77,52 @@ impl TopicState {
     }
 
     pub(super) fn is_idle(&self) -> bool {
-        self.subscribers == 0 && self.history.is_empty()
+        self.subscribers == 0 && (self.remote || self.history.is_empty())
+    }
+
+    /// One past the newest position appended.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(super) fn next(&self) -> u128 {
+        self.next
+    }
+
+    /// Whether every entry after position `pos` that was appended is still here: the history
+    /// is contiguous from `floor`.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(super) fn covers_after(&self, pos: u128) -> bool {
+        pos.saturating_add(1) >= self.floor
+    }
+
+    /// The retained events after position `pos`, oldest first.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(super) fn after(&self, pos: u128) -> impl Iterator<Item = &EncodedEvent> {
+        let from = self.history.partition_point(|e| e.seq <= pos);
+        self.history.range(from..).map(|e| &e.event)
+    }
+
+    /// Hands `event` to the live subscribers only, without keeping it for replay.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(super) fn send_live(&self, event: &EncodedEvent) -> usize {
+        self.sender
+            .as_ref()
+            .map_or(0, |sender| sender.send(event.clone()).unwrap_or(0))
+    }
+
+    /// Registers a live cursor with `backlog` as its replay (taken by the caller, under this
+    /// lock, so nothing appended from now on is missed).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(super) fn join_with(
+        &mut self,
+        replay: Replay,
+        backlog: Vec<EncodedEvent>,
+    ) -> Option<Joined> {
+        let receiver = self.sender.as_ref()?.subscribe();
+        self.subscribers += 1;
+        Some(Joined {
+            receiver,
+            replay,
+            backlog,
+        })
     }
 
     #[cfg(test)]
@@ -77,7 +132,8 @@ impl TopicState {
 
     /// Appends `event` (taking `seq`) to the history and sends it to the live ring: both under
     /// the caller's lock, so a joining subscriber sees it in exactly one of the two.
-    pub(super) fn push(&mut self, seq: u64, event: &EncodedEvent, limits: &Limits, now: Instant) {
+    pub(super) fn push(&mut self, seq: u128, event: &EncodedEvent, limits: &Limits, now: Instant) {
+        self.next = seq.saturating_add(1);
         self.history.push_back(Entry {
             seq,
             at: now,
@@ -120,8 +176,8 @@ impl TopicState {
     pub(super) fn join(
         &mut self,
         last_event_id: Option<&str>,
-        own_seq: Option<u64>,
-        issued: u64,
+        own_seq: Option<u128>,
+        issued: u128,
         on_unknown_id: UnknownId,
     ) -> Option<Joined> {
         let receiver = self.sender.as_ref()?.subscribe();
@@ -149,7 +205,7 @@ impl TopicState {
     }
 
     /// Where in the history the events after `id` start, or `None` when `id` is unknown.
-    fn resume_at(&self, id: &str, own_seq: Option<u64>, issued: u64) -> Option<usize> {
+    fn resume_at(&self, id: &str, own_seq: Option<u128>, issued: u128) -> Option<usize> {
         match own_seq {
             // One of ours: everything after it is retained when it is at most one behind the
             // oldest retained entry. Sequence numbers are hub-wide, so an id from an earlier
@@ -189,7 +245,7 @@ mod tests {
 
     #[test]
     fn resume_by_seq_and_floor() {
-        let topic = Topic::new("t", 8, 10);
+        let topic = Topic::new("t", 8, 10, false);
         let mut state = topic.lock();
         let now = Instant::now();
         for seq in 10..15 {
@@ -222,11 +278,11 @@ mod tests {
 
     #[test]
     fn resume_by_exact_publisher_id() {
-        let topic = Topic::new("t", 8, 0);
+        let topic = Topic::new("t", 8, 0, false);
         let mut state = topic.lock();
         let now = Instant::now();
         for (seq, id) in ["a", "b", "a", "c"].into_iter().enumerate() {
-            state.push(seq as u64, &ev(id), &LIMITS, now);
+            state.push(seq as u128, &ev(id), &LIMITS, now);
         }
         // Retained b, a, c; the newest "a" wins.
         let j = state.join(Some("a"), None, 4, UnknownId::LiveOnly).unwrap();
@@ -246,7 +302,7 @@ mod tests {
             events: 0,
             ..LIMITS
         };
-        let topic = Topic::new("t", 8, 0);
+        let topic = Topic::new("t", 8, 0, false);
         let mut state = topic.lock();
         state.push(0, &ev("e-0"), &limits, Instant::now());
         state.push(1, &ev("e-1"), &limits, Instant::now());
@@ -263,7 +319,7 @@ mod tests {
 
     #[test]
     fn closed_topic_refuses_join() {
-        let topic = Topic::new("t", 8, 0);
+        let topic = Topic::new("t", 8, 0, false);
         let mut state = topic.lock();
         state.close();
         assert!(!state.is_open());

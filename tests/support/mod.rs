@@ -10,6 +10,8 @@
 //! * [`serve`] serves an `axum::Router` on an ephemeral loopback port.
 #![allow(dead_code)]
 
+pub mod redis;
+
 use std::ffi::OsString;
 use std::fmt;
 use std::net::SocketAddr;
