@@ -1012,12 +1012,23 @@ function follow(url, status, handlers) {
       });
     }
     source.addEventListener('shutdown', () => { status.textContent = 'server stopping'; });
-    source.onerror = () => {
+    source.onerror = async () => {
       status.textContent = 'reconnecting';
-      if (source.readyState === EventSource.CLOSED) {
-        source.close();
-        setTimeout(connect, 1000);
-      }
+      if (source.readyState !== EventSource.CLOSED) return;
+      source.close();
+      // EventSource cannot tell why it failed: ask once. A 4xx (no such room, not logged in)
+      // is final; anything else (server restarting, 503) is retried.
+      try {
+        const ctl = new AbortController();
+        const res = await fetch(u, { headers: { Accept: 'text/event-stream' }, signal: ctl.signal });
+        ctl.abort();
+        if (res.status >= 400 && res.status < 500) {
+          status.textContent = res.status === 404 ? 'not found' : `refused (${res.status})`;
+          stopped = true;
+          return;
+        }
+      } catch (_) { /* unreachable: retry */ }
+      setTimeout(connect, 1000);
     };
   }
   connect();

@@ -1051,6 +1051,12 @@ async fn chromium_two_pages_chat_and_catch_up_exactly_once() {
         );
     }
     assert_eq!(seen["dm"], json!(["psst"]), "{out}");
+    // An unknown room: the page stops with "not found" instead of retrying forever.
+    assert_eq!(
+        seen["unknown_room"],
+        json!({ "status": "not found", "opens": 0 }),
+        "{out}"
+    );
     let counts: HashMap<String, u64> = serde_json::from_value(seen["ids"].clone()).unwrap();
     assert!(
         counts.values().all(|&n| n == 2),

@@ -154,6 +154,15 @@ try {
   }
   const opens = (page) =>
     page.evaluate(() => Number(document.getElementById('status').dataset.opens ?? 0));
+  // A room that does not exist: the page says so and stops instead of retrying forever.
+  const c = await open('c');
+  await c.goto(`${pageBase}/?user=carol&room=no-such-room`, { waitUntil: 'domcontentloaded', timeout });
+  await waitStatus(c, 'status', 'not found');
+  await new Promise((r) => setTimeout(r, 1500));
+  const unknownRoom = await c.evaluate(() => ({
+    status: document.getElementById('status').textContent,
+    opens: Number(document.getElementById('status').dataset.opens ?? 0),
+  }));
   const dm = await a.evaluate(() =>
     Array.from(document.querySelectorAll('#dms li.dm')).map((li) => li.dataset.text),
   );
@@ -166,6 +175,7 @@ try {
       b_opens: await opens(b),
       dm,
       ids,
+      unknown_room: unknownRoom,
     }) + '\n',
   );
   exitCode = 0;
