@@ -215,8 +215,8 @@ async fn ids_outside_the_window_are_history_lost() {
         .await
         .unwrap();
     assert_eq!(lost.replay(), Replay::HistoryLost);
-    // SendHistory (the default): everything the stream still has, newest last.
-    assert_eq!(lost.backlog_len(), len);
+    // SendHistory (the default): the newest window (10) of what the stream still has.
+    assert_eq!(lost.backlog_len(), 10);
 
     for bogus in ["garbage", "99999999999999-0", "1-1"] {
         let sub = b
@@ -501,4 +501,116 @@ async fn connections_per_process_do_not_grow_with_clients_or_topics() {
     // Commands, the blocking reader, pub/sub, plus this CLIENT LIST.
     let count = clients.lines().filter(|l| l.contains("id=")).count();
     assert!(count <= 4, "{count} connections:\n{clients}");
+}
+
+// Regressions from review.
+
+#[tokio::test]
+async fn an_event_with_only_an_id_is_published_not_reported_unavailable() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let a = hub(&redis, "r1:").await;
+    let mut sub = a.subscribe("t").await.unwrap();
+    let sent = a.publish("t", Event::new().id("x")).await.unwrap();
+    let got = next(&mut sub).await;
+    assert_eq!(got.as_bytes(), sent.as_bytes());
+    assert_eq!(
+        &got.as_bytes()[..],
+        format!("id: {}\n\n", got.id().unwrap()).as_bytes()
+    );
+    assert!(a.close_topic("t", Some(Event::new())).await.unwrap());
+}
+
+#[tokio::test]
+async fn an_abandoned_subscribe_leaves_no_followed_topic() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let a = hub(&redis, "r2:").await;
+    // Give up on the subscribe future at each await point in turn.
+    for polls in 1..6 {
+        let mut fut = Box::pin(a.subscriber("leak").last_event_id(Some("1-0")).subscribe());
+        for _ in 0..polls {
+            if futures_util::poll!(fut.as_mut()).is_ready() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        drop(fut);
+        assert_eq!(a.topic_count(), 0, "after {polls} polls: {:?}", a.topics());
+    }
+    // A failing one (Redis gone) leaves nothing either.
+    let mut redis = redis;
+    redis.kill().await;
+    assert!(a.subscribe("gone").await.is_err());
+    assert_eq!(a.topic_count(), 0);
+}
+
+#[tokio::test]
+async fn resuming_further_back_than_the_window_is_history_lost_not_an_error() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    // Two processes with different windows (a rolling deploy): B's is smaller.
+    let a = hub_with(&redis, "r3:", |b| b.history_events(1000)).await;
+    let b = hub_with(&redis, "r3:", |b| b.history_events(10)).await;
+    let first = a.publish("t", Event::new().data("0")).await.unwrap();
+    for i in 1..300 {
+        a.publish("t", Event::new().data(i.to_string()))
+            .await
+            .unwrap();
+    }
+    let lost = b
+        .subscriber("t")
+        .last_event_id(first.id())
+        .subscribe()
+        .await
+        .unwrap();
+    assert_eq!(lost.replay(), Replay::HistoryLost);
+    // SendHistory gives the newest window, ending with the latest event.
+    let mut lost = lost;
+    let backlog = lost.backlog_len();
+    assert_eq!(backlog, 10);
+    let got = take(&mut lost, backlog).await;
+    assert_eq!(got, strings(290..300));
+    // Within B's window it resumes.
+    let recent = a.publish("t", Event::new().data("300")).await.unwrap();
+    a.publish("t", Event::new().data("301")).await.unwrap();
+    let mut ok = b
+        .subscriber("t")
+        .last_event_id(recent.id())
+        .subscribe()
+        .await
+        .unwrap();
+    assert_eq!(ok.replay(), Replay::Complete);
+    assert_eq!(take(&mut ok, 1).await, ["301"]);
+}
+
+#[tokio::test]
+async fn publish_many_takes_the_streams_last_generated_ids_into_account() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let a = hub(&redis, "r5:").await;
+    // A stream whose last generated id is ahead of its (deleted) last entry.
+    redis
+        .command(&["XADD", "r5:b", "9999999999999-0", "x", "y"])
+        .await;
+    redis.command(&["XDEL", "r5:b", "9999999999999-0"]).await;
+    let sent = a
+        .publish_many(&["a", "b"], Event::new().data("x"))
+        .await
+        .unwrap();
+    assert_eq!(sent.id(), Some("9999999999999-1"));
+    // A key of another type fails the call before anything is written.
+    redis.command(&["SET", "r5:c", "not a stream"]).await;
+    let before = redis.command(&["XLEN", "r5:a"]).await;
+    assert_eq!(
+        a.publish_many(&["a", "c"], Event::new().data("y"))
+            .await
+            .unwrap_err(),
+        PublishError::Unavailable
+    );
+    assert_eq!(redis.command(&["XLEN", "r5:a"]).await, before);
 }

@@ -990,6 +990,11 @@ impl Inner {
                 return;
             }
         }
+        self.remove_if_idle(topic);
+    }
+
+    /// Closes and removes `topic` if it is idle (no subscriber, and no history to keep).
+    fn remove_if_idle(&self, topic: &Arc<Topic>) {
         // Lock order: the topic map, then the topic.
         let mut topics = lock(&self.topics);
         let mut state = topic.lock();

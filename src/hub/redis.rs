@@ -90,7 +90,14 @@ const BLOCK_MS: u64 = 5000;
 ///   every process over pub/sub, live only; [`Hub::close_topic`](super::Hub::close_topic)
 ///   appends a closing entry: every process delivers the final event and ends the topic's
 ///   streams, and an id from before the close is history lost for the topic that follows.
-/// - Streams are never deleted by the hub; each is bounded by `MAXLEN`.
+/// - Streams are never deleted by the hub; each is bounded by `MAXLEN`. A topic exists as long
+///   as its stream: after `close_topic` the stream stays (so with
+///   [`auto_create(false)`](super::HubBuilder::auto_create) it can still be published to), and
+///   each close appends a closing entry.
+/// - The event [`Hub::publish`](super::Hub::publish) returns is encoded by the publisher: the
+///   same bytes its subscribers get, but not the same buffer (each process encodes once).
+/// - One Redis server (or a primary with replicas): Redis Cluster is not supported, as
+///   `publish_many` and the reader use several keys in one command.
 ///
 /// ```no_run
 /// use tower_sse::hub::{Hub, RedisBackend};
@@ -243,7 +250,9 @@ pub(super) struct Shared {
     follow: mpsc::UnboundedSender<Follow>,
     /// Taken by the reader task when it starts.
     follow_rx: Mutex<Option<mpsc::UnboundedReceiver<Follow>>>,
-    /// How many follows were sent, and how many the reader has taken.
+    /// How many follows were sent, and how many the reader has taken. `order` makes the
+    /// ticket and the send one step, so tickets follow the queue's order.
+    order: Mutex<()>,
     sent: AtomicU64,
     taken: Arc<AtomicU64>,
     /// The reader connection's `CLIENT ID` while it may be blocked, else 0.
@@ -265,6 +274,7 @@ impl Shared {
             backend,
             follow,
             follow_rx: Mutex::new(Some(follow_rx)),
+            order: Mutex::new(()),
             sent: AtomicU64::new(0),
             taken: Arc::new(AtomicU64::new(0)),
             reader_id: Arc::new(AtomicI64::new(0)),
@@ -320,34 +330,45 @@ impl Shared {
 
     /// Hands `topic` to the reader and wakes it if it is blocked on other topics.
     async fn follow(&self, topic: Arc<Topic>, key: String, last: String) {
-        let ticket = self.sent.fetch_add(1, Ordering::AcqRel) + 1;
-        if self
-            .follow
-            .send(Follow {
+        let ticket = {
+            let _order = lock(&self.order);
+            let ticket = self.sent.fetch_add(1, Ordering::AcqRel) + 1;
+            let follow = Follow {
                 topic,
                 key: key.into(),
                 last,
-            })
-            .is_err()
-        {
-            return;
-        }
-        // The reader may be blocked in XREAD on the other topics: interrupt it (it then reads
-        // again with the new one). A few tries cover the moment between its check and its block.
-        for _ in 0..50 {
-            if self.taken.load(Ordering::Acquire) >= ticket {
+            };
+            if self.follow.send(follow).is_err() {
                 return;
             }
-            let id = self.reader_id.load(Ordering::Acquire);
-            if id != 0 {
-                let unblocked = self
-                    .query(redis::cmd("CLIENT").arg("UNBLOCK").arg(id))
-                    .await;
-                if matches!(unblocked, Ok(Value::Int(1))) {
+            ticket
+        };
+        // The reader may be blocked in XREAD on the other topics: interrupt it (it then reads
+        // again with the new one). Retried for the moment between its check and its block;
+        // bounded by the command timeout (after that the reader still takes the topic when its
+        // block ends, within `BLOCK_MS`).
+        let wake = async {
+            loop {
+                if self.taken.load(Ordering::Acquire) >= ticket {
                     return;
                 }
+                let id = self.reader_id.load(Ordering::Acquire);
+                if id != 0 {
+                    let unblocked = self
+                        .query(redis::cmd("CLIENT").arg("UNBLOCK").arg(id))
+                        .await;
+                    if matches!(unblocked, Ok(Value::Int(1))) {
+                        return;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
             }
-            tokio::time::sleep(Duration::from_millis(2)).await;
+        };
+        if tokio::time::timeout(self.backend.timeout, wake)
+            .await
+            .is_err()
+        {
+            tracing::debug!("redis reader not woken; it takes the new topic when its block ends");
         }
     }
 }
@@ -369,12 +390,14 @@ pub(super) fn pack(id: &str) -> Option<u128> {
 /// The event as subscribers get it: the stored fields, then `id: <stream id>` last (so it is
 /// the id the client keeps even if the fields held one).
 fn encode(id: &str, fields: &[u8]) -> Option<EncodedEvent> {
-    // One event: ends with the blank line, has no other, no CR.
+    // One event: ends with the blank line, has no other, no CR. No field at all (an event that
+    // only had an id) is fine: it becomes `id: ..` alone.
     let body = fields.strip_suffix(b"\n")?;
-    if !body.ends_with(b"\n")
-        || memchr::memmem::find(body, b"\n\n").is_some()
-        || memchr::memchr(b'\r', fields).is_some()
-        || body.starts_with(b"\n")
+    if !body.is_empty()
+        && (!body.ends_with(b"\n")
+            || memchr::memmem::find(body, b"\n\n").is_some()
+            || memchr::memchr(b'\r', fields).is_some()
+            || body.starts_with(b"\n"))
     {
         return None;
     }
@@ -534,21 +557,29 @@ pub(super) async fn publish(
 }
 
 /// Appends one entry to several streams under **one** id (so a client of any of them resumes
-/// from it, as with the in-memory hub): the current time in ms, or later than the newest entry
-/// of every stream. Atomic, as every script is. Lua's numbers are doubles: exact for ms
+/// from it, as with the in-memory hub): the current time in ms, or later than every stream's
+/// last generated id. Every key is checked before anything is written, so a key of another
+/// type fails the call without a partial write. Lua's numbers are doubles: exact for ms
 /// timestamps (13 digits) and the small sequence numbers used here.
 const PUBLISH_MANY: &str = r"
 local t = redis.call('TIME')
 local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local seq = 0
 for _, key in ipairs(KEYS) do
-  local last = redis.call('XREVRANGE', key, '+', '-', 'COUNT', 1)[1]
-  if last then
-    local lms, lseq = string.match(last[1], '^(%d+)-(%d+)$')
-    lms, lseq = tonumber(lms), tonumber(lseq)
-    if lms > ms or (lms == ms and lseq >= seq) then
-      ms, seq = lms, lseq + 1
+  local kind = redis.call('TYPE', key)['ok']
+  if kind == 'stream' then
+    local info = redis.call('XINFO', 'STREAM', key)
+    for i = 1, #info, 2 do
+      if info[i] == 'last-generated-id' then
+        local lms, lseq = string.match(info[i + 1], '^(%d+)-(%d+)$')
+        lms, lseq = tonumber(lms), tonumber(lseq)
+        if lms > ms or (lms == ms and lseq >= seq) then
+          ms, seq = lms, lseq + 1
+        end
+      end
     end
+  elseif kind ~= 'none' then
+    return redis.error_reply('WRONGTYPE ' .. key .. ' is not a stream')
   end
 end
 local id = string.format('%d-%d', ms, seq)
@@ -634,18 +665,21 @@ async fn exists(shared: &Shared, key: &str) -> Result<bool, SubscribeError> {
     }
 }
 
+/// `XRANGE key from to COUNT count`, or `XREVRANGE` when `from` is `+` (newest first).
 async fn range(
     shared: &Shared,
     key: &str,
     from: &str,
+    to: &str,
     count: usize,
 ) -> Result<Vec<Entry>, SubscribeError> {
+    let command = if from == "+" { "XREVRANGE" } else { "XRANGE" };
     let reply = shared
         .query(
-            redis::cmd("XRANGE")
+            redis::cmd(command)
                 .arg(key)
                 .arg(from)
-                .arg("+")
+                .arg(to)
                 .arg("COUNT")
                 .arg(count),
         )
@@ -656,17 +690,18 @@ async fn range(
     })
 }
 
-/// The local topic for `name`, created (and followed from the stream's current end) if needed.
+/// The local topic for `name`, created if needed; a new one comes with the stream id the
+/// reader must follow it from (the stream's current end).
 async fn local_topic(
     hub: &Arc<Inner>,
     shared: &Shared,
     name: &str,
     key: &str,
-) -> Result<Arc<Topic>, SubscribeError> {
+) -> Result<(Arc<Topic>, Option<String>), SubscribeError> {
     if let Some(topic) = lock(&hub.topics).get(name)
         && topic.lock().is_open()
     {
-        return Ok(Arc::clone(topic));
+        return Ok((Arc::clone(topic), None));
     }
     if !hub.config.auto_create && !exists(shared, key).await? {
         return Err(SubscribeError::UnknownTopic);
@@ -693,7 +728,7 @@ async fn local_topic(
     let topic = {
         let mut topics = lock(&hub.topics);
         match topics.get(name) {
-            Some(topic) if topic.lock().is_open() => return Ok(Arc::clone(topic)),
+            Some(topic) if topic.lock().is_open() => return Ok((Arc::clone(topic), None)),
             _ => {}
         }
         let topic = Arc::new(Topic::new(
@@ -705,13 +740,26 @@ async fn local_topic(
         topics.insert(name.into(), Arc::clone(&topic));
         topic
     };
-    shared
-        .follow(Arc::clone(&topic), key.to_owned(), last_id)
-        .await;
-    Ok(topic)
+    Ok((topic, Some(last_id)))
 }
 
-/// Subscribes through Redis: see the module docs for the replay hand-off.
+/// Removes a topic this subscribe created (or found) if it ends without a subscription
+/// (an error, or the caller gave up on the future): a followed topic with no subscriber would
+/// otherwise stay in every `XREAD`.
+struct Pending<'a> {
+    hub: &'a Arc<Inner>,
+    topic: Option<Arc<Topic>>,
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        if let Some(topic) = self.topic.take() {
+            self.hub.remove_if_idle(&topic);
+        }
+    }
+}
+
+/// Subscribes through Redis: see [`RedisBackend`] for the replay hand-off.
 pub(super) async fn subscribe(
     hub: &Arc<Inner>,
     request: &SubscribeRequest<'_>,
@@ -722,12 +770,18 @@ pub(super) async fn subscribe(
     };
     shared.start(hub);
     let key = shared.key(request.topic);
-    let max = hub.config.history.events.max(1).saturating_mul(2) + 128;
-    let mut attempts = 0;
-    loop {
-        attempts += 1;
-        let topic = local_topic(hub, shared, request.topic, &key).await?;
-        let wanted = request.last_event_id.map(|id| (id, pack(id)));
+    let window = hub.config.history.events.max(1);
+    // `MAXLEN ~` keeps somewhat more than the window; a client further behind than this has
+    // lost history (as with the in-memory hub), and no request reads more than this at once.
+    let cap = window.saturating_mul(2).saturating_add(128);
+    let wanted = request.last_event_id.map(|id| (id, pack(id)));
+    let mut pending = Pending { hub, topic: None };
+    'topic: for _ in 0..4 {
+        let (topic, follow_from) = local_topic(hub, shared, request.topic, &key).await?;
+        pending.topic = Some(Arc::clone(&topic));
+        if let Some(last) = follow_from {
+            shared.follow(Arc::clone(&topic), key.clone(), last).await;
+        }
         // Fast path: no replay, or the cache has everything after the id.
         {
             let mut state = topic.lock();
@@ -744,14 +798,15 @@ pub(super) async fn subscribe(
             };
             if let Some(joined) = joined {
                 drop(state);
+                pending.topic = None;
                 return Ok(finish(hub, request, topic, joined, 0));
             }
         }
-        // Slow path: read the stream.
-        let (replay, mut fetched) = match wanted {
+        // Slow path: read the stream after the id (which must still be in it).
+        let (mut replay, mut fetched) = match wanted {
             Some((id, Some(pos))) => {
-                let mut found = range(shared, &key, id, max).await?;
-                if found.first().is_some_and(|e| e.pos == pos) {
+                let mut found = range(shared, &key, id, "+", cap.saturating_add(2)).await?;
+                if found.first().is_some_and(|e| e.pos == pos) && found.len() <= cap + 1 {
                     found.remove(0);
                     (Replay::Complete, found)
                 } else {
@@ -761,53 +816,82 @@ pub(super) async fn subscribe(
             _ => (Replay::HistoryLost, Vec::new()),
         };
         // A close after the id: the topic it belonged to is gone.
-        let replay = match fetched.iter().rposition(|e| e.close) {
-            Some(_) if replay == Replay::Complete => Replay::HistoryLost,
-            _ => replay,
-        };
+        if fetched.iter().any(|e| e.close) {
+            replay = Replay::HistoryLost;
+        }
         if replay.is_lost() {
             fetched = match on_unknown_id {
                 UnknownId::LiveOnly => Vec::new(),
-                UnknownId::SendHistory => {
-                    let mut all = range(shared, &key, "-", max).await?;
-                    if let Some(close) = all.iter().rposition(|e| e.close) {
-                        all.drain(..=close);
-                    }
-                    all
-                }
+                UnknownId::SendHistory => recent(shared, &key, window).await?,
             };
         }
-        let through = match (replay, fetched.last()) {
+        let mut through = match (replay, fetched.last()) {
             (_, Some(last)) => last.pos,
             (Replay::Complete, None) => wanted.and_then(|(_, pos)| pos).unwrap_or(0),
             _ => 0,
         };
-        let mut state = topic.lock();
-        if !state.is_open() {
-            continue;
+        // Hand over to live under the topic's lock. The reader has not gone past what was
+        // fetched: live events up to it are skipped. It has, and its cache holds everything
+        // after the fetch: the rest comes from there. Neither: read on from the stream.
+        for _ in 0..8 {
+            let joined = {
+                let mut state = topic.lock();
+                if !state.is_open() {
+                    continue 'topic;
+                }
+                if through == 0 || through.saturating_add(1) >= state.next() {
+                    let backlog = std::mem::take(&mut fetched)
+                        .into_iter()
+                        .filter_map(|e| e.event)
+                        .collect();
+                    Some(state.join_with(replay, backlog).map(|j| (j, through)))
+                } else if state.covers_after(through) {
+                    let mut backlog: Vec<EncodedEvent> = std::mem::take(&mut fetched)
+                        .into_iter()
+                        .filter_map(|e| e.event)
+                        .collect();
+                    backlog.extend(state.after(through).cloned());
+                    Some(state.join_with(replay, backlog).map(|j| (j, 0)))
+                } else {
+                    None
+                }
+            };
+            match joined {
+                Some(Some((joined, skip))) => {
+                    pending.topic = None;
+                    return Ok(finish(hub, request, topic, joined, skip));
+                }
+                Some(None) => continue 'topic,
+                None => {}
+            }
+            let after = format!("({}-{}", (through >> 64) as u64, through as u64);
+            let more = range(shared, &key, &after, "+", cap).await?;
+            if more.is_empty() || fetched.len() + more.len() > cap.saturating_mul(2) {
+                // Published faster than read, or the stream is not what the reader saw.
+                break;
+            }
+            if let Some(close) = more.iter().rposition(|e| e.close) {
+                replay = Replay::HistoryLost;
+                fetched.clear();
+                fetched.extend(more.into_iter().skip(close + 1));
+            } else {
+                fetched.extend(more);
+            }
+            through = fetched.last().map_or(through, |e| e.pos);
         }
-        // The reader has not gone past what was fetched: live events up to it are skipped.
-        // It has, and its cache holds everything after the fetch: take the rest from there.
-        let joined = if through == 0 || through.saturating_add(1) >= state.next() {
-            let backlog = fetched.into_iter().filter_map(|e| e.event).collect();
-            state.join_with(replay, backlog).map(|j| (j, through))
-        } else if state.covers_after(through) {
-            let mut backlog: Vec<EncodedEvent> =
-                fetched.into_iter().filter_map(|e| e.event).collect();
-            backlog.extend(state.after(through).cloned());
-            state.join_with(replay, backlog).map(|j| (j, 0))
-        } else if attempts < 4 {
-            // Both moved on while we read: read again.
-            continue;
-        } else {
-            return Err(SubscribeError::Unavailable);
-        };
-        drop(state);
-        let Some((joined, skip)) = joined else {
-            continue;
-        };
-        return Ok(finish(hub, request, topic, joined, skip));
+        break;
     }
+    Err(SubscribeError::Unavailable)
+}
+
+/// The newest `window` entries after the last close, oldest first.
+async fn recent(shared: &Shared, key: &str, window: usize) -> Result<Vec<Entry>, SubscribeError> {
+    let mut entries = range(shared, key, "+", "-", window).await?;
+    entries.reverse();
+    if let Some(close) = entries.iter().rposition(|e| e.close) {
+        entries.drain(..=close);
+    }
+    Ok(entries)
 }
 
 fn finish(
@@ -842,9 +926,13 @@ async fn reader(
 ) {
     let mut follows: Vec<Follow> = Vec::new();
     let mut backoff = Backoff::new();
+    // A block returns within BLOCK_MS; a reply that takes much longer means the connection is
+    // gone without a reset (it is then dropped and made again).
     let config = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(Duration::from_secs(2)))
-        .set_response_timeout(None);
+        .set_response_timeout(Some(
+            Duration::from_millis(BLOCK_MS) + Duration::from_secs(5),
+        ));
     'connect: loop {
         let mut conn = match client
             .get_multiplexed_async_connection_with_config(&config)
@@ -964,44 +1052,58 @@ fn deliver(hub: &Arc<Inner>, follows: &mut [Follow], reply: &Value) {
 
 /// Listens for `send_to` and `broadcast` from every process.
 async fn listener(client: Client, hub: Weak<Inner>, channels: [String; 2]) {
+    /// How often an idle pub/sub connection is checked with a PING (a connection that vanished
+    /// without a reset would otherwise wait forever), and whether the hub is still there.
+    const CHECK: Duration = Duration::from_secs(15);
     let mut backoff = Backoff::new();
     loop {
-        let mut pubsub = match client.get_async_pubsub().await {
-            Ok(pubsub) => pubsub,
-            Err(err) => {
+        let pubsub = match tokio::time::timeout(CHECK, client.get_async_pubsub()).await {
+            Ok(Ok(pubsub)) => pubsub,
+            Ok(Err(err)) => {
                 tracing::warn!(error = %err, "redis pub/sub cannot connect; retrying");
                 backoff.wait().await;
                 continue;
             }
+            Err(_) => {
+                tracing::warn!("redis pub/sub connect timed out; retrying");
+                backoff.wait().await;
+                continue;
+            }
         };
-        if let Err(err) = pubsub.subscribe(&channels[..]).await {
+        let (mut sink, mut messages) = pubsub.split();
+        if let Err(err) = sink.subscribe(&channels[..]).await {
             tracing::warn!(error = %err, "redis pub/sub cannot subscribe; retrying");
             backoff.wait().await;
             continue;
         }
         backoff.reset();
-        let mut messages = std::pin::pin!(pubsub.on_message());
-        while let Some(message) =
-            std::future::poll_fn(|cx| futures_core::Stream::poll_next(messages.as_mut(), cx)).await
-        {
+        let mut check = tokio::time::interval(CHECK);
+        check.reset();
+        loop {
+            let next = std::future::poll_fn(|cx| {
+                futures_core::Stream::poll_next(std::pin::Pin::new(&mut messages), cx)
+            });
+            let message = tokio::select! {
+                message = next => message,
+                _ = check.tick() => {
+                    if hub.strong_count() == 0 {
+                        return;
+                    }
+                    match tokio::time::timeout(CHECK / 3, sink.ping::<Value>()).await {
+                        Ok(Ok(_)) => continue,
+                        _ => None,
+                    }
+                }
+            };
+            let Some(message) = message else { break };
             let Some(hub) = hub.upgrade() else { return };
             let payload = message.get_payload_bytes();
             if message.get_channel_name() == channels[0] {
                 // `<len>:<client id><event>`
-                let Some((len, rest)) = std::str::from_utf8(payload)
-                    .ok()
-                    .and_then(|s| s.split_once(':'))
-                    .and_then(|(len, _)| Some((len.parse::<usize>().ok()?, len.len() + 1)))
-                else {
+                let Some((client_id, event)) = split_direct(payload) else {
                     continue;
                 };
-                let Some(client_id) = payload
-                    .get(rest..rest + len)
-                    .and_then(|id| std::str::from_utf8(id).ok())
-                else {
-                    continue;
-                };
-                if let Some(event) = raw_event(&payload[rest + len..]) {
+                if let Some(event) = raw_event(event) {
                     hub.deliver_to_client(client_id, event);
                 }
             } else if let Some(event) = raw_event(payload) {
@@ -1014,6 +1116,16 @@ async fn listener(client: Client, hub: Weak<Inner>, channels: [String; 2]) {
         tracing::warn!("redis pub/sub connection lost; reconnecting");
         backoff.wait().await;
     }
+}
+
+/// `<len>:<client id><event>` → (client id, event bytes).
+fn split_direct(payload: &[u8]) -> Option<(&str, &[u8])> {
+    let colon = memchr::memchr(b':', payload)?;
+    let len: usize = std::str::from_utf8(&payload[..colon]).ok()?.parse().ok()?;
+    let start = colon + 1;
+    let end = start.checked_add(len)?;
+    let client_id = std::str::from_utf8(payload.get(start..end)?).ok()?;
+    Some((client_id, &payload[end..]))
 }
 
 /// An event received over pub/sub: one complete event, no id (send_to and broadcast events
@@ -1083,15 +1195,82 @@ mod tests {
         let event = encode("5-1", b"event: x\ndata: y\n\n").unwrap();
         assert_eq!(&event.as_bytes()[..], b"event: x\ndata: y\nid: 5-1\n\n");
         assert_eq!(event.id(), Some("5-1"));
+        let only_id = encode("5-2", b"\n").unwrap();
+        assert_eq!(&only_id.as_bytes()[..], b"id: 5-2\n\n");
         for bad in [
             &b""[..],
-            b"\n",
             b"\n\n",
             b"data: y\n",
             b"data: y\n\ndata: z\n\n",
             b"data: y\r\n\n",
         ] {
             assert!(encode("5-1", bad).is_none(), "{bad:?}");
+        }
+    }
+
+    /// A live event without a stream id (a broadcast) between a replay's backlog and the
+    /// reader catching up must not stop the skipping of what the backlog already had.
+    #[tokio::test]
+    async fn an_id_less_live_event_does_not_end_the_skip() {
+        use futures_util::StreamExt;
+
+        let hub = super::super::Hub::new();
+        let inner = Arc::clone(&hub.inner);
+        let topic = Arc::new(Topic::new("t", 16, pack("1-0").unwrap() + 1, true));
+        // Fetched with XRANGE: 2-0. The reader is still at 1-0.
+        let backlog = vec![encode("2-0", b"data: two\n\n").unwrap()];
+        let joined = topic.lock().join_with(Replay::Complete, backlog).unwrap();
+        inner.subscribers.fetch_add(1, Ordering::Relaxed);
+        let mut sub = Subscription::new(
+            Arc::clone(&inner),
+            Arc::clone(&topic),
+            joined.replay,
+            joined.backlog,
+            Recv::new(joined.receiver),
+            None,
+        )
+        .skip_through(pack("2-0").unwrap());
+        topic.lock().send_live(&raw_event(b"data: bc\n\n").unwrap());
+        let limits = inner.config.history;
+        for id in ["2-0", "3-0"] {
+            let event = encode(id, format!("data: {id}\n\n").as_bytes()).unwrap();
+            topic
+                .lock()
+                .push(pack(id).unwrap(), &event, &limits, Instant::now());
+        }
+        let mut got = Vec::new();
+        for _ in 0..3 {
+            let event = sub.next().await.unwrap();
+            got.push(
+                String::from_utf8_lossy(event.as_bytes())
+                    .lines()
+                    .next()
+                    .unwrap()
+                    .to_owned(),
+            );
+        }
+        assert_eq!(got, ["data: two", "data: bc", "data: 3-0"]);
+    }
+
+    #[test]
+    fn direct_messages_split_without_panicking() {
+        assert_eq!(
+            split_direct(b"3:bobdata: x\n\n"),
+            Some(("bob", &b"data: x\n\n"[..]))
+        );
+        assert_eq!(
+            split_direct(b"0:data: x\n\n"),
+            Some(("", &b"data: x\n\n"[..]))
+        );
+        for bad in [
+            &b""[..],
+            b"3",
+            b"x:bob",
+            b"4:bob",
+            b"18446744073709551615:a",
+            b"99999999999999999999999:a",
+        ] {
+            assert_eq!(split_direct(bad), None, "{bad:?}");
         }
     }
 

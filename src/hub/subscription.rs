@@ -447,7 +447,9 @@ impl Subscription {
             };
             match event.id().and_then(super::redis::pack) {
                 Some(pos) if pos <= self.skip_through => polled = live.poll(cx),
-                _ => self.skip_through = 0,
+                Some(_) => self.skip_through = 0,
+                // Not from the stream (a broadcast): deliver it, keep skipping.
+                None => break,
             }
         }
         match polled {
