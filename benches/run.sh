@@ -1,0 +1,284 @@
+#!/usr/bin/env bash
+# Loopback load benchmarks of issue 6: tower-sse (examples/bench_server.rs) against the idiomatic
+# axum + tokio broadcast server (examples/bench_peer_axum.rs), driven by examples/loadgen.rs.
+#
+#   benches/run.sh                 # full run (10 s per publishing scenario), about 2 minutes
+#   REPEAT=3 benches/run.sh        # medians of three runs, about 5 minutes
+#   DURATION=3 benches/run.sh      # short run
+#
+# Scenarios, each against a freshly started server:
+#   S1     1,000 clients, 200 msg/s of 128 B, DURATION s
+#   S1nd   S1 with TCP_NODELAY set on the servers' connections (unless NODELAY=1 already)
+#   S1b    1,000 clients, 20 msg/s of 128 B, DURATION s
+#   S2     IDLE_CLIENTS (10,000) idle connections: server RSS growth / connections
+#   S2base the same on bench_server's non-SSE GET /hold: what hyper + axum cost alone
+#   S3     100 clients, S3_PUBLISHERS keep-alive publishers flat out (each with S3_PIPELINE
+#          requests in flight, HTTP/1.1 pipelining), DURATION s
+# Each server is pinned to core SERVER_CORE (0) with taskset, the load generator to LOAD_CORE (1).
+# Servers are started and stopped by PID. Everything is on 127.0.0.1; each run is bounded by
+# the load generator's own hard time limit, and by `timeout` around it.
+#
+# Environment: DURATION (10), REPEAT (1: how many times S1, S1nd, S1b and S3 run; the table
+# shows medians), IDLE_CLIENTS (10000), S1_CLIENTS (1000), S3_CLIENTS (100), S3_PUBLISHERS (4),
+# S3_PIPELINE (16), SIZE (128), SERVER_CORE (0), LOAD_CORE (1), NODELAY (0; 1 sets TCP_NODELAY
+# on both servers' connections everywhere), CARGO_TARGET_DIR (target), OUT (a directory for the
+# JSON results and server logs; default a fresh temporary one), SERVERS ("tower-sse axum"),
+# NICE (0; e.g. -10, as root, runs servers and load generator at that niceness, so that other
+# work on a shared machine disturbs the measurement less).
+#
+# Needs: cargo, taskset (util-linux), timeout (coreutils), python3 (the table), Linux /proc.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+
+DURATION=${DURATION:-10}
+REPEAT=${REPEAT:-1}
+IDLE_CLIENTS=${IDLE_CLIENTS:-10000}
+S1_CLIENTS=${S1_CLIENTS:-1000}
+S3_CLIENTS=${S3_CLIENTS:-100}
+S3_PUBLISHERS=${S3_PUBLISHERS:-4}
+S3_PIPELINE=${S3_PIPELINE:-16}
+SIZE=${SIZE:-128}
+SERVER_CORE=${SERVER_CORE:-0}
+LOAD_CORE=${LOAD_CORE:-1}
+NODELAY=${NODELAY:-0}
+SERVERS=${SERVERS:-"tower-sse axum"}
+NICE=${NICE:-0}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}
+OUT=${OUT:-$(mktemp -d -t tower-sse-load.XXXXXX)}
+mkdir -p "$OUT"
+
+# One descriptor per connection, in the load generator and in the server.
+hard=$(ulimit -Hn)
+want=$((IDLE_CLIENTS + 1024))
+if [ "$hard" != unlimited ] && [ "$hard" -lt "$want" ]; then
+    echo "warning: hard open-file limit $hard < $want; S2 may fail to connect every client" >&2
+    ulimit -n "$hard"
+else
+    ulimit -n "$want"
+fi
+
+echo "building release examples (CARGO_TARGET_DIR=$CARGO_TARGET_DIR)..." >&2
+cargo build --release --quiet --example bench_server --example bench_peer_axum --example loadgen
+BIN=$CARGO_TARGET_DIR/release/examples
+
+binary() {
+    case $1 in
+        tower-sse) echo "$BIN/bench_server" ;;
+        axum) echo "$BIN/bench_peer_axum" ;;
+        *)
+            echo "unknown server $1" >&2
+            exit 2
+            ;;
+    esac
+}
+
+SERVER_PID=
+URL=
+stop_server() {
+    if [ -n "$SERVER_PID" ]; then
+        kill "$SERVER_PID" 2>/dev/null || true
+        wait "$SERVER_PID" 2>/dev/null || true
+        SERVER_PID=
+    fi
+}
+trap stop_server EXIT
+trap 'stop_server; exit 130' INT TERM
+
+# start_server NAME LOG: a fresh server, pinned, on a port the kernel picks (PORT=0: never one
+# in use, and no TIME_WAIT from the last run in the way); waits for its "listening on" line and
+# sets URL from it. (nice and taskset exec the server: $! is its PID.)
+start_server() {
+    : >"$2"
+    PORT=0 NODELAY=${RUN_NODELAY:-$NODELAY} nice -n "$NICE" taskset -c "$SERVER_CORE" \
+        "$(binary "$1")" >"$2" 2>&1 &
+    SERVER_PID=$!
+    for _ in $(seq 100); do
+        URL=$(sed -n 's/^listening on \(http:[^ ]*\).*/\1/p' "$2" | head -n 1) || URL=
+        if [ -n "$URL" ]; then
+            return 0
+        fi
+        if ! kill -0 "$SERVER_PID" 2>/dev/null; then
+            echo "server $1 exited:" >&2
+            cat "$2" >&2
+            exit 1
+        fi
+        sleep 0.05
+    done
+    echo "server $1 did not start in 5 s" >&2
+    exit 1
+}
+
+# run SERVER SCENARIO REP LOADGEN-ARGS...: one scenario against a fresh server; the JSON result
+# goes to $OUT/SCENARIO.SERVER.REP.json.
+run() {
+    local server=$1 scenario=$2 rep=$3
+    shift 3
+    local name=$scenario.$server.$rep
+    start_server "$server" "$OUT/$name.log"
+    echo "  $scenario $server #$rep (pid $SERVER_PID, $URL)" >&2
+    local limit=$((${DURATION%.*} + 150))
+    if ! timeout "$limit" nice -n "$NICE" taskset -c "$LOAD_CORE" "$BIN/loadgen" \
+        --url "$URL" --server-pid "$SERVER_PID" --json --label "$name" "$@" \
+        >"$OUT/$name.json" 2>>"$OUT/$name.log"; then
+        echo "    loadgen failed; see $OUT/$name.log" >&2
+    fi
+    stop_server
+}
+
+echo "load benchmark: DURATION=${DURATION}s, REPEAT=$REPEAT, results in $OUT" >&2
+echo "load before the run: $(cut -d' ' -f1-3 /proc/loadavg) (1/5/15 min); niceness $NICE" >&2
+start=$(date +%s)
+# Each repetition runs every scenario against both servers back to back (interleaved), so that
+# drifting background load affects both alike; the table shows medians over the repetitions.
+for rep in $(seq "$REPEAT"); do
+    for server in $SERVERS; do
+        run "$server" S1 "$rep" --clients "$S1_CLIENTS" --rate 200 --size "$SIZE" \
+            --duration "$DURATION"
+    done
+    # The same with TCP_NODELAY on the servers' connections: a small SSE write then leaves at
+    # once instead of waiting for the client's ACK of the previous one (Nagle).
+    if [ "$NODELAY" != 1 ]; then
+        for server in $SERVERS; do
+            RUN_NODELAY=1 run "$server" S1nd "$rep" --clients "$S1_CLIENTS" --rate 200 \
+                --size "$SIZE" --duration "$DURATION"
+        done
+    fi
+    for server in $SERVERS; do
+        run "$server" S1b "$rep" --clients "$S1_CLIENTS" --rate 20 --size "$SIZE" \
+            --duration "$DURATION"
+    done
+    for server in $SERVERS; do
+        run "$server" S3 "$rep" --clients "$S3_CLIENTS" --rate 0 --publishers "$S3_PUBLISHERS" \
+            --pipeline "$S3_PIPELINE" --size "$SIZE" --duration "$DURATION"
+    done
+done
+# Memory is not noisy: once.
+for server in $SERVERS; do
+    run "$server" S2 1 --clients "$IDLE_CLIENTS" --idle --settle 2
+done
+# Baseline for S2: as many idle connections on a plain (non-SSE) chunked response of the same
+# axum server, to separate what hyper + axum cost per connection from what SSE adds.
+run tower-sse S2base 1 --clients "$IDLE_CLIENTS" --idle --settle 2 --path /hold
+end=$(date +%s)
+echo "done in $((end - start)) s; load after the run: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+
+python3 - "$OUT" "$DURATION" "$NODELAY" "$S3_PUBLISHERS" "$S3_PIPELINE" "$IDLE_CLIENTS" \
+    "$S1_CLIENTS" "$S3_CLIENTS" "$SIZE" "$REPEAT" "$NICE" <<'PY'
+import glob, json, os, platform, statistics, sys
+
+out, duration, nodelay, publishers, pipeline, idle, s1, s3, size, repeat, nice = sys.argv[1:12]
+
+
+def runs(scenario, server):
+    """Every repetition's result."""
+    found = []
+    for path in sorted(glob.glob(os.path.join(out, f"{scenario}.{server}.*.json"))):
+        try:
+            with open(path) as f:
+                r = json.loads(f.read().strip().splitlines()[-1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if r.get("rss_per_conn_bytes") is not None:
+            r["rss_per_conn_kib"] = r["rss_per_conn_bytes"] / 1024
+        found.append(r)
+    return found
+
+
+def numbers(rs, key):
+    return [r[key] for r in rs if isinstance(r.get(key), (int, float))]
+
+
+def median(rs, key):
+    values = numbers(rs, key)
+    return statistics.median(values) if values else None
+
+
+def total(rs, key):
+    values = numbers(rs, key)
+    return sum(values) if values else None
+
+
+def fmt(v, digits):
+    if v is None:
+        return "n/a"
+    if digits is None:
+        return f"{v:,.0f}"
+    return f"{v:,.{digits}f}"
+
+
+publishing = [
+    ("events_per_sec", "delivered events/s", 0, True),
+    ("cpu_us_per_event", "server CPU µs / delivered event", 2, False),
+    ("server_cpu_share", "server CPU (share of its core)", 2, None),
+    ("p50_ms", "latency p50 (ms)", 2, False),
+    ("p99_ms", "latency p99 (ms)", 2, False),
+    ("max_ms", "latency max (ms)", 2, False),
+    ("other_cpu_cores", "rest of the machine meanwhile (cores)", 2, None),
+]
+rows = [
+    ("S1", f"S1: {int(s1):,} clients, 200 msg/s of {size} B, {duration} s", publishing),
+    ("S1nd", "S1, TCP_NODELAY on both servers", publishing),
+    ("S1b", f"S1b: {int(s1):,} clients, 20 msg/s of {size} B, {duration} s", publishing),
+    ("S2", f"S2: {int(idle):,} idle connections", [
+        ("connected", "connected", None, None),
+        ("rss_per_conn_kib", "server RSS / connection (KiB)", 2, False),
+    ]),
+    ("S3", f"S3: {int(s3):,} clients, {publishers} publishers × {pipeline} in flight, "
+           f"{size} B, {duration} s", [
+        ("publish_rate", "publishes/s", 0, True),
+        ("events_per_sec", "delivered events/s", 0, True),
+        ("cpu_us_per_event", "server CPU µs / delivered event", 3, False),
+        ("server_cpu_share", "server CPU (share of its core)", 2, None),
+        ("loadgen_cpu_share", "load generator CPU (share of its core)", 2, None),
+        ("p99_ms", "latency p99 (ms)", 2, False),
+        ("other_cpu_cores", "rest of the machine meanwhile (cores)", 2, None),
+    ]),
+]
+
+print()
+print(f"Loopback load, {platform.node()}, {os.cpu_count()} CPUs; server pinned to one core, load "
+      f"generator to the other; TCP_NODELAY {'on' if nodelay == '1' else 'off'} unless said; "
+      f"niceness {nice}; median of {repeat} run(s) (S2: one run).")
+print()
+print("| scenario | metric | tower-sse | axum + broadcast | tower-sse advantage |")
+print("|---|---|---|---|---|")
+base = runs("S2base", "tower-sse")
+for scenario, title, metrics in rows:
+    ours, peer = runs(scenario, "tower-sse"), runs(scenario, "axum")
+    if not ours and not peer:
+        continue
+    first = True
+    for key, label, digits, higher in metrics:
+        a, b = median(ours, key), median(peer, key)
+        ratio = ""
+        if higher is not None and a and b and a > 0 and b > 0:
+            ratio = f"{(a / b if higher else b / a):.2f}×"
+        print(f"| {title if first else ''} | {label} | {fmt(a, digits)} | {fmt(b, digits)} | {ratio} |")
+        first = False
+    if scenario == "S2" and median(base, "rss_per_conn_kib") is not None:
+        kib = median(base, "rss_per_conn_kib")
+        print(f"| | of which hyper + axum alone (non-SSE `GET /hold`) | {kib:,.2f} | {kib:,.2f} | |")
+print()
+print("Correctness, all runs together (events never received, duplicate ids, streams the server "
+      "closed early):")
+print()
+print("| scenario | tower-sse lost | dups | closed early | axum lost | dups | closed early |")
+print("|---|---|---|---|---|---|---|")
+for scenario in ("S1", "S1nd", "S1b", "S3"):
+    if not runs(scenario, "tower-sse") and not runs(scenario, "axum"):
+        continue
+    cells = []
+    for server in ("tower-sse", "axum"):
+        rs = runs(scenario, server)
+        exp, lost = total(rs, "expected"), total(rs, "lost")
+        pct = f" ({100 * lost / exp:.2f} %)" if exp and lost else ""
+        cells += [f"{fmt(lost, None)} of {fmt(exp, None)}{pct}", fmt(total(rs, "duplicates"), None),
+                  fmt(total(rs, "closed_early"), None)]
+    print(f"| {scenario} | " + " | ".join(cells) + " |")
+print()
+print("'advantage': how many times better tower-sse is (throughput: ours / axum; costs: axum / "
+      "ours); below 1× means behind. A server CPU share near 1.00 means the server was "
+      "saturated (it then batches more, which lowers its CPU per event).")
+print(f"Raw JSON results and server logs: {out}")
+PY
