@@ -32,7 +32,7 @@ use std::{
     time::Duration,
 };
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_core::Stream;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::Empty;
@@ -101,8 +101,12 @@ pin_project! {
     struct Events<S> {
         #[pin]
         stream: S,
+        // Fires when the stream may have been idle for the keep-alive interval. Frames do not
+        // move it (a timer update per event is costly); they only note the time, and when it
+        // fires early it is moved to `last_frame + interval`.
         #[pin]
         keep_alive: Option<Sleep>,
+        last_frame: Instant,
         #[pin]
         shutdown: Option<WaitForCancellationFutureOwned>,
         #[pin]
@@ -156,6 +160,7 @@ impl<S, P> SseBody<S, P> {
                 events: Events {
                     stream,
                     keep_alive: None,
+                    last_frame: Instant::now(),
                     shutdown: None,
                     grace: None,
                     config,
@@ -245,6 +250,7 @@ impl<S: Stream<Item: SseItem>> Events<S> {
                 this.shutdown.set(Some(shutdown.wait()));
             }
             if let Some(interval) = config.keep_alive {
+                *this.last_frame = Instant::now();
                 this.keep_alive.set(Some(sleep(interval)));
             }
             if let Some(first) = &config.first {
@@ -269,9 +275,7 @@ impl<S: Stream<Item: SseItem>> Events<S> {
         }
 
         // Events: take everything that is ready, up to the batch cap.
-        let mut first: Option<Bytes> = None;
-        let mut batch: Option<BytesMut> = None;
-        let mut size = 0;
+        let mut batch = Batch::new();
         let mut ended = false;
         loop {
             let replayed = this.replay.as_mut().and_then(|r| r.backlog.pop_front());
@@ -296,20 +300,7 @@ impl<S: Stream<Item: SseItem>> Events<S> {
                                 None => {}
                             }
                         }
-                        let bytes = event.into_bytes();
-                        size += bytes.len();
-                        if let Some(batch) = &mut batch {
-                            batch.extend_from_slice(&bytes);
-                        } else if let Some(prev) = first.take() {
-                            let mut buf =
-                                BytesMut::with_capacity(config.max_batch.max(size).min(size * 4));
-                            buf.extend_from_slice(&prev);
-                            buf.extend_from_slice(&bytes);
-                            batch = Some(buf);
-                        } else {
-                            first = Some(bytes);
-                        }
-                        if size >= config.max_batch {
+                        if batch.push(event.into_bytes(), config.max_batch) {
                             break;
                         }
                     }
@@ -332,11 +323,9 @@ impl<S: Stream<Item: SseItem>> Events<S> {
                 guard.finish();
             }
         }
-        if let Some(bytes) = batch.map(BytesMut::freeze).or(first) {
-            if let (Some(keep_alive), Some(interval)) =
-                (this.keep_alive.as_mut().as_pin_mut(), config.keep_alive)
-            {
-                keep_alive.reset(Instant::now() + interval);
+        if let Some(bytes) = batch.into_frame() {
+            if this.keep_alive.is_some() {
+                *this.last_frame = Instant::now();
             }
             return Poll::Ready(Some(Ok(Frame::data(bytes))));
         }
@@ -347,12 +336,122 @@ impl<S: Stream<Item: SseItem>> Events<S> {
         if let (Some(mut keep_alive), Some(interval)) =
             (this.keep_alive.as_mut().as_pin_mut(), config.keep_alive)
         {
-            if keep_alive.as_mut().poll(cx).is_ready() {
-                keep_alive.reset(Instant::now() + interval);
+            while keep_alive.as_mut().poll(cx).is_ready() {
+                let now = Instant::now();
+                let due = *this.last_frame + interval;
+                if due > now {
+                    // A frame went out since the timer was set: idle for less than the interval.
+                    keep_alive.as_mut().reset(due);
+                    continue;
+                }
+                keep_alive.reset(now + interval);
+                *this.last_frame = now;
                 return Poll::Ready(Some(Ok(Frame::data(config.keep_alive_comment.clone()))));
             }
         }
         Poll::Pending
+    }
+}
+
+/// How many ready events a frame holds before copying them: one is sent as it is, a few are
+/// copied once into a buffer of exactly their size.
+const HELD: usize = 8;
+
+/// The most a burst preallocates for one frame (it grows past this if `max_batch` allows).
+const MAX_PREALLOC: usize = 64 * 1024;
+
+/// The ready events of one frame.
+///
+/// The first [`HELD`] are only held: a lone event is sent as it is (the common case, kept
+/// free of any other work), a few are copied once into a buffer of exactly their size. If more
+/// are ready (a burst), they are all copied into a buffer sized for the whole frame up front,
+/// so it does not regrow while it fills.
+struct Batch {
+    first: Option<Bytes>,
+    /// The 2nd to [`HELD`]th events.
+    more: Vec<Bytes>,
+    /// The frame being built, in a burst.
+    burst: Vec<u8>,
+    size: usize,
+}
+
+impl Batch {
+    #[inline(always)]
+    fn new() -> Self {
+        Self {
+            first: None,
+            more: Vec::new(),
+            burst: Vec::new(),
+            size: 0,
+        }
+    }
+
+    /// Adds one event; `true` when the frame is full (`max_batch` reached).
+    #[inline(always)]
+    fn push(&mut self, bytes: Bytes, max_batch: usize) -> bool {
+        self.size += bytes.len();
+        if self.first.is_none() {
+            self.first = Some(bytes);
+        } else {
+            self.push_more(bytes, max_batch);
+        }
+        self.size >= max_batch
+    }
+
+    /// Adds an event after the first.
+    #[inline]
+    fn push_more(&mut self, bytes: Bytes, max_batch: usize) {
+        if self.burst.capacity() != 0 {
+            self.burst.extend_from_slice(&bytes);
+        } else if self.more.len() + 1 < HELD {
+            if self.more.capacity() == 0 {
+                self.more = Vec::with_capacity(HELD - 1);
+            }
+            self.more.push(bytes);
+        } else {
+            self.start_burst(max_batch, &bytes);
+        }
+    }
+
+    /// Allocates the frame for a burst (room for `max_batch`, and for the last event to cross
+    /// it) and copies the held events and `next` into it.
+    #[cold]
+    fn start_burst(&mut self, max_batch: usize, next: &[u8]) {
+        let average = self.size / (HELD + 1);
+        let room = max_batch.min(MAX_PREALLOC).max(self.size) + average.max(next.len());
+        self.burst = Vec::with_capacity(room);
+        for bytes in self.first.iter().chain(&self.more) {
+            self.burst.extend_from_slice(bytes);
+        }
+        self.burst.extend_from_slice(next);
+        self.more = Vec::new();
+    }
+
+    /// The frame: the one event as it is, or the events copied into one buffer.
+    #[inline(always)]
+    fn into_frame(self) -> Option<Bytes> {
+        if self.more.is_empty() && self.burst.capacity() == 0 {
+            return self.first;
+        }
+        Some(self.copy_frame())
+    }
+
+    /// The frame of several events.
+    fn copy_frame(self) -> Bytes {
+        if self.burst.capacity() == 0 {
+            let mut frame = Vec::with_capacity(self.size);
+            for bytes in self.first.iter().chain(&self.more) {
+                frame.extend_from_slice(bytes);
+            }
+            return Bytes::from(frame);
+        }
+        // A burst that ended well short of the room it was given: keep only what it holds,
+        // rather than pin the whole buffer while the frame waits to be written.
+        if self.burst.len() < self.burst.capacity() / 4 {
+            Bytes::copy_from_slice(&self.burst)
+        } else {
+            Bytes::from(self.burst)
+        }
     }
 }
 
@@ -371,4 +470,123 @@ fn finish_shutdown(
             .clone()
             .map(|bytes| Ok(Frame::data(bytes))),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use futures_util::{FutureExt, stream};
+    use http_body_util::BodyExt;
+
+    use super::*;
+    use crate::Event;
+
+    fn frames<S: Stream<Item: SseItem>>(stream: S, max_batch: usize) -> Vec<Bytes> {
+        let config = Config {
+            keep_alive: None,
+            max_batch,
+            ..Config::default()
+        };
+        let mut body = std::pin::pin!(SseBody::<S>::events(
+            stream,
+            Arc::new(config),
+            None,
+            Vec::new()
+        ));
+        let mut frames = Vec::new();
+        async {
+            while let Some(frame) = body.frame().await {
+                frames.push(frame.unwrap().into_data().unwrap());
+            }
+        }
+        .now_or_never()
+        .expect("every event is ready");
+        frames
+    }
+
+    #[test]
+    fn one_ready_event_is_sent_without_a_copy() {
+        let event = Event::new().data("x").encode();
+        let frames = frames(stream::iter([event.clone()]), DEFAULT_MAX_BATCH);
+        assert_eq!(frames.len(), 1);
+        assert_eq!(frames[0].as_ptr(), event.as_bytes().as_ptr());
+    }
+
+    #[test]
+    fn ready_events_fill_frames_up_to_the_cap() {
+        for count in [2, HELD, HELD + 1, 3 * HELD, 1000] {
+            for max_batch in [0, 1, 50, 1000, DEFAULT_MAX_BATCH, usize::MAX] {
+                let events: Vec<_> = (0..count)
+                    .map(|n| Event::new().data(format!("{n:0width$}", width = n % 40)))
+                    .map(Event::encode)
+                    .collect();
+                let all: Vec<u8> = events.iter().flat_map(|e| e.as_bytes().to_vec()).collect();
+                let frames = frames(stream::iter(events.clone()), max_batch);
+                assert_eq!(frames.concat(), all, "{count} events, cap {max_batch}");
+                // Every frame but the last reached the cap; none went on past it.
+                let mut next = events.iter().map(EncodedEvent::len);
+                for (i, frame) in frames.iter().enumerate() {
+                    let mut size = 0;
+                    let mut last = 0;
+                    while size < frame.len() {
+                        last = next.next().unwrap();
+                        size += last;
+                    }
+                    assert_eq!(size, frame.len());
+                    assert!(
+                        size - last < max_batch.max(1),
+                        "frame {i} went past the cap"
+                    );
+                    if i + 1 < frames.len() {
+                        assert!(size >= max_batch, "frame {i} stopped short of the cap");
+                    }
+                }
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn keep_alive_comes_one_interval_after_the_last_frame() {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Event>();
+        let events = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
+        let mut body = std::pin::pin!(SseBody::new(events));
+        let start = Instant::now();
+        let sender = tokio::spawn(async move {
+            for at in [5, 12, 20] {
+                tokio::time::sleep_until(start + Duration::from_secs(at)).await;
+                tx.send(Event::new().data(at.to_string())).unwrap();
+            }
+            tx
+        });
+        let mut got = Vec::new();
+        while got.len() < 5 {
+            let frame = body.frame().await.unwrap().unwrap().into_data().unwrap();
+            got.push((
+                start.elapsed().as_secs(),
+                String::from_utf8(frame.to_vec()).unwrap(),
+            ));
+        }
+        let want = [
+            (5, "data: 5\n\n"),
+            (12, "data: 12\n\n"),
+            (20, "data: 20\n\n"),
+            (35, ":\n\n"),
+            (50, ":\n\n"),
+        ];
+        let want: Vec<_> = want.iter().map(|&(t, f)| (t, f.to_owned())).collect();
+        assert_eq!(got, want);
+        drop(sender);
+    }
+
+    #[test]
+    fn a_short_burst_does_not_keep_its_big_buffer() {
+        let mut batch = Batch::new();
+        for _ in 0..=HELD {
+            assert!(!batch.push(Bytes::from_static(b"data: x\n\n"), DEFAULT_MAX_BATCH));
+        }
+        let frame = batch.into_frame().unwrap();
+        assert_eq!(frame.len(), 9 * (HELD + 1));
+        assert_eq!(frame.slice(..9), Bytes::from_static(b"data: x\n\n"));
+        // Copied out of the 32 KiB burst buffer into one of its own size.
+        assert_eq!(frame.try_into_mut().unwrap().capacity(), 9 * (HELD + 1));
+    }
 }

@@ -20,7 +20,7 @@
 //!   and no duplicate (live events up to the last one fetched are skipped by id).
 //! - **Unknown ids**: the id must still be in the stream (`XRANGE id +` starts with it);
 //!   trimmed, wiped by a Redis restart without persistence, or never issued, it is
-//!   [`Replay::HistoryLost`](super::Replay::HistoryLost), as with the in-memory hub.
+//!   [`Replay::HistoryLost`], as with the in-memory hub.
 //! - **Faults**: publishing and subscribing fail fast with `Unavailable` (a command timeout,
 //!   default 2 s) while Redis is down; the reader and the pub/sub listener reconnect with
 //!   backoff and go on from the last id read, so nothing Redis kept is lost.
@@ -81,7 +81,7 @@ const BLOCK_MS: u64 = 5000;
 ///   `Last-Event-ID`; otherwise `XRANGE` after it, then a hand-off to live under the topic's
 ///   lock, live events already in the backlog skipped by id: no gap, no duplicate. The id must
 ///   still be in the stream; trimmed, lost in a Redis restart without persistence, or never
-///   issued, it is [`Replay::HistoryLost`](super::Replay::HistoryLost).
+///   issued, it is [`Replay::HistoryLost`].
 /// - **Faults**: while Redis is down, publishing and subscribing fail within the
 ///   [`timeout`](Self::timeout) with `Unavailable` (an HTTP server answers `503`); the reader
 ///   and the pub/sub listener reconnect with backoff (100 ms doubling to 5 s, jittered) and go
