@@ -940,18 +940,29 @@ impl Inner {
         let Some(joined) = joined else {
             return Err(SubscribeError::UnknownTopic);
         };
+        Ok(self.subscription(request, topic, joined))
+    }
+
+    /// The subscription for a cursor `joined` to `topic`: counted, and addressable by its
+    /// client id.
+    fn subscription(
+        self: &Arc<Self>,
+        request: &SubscribeRequest<'_>,
+        topic: Arc<Topic>,
+        joined: topic::Joined,
+    ) -> Subscription {
         self.subscribers.fetch_add(1, Ordering::Relaxed);
         let client = request
             .client_id
             .map(|id| (Box::<str>::from(id), self.join_client(id)));
-        Ok(Subscription::new(
+        Subscription::new(
             Arc::clone(self),
             topic,
             joined.replay,
             joined.backlog,
             Recv::new(joined.receiver),
             client,
-        ))
+        )
     }
 
     fn join_client(&self, client_id: &str) -> Recv {

@@ -50,7 +50,7 @@ use tokio::{sync::mpsc, time::Instant};
 
 use super::{
     Inner, PublishError, Replay, SubscribeError, SubscribeRequest, Subscription, UnknownId, lock,
-    subscription::Recv, topic::Topic,
+    topic::Topic,
 };
 use crate::{EncodedEvent, Event};
 
@@ -901,19 +901,8 @@ fn finish(
     joined: super::topic::Joined,
     skip_through: u128,
 ) -> Subscription {
-    hub.subscribers.fetch_add(1, Ordering::Relaxed);
-    let client = request
-        .client_id
-        .map(|id| (Box::<str>::from(id), hub.join_client(id)));
-    Subscription::new(
-        Arc::clone(hub),
-        topic,
-        joined.replay,
-        joined.backlog,
-        Recv::new(joined.receiver),
-        client,
-    )
-    .skip_through(skip_through)
+    hub.subscription(request, topic, joined)
+        .skip_through(skip_through)
 }
 
 /// Reads every followed topic over one connection and feeds the local topics.
@@ -1169,6 +1158,7 @@ impl Backoff {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hub::subscription::Recv;
 
     #[test]
     fn pack_orders_like_stream_ids() {
