@@ -960,7 +960,7 @@ impl Inner {
             topic,
             joined.replay,
             joined.backlog,
-            Recv::new(joined.receiver),
+            Recv::live(joined.receiver),
             client,
         )
     }

@@ -1216,7 +1216,7 @@ mod tests {
             Arc::clone(&topic),
             joined.replay,
             joined.backlog,
-            Recv::new(joined.receiver),
+            Recv::live(joined.receiver),
             None,
         )
         .skip_through(pack("2-0").unwrap());

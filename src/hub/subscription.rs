@@ -2,15 +2,24 @@ use std::{
     any::Any,
     fmt,
     pin::Pin,
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
     task::{Context, Poll, ready},
 };
 
 use futures_core::{FusedStream, Stream};
-use tokio::sync::broadcast::{self, error::RecvError};
+use tokio::sync::broadcast::{
+    self,
+    error::{RecvError, TryRecvError},
+};
 use tokio_util::sync::ReusableBoxFuture;
 
-use super::{Hub, Inner, SubscribeError, SubscribeRequest, UnknownId, topic::Topic};
+use super::{
+    Hub, Inner, SubscribeError, SubscribeRequest, UnknownId,
+    topic::{LiveReceiver, Topic},
+};
 use crate::{EncodedEvent, Event};
 
 /// How a subscription's `Last-Event-ID` was honoured. See [`Subscription::replay`].
@@ -208,19 +217,96 @@ type Received = (
     broadcast::Receiver<EncodedEvent>,
 );
 
-/// A receiver parked in a box that is allocated once per subscription and reused for every
-/// event (same future type, same layout).
-pub(super) struct Recv(ReusableBoxFuture<'static, Received>);
+/// One subscriber's place in a ring.
+///
+/// A parked receiver lives in a boxed receive future, which registers the task to be woken; the
+/// box is allocated at the first park and reused for every later one (same future type, same
+/// layout).
+///
+/// A topic's receiver also knows how many events the topic has sent into its ring and how many
+/// it has read (`gate`). While that says events are waiting, they are read straight from the
+/// ring (`try_recv`: a slot read and a reference-count increment), not through the future; when
+/// it says none are, the receiver parks at once, without `try_recv`'s own locked check first.
+/// Reading ready events does not spend tokio's co-operative budget; [`SseBody`](crate::SseBody)
+/// bounds what it takes per frame.
+pub(super) struct Recv {
+    /// The receiver while no receive is parked.
+    idle: Option<broadcast::Receiver<EncodedEvent>>,
+    parked: Option<ReusableBoxFuture<'static, Received>>,
+    gate: Option<Gate>,
+}
+
+struct Gate {
+    sent: Arc<AtomicU64>,
+    seen: u64,
+}
 
 impl Recv {
-    pub(super) fn new(receiver: broadcast::Receiver<EncodedEvent>) -> Self {
-        Self(ReusableBoxFuture::new(recv(receiver)))
+    /// A topic's receiver.
+    pub(super) fn live(live: LiveReceiver) -> Self {
+        Self {
+            idle: Some(live.receiver),
+            parked: None,
+            gate: Some(Gate {
+                sent: live.sent,
+                seen: live.seen,
+            }),
+        }
     }
 
+    /// A receiver without a send count: it always waits through the future.
+    pub(super) fn new(receiver: broadcast::Receiver<EncodedEvent>) -> Self {
+        Self {
+            idle: Some(receiver),
+            parked: None,
+            gate: None,
+        }
+    }
+
+    #[inline]
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Result<EncodedEvent, RecvError>> {
-        let (result, receiver) = ready!(self.0.poll(cx));
-        self.0.set(recv(receiver));
-        Poll::Ready(result)
+        if let Some(receiver) = &mut self.idle {
+            let waiting = self
+                .gate
+                .as_ref()
+                .is_some_and(|gate| gate.sent.load(Ordering::Acquire) != gate.seen);
+            if waiting {
+                match receiver.try_recv() {
+                    Ok(event) => return Poll::Ready(Ok(self.read(event))),
+                    Err(TryRecvError::Lagged(skipped)) => {
+                        return Poll::Ready(Err(RecvError::Lagged(skipped)));
+                    }
+                    Err(TryRecvError::Closed) => return Poll::Ready(Err(RecvError::Closed)),
+                    Err(TryRecvError::Empty) => {}
+                }
+            }
+            self.park();
+        }
+        let Some(parked) = &mut self.parked else {
+            // `park` always leaves a parked receive when it takes the receiver.
+            return Poll::Ready(Err(RecvError::Closed));
+        };
+        let (result, receiver) = ready!(parked.poll(cx));
+        self.idle = Some(receiver);
+        Poll::Ready(result.map(|event| self.read(event)))
+    }
+
+    #[inline]
+    fn read(&mut self, event: EncodedEvent) -> EncodedEvent {
+        if let Some(gate) = &mut self.gate {
+            gate.seen = gate.seen.wrapping_add(1);
+        }
+        event
+    }
+
+    /// Moves the receiver into the (reused) boxed receive future.
+    fn park(&mut self) {
+        if let Some(receiver) = self.idle.take() {
+            match &mut self.parked {
+                Some(parked) => parked.set(recv(receiver)),
+                None => self.parked = Some(ReusableBoxFuture::new(recv(receiver))),
+            }
+        }
     }
 }
 

@@ -2,7 +2,10 @@
 
 use std::{
     collections::VecDeque,
-    sync::{Mutex, MutexGuard, PoisonError},
+    sync::{
+        Arc, Mutex, MutexGuard, PoisonError,
+        atomic::{AtomicU64, Ordering},
+    },
 };
 
 use tokio::{sync::broadcast, time::Instant};
@@ -26,6 +29,7 @@ impl Topic {
             name: name.into(),
             state: Mutex::new(TopicState {
                 sender: Some(sender),
+                sent: Arc::default(),
                 history: VecDeque::new(),
                 history_bytes: 0,
                 floor,
@@ -46,6 +50,9 @@ impl Topic {
 pub(super) struct TopicState {
     /// `None` once the topic is closed or removed; its receivers then drain and end.
     sender: Option<broadcast::Sender<EncodedEvent>>,
+    /// How many events went into the live ring (only ever changed under the lock). Receivers
+    /// read it without the lock to tell whether the ring holds anything for them.
+    sent: Arc<AtomicU64>,
     history: VecDeque<Entry>,
     history_bytes: usize,
     /// Every entry with `seq >= floor` that was ever appended is still in `history`.
@@ -64,9 +71,18 @@ struct Entry {
     event: EncodedEvent,
 }
 
+/// A receiver of a topic's live ring, with the ring's send count as of when it joined.
+pub(super) struct LiveReceiver {
+    pub(super) receiver: broadcast::Receiver<EncodedEvent>,
+    /// The topic's count of events sent into the ring.
+    pub(super) sent: Arc<AtomicU64>,
+    /// `sent` when the receiver joined: it has read every event sent before.
+    pub(super) seen: u64,
+}
+
 /// What a subscriber gets when it joins a topic.
 pub(super) struct Joined {
-    pub(super) receiver: broadcast::Receiver<EncodedEvent>,
+    pub(super) receiver: LiveReceiver,
     pub(super) replay: Replay,
     pub(super) backlog: Vec<EncodedEvent>,
 }
@@ -103,9 +119,31 @@ impl TopicState {
     /// Hands `event` to the live subscribers only, without keeping it for replay.
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(super) fn send_live(&self, event: &EncodedEvent) -> usize {
-        self.sender
-            .as_ref()
-            .map_or(0, |sender| sender.send(event.clone()).unwrap_or(0))
+        self.send(event)
+    }
+
+    /// Sends `event` into the live ring; how many receivers it reached.
+    fn send(&self, event: &EncodedEvent) -> usize {
+        let Some(sender) = &self.sender else {
+            return 0;
+        };
+        // An error only means there is no receiver right now.
+        let reached = sender.send(event.clone()).unwrap_or(0);
+        if reached > 0 {
+            // After the send: a receiver that sees the new count finds the event in the ring.
+            self.sent.fetch_add(1, Ordering::Release);
+        }
+        reached
+    }
+
+    /// A new receiver of the live ring (`None` once the topic is closed).
+    fn receiver(&self) -> Option<LiveReceiver> {
+        let receiver = self.sender.as_ref()?.subscribe();
+        Some(LiveReceiver {
+            receiver,
+            sent: Arc::clone(&self.sent),
+            seen: self.sent.load(Ordering::Relaxed),
+        })
     }
 
     /// Registers a live cursor with `backlog` as its replay (taken by the caller, under this
@@ -116,7 +154,7 @@ impl TopicState {
         replay: Replay,
         backlog: Vec<EncodedEvent>,
     ) -> Option<Joined> {
-        let receiver = self.sender.as_ref()?.subscribe();
+        let receiver = self.receiver()?;
         self.subscribers += 1;
         Some(Joined {
             receiver,
@@ -141,10 +179,7 @@ impl TopicState {
         });
         self.history_bytes += event.len();
         self.evict(limits, now);
-        if let Some(sender) = &self.sender {
-            // An error only means there is no subscriber right now.
-            let _ = sender.send(event.clone());
-        }
+        self.send(event);
     }
 
     /// Drops the oldest entries until the history is within `limits`.
@@ -180,7 +215,7 @@ impl TopicState {
         issued: u128,
         on_unknown_id: UnknownId,
     ) -> Option<Joined> {
-        let receiver = self.sender.as_ref()?.subscribe();
+        let receiver = self.receiver()?;
         let (replay, from) = match last_event_id {
             None => (Replay::NotRequested, self.history.len()),
             Some(id) => match self.resume_at(id, own_seq, issued) {
