@@ -9,6 +9,8 @@
 # Scenarios, each against a freshly started server:
 #   S1     1,000 clients, 200 msg/s of 128 B, DURATION s
 #   S1nd   S1 with TCP_NODELAY set on the servers' connections (unless NODELAY=1 already)
+#   S1wi   S1 against tower-sse only, with SseLayer::min_write_interval(WRITE_INTERVAL_MS); the
+#          table compares it with the peer's plain S1 (the peer has no such setting)
 #   S1b    1,000 clients, 20 msg/s of 128 B, DURATION s
 #   S2     IDLE_CLIENTS (10,000) idle connections: server RSS growth / connections
 #   S2base the same on bench_server's non-SSE GET /hold: what hyper + axum cost alone
@@ -18,13 +20,13 @@
 # Servers are started and stopped by PID. Everything is on 127.0.0.1; each run is bounded by
 # the load generator's own hard time limit, and by `timeout` around it.
 #
-# Environment: DURATION (10), REPEAT (1: how many times S1, S1nd, S1b and S3 run; the table
-# shows medians), IDLE_CLIENTS (10000), S1_CLIENTS (1000), S3_CLIENTS (100), S3_PUBLISHERS (4),
-# S3_PIPELINE (16), SIZE (128), SERVER_CORE (0), LOAD_CORE (1), NODELAY (0; 1 sets TCP_NODELAY
-# on both servers' connections everywhere), CARGO_TARGET_DIR (target), OUT (a directory for the
-# JSON results and server logs; default a fresh temporary one), SERVERS ("tower-sse axum"),
-# NICE (0; e.g. -10, as root, runs servers and load generator at that niceness, so that other
-# work on a shared machine disturbs the measurement less).
+# Environment: DURATION (10), REPEAT (1: how many times S1, S1nd, S1b and S3 run; the table shows
+# medians), IDLE_CLIENTS (10000), S1_CLIENTS (1000), S3_CLIENTS (100), S3_PUBLISHERS (4),
+# S3_PIPELINE (16), SIZE (128), WRITE_INTERVAL_MS (10; 0 skips S1wi), SERVER_CORE (0), LOAD_CORE
+# (1), NODELAY (0; 1 sets TCP_NODELAY on both servers' connections everywhere), CARGO_TARGET_DIR
+# (target), OUT (a directory for the JSON results and server logs; default a fresh temporary one),
+# SERVERS ("tower-sse axum"), NICE (0; e.g. -10, as root, runs servers and load generator at that
+# niceness, so that other work on a shared machine disturbs the measurement less).
 #
 # Needs: cargo, taskset (util-linux), timeout (coreutils), python3 (the table), Linux /proc.
 set -euo pipefail
@@ -44,6 +46,7 @@ LOAD_CORE=${LOAD_CORE:-1}
 NODELAY=${NODELAY:-0}
 SERVERS=${SERVERS:-"tower-sse axum"}
 NICE=${NICE:-0}
+WRITE_INTERVAL_MS=${WRITE_INTERVAL_MS:-10}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}
 OUT=${OUT:-$(mktemp -d -t tower-sse-load.XXXXXX)}
 mkdir -p "$OUT"
@@ -90,7 +93,7 @@ trap 'stop_server; exit 130' INT TERM
 # sets URL from it. (nice and taskset exec the server: $! is its PID.)
 start_server() {
     : >"$2"
-    PORT=0 NODELAY=${RUN_NODELAY:-$NODELAY} nice -n "$NICE" taskset -c "$SERVER_CORE" \
+    PORT=0 NODELAY=${RUN_NODELAY:-$NODELAY} WRITE_INTERVAL_MS=${RUN_WRITE_INTERVAL:-0} nice -n "$NICE" taskset -c "$SERVER_CORE" \
         "$(binary "$1")" >"$2" 2>&1 &
     SERVER_PID=$!
     for _ in $(seq 100); do
@@ -144,6 +147,14 @@ for rep in $(seq "$REPEAT"); do
                 --size "$SIZE" --duration "$DURATION"
         done
     fi
+    case " $SERVERS " in
+        *" tower-sse "*)
+            if [ "$WRITE_INTERVAL_MS" != 0 ]; then
+                RUN_WRITE_INTERVAL=$WRITE_INTERVAL_MS run tower-sse S1wi "$rep" \
+                    --clients "$S1_CLIENTS" --rate 200 --size "$SIZE" --duration "$DURATION"
+            fi
+            ;;
+    esac
     for server in $SERVERS; do
         run "$server" S1b "$rep" --clients "$S1_CLIENTS" --rate 20 --size "$SIZE" \
             --duration "$DURATION"
@@ -164,10 +175,10 @@ end=$(date +%s)
 echo "done in $((end - start)) s; load after the run: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 
 python3 - "$OUT" "$DURATION" "$NODELAY" "$S3_PUBLISHERS" "$S3_PIPELINE" "$IDLE_CLIENTS" \
-    "$S1_CLIENTS" "$S3_CLIENTS" "$SIZE" "$REPEAT" "$NICE" <<'PY'
+    "$S1_CLIENTS" "$S3_CLIENTS" "$SIZE" "$REPEAT" "$NICE" "$WRITE_INTERVAL_MS" <<'PY'
 import glob, json, os, platform, statistics, sys
 
-out, duration, nodelay, publishers, pipeline, idle, s1, s3, size, repeat, nice = sys.argv[1:12]
+out, duration, nodelay, publishers, pipeline, idle, s1, s3, size, repeat, nice, wi = sys.argv[1:13]
 
 
 def runs(scenario, server):
@@ -219,6 +230,8 @@ publishing = [
 rows = [
     ("S1", f"S1: {int(s1):,} clients, 200 msg/s of {size} B, {duration} s", publishing),
     ("S1nd", "S1, TCP_NODELAY on both servers", publishing),
+    ("S1wi", f"S1, tower-sse with `min_write_interval` {wi} ms (axum column: its plain S1)",
+     publishing),
     ("S1b", f"S1b: {int(s1):,} clients, 20 msg/s of {size} B, {duration} s", publishing),
     ("S2", f"S2: {int(idle):,} idle connections", [
         ("connected", "connected", None, None),
@@ -245,8 +258,9 @@ print("| scenario | metric | tower-sse | axum + broadcast | tower-sse advantage 
 print("|---|---|---|---|---|")
 base = runs("S2base", "tower-sse")
 for scenario, title, metrics in rows:
-    ours, peer = runs(scenario, "tower-sse"), runs(scenario, "axum")
-    if not ours and not peer:
+    ours = runs(scenario, "tower-sse")
+    peer = runs("S1" if scenario == "S1wi" else scenario, "axum")
+    if not ours:
         continue
     first = True
     for key, label, digits, higher in metrics:
@@ -265,7 +279,7 @@ print("Correctness, all runs together (events never received, duplicate ids, str
 print()
 print("| scenario | tower-sse lost | dups | closed early | axum lost | dups | closed early |")
 print("|---|---|---|---|---|---|---|")
-for scenario in ("S1", "S1nd", "S1b", "S3"):
+for scenario in ("S1", "S1nd", "S1wi", "S1b", "S3"):
     if not runs(scenario, "tower-sse") and not runs(scenario, "axum"):
         continue
     cells = []

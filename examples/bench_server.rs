@@ -10,7 +10,9 @@
 //! Environment: `PORT` (default 3000; binds `127.0.0.1:$PORT`; `0` picks a free port),
 //! `CAPACITY` (the topic's live
 //! ring, default 4096 events), `NODELAY` (`1`: set `TCP_NODELAY` on accepted connections;
-//! default off, as `axum::serve` leaves it).
+//! default off, as `axum::serve` leaves it), `WRITE_INTERVAL_MS`
+//! ([`SseLayer::min_write_interval`], default 0: every event is written as soon as it is
+//! ready, as the peer does).
 //!
 //! - `GET /events`: an SSE stream subscribed to the topic, keep-alive comment every 15 s.
 //!   Honours `Last-Event-ID` from the hub's history (default bounds: 1000 events / 1 MiB).
@@ -101,7 +103,11 @@ async fn main() -> std::io::Result<()> {
         .route("/events", get(events))
         .route("/publish", post(publish))
         .with_state(hub)
-        .layer(SseLayer::new().keep_alive(KEEP_ALIVE))
+        .layer(
+            SseLayer::new()
+                .keep_alive(KEEP_ALIVE)
+                .min_write_interval(Duration::from_millis(env_or("WRITE_INTERVAL_MS", 0))),
+        )
         .route("/hold", get(hold));
     let nodelay = env_or("NODELAY", 0u8) == 1;
     let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port))).await?;

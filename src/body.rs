@@ -2,6 +2,9 @@
 //!
 //! The body writes each event's shared bytes as they come. When several events are ready at
 //! once they go out as one frame (up to a size cap), so a burst costs one write instead of many.
+//! With a minimum write interval ([`SseLayer::min_write_interval`](crate::SseLayer::min_write_interval))
+//! an event that comes too soon after the last write is held, and the events that come
+//! meanwhile join it.
 //! While the stream is idle it sends a keep-alive comment after each interval; every frame
 //! resets the interval. When a [`Shutdown`] is triggered it sends the final
 //! event, if one is configured, and ends. An error from the stream ends the body cleanly (the
@@ -61,6 +64,8 @@ pub(crate) struct Config {
     pub(crate) shutdown_event: Option<Bytes>,
     pub(crate) shutdown_grace: Duration,
     pub(crate) max_batch: usize,
+    /// Zero: write each event as soon as it is ready.
+    pub(crate) min_write_interval: Duration,
     pub(crate) replay: Option<(ReplayLogs, UnknownId)>,
 }
 
@@ -74,6 +79,7 @@ impl Default for Config {
             shutdown_event: None,
             shutdown_grace: Duration::ZERO,
             max_batch: DEFAULT_MAX_BATCH,
+            min_write_interval: Duration::ZERO,
             replay: None,
         }
     }
@@ -116,6 +122,11 @@ pin_project! {
         done: bool,
         guard: Option<DisconnectGuard>,
         replay: Option<Box<Replaying>>,
+        // With a minimum write interval: the event held until `delay` fires.
+        held: Option<Bytes>,
+        delay: Option<Pin<Box<Sleep>>>,
+        // The last frame was cut at `max_batch`: more is ready, send it without a delay.
+        draining: bool,
     }
 }
 
@@ -168,6 +179,9 @@ impl<S, P> SseBody<S, P> {
                     done: false,
                     guard,
                     replay,
+                    held: None,
+                    delay: None,
+                    draining: false,
                 },
             },
         }
@@ -258,24 +272,43 @@ impl<S: Stream<Item: SseItem>> Events<S> {
             }
         }
 
-        // Shutdown: end now, or keep serving until the grace period is over.
+        // Shutdown: end now, or keep serving until the grace period is over. An event held for
+        // the write interval goes out first.
+        let mut finish = false;
         if let Some(shutdown) = this.shutdown.as_mut().as_pin_mut() {
             if shutdown.poll(cx).is_ready() {
                 this.shutdown.set(None);
                 if config.shutdown_grace.is_zero() {
-                    return finish_shutdown(this.done, this.guard, config);
+                    finish = true;
+                } else {
+                    this.grace.set(Some(sleep(config.shutdown_grace)));
                 }
-                this.grace.set(Some(sleep(config.shutdown_grace)));
             }
         }
         if let Some(grace) = this.grace.as_mut().as_pin_mut() {
             if grace.poll(cx).is_ready() {
-                return finish_shutdown(this.done, this.guard, config);
+                finish = true;
             }
         }
 
-        // Events: take everything that is ready, up to the batch cap.
+        // An event held for the write interval: wait for the interval to end without polling
+        // the stream (so that events published meanwhile wake nothing), then take the held
+        // event and all that is ready. A shutdown ends the wait: what would have been written
+        // by now goes out before the final event.
         let mut batch = Batch::new();
+        if let Some(held) = this.held.take() {
+            if let (false, Some(delay)) = (finish, this.delay.as_mut()) {
+                if delay.as_mut().poll(cx).is_pending() {
+                    *this.held = Some(held);
+                    return Poll::Pending;
+                }
+            }
+            batch.push(held, usize::MAX);
+        } else if finish {
+            return finish_shutdown(this.done, this.guard, config, None);
+        }
+
+        // Events: take everything that is ready, up to the batch cap.
         let mut ended = false;
         loop {
             let replayed = this.replay.as_mut().and_then(|r| r.backlog.pop_front());
@@ -300,6 +333,18 @@ impl<S: Stream<Item: SseItem>> Events<S> {
                                 None => {}
                             }
                         }
+                        if batch.is_empty()
+                            && !config.min_write_interval.is_zero()
+                            && !*this.draining
+                        {
+                            // Sooner than the interval after the last write: hold it (and what
+                            // comes meanwhile) until the interval is over.
+                            let due = *this.last_frame + config.min_write_interval;
+                            if due > Instant::now() && start_delay(this.delay, due, cx) {
+                                *this.held = Some(event.into_bytes());
+                                return Poll::Pending;
+                            }
+                        }
                         if batch.push(event.into_bytes(), config.max_batch) {
                             break;
                         }
@@ -317,6 +362,10 @@ impl<S: Stream<Item: SseItem>> Events<S> {
                 Poll::Pending => break,
             }
         }
+        if finish {
+            return finish_shutdown(this.done, this.guard, config, batch.into_frame());
+        }
+        *this.draining = batch.size >= config.max_batch && !ended;
         if ended {
             *this.done = true;
             if let Some(guard) = this.guard.take() {
@@ -324,7 +373,7 @@ impl<S: Stream<Item: SseItem>> Events<S> {
             }
         }
         if let Some(bytes) = batch.into_frame() {
-            if this.keep_alive.is_some() {
+            if this.keep_alive.is_some() || !config.min_write_interval.is_zero() {
                 *this.last_frame = Instant::now();
             }
             return Poll::Ready(Some(Ok(Frame::data(bytes))));
@@ -351,6 +400,22 @@ impl<S: Stream<Item: SseItem>> Events<S> {
         }
         Poll::Pending
     }
+}
+
+/// Arms the write-interval timer; `false` if `deadline` has passed already (send now).
+fn start_delay(
+    delay: &mut Option<Pin<Box<Sleep>>>,
+    deadline: Instant,
+    cx: &mut Context<'_>,
+) -> bool {
+    let sleep = match delay {
+        Some(sleep) => {
+            sleep.as_mut().reset(deadline);
+            sleep
+        }
+        None => delay.insert(Box::pin(tokio::time::sleep_until(deadline))),
+    };
+    sleep.as_mut().poll(cx).is_pending()
 }
 
 /// How many ready events a frame holds before copying them: one is sent as it is, a few are
@@ -384,6 +449,11 @@ impl Batch {
             burst: Vec::new(),
             size: 0,
         }
+    }
+
+    #[inline(always)]
+    fn is_empty(&self) -> bool {
+        self.first.is_none()
     }
 
     /// Adds one event; `true` when the frame is full (`max_batch` reached).
@@ -459,17 +529,17 @@ fn finish_shutdown(
     done: &mut bool,
     guard: &mut Option<DisconnectGuard>,
     config: &Config,
+    held: Option<Bytes>,
 ) -> Polled {
     *done = true;
     if let Some(guard) = guard.take() {
         guard.finish();
     }
-    Poll::Ready(
-        config
-            .shutdown_event
-            .clone()
-            .map(|bytes| Ok(Frame::data(bytes))),
-    )
+    let last = match (held, &config.shutdown_event) {
+        (Some(held), Some(event)) => Some(Bytes::from([&held[..], event].concat())),
+        (held, event) => held.or_else(|| event.clone()),
+    };
+    Poll::Ready(last.map(|bytes| Ok(Frame::data(bytes))))
 }
 
 #[cfg(test)]
@@ -575,6 +645,92 @@ mod tests {
         let want: Vec<_> = want.iter().map(|&(t, f)| (t, f.to_owned())).collect();
         assert_eq!(got, want);
         drop(sender);
+    }
+
+    /// A body with a minimum write interval over events sent at the given times (ms after
+    /// start), with `shutdown` triggered at `shutdown_at` if given; the frames with their times.
+    async fn timed_frames(
+        interval: u64,
+        max_batch: usize,
+        at: &[u64],
+        shutdown_at: Option<u64>,
+    ) -> Vec<(u64, String)> {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Event>();
+        let events = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
+        let shutdown = Shutdown::new();
+        let config = Config {
+            keep_alive: None,
+            max_batch,
+            min_write_interval: Duration::from_millis(interval),
+            shutdown: Some(shutdown.clone()),
+            shutdown_event: Some(Bytes::from_static(b"event: bye\n\n")),
+            ..Config::default()
+        };
+        let mut body = std::pin::pin!(SseBody::<_>::events(
+            events,
+            Arc::new(config),
+            None,
+            Vec::new()
+        ));
+        let start = Instant::now();
+        let times = at.to_vec();
+        let sender = tokio::spawn(async move {
+            for (n, at) in times.into_iter().enumerate() {
+                tokio::time::sleep_until(start + Duration::from_millis(at)).await;
+                tx.send(Event::new().data(n.to_string())).unwrap();
+            }
+            if let Some(at) = shutdown_at {
+                tokio::time::sleep_until(start + Duration::from_millis(at)).await;
+                shutdown.trigger();
+                tx
+            } else {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                tx
+            }
+        });
+        let mut got = Vec::new();
+        let deadline = start + Duration::from_secs(10);
+        while let Ok(Some(frame)) = tokio::time::timeout_at(deadline, body.frame()).await {
+            let frame = frame.unwrap().into_data().unwrap();
+            let text = String::from_utf8(frame.to_vec()).unwrap();
+            let ms = start.elapsed().as_millis() as u64;
+            got.push((ms, text.replace("data: ", "").replace("\n\n", ",")));
+        }
+        sender.abort();
+        got
+    }
+
+    fn owned(want: &[(u64, &str)]) -> Vec<(u64, String)> {
+        want.iter().map(|&(t, f)| (t, f.to_owned())).collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn min_write_interval_holds_events_that_come_too_soon() {
+        // The stream starts at 0 (a write, for the interval's purpose). Event 0 at 3 ms waits
+        // until 10; 1 and 2 join it. 3 at 25 is after a quiet spell: at once. 4 at 30 waits
+        // until 35, 5 at 100 goes at once.
+        let got = timed_frames(10, DEFAULT_MAX_BATCH, &[3, 5, 9, 25, 30, 100], None).await;
+        let want = [(10, "0,1,2,"), (25, "3,"), (35, "4,"), (100, "5,")];
+        assert_eq!(got, owned(&want));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn min_write_interval_zero_writes_at_once() {
+        let got = timed_frames(0, DEFAULT_MAX_BATCH, &[3, 5, 9], None).await;
+        assert_eq!(got, owned(&[(3, "0,"), (5, "1,"), (9, "2,")]));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_over_max_batch_continues_without_waiting() {
+        // Six events ready at 12 ms, frames capped at two events ("n,": 9 bytes each).
+        let got = timed_frames(10, 18, &[12, 12, 12, 12, 12, 12], None).await;
+        assert_eq!(got, owned(&[(12, "0,1,"), (12, "2,3,"), (12, "4,5,")]));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_writes_held_events_before_the_final_event() {
+        let got = timed_frames(50, DEFAULT_MAX_BATCH, &[3, 5], Some(20)).await;
+        assert_eq!(got, owned(&[(20, "0,1,event: bye,")]));
     }
 
     #[test]
