@@ -14,6 +14,8 @@
 #   S1b    1,000 clients, 20 msg/s of 128 B, DURATION s
 #   S2     IDLE_CLIENTS (10,000) idle connections: server RSS growth / connections
 #   S2base the same on bench_server's non-SSE GET /hold: what hyper + axum cost alone
+#   S2h    S2 and S2base again, tower-sse served by a hand-written HTTP/1.1 accept loop on hyper
+#          (bench_server's SERVE=http1) instead of axum::serve
 #   S3     100 clients, S3_PUBLISHERS keep-alive publishers flat out (each with S3_PIPELINE
 #          requests in flight, HTTP/1.1 pipelining), DURATION s
 # Each server is pinned to core SERVER_CORE (0) with taskset, the load generator to LOAD_CORE (1).
@@ -93,7 +95,8 @@ trap 'stop_server; exit 130' INT TERM
 # sets URL from it. (nice and taskset exec the server: $! is its PID.)
 start_server() {
     : >"$2"
-    PORT=0 NODELAY=${RUN_NODELAY:-$NODELAY} WRITE_INTERVAL_MS=${RUN_WRITE_INTERVAL:-0} nice -n "$NICE" taskset -c "$SERVER_CORE" \
+    PORT=0 NODELAY=${RUN_NODELAY:-$NODELAY} WRITE_INTERVAL_MS=${RUN_WRITE_INTERVAL:-0} \
+        SERVE=${RUN_SERVE:-axum} nice -n "$NICE" taskset -c "$SERVER_CORE" \
         "$(binary "$1")" >"$2" 2>&1 &
     SERVER_PID=$!
     for _ in $(seq 100); do
@@ -171,6 +174,9 @@ done
 # Baseline for S2: as many idle connections on a plain (non-SSE) chunked response of the same
 # axum server, to separate what hyper + axum cost per connection from what SSE adds.
 run tower-sse S2base 1 --clients "$IDLE_CLIENTS" --idle --settle 2 --path /hold
+# The same two on hyper's HTTP/1.1 connection builder directly, one Router shared by all.
+RUN_SERVE=http1 run tower-sse S2h 1 --clients "$IDLE_CLIENTS" --idle --settle 2
+RUN_SERVE=http1 run tower-sse S2hbase 1 --clients "$IDLE_CLIENTS" --idle --settle 2 --path /hold
 end=$(date +%s)
 echo "done in $((end - start)) s; load after the run: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 
@@ -273,6 +279,11 @@ for scenario, title, metrics in rows:
     if scenario == "S2" and median(base, "rss_per_conn_kib") is not None:
         kib = median(base, "rss_per_conn_kib")
         print(f"| | of which hyper + axum alone (non-SSE `GET /hold`) | {kib:,.2f} | {kib:,.2f} | |")
+    if scenario == "S2" and median(runs("S2h", "tower-sse"), "rss_per_conn_kib") is not None:
+        kib = median(runs("S2h", "tower-sse"), "rss_per_conn_kib")
+        base_h = median(runs("S2hbase", "tower-sse"), "rss_per_conn_kib")
+        print(f"| | tower-sse on a hand-written HTTP/1.1 accept loop (`SERVE=http1`) | {kib:,.2f} | | |")
+        print(f"| | of which hyper alone there (`GET /hold`) | {fmt(base_h, 2)} | | |")
 print()
 print("Correctness, all runs together (events never received, duplicate ids, streams the server "
       "closed early):")

@@ -12,7 +12,8 @@
 //! ring, default 4096 events), `NODELAY` (`1`: set `TCP_NODELAY` on accepted connections;
 //! default off, as `axum::serve` leaves it), `WRITE_INTERVAL_MS`
 //! ([`SseLayer::min_write_interval`], default 0: every event is written as soon as it is
-//! ready, as the peer does).
+//! ready, as the peer does), `SERVE` (`http1`: serve HTTP/1.1 straight on hyper with one shared
+//! `Router`, see `serve_http1`; default `axum::serve`, as the peer does).
 //!
 //! - `GET /events`: an SSE stream subscribed to the topic, keep-alive comment every 15 s.
 //!   Honours `Last-Event-ID` from the hub's history (default bounds: 1000 events / 1 MiB).
@@ -112,10 +113,42 @@ async fn main() -> std::io::Result<()> {
     let nodelay = env_or("NODELAY", 0u8) == 1;
     let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port))).await?;
     println!("listening on http://{}", listener.local_addr()?);
+    if std::env::var("SERVE").as_deref() == Ok("http1") {
+        return serve_http1(listener, app, nodelay).await;
+    }
     let listener = listener.tap_io(move |tcp| {
         if nodelay {
             let _ = tcp.set_nodelay(true);
         }
     });
     axum::serve(listener, app).await
+}
+
+/// `SERVE=http1`: HTTP/1.1 only, straight on hyper, every connection sharing one `Router` (a
+/// reference-count increment), instead of `axum::serve`, which detects the HTTP version per
+/// connection and makes a new `Router` service for each. Measures what a hand-written accept
+/// loop saves per idle connection (S2).
+async fn serve_http1(listener: TcpListener, app: Router, nodelay: bool) -> std::io::Result<()> {
+    use hyper_util::{rt::TokioIo, service::TowerToHyperService};
+
+    let service = TowerToHyperService::new(app);
+    loop {
+        let (tcp, _) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            // Out of descriptors, or the peer gave up: keep serving the others.
+            Err(_) => {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        if nodelay {
+            let _ = tcp.set_nodelay(true);
+        }
+        let service = service.clone();
+        tokio::spawn(async move {
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(tcp), service)
+                .await;
+        });
+    }
 }

@@ -113,10 +113,9 @@ pin_project! {
         #[pin]
         keep_alive: Option<Sleep>,
         last_frame: Instant,
-        #[pin]
-        shutdown: Option<WaitForCancellationFutureOwned>,
-        #[pin]
-        grace: Option<Sleep>,
+        // Boxed: most connections never shut down, so they keep only a pointer.
+        shutdown: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
+        grace: Option<Pin<Box<Sleep>>>,
         config: Arc<Config>,
         started: bool,
         done: bool,
@@ -261,7 +260,7 @@ impl<S: Stream<Item: SseItem>> Events<S> {
         if !*this.started {
             *this.started = true;
             if let Some(shutdown) = &config.shutdown {
-                this.shutdown.set(Some(shutdown.wait()));
+                *this.shutdown = Some(Box::pin(shutdown.wait()));
             }
             if let Some(interval) = config.keep_alive {
                 *this.last_frame = Instant::now();
@@ -275,18 +274,18 @@ impl<S: Stream<Item: SseItem>> Events<S> {
         // Shutdown: end now, or keep serving until the grace period is over. An event held for
         // the write interval goes out first.
         let mut finish = false;
-        if let Some(shutdown) = this.shutdown.as_mut().as_pin_mut() {
-            if shutdown.poll(cx).is_ready() {
-                this.shutdown.set(None);
+        if let Some(shutdown) = this.shutdown.as_mut() {
+            if shutdown.as_mut().poll(cx).is_ready() {
+                *this.shutdown = None;
                 if config.shutdown_grace.is_zero() {
                     finish = true;
                 } else {
-                    this.grace.set(Some(sleep(config.shutdown_grace)));
+                    *this.grace = Some(Box::pin(sleep(config.shutdown_grace)));
                 }
             }
         }
-        if let Some(grace) = this.grace.as_mut().as_pin_mut() {
-            if grace.poll(cx).is_ready() {
+        if let Some(grace) = this.grace.as_mut() {
+            if grace.as_mut().poll(cx).is_ready() {
                 finish = true;
             }
         }

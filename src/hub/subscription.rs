@@ -348,20 +348,30 @@ async fn recv(mut receiver: broadcast::Receiver<EncodedEvent>) -> Received {
 /// ```
 pub struct Subscription {
     replay: Replay,
-    /// Sent before the backlog: the [`notify_history_lost`](Self::notify_history_lost) event.
-    notice: Option<EncodedEvent>,
+    /// The backlog starts with the [`notify_history_lost`](Self::notify_history_lost) event,
+    /// not sent yet.
+    notice: bool,
     backlog: std::vec::IntoIter<EncodedEvent>,
     /// `None` once the stream has ended.
     live: Option<Recv>,
-    client: Option<Recv>,
-    client_first: bool,
+    /// Boxed: most subscriptions have no client id, and every byte here is per connection.
+    client: Option<Box<ClientRecv>>,
     hub: Arc<Inner>,
     topic: Arc<Topic>,
     /// Whether this subscription still counts as a subscriber of `topic`.
     registered: bool,
-    client_id: Option<Box<str>>,
     /// Live events up to this broker position were in the backlog already (0: none).
     skip_through: u128,
+}
+
+/// The events sent to a subscription's client id.
+struct ClientRecv {
+    id: Box<str>,
+    /// `None` once the client's channel is gone.
+    recv: Option<Recv>,
+    /// Whether the client's events come first on the next poll (they take turns with the
+    /// topic's).
+    first: bool,
 }
 
 enum Polled {
@@ -379,18 +389,21 @@ impl Subscription {
         live: Recv,
         client: Option<(Box<str>, Recv)>,
     ) -> Self {
-        let (client_id, client) = client.unzip();
         Self {
             replay,
-            notice: None,
+            notice: false,
             backlog: backlog.into_iter(),
             live: Some(live),
-            client,
-            client_first: false,
+            client: client.map(|(id, recv)| {
+                Box::new(ClientRecv {
+                    id,
+                    recv: Some(recv),
+                    first: false,
+                })
+            }),
             hub,
             topic,
             registered: true,
-            client_id,
             skip_through: 0,
         }
     }
@@ -442,7 +455,9 @@ impl Subscription {
     ///     .await
     ///     .unwrap()
     ///     .notify_history_lost(Event::new().event("history-lost").data("reload"));
+    /// assert_eq!(sub.backlog_len(), 1); // the notice is not a replayed event
     /// assert_eq!(&sub.next().await.unwrap().as_bytes()[..], b"event: history-lost\ndata: reload\n\n");
+    /// assert_eq!(sub.backlog_len(), 1);
     /// assert!(sub.next().await.unwrap().as_bytes().starts_with(b"data: kept\n"));
     ///
     /// // A subscription that lost nothing is left alone.
@@ -452,8 +467,13 @@ impl Subscription {
     /// # }
     /// ```
     pub fn notify_history_lost(mut self, event: Event) -> Self {
-        if self.replay.is_lost() && self.live.is_some() {
-            self.notice = Some(event.encode());
+        if self.replay.is_lost() && self.live.is_some() && !self.notice {
+            let backlog = std::mem::take(&mut self.backlog);
+            let mut with_notice = Vec::with_capacity(backlog.len() + 1);
+            with_notice.push(event.encode());
+            with_notice.extend(backlog);
+            self.backlog = with_notice.into_iter();
+            self.notice = true;
         }
         self
     }
@@ -467,7 +487,7 @@ impl Subscription {
     /// # }
     /// ```
     pub fn backlog_len(&self) -> usize {
-        self.backlog.len()
+        self.backlog.len() - usize::from(self.notice)
     }
 
     /// The topic.
@@ -493,20 +513,19 @@ impl Subscription {
     /// # }
     /// ```
     pub fn client_id(&self) -> Option<&str> {
-        self.client_id.as_deref()
+        self.client.as_ref().map(|client| &*client.id)
     }
 
     /// Ends the stream and gives back everything it held in the hub.
     fn release(&mut self) {
         self.live = None;
-        self.client = None;
-        self.notice = None;
+        self.notice = false;
         self.backlog = Vec::new().into_iter();
         if std::mem::take(&mut self.registered) {
             self.hub.leave_topic(&self.topic);
         }
-        if let Some(client_id) = self.client_id.take() {
-            self.hub.leave_client(&client_id);
+        if let Some(client) = self.client.take() {
+            self.hub.leave_client(&client.id);
         }
     }
 
@@ -550,14 +569,17 @@ impl Subscription {
     }
 
     fn poll_client(&mut self, cx: &mut Context<'_>) -> Polled {
-        let Some(client) = &mut self.client else {
+        let Some(client) = self.client.as_mut() else {
             return Polled::Idle;
         };
-        match client.poll(cx) {
+        let Some(recv) = &mut client.recv else {
+            return Polled::Idle;
+        };
+        match recv.poll(cx) {
             Poll::Pending => Polled::Idle,
             Poll::Ready(Ok(event)) => Polled::Event(event),
             Poll::Ready(Err(RecvError::Closed)) => {
-                self.client = None;
+                client.recv = None;
                 Polled::Idle
             }
             Poll::Ready(Err(RecvError::Lagged(skipped))) => self.slow(skipped),
@@ -570,17 +592,22 @@ impl Stream for Subscription {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<EncodedEvent>> {
         let this = self.get_mut();
-        if let Some(event) = this.notice.take() {
-            return Poll::Ready(Some(event));
-        }
         if let Some(event) = this.backlog.next() {
+            this.notice = false;
             return Poll::Ready(Some(event));
         }
         if this.live.is_none() {
             return Poll::Ready(None);
         }
+        let Some(client) = &this.client else {
+            return match this.poll_live(cx) {
+                Polled::Event(event) => Poll::Ready(Some(event)),
+                Polled::End => Poll::Ready(None),
+                Polled::Idle => Poll::Pending,
+            };
+        };
         // Take turns, so a busy topic cannot starve events sent to the client (or back).
-        let client_first = this.client_first;
+        let client_first = client.first;
         for from_client in [client_first, !client_first] {
             let polled = if from_client {
                 this.poll_client(cx)
@@ -589,7 +616,9 @@ impl Stream for Subscription {
             };
             match polled {
                 Polled::Event(event) => {
-                    this.client_first = !from_client;
+                    if let Some(client) = &mut this.client {
+                        client.first = !from_client;
+                    }
                     return Poll::Ready(Some(event));
                 }
                 Polled::End => return Poll::Ready(None),
@@ -601,10 +630,7 @@ impl Stream for Subscription {
 
     fn size_hint(&self) -> (usize, Option<usize>) {
         match self.live {
-            Some(_) => (
-                self.backlog.len() + usize::from(self.notice.is_some()),
-                None,
-            ),
+            Some(_) => (self.backlog.len(), None),
             None => (0, Some(0)),
         }
     }
@@ -626,9 +652,9 @@ impl fmt::Debug for Subscription {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Subscription")
             .field("topic", &self.topic.name)
-            .field("client_id", &self.client_id)
+            .field("client_id", &self.client_id())
             .field("replay", &self.replay)
-            .field("backlog", &self.backlog.len())
+            .field("backlog", &self.backlog_len())
             .field("ended", &self.live.is_none())
             .finish()
     }
