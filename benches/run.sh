@@ -296,6 +296,9 @@ for scenario in ("S1", "S1nd", "S1wi", "S1b", "S3"):
     cells = []
     for server in ("tower-sse", "axum"):
         rs = runs(scenario, server)
+        if not rs:
+            cells += ["—", "—", "—"]
+            continue
         exp, lost = total(rs, "expected"), total(rs, "lost")
         pct = f" ({100 * lost / exp:.2f} %)" if exp and lost else ""
         cells += [f"{fmt(lost, None)} of {fmt(exp, None)}{pct}", fmt(total(rs, "duplicates"), None),

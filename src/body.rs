@@ -273,38 +273,27 @@ impl<S: Stream<Item: SseItem>> Events<S> {
 
         // Shutdown: end now, or keep serving until the grace period is over. An event held for
         // the write interval goes out first.
-        let mut finish = false;
-        if let Some(shutdown) = this.shutdown.as_mut() {
-            if shutdown.as_mut().poll(cx).is_ready() {
-                *this.shutdown = None;
-                if config.shutdown_grace.is_zero() {
-                    finish = true;
-                } else {
-                    *this.grace = Some(Box::pin(sleep(config.shutdown_grace)));
-                }
-            }
-        }
-        if let Some(grace) = this.grace.as_mut() {
-            if grace.as_mut().poll(cx).is_ready() {
-                finish = true;
-            }
-        }
+        let finish = (this.shutdown.is_some() || this.grace.is_some())
+            && poll_shutdown(this.shutdown, this.grace, config, cx);
 
         // An event held for the write interval: wait for the interval to end without polling
         // the stream (so that events published meanwhile wake nothing), then take the held
         // event and all that is ready. A shutdown ends the wait: what would have been written
         // by now goes out before the final event.
         let mut batch = Batch::new();
-        if let Some(held) = this.held.take() {
-            if let (false, Some(delay)) = (finish, this.delay.as_mut()) {
-                if delay.as_mut().poll(cx).is_pending() {
-                    *this.held = Some(held);
-                    return Poll::Pending;
+        if finish || this.held.is_some() {
+            match this.held.take() {
+                Some(held) => {
+                    if let (false, Some(delay)) = (finish, this.delay.as_mut()) {
+                        if delay.as_mut().poll(cx).is_pending() {
+                            *this.held = Some(held);
+                            return Poll::Pending;
+                        }
+                    }
+                    batch.push(held, usize::MAX);
                 }
+                None => return finish_shutdown(this.done, this.guard, config, None),
             }
-            batch.push(held, usize::MAX);
-        } else if finish {
-            return finish_shutdown(this.done, this.guard, config, None);
         }
 
         // Events: take everything that is ready, up to the batch cap.
@@ -399,6 +388,28 @@ impl<S: Stream<Item: SseItem>> Events<S> {
         }
         Poll::Pending
     }
+}
+
+/// Polls the shutdown signal and the grace period; `true` when the stream must end now.
+#[cold]
+fn poll_shutdown(
+    shutdown: &mut Option<Pin<Box<WaitForCancellationFutureOwned>>>,
+    grace: &mut Option<Pin<Box<Sleep>>>,
+    config: &Config,
+    cx: &mut Context<'_>,
+) -> bool {
+    if let Some(signal) = shutdown.as_mut() {
+        if signal.as_mut().poll(cx).is_ready() {
+            *shutdown = None;
+            if config.shutdown_grace.is_zero() {
+                return true;
+            }
+            *grace = Some(Box::pin(sleep(config.shutdown_grace)));
+        }
+    }
+    grace
+        .as_mut()
+        .is_some_and(|grace| grace.as_mut().poll(cx).is_ready())
 }
 
 /// Arms the write-interval timer; `false` if `deadline` has passed already (send now).
