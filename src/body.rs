@@ -281,6 +281,8 @@ impl<S: Stream<Item: SseItem>> Events<S> {
         // event and all that is ready. A shutdown ends the wait: what would have been written
         // by now goes out before the final event.
         let mut batch = Batch::new();
+        // The frame reached `max_batch`: more may be ready, and it goes out without a hold.
+        let mut full = false;
         if finish || this.held.is_some() {
             match this.held.take() {
                 Some(held) => {
@@ -290,7 +292,7 @@ impl<S: Stream<Item: SseItem>> Events<S> {
                             return Poll::Pending;
                         }
                     }
-                    batch.push(held, usize::MAX);
+                    full = batch.push(held, config.max_batch);
                 }
                 None => return finish_shutdown(this.done, this.guard, config, None),
             }
@@ -298,7 +300,7 @@ impl<S: Stream<Item: SseItem>> Events<S> {
 
         // Events: take everything that is ready, up to the batch cap.
         let mut ended = false;
-        loop {
+        while !full {
             let replayed = this.replay.as_mut().and_then(|r| r.backlog.pop_front());
             let live = replayed.is_none();
             let polled = match replayed {
@@ -327,14 +329,14 @@ impl<S: Stream<Item: SseItem>> Events<S> {
                         {
                             // Sooner than the interval after the last write: hold it (and what
                             // comes meanwhile) until the interval is over.
-                            let due = *this.last_frame + config.min_write_interval;
+                            let due = later(*this.last_frame, config.min_write_interval);
                             if due > Instant::now() && start_delay(this.delay, due, cx) {
                                 *this.held = Some(event.into_bytes());
                                 return Poll::Pending;
                             }
                         }
                         if batch.push(event.into_bytes(), config.max_batch) {
-                            break;
+                            full = true;
                         }
                     }
                     Err(err) => {
@@ -353,7 +355,7 @@ impl<S: Stream<Item: SseItem>> Events<S> {
         if finish {
             return finish_shutdown(this.done, this.guard, config, batch.into_frame());
         }
-        *this.draining = batch.size >= config.max_batch && !ended;
+        *this.draining = full && !ended;
         if ended {
             *this.done = true;
             if let Some(guard) = this.guard.take() {
@@ -375,19 +377,26 @@ impl<S: Stream<Item: SseItem>> Events<S> {
         {
             while keep_alive.as_mut().poll(cx).is_ready() {
                 let now = Instant::now();
-                let due = *this.last_frame + interval;
+                let due = later(*this.last_frame, interval);
                 if due > now {
                     // A frame went out since the timer was set: idle for less than the interval.
                     keep_alive.as_mut().reset(due);
                     continue;
                 }
-                keep_alive.reset(now + interval);
+                keep_alive.reset(later(now, interval));
                 *this.last_frame = now;
                 return Poll::Ready(Some(Ok(Frame::data(config.keep_alive_comment.clone()))));
             }
         }
         Poll::Pending
     }
+}
+
+/// `at + after`, or about 30 years from `at` if that overflows (as tokio does for `sleep`): a
+/// huge interval means "never", not a panic.
+fn later(at: Instant, after: Duration) -> Instant {
+    at.checked_add(after)
+        .unwrap_or_else(|| at + Duration::from_secs(86_400 * 365 * 30))
 }
 
 /// Polls the shutdown signal and the grace period; `true` when the stream must end now.
@@ -735,6 +744,19 @@ mod tests {
         // Six events ready at 12 ms, frames capped at two events ("n,": 9 bytes each).
         let got = timed_frames(10, 18, &[12, 12, 12, 12, 12, 12], None).await;
         assert_eq!(got, owned(&[(12, "0,1,"), (12, "2,3,"), (12, "4,5,")]));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn max_batch_zero_still_sends_each_held_event_alone() {
+        let got = timed_frames(10, 0, &[3, 5, 9, 40], None).await;
+        let want = [(10, "0,"), (10, "1,"), (10, "2,"), (40, "3,")];
+        assert_eq!(got, owned(&want));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_huge_interval_holds_instead_of_panicking() {
+        let got = timed_frames(u64::MAX, DEFAULT_MAX_BATCH, &[3], None).await;
+        assert_eq!(got, owned(&[]));
     }
 
     #[tokio::test(start_paused = true)]

@@ -740,3 +740,35 @@ async fn topics_must_exist_when_auto_create_is_off() {
     drop(sub);
     assert_eq!(hub.topics(), ["t"]);
 }
+
+/// Reading events that are already in the ring spends tokio's co-operative budget, as tokio's
+/// own receive does: a reader that never runs dry still lets other tasks on its thread run.
+#[tokio::test(flavor = "current_thread")]
+async fn a_reader_of_a_full_ring_yields_to_other_tasks() {
+    use std::sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    };
+
+    let hub = Hub::builder().subscriber_capacity(2048).build();
+    let mut sub = hub.subscribe("t").await.unwrap();
+    for n in 0..1000 {
+        hub.publish("t", Event::new().data(n.to_string()))
+            .await
+            .unwrap();
+    }
+    let other_ran = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&other_ran);
+    tokio::spawn(async move { flag.store(true, Ordering::SeqCst) });
+    let mut read = 0;
+    let mut ran_at = None;
+    while read < 1000 {
+        sub.next().await.unwrap();
+        read += 1;
+        if ran_at.is_none() && other_ran.load(Ordering::SeqCst) {
+            ran_at = Some(read);
+        }
+    }
+    let ran_at = ran_at.expect("the other task never ran while 1,000 ready events were read");
+    assert!(ran_at < 1000, "it ran only at the end ({ran_at})");
+}

@@ -227,8 +227,7 @@ type Received = (
 /// it has read (`gate`). While that says events are waiting, they are read straight from the
 /// ring (`try_recv`: a slot read and a reference-count increment), not through the future; when
 /// it says none are, the receiver parks at once, without `try_recv`'s own locked check first.
-/// Reading ready events does not spend tokio's co-operative budget; [`SseBody`](crate::SseBody)
-/// bounds what it takes per frame.
+/// Both ways spend tokio's co-operative budget, as tokio's own receive does.
 pub(super) struct Recv {
     /// The receiver while no receive is parked.
     idle: Option<broadcast::Receiver<EncodedEvent>>,
@@ -271,8 +270,14 @@ impl Recv {
                 .as_ref()
                 .is_some_and(|gate| gate.sent.load(Ordering::Acquire) != gate.seen);
             if waiting {
+                // As tokio's own receive does: spend the task's co-operative budget, so that a
+                // consumer of a ring that never runs dry still yields to other tasks.
+                let coop = ready!(tokio::task::coop::poll_proceed(cx));
                 match receiver.try_recv() {
-                    Ok(event) => return Poll::Ready(Ok(self.read(event))),
+                    Ok(event) => {
+                        coop.made_progress();
+                        return Poll::Ready(Ok(self.read(event)));
+                    }
                     Err(TryRecvError::Lagged(skipped)) => {
                         return Poll::Ready(Err(RecvError::Lagged(skipped)));
                     }

@@ -260,8 +260,15 @@ impl<C> SseLayer<C> {
     /// Nagle's algorithm makes it in the kernel, but waits for an acknowledgement instead of a
     /// fixed time.) BENCHMARKS.md has numbers.
     ///
-    /// A burst larger than [`max_batch`](Self::max_batch) continues at once. Events held when a
+    /// A burst larger than [`max_batch`](Self::max_batch) continues at once (with `max_batch(0)`
+    /// the events of a window go out one frame each, back to back). Events held when a
     /// [`shutdown`](Self::shutdown) ends the stream are written before the final event.
+    ///
+    /// While events are held they wait in their source: with the [`Hub`](crate::hub::Hub), in
+    /// the topic's ring. Keep `interval` × the peak publish rate of a topic well below
+    /// [`HubBuilder::subscriber_capacity`](crate::hub::HubBuilder::subscriber_capacity)
+    /// (default 256), or a connection that is holding falls a ring behind and is disconnected
+    /// as a slow client (it then resumes with its `Last-Event-ID`).
     ///
     /// ```
     /// use std::time::Duration;
