@@ -569,18 +569,18 @@ mod tests {
     use super::*;
     use crate::Event;
 
+    /// An event-stream body over `stream` with `config` and no replay.
+    fn body<S>(stream: S, config: Config) -> SseBody<S> {
+        SseBody::events(stream, Arc::new(config), None, Vec::new())
+    }
+
     fn frames<S: Stream<Item: SseItem>>(stream: S, max_batch: usize) -> Vec<Bytes> {
         let config = Config {
             keep_alive: None,
             max_batch,
             ..Config::default()
         };
-        let mut body = std::pin::pin!(SseBody::<S>::events(
-            stream,
-            Arc::new(config),
-            None,
-            Vec::new()
-        ));
+        let mut body = std::pin::pin!(body(stream, config));
         let mut frames = Vec::new();
         async {
             while let Some(frame) = body.frame().await {
@@ -661,8 +661,7 @@ mod tests {
             (35, ":\n\n"),
             (50, ":\n\n"),
         ];
-        let want: Vec<_> = want.iter().map(|&(t, f)| (t, f.to_owned())).collect();
-        assert_eq!(got, want);
+        assert_eq!(got, owned(&want));
         drop(sender);
     }
 
@@ -685,12 +684,7 @@ mod tests {
             shutdown_event: Some(Bytes::from_static(b"event: bye\n\n")),
             ..Config::default()
         };
-        let mut body = std::pin::pin!(SseBody::<_>::events(
-            events,
-            Arc::new(config),
-            None,
-            Vec::new()
-        ));
+        let mut body = std::pin::pin!(body(events, config));
         let start = Instant::now();
         let times = at.to_vec();
         let sender = tokio::spawn(async move {
@@ -701,11 +695,10 @@ mod tests {
             if let Some(at) = shutdown_at {
                 tokio::time::sleep_until(start + Duration::from_millis(at)).await;
                 shutdown.trigger();
-                tx
-            } else {
-                tokio::time::sleep(Duration::from_secs(3600)).await;
-                tx
             }
+            // Keep the channel open: the stream must not end before the body does.
+            std::future::pending::<()>().await;
+            drop(tx);
         });
         let mut got = Vec::new();
         let deadline = start + Duration::from_secs(10);

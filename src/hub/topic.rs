@@ -116,14 +116,9 @@ impl TopicState {
         self.history.range(from..).map(|e| &e.event)
     }
 
-    /// Hands `event` to the live subscribers only, without keeping it for replay.
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    /// Hands `event` to the live subscribers only, without keeping it for replay (what
+    /// [`push`](Self::push) does after appending it); how many receivers it reached.
     pub(super) fn send_live(&self, event: &EncodedEvent) -> usize {
-        self.send(event)
-    }
-
-    /// Sends `event` into the live ring; how many receivers it reached.
-    fn send(&self, event: &EncodedEvent) -> usize {
         let Some(sender) = &self.sender else {
             return 0;
         };
@@ -179,7 +174,7 @@ impl TopicState {
         });
         self.history_bytes += event.len();
         self.evict(limits, now);
-        self.send(event);
+        self.send_live(event);
     }
 
     /// Drops the oldest entries until the history is within `limits`.
