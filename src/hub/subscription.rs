@@ -549,6 +549,7 @@ impl Subscription {
         let Some(live) = &mut self.live else {
             return Polled::End;
         };
+        #[cfg_attr(not(feature = "redis"), allow(unused_mut))]
         let mut polled = live.poll(cx);
         #[cfg(feature = "redis")]
         while self.skip_through != 0 {
