@@ -5,10 +5,10 @@
 //!
 //! ```text
 //! cargo build --release --example bench_peer_axum
-//! PORT=3001 taskset -c 0 target/release/examples/bench_peer_axum
+//! PORT=3101 taskset -c 0 target/release/examples/bench_peer_axum
 //! ```
 //!
-//! Environment: `PORT` (default 3000; binds `127.0.0.1:$PORT`; `0` picks a free port),
+//! Environment: `PORT` (default 3101; binds `127.0.0.1:$PORT`; `0` picks a free port),
 //! `CAPACITY` (the broadcast
 //! channel's capacity, default 4096, the same as the tower-sse server's ring), `NODELAY` (`1`:
 //! set `TCP_NODELAY` on accepted connections; default off, as `axum::serve` leaves it).
@@ -107,7 +107,7 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> std::io::Result<()> {
-    let port: u16 = env_or("PORT", 3000);
+    let port: u16 = env_or("PORT", 3101);
     let capacity: usize = env_or("CAPACITY", DEFAULT_CAPACITY);
     let (tx, _) = broadcast::channel(capacity);
     let state = AppState {

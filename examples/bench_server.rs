@@ -4,10 +4,10 @@
 //!
 //! ```text
 //! cargo build --release --example bench_server
-//! PORT=3000 taskset -c 0 target/release/examples/bench_server
+//! PORT=3100 taskset -c 0 target/release/examples/bench_server
 //! ```
 //!
-//! Environment: `PORT` (default 3000; binds `127.0.0.1:$PORT`; `0` picks a free port),
+//! Environment: `PORT` (default 3100; binds `127.0.0.1:$PORT`; `0` picks a free port),
 //! `CAPACITY` (the topic's live
 //! ring, default 4096 events), `NODELAY` (`1`: set `TCP_NODELAY` on accepted connections;
 //! default off, as `axum::serve` leaves it), `WRITE_INTERVAL_MS`
@@ -97,7 +97,7 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> std::io::Result<()> {
-    let port: u16 = env_or("PORT", 3000);
+    let port: u16 = env_or("PORT", 3100);
     let capacity: usize = env_or("CAPACITY", DEFAULT_CAPACITY);
     let hub = Hub::builder().subscriber_capacity(capacity).build();
     let app = Router::new()

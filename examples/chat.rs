@@ -16,8 +16,8 @@
 //! # Several processes: `REDIS_URL`
 //!
 //! ```text
-//! REDIS_URL=redis://127.0.0.1:6379 ADDR=127.0.0.1:3001 cargo run --example chat
-//! REDIS_URL=redis://127.0.0.1:6379 ADDR=127.0.0.1:3002 cargo run --example chat
+//! REDIS_URL=redis://127.0.0.1:6379 ADDR=127.0.0.1:3010 cargo run --example chat
+//! REDIS_URL=redis://127.0.0.1:6379 ADDR=127.0.0.1:3011 cargo run --example chat
 //! ```
 //!
 //! With `REDIS_URL` set, the hub runs on Redis Streams and the rooms and logins live in Redis

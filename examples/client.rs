@@ -7,7 +7,7 @@
 //! For example, against the clock example (`cargo run --example clock`):
 //!
 //! ```text
-//! cargo run --example client -- http://127.0.0.1:3000/clock --max-events 3
+//! cargo run --example client -- http://127.0.0.1:3000/events --max-events 3
 //! {"id": "1", "event": "tick", "data": "..."}
 //! ```
 //!

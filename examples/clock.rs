@@ -6,9 +6,9 @@
 //! cargo run --example clock
 //! ```
 //!
-//! and open <http://127.0.0.1:3000/> (per-connection clock) or
-//! <http://127.0.0.1:3000/?stream=shared> (one clock shared by every client). Environment:
-//! `ADDR` (default `127.0.0.1:3000`), `KEEP_ALIVE_SECS` (default 15).
+//! and open <http://127.0.0.1:3001/> (per-connection clock) or
+//! <http://127.0.0.1:3001/?stream=shared> (one clock shared by every client). Environment:
+//! `ADDR` (default `127.0.0.1:3001`), `KEEP_ALIVE_SECS` (default 15).
 //!
 //! - `GET /clock`: a stream of its own per connection: `event: tick`, an incrementing `id`
 //!   (resumed from `Last-Event-ID`), `data` `{"timestamp": <unix ms>, "message": "..."}`.
@@ -122,7 +122,7 @@ async fn main() {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
-    let addr: SocketAddr = env_or("ADDR", SocketAddr::from(([127, 0, 0, 1], 3000)));
+    let addr: SocketAddr = env_or("ADDR", SocketAddr::from(([127, 0, 0, 1], 3001)));
     let keep_alive = Duration::from_secs(env_or("KEEP_ALIVE_SECS", 15));
 
     let listener = match TcpListener::bind(addr).await {

@@ -2,11 +2,11 @@
 //!
 //! ```text
 //! cargo run --example hyper
-//! curl -N http://127.0.0.1:3001/
+//! curl -N http://127.0.0.1:3002/
 //! ```
 //!
 //! Serves HTTP/1.1 and HTTP/2 (prior knowledge: `curl --http2-prior-knowledge -N ..`) on `ADDR`
-//! (default `127.0.0.1:3001`): a count from 1, one event a second, resumed after
+//! (default `127.0.0.1:3002`): a count from 1, one event a second, resumed after
 //! `Last-Event-ID`. Ctrl-C ends every stream and waits for the connections with hyper-util's
 //! `GracefulShutdown`.
 
@@ -47,7 +47,7 @@ async fn count(
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let addr: SocketAddr = std::env::var("ADDR")
-        .unwrap_or_else(|_| "127.0.0.1:3001".into())
+        .unwrap_or_else(|_| "127.0.0.1:3002".into())
         .parse()?;
     let listener = TcpListener::bind(addr).await?;
     println!("listening on http://{addr}");

@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! cargo build --release --examples
-//! taskset -c 1 target/release/examples/loadgen --url http://127.0.0.1:3000 \
+//! taskset -c 1 target/release/examples/loadgen --url http://127.0.0.1:3100 \
 //!     --server-pid "$PID" --clients 1000 --rate 200 --size 128 --duration 10
 //! ```
 //!
@@ -39,7 +39,7 @@
 //! Ids are compared as numbers: the digits after the last `-` (tower-sse's hub ids are
 //! `<epoch>-<seq>`; the axum peer's are plain numbers).
 //!
-//! Options (all `--name value`): `--url` (default `http://127.0.0.1:3000`), `--path` (the SSE
+//! Options (all `--name value`): `--url` (default `http://127.0.0.1:3100`), `--path` (the SSE
 //! stream, default `/events`), `--server-pid`
 //! (no server figures without it), `--clients` (100), `--rate` (200, messages/s in total; `0`
 //! flat out), `--size` (128 bytes, at least 21), `--duration` (10 s), `--publishers` (1),
@@ -109,9 +109,9 @@ fn usage(message: &str) -> ! {
 }
 
 fn parse_args() -> Args {
-    let mut url = "http://127.0.0.1:3000".to_owned();
+    let mut url = "http://127.0.0.1:3100".to_owned();
     let mut args = Args {
-        addr: SocketAddr::from(([127, 0, 0, 1], 3000)),
+        addr: SocketAddr::from(([127, 0, 0, 1], 3100)),
         host: String::new(),
         path: "/events".to_owned(),
         server_pid: None,

@@ -6,7 +6,43 @@
 //! comments, `Last-Event-ID` parsing, client-gone detection and graceful shutdown that a
 //! production SSE endpoint needs.
 //!
-//! # Example
+//! # With axum
+//!
+//! A handler returns an [`EventStream`]; [`SseLayer`] serves it (feature `axum`). Wire
+//! [`Shutdown`] to SIGINT/SIGTERM so `with_graceful_shutdown` can return while streams are open
+//! (the README's quickstart, `examples/quickstart.rs`, is the complete program).
+//!
+//! ```
+//! # #[cfg(feature = "axum")] {
+//! use axum::{Router, routing::get};
+//! use http_body_util::BodyExt;
+//! use tower::ServiceExt;
+//! use tower_sse::{Event, EventStream, LastEventId, Shutdown, SseLayer};
+//!
+//! async fn events(last: Option<LastEventId>) -> EventStream<impl futures_core::Stream<Item = Event>> {
+//!     let from = last.map_or(0, |id| id.as_str().parse::<u64>().unwrap_or(0));
+//!     EventStream::new(futures_util::stream::iter(
+//!         (from + 1..=from + 2).map(|n| Event::new().id(n.to_string()).data(format!("tick {n}"))),
+//!     ))
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! let shutdown = Shutdown::new();
+//! let app = Router::new()
+//!     .route("/events", get(events))
+//!     .layer(SseLayer::new().shutdown(&shutdown));
+//! // axum::serve(listener, app).with_graceful_shutdown(shutdown.triggered()).await
+//!
+//! let request = http::Request::get("/events").header("last-event-id", "7");
+//! let response = app.oneshot(request.body(axum::body::Body::empty()).unwrap()).await.unwrap();
+//! assert_eq!(response.headers()["content-type"], "text/event-stream");
+//! let body = response.into_body().collect().await.unwrap().to_bytes();
+//! assert_eq!(&body[..], b"id: 8\ndata: tick 8\n\nid: 9\ndata: tick 9\n\n");
+//! # }
+//! # }
+//! ```
+//!
+//! # With bare tower or hyper
 //!
 //! ```
 //! use std::convert::Infallible;
@@ -31,14 +67,21 @@
 //! # }
 //! ```
 //!
+//! # Modules
+//!
+//! [`hub`] is pub/sub with topics, replay and scale-out over Redis; [`replay`] resumes shared
+//! streams that are not the hub's; [`io`] disconnects clients that stop reading; `client` is a
+//! decoder and a reconnecting client.
+//!
 //! # Features
 //!
 //! | feature | what it adds |
 //! |---|---|
-//! | `axum` | [`EventStream`] as an axum handler response; `Option<LastEventId>` extractor |
+//! | `axum` | [`EventStream`] as an axum handler response, `Option<LastEventId>` extractor, [`IntoResponse`](https://docs.rs/axum/latest/axum/response/trait.IntoResponse.html) for [`hub::Subscription`] and the hub's errors, `io::WriteTimeoutListener` |
 //! | `json` | [`Event::json_data`]: serialize straight into the event buffer |
 //! | `client` | `client`: an incremental, spec-exact decoder and a reconnecting client |
 //! | `test-util` | `test::EventReader`: read events back from any response body (enables `client`) |
+//! | `redis` | `hub::RedisBackend`: the hub on Redis Streams, so several processes act as one |
 //!
 //! No feature is on by default.
 //!
@@ -77,6 +120,17 @@ pub use extension::{Disconnect, LastEventId};
 pub use layer::{Sse, SseLayer};
 pub use shutdown::Shutdown;
 pub use stream::{EventStream, SseItem, SseSource};
+
+// The README's snippets are compiled and run as doctests, so they cannot drift from the code.
+#[cfg(all(
+    doctest,
+    feature = "axum",
+    feature = "json",
+    feature = "client",
+    feature = "redis"
+))]
+#[doc = include_str!("../README.md")]
+mod readme {}
 
 /// A boxed error, as tower and hyper use.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

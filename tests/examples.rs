@@ -137,3 +137,54 @@ async fn clock_exits_on_sigterm_with_clients_connected() {
         assert!(rest.ends_with("0\r\n\r\n"), "{rest}");
     }
 }
+
+#[test]
+fn readme_quickstart_is_the_quickstart_example() {
+    let readme = std::fs::read_to_string(support::manifest_dir().join("README.md")).unwrap();
+    let example =
+        std::fs::read_to_string(support::manifest_dir().join("examples/quickstart.rs")).unwrap();
+    let body: String = example
+        .lines()
+        .filter(|line| !line.starts_with("//!"))
+        .map(|line| format!("{line}\n"))
+        .collect();
+    assert!(
+        readme.contains(&format!("```rust,no_run\n{body}```")),
+        "README.md's axum quickstart differs from examples/quickstart.rs (without its //! header)"
+    );
+}
+
+#[tokio::test]
+async fn quickstart_resumes_after_last_event_id_and_exits_on_sigterm() {
+    let quickstart = support::Example::start("quickstart", &[]).await;
+    let mut stream = TcpStream::connect(quickstart.addr()).await.unwrap();
+    stream
+        .write_all(b"GET /events HTTP/1.1\r\nHost: x\r\nLast-Event-ID: 41\r\n\r\n")
+        .await
+        .unwrap();
+    // The first tick is immediate (an interval's first tick), the second a second later.
+    let mut seen = String::new();
+    timeout(Duration::from_secs(10), async {
+        let mut buf = vec![0; 4096];
+        // Chunked: each event is its own chunk, so look for each one on its own.
+        while !seen.contains("id: 43\ndata: tick\n\n") {
+            let n = stream.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed early: {seen}");
+            seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no two ticks: {seen}"));
+    assert!(seen.starts_with("HTTP/1.1 200"), "{seen}");
+    assert!(seen.contains("content-type: text/event-stream"), "{seen}");
+    assert!(seen.contains("id: 42\ndata: tick\n\n"), "{seen}");
+    // SIGTERM with the stream open: the shutdown ends it, so the graceful shutdown returns.
+    let status = quickstart.terminate_within(Duration::from_secs(5)).await;
+    assert!(status.success(), "{status}");
+    let mut rest = vec![];
+    timeout(Duration::from_secs(5), stream.read_to_end(&mut rest))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&rest).ends_with("0\r\n\r\n"));
+}

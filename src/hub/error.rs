@@ -75,3 +75,103 @@ impl fmt::Display for PublishError {
 }
 
 impl std::error::Error for PublishError {}
+
+impl SubscribeError {
+    /// The HTTP status a server answers with: `403 Forbidden`, `404 Not Found` or
+    /// `503 Service Unavailable`. With the `axum` feature the error is itself a response
+    /// with this status and its [`Display`](fmt::Display) text as a `text/plain` body.
+    ///
+    /// ```
+    /// use http::StatusCode;
+    /// use tower_sse::hub::SubscribeError;
+    ///
+    /// assert_eq!(SubscribeError::Forbidden.status(), StatusCode::FORBIDDEN);
+    /// assert_eq!(SubscribeError::UnknownTopic.status(), StatusCode::NOT_FOUND);
+    /// assert_eq!(SubscribeError::Unavailable.status(), StatusCode::SERVICE_UNAVAILABLE);
+    /// ```
+    pub fn status(&self) -> http::StatusCode {
+        match self {
+            Self::Forbidden => http::StatusCode::FORBIDDEN,
+            Self::UnknownTopic => http::StatusCode::NOT_FOUND,
+            Self::Unavailable => http::StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}
+
+impl PublishError {
+    /// The HTTP status a server answers with: `404 Not Found` or `503 Service Unavailable`.
+    /// With the `axum` feature the error is itself a response with this status and its
+    /// [`Display`](fmt::Display) text as a `text/plain` body.
+    ///
+    /// ```
+    /// use http::StatusCode;
+    /// use tower_sse::hub::PublishError;
+    ///
+    /// assert_eq!(PublishError::UnknownTopic.status(), StatusCode::NOT_FOUND);
+    /// assert_eq!(PublishError::Unavailable.status(), StatusCode::SERVICE_UNAVAILABLE);
+    /// ```
+    pub fn status(&self) -> http::StatusCode {
+        match self {
+            Self::UnknownTopic => http::StatusCode::NOT_FOUND,
+            Self::Unavailable => http::StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}
+
+/// `403`, `404` or `503` ([`SubscribeError::status`]) with the error's text as the body, so a
+/// handler can return `Result<Subscription, SubscribeError>` and use `?`.
+///
+/// ```
+/// use axum::{Router, extract::State, routing::get};
+/// use tower::ServiceExt;
+/// use tower_sse::hub::{Hub, SubscribeError, Subscription};
+///
+/// async fn news(State(hub): State<Hub>) -> Result<Subscription, SubscribeError> {
+///     let sub = hub.subscribe("news").await?;
+///     Ok(sub)
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let hub = Hub::builder().auto_create(false).build();
+/// let app = Router::new().route("/news", get(news)).with_state(hub);
+/// let request = http::Request::get("/news").body(axum::body::Body::empty()).unwrap();
+/// let response = app.oneshot(request).await.unwrap();
+/// assert_eq!(response.status(), http::StatusCode::NOT_FOUND);
+/// # }
+/// ```
+#[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+impl axum_core::response::IntoResponse for SubscribeError {
+    fn into_response(self) -> axum_core::response::Response {
+        (self.status(), self.to_string()).into_response()
+    }
+}
+
+/// `404` or `503` ([`PublishError::status`]) with the error's text as the body, so a handler
+/// can use `?` on [`Hub::publish`](super::Hub::publish).
+///
+/// ```
+/// use axum::{Router, extract::State, routing::post};
+/// use tower::ServiceExt;
+/// use tower_sse::{Event, hub::{Hub, PublishError}};
+///
+/// async fn post_news(State(hub): State<Hub>, body: String) -> Result<(), PublishError> {
+///     hub.publish("news", Event::new().data(body)).await?;
+///     Ok(())
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let hub = Hub::builder().auto_create(false).build();
+/// let app = Router::new().route("/news", post(post_news)).with_state(hub);
+/// let request = http::Request::post("/news").body(axum::body::Body::from("hi")).unwrap();
+/// let response = app.oneshot(request).await.unwrap();
+/// assert_eq!(response.status(), http::StatusCode::NOT_FOUND);
+/// # }
+/// ```
+#[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+impl axum_core::response::IntoResponse for PublishError {
+    fn into_response(self) -> axum_core::response::Response {
+        (self.status(), self.to_string()).into_response()
+    }
+}

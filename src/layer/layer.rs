@@ -90,19 +90,65 @@ impl SseLayer {
     /// `new EventSource(url, { withCredentials: true })` works from those origins and from no
     /// other. `GET` is allowed, and the `Last-Event-ID` request header for polyfills.
     ///
-    /// ```
-    /// use http::HeaderValue;
+    /// Origins are `&str`, `String` or [`HeaderValue`], written as a browser sends them:
+    /// `scheme://host[:port]`, lowercase, without a path or a trailing `/`.
     ///
+    /// # Panics
+    ///
+    /// When an origin is not of that form (it would never match a browser's `Origin`); use
+    /// [`try_allow_origins`](Self::try_allow_origins) for origins read from configuration.
+    ///
+    /// ```
     /// let layer = tower_sse::SseLayer::new()
-    ///     .allow_origins([HeaderValue::from_static("https://app.example")]);
+    ///     .allow_origins(["https://app.example", "http://localhost:5173"]);
     /// # let _ = layer;
     /// ```
     #[must_use]
+    #[track_caller]
     pub fn allow_origins<I>(self, origins: I) -> SseLayer<CorsLayer>
     where
-        I: IntoIterator<Item = HeaderValue>,
+        I: IntoIterator,
+        I::Item: TryInto<HeaderValue>,
     {
-        self.cors(
+        match self.try_allow_origins(origins) {
+            Ok(layer) => layer,
+            Err(err) => panic!("SseLayer::allow_origins: {err}"),
+        }
+    }
+
+    /// [`allow_origins`](Self::allow_origins) that returns an error for an origin that is not
+    /// `scheme://host[:port]` (lowercase, no path, no trailing `/`).
+    ///
+    /// ```
+    /// let err = tower_sse::SseLayer::new()
+    ///     .try_allow_origins(["https://app.example/"])
+    ///     .unwrap_err();
+    /// assert_eq!(
+    ///     err.to_string(),
+    ///     "invalid CORS origin \"https://app.example/\": expected scheme://host[:port] without a path",
+    /// );
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidOrigin`] naming the first origin that is not of that form.
+    pub fn try_allow_origins<I>(self, origins: I) -> Result<SseLayer<CorsLayer>, InvalidOrigin>
+    where
+        I: IntoIterator,
+        I::Item: TryInto<HeaderValue>,
+    {
+        let origins = origins
+            .into_iter()
+            .map(|origin| {
+                let value = origin.try_into().map_err(|_| InvalidOrigin {
+                    origin: None,
+                    reason: "not a valid header value",
+                })?;
+                check_origin(&value)?;
+                Ok(value)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(self.cors(
             CorsLayer::new()
                 .allow_origin(AllowOrigin::list(origins))
                 .allow_credentials(true)
@@ -111,8 +157,77 @@ impl SseLayer {
                     HeaderName::from_static("last-event-id"),
                     http::header::CACHE_CONTROL,
                 ]),
-        )
+        ))
     }
+}
+
+/// An origin given to [`SseLayer::try_allow_origins`] that no browser would send.
+///
+/// ```
+/// let err = tower_sse::SseLayer::new().try_allow_origins(["app.example"]).unwrap_err();
+/// assert!(err.to_string().contains("app.example"));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidOrigin {
+    origin: Option<String>,
+    reason: &'static str,
+}
+
+impl std::fmt::Display for InvalidOrigin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.origin {
+            Some(origin) => write!(f, "invalid CORS origin {origin:?}: {}", self.reason),
+            None => write!(f, "invalid CORS origin: {}", self.reason),
+        }
+    }
+}
+
+impl std::error::Error for InvalidOrigin {}
+
+/// `scheme://host[:port]`, as browsers serialize an origin (lowercase, no path).
+fn check_origin(value: &HeaderValue) -> Result<(), InvalidOrigin> {
+    let text = value.to_str().unwrap_or_default();
+    let fail = |reason| {
+        Err(InvalidOrigin {
+            origin: Some(String::from_utf8_lossy(value.as_bytes()).into_owned()),
+            reason,
+        })
+    };
+    let Some((scheme, authority)) = text.split_once("://") else {
+        return fail("expected scheme://host[:port]");
+    };
+    let scheme_ok = scheme
+        .bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_lowercase())
+        && scheme
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"+-.".contains(&b));
+    if !scheme_ok {
+        return fail("expected a lowercase scheme");
+    }
+    if authority.is_empty() {
+        return fail("expected a host");
+    }
+    if authority.contains(['/', '?', '#']) {
+        return fail("expected scheme://host[:port] without a path");
+    }
+    if authority.contains('@') {
+        return fail("an origin has no user name or password");
+    }
+    if authority.bytes().any(|b| b.is_ascii_uppercase()) {
+        return fail("browsers send the host in lowercase");
+    }
+    // The port, when there is one, follows the last `:` outside an IPv6 literal's brackets.
+    let port = match authority.rfind(':') {
+        Some(colon) if !authority[colon..].contains(']') => Some(&authority[colon + 1..]),
+        _ => None,
+    };
+    let port_ok = port.is_none_or(|port| port.parse::<u16>().is_ok() && !port.starts_with('+'));
+    if !port_ok || authority.parse::<http::uri::Authority>().is_err() {
+        return fail("expected host[:port] after the scheme");
+    }
+    Ok(())
 }
 
 impl<C> SseLayer<C> {
@@ -292,5 +407,59 @@ where
     fn layer(&self, inner: S) -> Self::Service {
         self.outer
             .layer(Sse::with_config(inner, self.config.clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins_are_checked_as_browsers_send_them() {
+        for good in [
+            "https://app.example",
+            "http://localhost:5173",
+            "http://127.0.0.1:3000",
+            "http://[::1]:8080",
+            "chrome-extension://abcdef",
+        ] {
+            check_origin(&HeaderValue::from_static(good)).unwrap();
+        }
+        for (bad, reason) in [
+            ("app.example", "expected scheme://host[:port]"),
+            ("https://app.example/", "without a path"),
+            ("https://app.example/x", "without a path"),
+            ("https://app.example?q", "without a path"),
+            ("HTTPS://app.example", "lowercase scheme"),
+            ("https://App.example", "lowercase"),
+            ("https://", "expected a host"),
+            ("https://u:p@app.example", "user name"),
+            ("https://app.example:port", "host[:port]"),
+            ("*", "expected scheme://host[:port]"),
+        ] {
+            let err = check_origin(&HeaderValue::from_static(bad)).expect_err(bad);
+            assert!(err.to_string().contains(reason), "{bad}: {err}");
+            assert!(err.to_string().contains(bad), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn allow_origins_takes_str_string_and_header_values() {
+        let _ = SseLayer::new().allow_origins(["https://a.example"]);
+        let _ = SseLayer::new().allow_origins(vec![String::from("https://a.example")]);
+        let _ = SseLayer::new().allow_origins([HeaderValue::from_static("https://a.example")]);
+        let err = SseLayer::new()
+            .try_allow_origins(["https://a.example", "bad\norigin"])
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid CORS origin: not a valid header value"
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "SseLayer::allow_origins: invalid CORS origin")]
+    fn allow_origins_panics_on_a_bad_origin() {
+        let _ = SseLayer::new().allow_origins(["https://a.example/"]);
     }
 }

@@ -47,4 +47,7 @@ pub mod future;
 mod layer;
 mod service;
 
-pub use self::{layer::SseLayer, service::Sse};
+pub use self::{
+    layer::{InvalidOrigin, SseLayer},
+    service::Sse,
+};

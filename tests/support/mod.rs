@@ -70,8 +70,36 @@ pub fn external(what: &str, available: bool, how_to_get: &str) -> bool {
              dependency is a failure, not a skip (.ci/setup should have installed it)"
         );
     }
-    eprintln!("skipping: {what} not available ({how_to_get})");
+    report_skip(&format!("{what} not available ({how_to_get})"));
     false
+}
+
+/// Says that the running test skips, where a reader sees it: straight to the terminal's
+/// stderr (libtest captures only `eprintln!`, so this is not hidden by the harness), and as a
+/// line in `$TOWER_SSE_SKIP_LOG` when set, which `scripts/test` lists at the end of the run.
+pub fn report_skip(reason: &str) {
+    use std::io::Write as _;
+
+    let binary = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.file_stem().map(|s| s.to_string_lossy().into_owned()))
+        .map(|stem| {
+            stem.rsplit_once('-')
+                .map_or(stem.clone(), |(name, _hash)| name.to_owned())
+        })
+        .unwrap_or_default();
+    let test = std::thread::current().name().unwrap_or("?").to_owned();
+    let line = format!("{binary}::{test}: {reason}");
+    let _ = writeln!(std::io::stderr(), "skipping {line}");
+    if let Some(log) = std::env::var_os("TOWER_SSE_SKIP_LOG") {
+        if let Ok(mut file) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+        {
+            let _ = writeln!(file, "{line}");
+        }
+    }
 }
 
 /// The crate root (`CARGO_MANIFEST_DIR`).
