@@ -57,7 +57,7 @@
 //! # Replay and "history lost"
 //!
 //! Every stream answers with an `Sse-Replay` header (`none`, `complete` or `history-lost`, see
-//! `tower_sse::hub::REPLAY_HEADER`). When the page's last id is unknown (evicted from the
+//! `tower_sse::replay::REPLAY_HEADER`). When the page's last id is unknown (evicted from the
 //! `HISTORY` window, or from before a restart) the stream starts with an
 //! `event: history-lost` (no id), then sends the retained history and live messages.
 //!
@@ -96,9 +96,9 @@ use tokio::net::TcpListener;
 use tower_sse::{
     EncodedEvent, Event, EventStream, LastEventId, Shutdown, SseLayer,
     hub::{
-        Hub, HubBuilder, PublishError, REPLAY_HEADER, RedisBackend, SubscribeError,
-        SubscribeRequest, Subscription,
+        Hub, HubBuilder, PublishError, RedisBackend, SubscribeError, SubscribeRequest, Subscription,
     },
+    replay::REPLAY_HEADER,
 };
 
 /// Longest message text, in bytes.

@@ -16,7 +16,7 @@
 //!   the same ids. Each tick is encoded once and its bytes shared by all clients. The producer
 //!   records each tick in a replay log (the last 300) before sending it, so a client that
 //!   reconnects with `Last-Event-ID` gets the ticks it missed, then live ones
-//!   (`SseLayer::replay`; the response says `Sse-Replay: complete` or `history-lost`).
+//!   (`ReplayLog::resume`; the response says `Sse-Replay: complete` or `history-lost`).
 //! - SIGINT or SIGTERM: every stream gets a final `shutdown` event and ends; the process exits
 //!   within 5 s even with clients connected.
 
@@ -32,13 +32,14 @@ use tokio::{net::TcpListener, sync::broadcast};
 use tokio_stream::wrappers::BroadcastStream;
 use tower_sse::{
     EncodedEvent, Event, EventStream, LastEventId, Shutdown, SseLayer,
-    hub::UnknownId,
-    replay::{ReplayLog, ReplayLogs},
+    replay::{ReplayLog, Resume},
 };
 
 #[derive(Clone)]
 struct AppState {
     shared: broadcast::Sender<EncodedEvent>,
+    /// The last 300 shared ticks, for clients that reconnect.
+    log: ReplayLog,
 }
 
 fn tick(id: u64) -> Event {
@@ -70,8 +71,16 @@ async fn clock(last: Option<LastEventId>) -> EventStream<impl futures_core::Stre
 
 /// Shared: every client reads the one producer. A client that falls more than 16 ticks behind
 /// is disconnected (its stream ends) and reconnects.
-async fn clock_shared(State(state): State<AppState>) -> EventStream<BroadcastStream<EncodedEvent>> {
-    EventStream::new(BroadcastStream::new(state.shared.subscribe()))
+/// With a `Last-Event-ID`, the ticks missed since (from the log), then live ones, each once.
+async fn clock_shared(
+    State(state): State<AppState>,
+    last: Option<LastEventId>,
+) -> Resume<BroadcastStream<EncodedEvent>> {
+    // Subscribe first, then take the replay: nothing recorded in between is missed.
+    let live = BroadcastStream::new(state.shared.subscribe());
+    state
+        .log
+        .resume(last.as_ref().map(LastEventId::as_str), live)
 }
 
 /// The producer behind `/clock/shared`, started with the server.
@@ -88,18 +97,17 @@ async fn produce(tx: broadcast::Sender<EncodedEvent>, log: ReplayLog) {
 /// The whole application, for `main` and for tests.
 pub fn app(keep_alive: Duration, shutdown: &Shutdown) -> Router {
     let (shared, _) = broadcast::channel(16);
-    let logs = ReplayLogs::new().max_events(300);
-    tokio::spawn(produce(shared.clone(), logs.log("/clock/shared")));
+    let log = ReplayLog::new().max_events(300);
+    tokio::spawn(produce(shared.clone(), log.clone()));
     Router::new()
         .route("/", get(|| async { Html(PAGE) }))
         .route("/clock", get(clock))
         .route("/clock/shared", get(clock_shared))
-        .with_state(AppState { shared })
+        .with_state(AppState { shared, log })
         .layer(
             SseLayer::new()
                 .keep_alive(keep_alive)
                 .retry(Duration::from_secs(1))
-                .replay(&logs, UnknownId::SendHistory)
                 .shutdown(shutdown)
                 .shutdown_event(Event::new().event("shutdown").data("server stopping")),
         )

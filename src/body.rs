@@ -26,7 +26,6 @@
 //! ```
 
 use std::{
-    collections::{HashSet, VecDeque},
     fmt,
     future::Future,
     pin::Pin,
@@ -43,10 +42,7 @@ use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep, sleep};
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
-use crate::{
-    BoxError, EncodedEvent, Shutdown, extension::DisconnectGuard, hub::UnknownId,
-    replay::ReplayLogs, stream::SseItem,
-};
+use crate::{BoxError, Shutdown, extension::DisconnectGuard, stream::SseItem};
 
 /// The default keep-alive interval.
 pub const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(15);
@@ -66,7 +62,6 @@ pub(crate) struct Config {
     pub(crate) max_batch: usize,
     /// Zero: write each event as soon as it is ready.
     pub(crate) min_write_interval: Duration,
-    pub(crate) replay: Option<(ReplayLogs, UnknownId)>,
 }
 
 impl Default for Config {
@@ -80,7 +75,6 @@ impl Default for Config {
             shutdown_grace: Duration::ZERO,
             max_batch: DEFAULT_MAX_BATCH,
             min_write_interval: Duration::ZERO,
-            replay: None,
         }
     }
 }
@@ -120,20 +114,12 @@ pin_project! {
         started: bool,
         done: bool,
         guard: Option<DisconnectGuard>,
-        replay: Option<Box<Replaying>>,
         // With a minimum write interval: the event held until `delay` fires.
         held: Option<Bytes>,
         delay: Option<Pin<Box<Sleep>>>,
         // The last frame was cut at `max_batch`: more is ready, send it without a delay.
         draining: bool,
     }
-}
-
-/// A replay in progress: the backlog still to send, and the ids it held, to drop the live
-/// events that duplicate it (only the overlap at the start of the live stream).
-struct Replaying {
-    backlog: VecDeque<EncodedEvent>,
-    sent: HashSet<String>,
 }
 
 impl<S> SseBody<S> {
@@ -145,26 +131,12 @@ impl<S> SseBody<S> {
     /// # let _ = body;
     /// ```
     pub fn new(stream: S) -> Self {
-        Self::events(stream, Arc::default(), None, Vec::new())
+        Self::events(stream, Arc::default(), None)
     }
 }
 
 impl<S, P> SseBody<S, P> {
-    pub(crate) fn events(
-        stream: S,
-        config: Arc<Config>,
-        guard: Option<DisconnectGuard>,
-        backlog: Vec<EncodedEvent>,
-    ) -> Self {
-        let replay = (!backlog.is_empty()).then(|| {
-            Box::new(Replaying {
-                sent: backlog
-                    .iter()
-                    .filter_map(|e| e.id().map(str::to_owned))
-                    .collect(),
-                backlog: backlog.into(),
-            })
-        });
+    pub(crate) fn events(stream: S, config: Arc<Config>, guard: Option<DisconnectGuard>) -> Self {
         Self {
             kind: Kind::Events {
                 events: Events {
@@ -177,7 +149,6 @@ impl<S, P> SseBody<S, P> {
                     started: false,
                     done: false,
                     guard,
-                    replay,
                     held: None,
                     delay: None,
                     draining: false,
@@ -301,28 +272,14 @@ impl<S: Stream<Item: SseItem>> Events<S> {
         // Events: take everything that is ready, up to the batch cap.
         let mut ended = false;
         while !full {
-            let replayed = this.replay.as_mut().and_then(|r| r.backlog.pop_front());
-            let live = replayed.is_none();
-            let polled = match replayed {
-                Some(event) => Poll::Ready(Some(Ok(event))),
-                None => this
-                    .stream
-                    .as_mut()
-                    .poll_next(cx)
-                    .map(|item| item.map(SseItem::into_event)),
-            };
+            let polled = this
+                .stream
+                .as_mut()
+                .poll_next(cx)
+                .map(|item| item.map(SseItem::into_event));
             match polled {
                 Poll::Ready(Some(item)) => match item {
                     Ok(event) => {
-                        if let (true, Some(replay)) = (live, this.replay.as_mut()) {
-                            // Live now: skip what the replay already sent; the first new id ends
-                            // the overlap (events without an id were never in the replay).
-                            match event.id() {
-                                Some(id) if replay.sent.contains(id) => continue,
-                                Some(_) => *this.replay = None,
-                                None => {}
-                            }
-                        }
                         if batch.is_empty()
                             && !config.min_write_interval.is_zero()
                             && !*this.draining
@@ -569,9 +526,9 @@ mod tests {
     use super::*;
     use crate::Event;
 
-    /// An event-stream body over `stream` with `config` and no replay.
+    /// An event-stream body over `stream` with `config`.
     fn body<S>(stream: S, config: Config) -> SseBody<S> {
-        SseBody::events(stream, Arc::new(config), None, Vec::new())
+        SseBody::events(stream, Arc::new(config), None)
     }
 
     fn frames<S: Stream<Item: SseItem>>(stream: S, max_batch: usize) -> Vec<Bytes> {
@@ -612,7 +569,7 @@ mod tests {
                 let frames = frames(stream::iter(events.clone()), max_batch);
                 assert_eq!(frames.concat(), all, "{count} events, cap {max_batch}");
                 // Every frame but the last reached the cap; none went on past it.
-                let mut next = events.iter().map(EncodedEvent::len);
+                let mut next = events.iter().map(crate::EncodedEvent::len);
                 for (i, frame) in frames.iter().enumerate() {
                     let mut size = 0;
                     let mut last = 0;

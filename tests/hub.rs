@@ -5,7 +5,8 @@ use std::{collections::HashSet, time::Duration};
 use futures_util::{FutureExt, StreamExt};
 use tower_sse::{
     EncodedEvent, Event,
-    hub::{Hub, PublishError, Replay, SubscribeError, SubscribeRequest, Subscription, UnknownId},
+    hub::{Hub, PublishError, SubscribeError, SubscribeRequest, Subscription},
+    replay::{Replay, UnknownId},
 };
 
 /// The `data:` lines of an event, joined with LF.

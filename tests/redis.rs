@@ -10,7 +10,8 @@ use support::redis::RedisServer;
 use tokio::time::timeout;
 use tower_sse::{
     EncodedEvent, Event,
-    hub::{Hub, PublishError, RedisBackend, Replay, SubscribeError, Subscription, UnknownId},
+    hub::{Hub, PublishError, RedisBackend, SubscribeError, Subscription},
+    replay::{Replay, UnknownId},
 };
 
 const WAIT: Duration = Duration::from_secs(10);

@@ -1,9 +1,10 @@
-//! Replay inside `SseLayer` for a shared stream that is not the hub's: a producer behind a
-//! `tokio::sync::broadcast`, clients over real TCP that drop and resume with `Last-Event-ID`.
+//! Replay for a shared stream that is not the hub's (`ReplayLog::resume` in the handler): a
+//! producer behind a `tokio::sync::broadcast`, clients over real TCP that drop and resume with
+//! `Last-Event-ID`.
 
 use std::time::Duration;
 
-use axum::{Router, routing::get};
+use axum::{Router, extract::Path, routing::get};
 use bytes::Bytes;
 use http::Request;
 use http_body_util::Empty;
@@ -15,29 +16,34 @@ use tokio::{
 };
 use tokio_stream::wrappers::BroadcastStream;
 use tower_sse::{
-    EncodedEvent, Event, EventStream, SseLayer, hub::UnknownId, replay::ReplayLogs,
+    EncodedEvent, Event, EventStream, LastEventId, SseLayer,
+    replay::{ReplayLog, UnknownId},
     test::EventReader,
 };
 
 const EVENTS: u64 = 2000;
 
-async fn serve(
-    logs: &ReplayLogs,
-    tx: &broadcast::Sender<EncodedEvent>,
-    on_unknown: UnknownId,
-) -> String {
-    let handler = {
+async fn serve(log: &ReplayLog, tx: &broadcast::Sender<EncodedEvent>) -> String {
+    let feed = {
+        let (tx, log) = (tx.clone(), log.clone());
+        move |last: Option<LastEventId>| {
+            let live = BroadcastStream::new(tx.subscribe());
+            let resumed = log.resume(last.as_ref().map(LastEventId::as_str), live);
+            async move { resumed }
+        }
+    };
+    // `/plain` serves the same stream without resuming.
+    let plain = {
         let tx = tx.clone();
         move || {
             let live = BroadcastStream::new(tx.subscribe());
             async move { EventStream::new(live) }
         }
     };
-    // `/plain` serves the same stream but has no log.
     let app = Router::new()
-        .route("/feed", get(handler.clone()))
-        .route("/plain", get(handler))
-        .layer(SseLayer::new().replay(logs, on_unknown));
+        .route("/feed", get(feed))
+        .route("/plain", get(plain))
+        .layer(SseLayer::new());
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
@@ -109,11 +115,10 @@ async fn flaky_client(url: String, seed: u64, ready: oneshot::Sender<()>) -> Vec
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconnecting_clients_get_every_event_exactly_once_in_order() {
-    let logs = ReplayLogs::new().max_events(EVENTS as usize);
-    let log = logs.log("/feed");
+    let log = ReplayLog::new().max_events(EVENTS as usize);
     // A small ring: clients that fall 64 events behind are cut and must resume from the log.
     let (tx, _) = broadcast::channel(64);
-    let url = serve(&logs, &tx, UnknownId::SendHistory).await;
+    let url = serve(&log, &tx).await;
 
     let mut ready = vec![];
     let clients: Vec<_> = (0..8)
@@ -149,13 +154,12 @@ async fn reconnecting_clients_get_every_event_exactly_once_in_order() {
 
 #[tokio::test]
 async fn unknown_id_is_reported_then_history_or_nothing() {
-    let logs = ReplayLogs::new().max_events(3);
-    let log = logs.log("/feed");
+    let log = ReplayLog::new().max_events(3);
     let (tx, _) = broadcast::channel(16);
     for n in 1..=5 {
         let _ = tx.send(log.record(Event::new().id(n.to_string()).data("x")));
     }
-    let url = serve(&logs, &tx, UnknownId::SendHistory).await;
+    let url = serve(&log, &tx).await;
     let (headers, mut reader) = connect(&url, Some("1")).await; // evicted
     assert_eq!(headers["sse-replay"], "history-lost");
     let ids: Vec<String> = reader
@@ -167,13 +171,14 @@ async fn unknown_id_is_reported_then_history_or_nothing() {
         .collect();
     assert_eq!(ids, ["3", "4", "5"]);
 
-    let url = serve(&logs, &tx, UnknownId::LiveOnly).await;
+    let log = log.on_unknown_id(UnknownId::LiveOnly);
+    let url = serve(&log, &tx).await;
     let (headers, mut reader) = connect(&url, Some("no-such-id")).await;
     assert_eq!(headers["sse-replay"], "history-lost");
     let _ = tx.send(log.record(Event::new().id("6").data("x")));
     assert_eq!(reader.next_event().await.unwrap().unwrap().id(), "6");
 
-    // A route without a log gets no replay and no header.
+    // A route that does not resume gets no replay and no header.
     let (headers, _) = connect(&url.replace("/feed", "/plain"), Some("3")).await;
     assert!(headers.get("sse-replay").is_none());
 }
@@ -182,8 +187,7 @@ async fn unknown_id_is_reported_then_history_or_nothing() {
 async fn event_published_between_subscribe_and_snapshot_is_sent_once() {
     use tower::ServiceExt;
 
-    let logs = ReplayLogs::new();
-    let log = logs.log("/feed");
+    let log = ReplayLog::new();
     let (tx, _) = broadcast::channel(16);
     for n in 1..=2 {
         let _ = tx.send(log.record(Event::new().id(n.to_string()).data("x")));
@@ -195,14 +199,15 @@ async fn event_published_between_subscribe_and_snapshot_is_sent_once() {
             "/feed",
             get({
                 let (tx, log) = (tx.clone(), log.clone());
-                move || {
+                move |last: Option<LastEventId>| {
                     let live = BroadcastStream::new(tx.subscribe());
                     let _ = tx.send(log.record(Event::new().id("3").data("x")));
-                    async move { EventStream::new(live) }
+                    let resumed = log.resume(last.as_ref().map(LastEventId::as_str), live);
+                    async move { resumed }
                 }
             }),
         )
-        .layer(SseLayer::new().replay(&logs, UnknownId::SendHistory));
+        .layer(SseLayer::new());
     let request = Request::get("/feed")
         .header("last-event-id", "1")
         .body(axum::body::Body::empty())
@@ -216,4 +221,58 @@ async fn event_published_between_subscribe_and_snapshot_is_sent_once() {
         .unwrap();
     let ids: Vec<&str> = events.iter().map(|e| e.id()).collect();
     assert_eq!(ids, ["2", "3", "4"]);
+}
+
+/// The handler names the log: a route with a path parameter resumes each user from that user's
+/// log only (a log keyed by request path, as `SseLayer::replay` had, could not tell them apart
+/// behind `/users/{user}/feed`, and one shared log would replay every user's events to all).
+#[tokio::test]
+async fn each_user_resumes_from_their_own_log() {
+    use std::collections::HashMap;
+    use tower::ServiceExt;
+
+    let logs: HashMap<&str, ReplayLog> = [("alice", ReplayLog::new()), ("bob", ReplayLog::new())]
+        .into_iter()
+        .collect();
+    let (tx, _) = broadcast::channel::<EncodedEvent>(16);
+    for (n, user) in ["alice", "bob", "alice", "bob"].into_iter().enumerate() {
+        let event = Event::new().id(format!("{user}-{n}")).data(user);
+        let _ = tx.send(logs[user].record(event));
+    }
+    let app = Router::new()
+        .route(
+            "/users/{user}/feed",
+            get({
+                let (tx, logs) = (tx.clone(), logs.clone());
+                move |Path(user): Path<String>, last: Option<LastEventId>| {
+                    // This user's events only (a real app filters its live stream the same way).
+                    let live =
+                        tokio_stream::StreamExt::filter(BroadcastStream::new(tx.subscribe()), {
+                            let user = user.clone();
+                            move |event| {
+                                event.as_ref().is_ok_and(|e| {
+                                    e.id().is_some_and(|id| id.starts_with(user.as_str()))
+                                })
+                            }
+                        });
+                    let resumed =
+                        logs[user.as_str()].resume(last.as_ref().map(LastEventId::as_str), live);
+                    async move { resumed }
+                }
+            }),
+        )
+        .layer(SseLayer::new());
+    let request = Request::get("/users/alice/feed")
+        .header("last-event-id", "unknown")
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let response = app.oneshot(request).await.unwrap();
+    assert_eq!(response.headers()["sse-replay"], "history-lost");
+    drop((tx, logs));
+    let events = EventReader::new(response.into_body())
+        .collect()
+        .await
+        .unwrap();
+    let ids: Vec<&str> = events.iter().map(|e| e.id()).collect();
+    assert_eq!(ids, ["alice-0", "alice-2"]);
 }

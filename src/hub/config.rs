@@ -1,42 +1,7 @@
 use std::{fmt, sync::Arc, time::Duration};
 
 use super::{Authorizer, Hub};
-
-/// What a subscription gets when its `Last-Event-ID` is not in the history: evicted, issued by
-/// another hub (for example before a restart), or not an id this hub ever issued.
-///
-/// Either way the subscription reports [`Replay::HistoryLost`](super::Replay::HistoryLost), so the
-/// caller can tell the client (a response header, an event) instead of skipping silently.
-///
-/// ```
-/// use tower_sse::{Event, hub::{Hub, Replay, UnknownId}};
-///
-/// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() {
-/// let hub = Hub::builder().on_unknown_id(UnknownId::LiveOnly).build();
-/// hub.publish("t", Event::new().data("old")).await.unwrap();
-/// let sub = hub.subscriber("t").last_event_id(Some("garbage")).subscribe().await.unwrap();
-/// assert_eq!(sub.replay(), Replay::HistoryLost);
-/// assert_eq!(sub.backlog_len(), 0);
-/// # }
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum UnknownId {
-    /// Send the whole retained history, then live events (the default). When the id was
-    /// evicted, every retained event is newer than it, so nothing is sent twice.
-    #[default]
-    SendHistory,
-    /// Send only live events.
-    LiveOnly,
-}
-
-/// The bounds of a topic's history.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Limits {
-    pub(super) events: usize,
-    pub(super) bytes: usize,
-    pub(super) age: Duration,
-}
+use crate::replay::{Limits, UnknownId};
 
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Config {
@@ -89,7 +54,7 @@ impl Default for Config {
 ///
 /// ```
 /// use std::time::Duration;
-/// use tower_sse::hub::{Hub, UnknownId};
+/// use tower_sse::{hub::Hub, replay::UnknownId};
 ///
 /// let hub = Hub::builder()
 ///     .history_events(500)
@@ -115,11 +80,11 @@ pub(super) type Broker = std::convert::Infallible;
 
 impl HubBuilder {
     /// Default for [`history_events`](Self::history_events): 1000.
-    pub const DEFAULT_HISTORY_EVENTS: usize = 1000;
+    pub const DEFAULT_HISTORY_EVENTS: usize = Limits::DEFAULT.events;
     /// Default for [`history_bytes`](Self::history_bytes): 1 MiB.
-    pub const DEFAULT_HISTORY_BYTES: usize = 1024 * 1024;
+    pub const DEFAULT_HISTORY_BYTES: usize = Limits::DEFAULT.bytes;
     /// Default for [`history_age`](Self::history_age): one hour.
-    pub const DEFAULT_HISTORY_AGE: Duration = Duration::from_secs(3600);
+    pub const DEFAULT_HISTORY_AGE: Duration = Limits::DEFAULT.age;
     /// Default for [`subscriber_capacity`](Self::subscriber_capacity): 256.
     pub const DEFAULT_SUBSCRIBER_CAPACITY: usize = 256;
     /// Default for [`client_capacity`](Self::client_capacity): 64.
@@ -218,7 +183,7 @@ impl HubBuilder {
     /// [`UnknownId::SendHistory`]). Can be overridden per subscription.
     ///
     /// ```
-    /// use tower_sse::hub::{Hub, UnknownId};
+    /// use tower_sse::{hub::Hub, replay::UnknownId};
     ///
     /// let hub = Hub::builder().on_unknown_id(UnknownId::LiveOnly).build();
     /// # drop(hub);

@@ -11,7 +11,7 @@
 //!
 //! ```
 //! use futures_util::StreamExt;
-//! use tower_sse::{Event, hub::{Hub, Replay}};
+//! use tower_sse::{Event, hub::Hub, replay::Replay};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() {
@@ -45,9 +45,9 @@
 //! A [`Subscription`] goes into an SSE response as it is
 //! ([`EventStream::new(subscription)`](crate::EventStream), or, with the `axum` feature,
 //! returned from a handler). How the request's `Last-Event-ID` was honoured is told with the
-//! [`REPLAY_HEADER`] response header (`Sse-Replay: none | complete | history-lost`) and, for
+//! [`REPLAY_HEADER`](crate::replay::REPLAY_HEADER) response header (`Sse-Replay: none | complete | history-lost`) and, for
 //! browsers, optionally with a first event ([`Subscription::notify_history_lost`]); see
-//! [`REPLAY_HEADER`] for the reasoning. `examples/chat.rs` is a complete application.
+//! [`REPLAY_HEADER`](crate::replay::REPLAY_HEADER) for the reasoning. `examples/chat.rs` is a complete application.
 //!
 //! # Design
 //!
@@ -73,7 +73,7 @@
 //! An event published without an id gets `"<epoch>-<seq>"`: `epoch` is chosen at random when the
 //! hub is built, `seq` is hub-wide and increasing (so increasing within each topic, with gaps).
 //! An id from another hub, an earlier process or an evicted event is therefore recognised as
-//! unknown rather than misread, and reported as [`Replay::HistoryLost`]. An id the publisher set
+//! unknown rather than misread, and reported as [`Replay::HistoryLost`](crate::replay::Replay::HistoryLost). An id the publisher set
 //! itself is kept, and found again by exact match within the history.
 //!
 //! Events sent with [`Hub::broadcast`] go into every topic's history under the id the publisher
@@ -114,6 +114,7 @@ mod config;
 mod error;
 #[cfg(feature = "redis")]
 mod redis;
+#[cfg(feature = "axum")]
 mod response;
 mod subscription;
 mod topic;
@@ -135,13 +136,12 @@ use tokio::{sync::broadcast, time::Instant};
 pub use self::redis::{RedisBackend, RedisError};
 pub use self::{
     auth::{Authorizer, SubscribeRequest},
-    config::{HubBuilder, UnknownId},
+    config::HubBuilder,
     error::{PublishError, SubscribeError},
-    response::REPLAY_HEADER,
-    subscription::{Replay, SubscribeBuilder, Subscription},
+    subscription::{SubscribeBuilder, Subscription},
 };
 use self::{config::Config, subscription::Recv, topic::Topic};
-use crate::{EncodedEvent, Event};
+use crate::{EncodedEvent, Event, replay::UnknownId};
 
 /// An in-process pub/sub hub. Cheap to clone: clones share the same topics.
 ///
@@ -1028,6 +1028,7 @@ impl Inner {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::replay::Replay;
 
     #[test]
     fn ids_round_trip() {

@@ -49,10 +49,12 @@ use redis::{AsyncConnectionConfig, Client, Value, aio::ConnectionManager};
 use tokio::{sync::mpsc, time::Instant};
 
 use super::{
-    Inner, PublishError, Replay, SubscribeError, SubscribeRequest, Subscription, UnknownId, lock,
-    topic::Topic,
+    Inner, PublishError, SubscribeError, SubscribeRequest, Subscription, lock, topic::Topic,
 };
-use crate::{EncodedEvent, Event};
+use crate::{
+    EncodedEvent, Event,
+    replay::{Replay, UnknownId},
+};
 
 /// The stream entry field that holds the event's encoded fields (without an id).
 const DATA: &str = "d";
@@ -902,7 +904,7 @@ fn finish(
     skip_through: u128,
 ) -> Subscription {
     hub.subscription(request, topic, joined)
-        .skip_through(skip_through)
+        .skip_through(skip_through, pack)
 }
 
 /// Reads every followed topic over one connection and feeds the local topics.
@@ -1219,7 +1221,7 @@ mod tests {
             Recv::live(joined.receiver),
             None,
         )
-        .skip_through(pack("2-0").unwrap());
+        .skip_through(pack("2-0").unwrap(), pack);
         topic.lock().send_live(&raw_event(b"data: bc\n\n").unwrap());
         let limits = inner.config.history;
         for id in ["2-0", "3-0"] {

@@ -17,51 +17,18 @@ use tokio::sync::broadcast::{
 use tokio_util::sync::ReusableBoxFuture;
 
 use super::{
-    Hub, Inner, SubscribeError, SubscribeRequest, UnknownId,
+    Hub, Inner, SubscribeError, SubscribeRequest,
     topic::{LiveReceiver, Topic},
 };
-use crate::{EncodedEvent, Event};
-
-/// How a subscription's `Last-Event-ID` was honoured. See [`Subscription::replay`].
-///
-/// An HTTP layer can turn [`Replay::HistoryLost`] into a response header (in the spirit of
-/// Mercure's `Last-Event-ID` response header or Centrifugo's `recovered: false`) or a first
-/// event, so the client knows it may have missed events and should reload its state.
-///
-/// ```
-/// use tower_sse::hub::Replay;
-///
-/// assert!(Replay::HistoryLost.is_lost());
-/// assert!(!Replay::Complete.is_lost());
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Replay {
-    /// No `Last-Event-ID` was given: live events only.
-    NotRequested,
-    /// The id was found: every later event is replayed, then live events follow, with no gap
-    /// and no duplicate.
-    Complete,
-    /// The id is unknown (evicted, from another hub or epoch, or never issued). What follows
-    /// depends on [`UnknownId`].
-    HistoryLost,
-}
-
-impl Replay {
-    /// Whether the client may have missed events.
-    ///
-    /// ```
-    /// assert!(!tower_sse::hub::Replay::NotRequested.is_lost());
-    /// ```
-    pub fn is_lost(self) -> bool {
-        matches!(self, Self::HistoryLost)
-    }
-}
+use crate::{
+    EncodedEvent, Event,
+    replay::{Handoff, Overlap, Replay, UnknownId},
+};
 
 /// Builds a [`Subscription`]. Made by [`Hub::subscriber`].
 ///
 /// ```
-/// use tower_sse::hub::{Hub, UnknownId};
+/// use tower_sse::{hub::Hub, replay::UnknownId};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
@@ -102,7 +69,7 @@ impl<'a> SubscribeBuilder<'a> {
     /// live events only.
     ///
     /// ```
-    /// use tower_sse::{Event, hub::{Hub, Replay}};
+    /// use tower_sse::{Event, hub::Hub, replay::Replay};
     ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
@@ -158,7 +125,7 @@ impl<'a> SubscribeBuilder<'a> {
     /// subscription.
     ///
     /// ```
-    /// use tower_sse::{Event, hub::{Hub, UnknownId}};
+    /// use tower_sse::{Event, hub::Hub, replay::UnknownId};
     ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
@@ -353,10 +320,8 @@ async fn recv(mut receiver: broadcast::Receiver<EncodedEvent>) -> Received {
 /// ```
 pub struct Subscription {
     replay: Replay,
-    /// The backlog starts with the [`notify_history_lost`](Self::notify_history_lost) event,
-    /// not sent yet.
-    notice: bool,
-    backlog: std::vec::IntoIter<EncodedEvent>,
+    /// The replay backlog, and (with a broker) which live events it already held.
+    handoff: Handoff,
     /// `None` once the stream has ended.
     live: Option<Recv>,
     /// Boxed: most subscriptions have no client id, and every byte here is per connection.
@@ -365,8 +330,6 @@ pub struct Subscription {
     topic: Arc<Topic>,
     /// Whether this subscription still counts as a subscriber of `topic`.
     registered: bool,
-    /// Live events up to this broker position were in the backlog already (0: none).
-    skip_through: u128,
 }
 
 /// The events sent to a subscription's client id.
@@ -396,8 +359,7 @@ impl Subscription {
     ) -> Self {
         Self {
             replay,
-            notice: false,
-            backlog: backlog.into_iter(),
+            handoff: Handoff::new(backlog, Overlap::None),
             live: Some(live),
             client: client.map(|(id, recv)| {
                 Box::new(ClientRecv {
@@ -409,21 +371,23 @@ impl Subscription {
             hub,
             topic,
             registered: true,
-            skip_through: 0,
         }
     }
 
-    /// Skips live events at or before broker position `pos`, which the backlog holds.
+    /// Skips live events at or before broker position `pos` (as `position` reads it from an
+    /// id), which the backlog holds.
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
-    pub(super) fn skip_through(mut self, pos: u128) -> Self {
-        self.skip_through = pos;
+    pub(super) fn skip_through(mut self, pos: u128, position: fn(&str) -> Option<u128>) -> Self {
+        if pos != 0 {
+            self.handoff.set_overlap(Overlap::Through(pos, position));
+        }
         self
     }
 
     /// How the `Last-Event-ID` was honoured.
     ///
     /// ```
-    /// use tower_sse::hub::{Hub, Replay};
+    /// use tower_sse::{hub::Hub, replay::Replay};
     ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
@@ -439,7 +403,7 @@ impl Subscription {
 
     /// Sends `event` first, before any replayed event, when [`replay`](Self::replay) is
     /// [`Replay::HistoryLost`]; does nothing otherwise. The in-band twin of the
-    /// [`REPLAY_HEADER`](super::REPLAY_HEADER) response header, for clients that cannot read
+    /// [`REPLAY_HEADER`](crate::replay::REPLAY_HEADER) response header, for clients that cannot read
     /// response headers (a browser's `EventSource`).
     ///
     /// Give `event` an `event:` type and **no id**: an id would replace the id the client
@@ -472,13 +436,8 @@ impl Subscription {
     /// # }
     /// ```
     pub fn notify_history_lost(mut self, event: Event) -> Self {
-        if self.replay.is_lost() && self.live.is_some() && !self.notice {
-            let backlog = std::mem::take(&mut self.backlog);
-            let mut with_notice = Vec::with_capacity(backlog.len() + 1);
-            with_notice.push(event.encode());
-            with_notice.extend(backlog);
-            self.backlog = with_notice.into_iter();
-            self.notice = true;
+        if self.replay.is_lost() && self.live.is_some() {
+            self.handoff.notify(event);
         }
         self
     }
@@ -492,7 +451,7 @@ impl Subscription {
     /// # }
     /// ```
     pub fn backlog_len(&self) -> usize {
-        self.backlog.len() - usize::from(self.notice)
+        self.handoff.backlog_len()
     }
 
     /// The topic.
@@ -524,8 +483,7 @@ impl Subscription {
     /// Ends the stream and gives back everything it held in the hub.
     fn release(&mut self) {
         self.live = None;
-        self.notice = false;
-        self.backlog = Vec::new().into_iter();
+        self.handoff.clear();
         if std::mem::take(&mut self.registered) {
             self.hub.leave_topic(&self.topic);
         }
@@ -549,19 +507,13 @@ impl Subscription {
         let Some(live) = &mut self.live else {
             return Polled::End;
         };
-        #[cfg_attr(not(feature = "redis"), allow(unused_mut))]
         let mut polled = live.poll(cx);
-        #[cfg(feature = "redis")]
-        while self.skip_through != 0 {
-            let Poll::Ready(Ok(event)) = &polled else {
+        // Drop the live events that the backlog already held (a broker's replay).
+        while let Poll::Ready(Ok(event)) = &polled {
+            if self.handoff.admit(event) {
                 break;
-            };
-            match event.id().and_then(super::redis::pack) {
-                Some(pos) if pos <= self.skip_through => polled = live.poll(cx),
-                Some(_) => self.skip_through = 0,
-                // Not from the stream (a broadcast): deliver it, keep skipping.
-                None => break,
             }
+            polled = live.poll(cx);
         }
         match polled {
             Poll::Pending => Polled::Idle,
@@ -598,8 +550,7 @@ impl Stream for Subscription {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<EncodedEvent>> {
         let this = self.get_mut();
-        if let Some(event) = this.backlog.next() {
-            this.notice = false;
+        if let Some(event) = this.handoff.next() {
             return Poll::Ready(Some(event));
         }
         if this.live.is_none() {
@@ -636,7 +587,7 @@ impl Stream for Subscription {
 
     fn size_hint(&self) -> (usize, Option<usize>) {
         match self.live {
-            Some(_) => (self.backlog.len(), None),
+            Some(_) => (self.handoff.backlog_len(), None),
             None => (0, Some(0)),
         }
     }

@@ -1,17 +1,16 @@
 //! One topic: its history and its live ring, behind one lock.
 
-use std::{
-    collections::VecDeque,
-    sync::{
-        Arc, Mutex, MutexGuard, PoisonError,
-        atomic::{AtomicU64, Ordering},
-    },
+use std::sync::{
+    Arc, Mutex, MutexGuard, PoisonError,
+    atomic::{AtomicU64, Ordering},
 };
 
 use tokio::{sync::broadcast, time::Instant};
 
-use super::{Replay, UnknownId, config::Limits};
-use crate::EncodedEvent;
+use crate::{
+    EncodedEvent,
+    replay::{History, Limits, Replay, UnknownId},
+};
 
 pub(super) struct Topic {
     pub(super) name: Box<str>,
@@ -30,10 +29,7 @@ impl Topic {
             state: Mutex::new(TopicState {
                 sender: Some(sender),
                 sent: Arc::default(),
-                history: VecDeque::new(),
-                history_bytes: 0,
-                floor,
-                next: floor,
+                history: History::new(floor),
                 remote,
                 subscribers: 0,
             }),
@@ -53,22 +49,11 @@ pub(super) struct TopicState {
     /// How many events went into the live ring (only ever changed under the lock). Receivers
     /// read it without the lock to tell whether the ring holds anything for them.
     sent: Arc<AtomicU64>,
-    history: VecDeque<Entry>,
-    history_bytes: usize,
-    /// Every entry with `seq >= floor` that was ever appended is still in `history`.
-    floor: u128,
-    /// One past the position of the newest entry appended (`floor` while there is none).
-    next: u128,
+    history: History,
     /// Fed by a broker reader: the history is only a cache of the broker's, and the topic is
     /// idle as soon as it has no subscriber.
     remote: bool,
     pub(super) subscribers: usize,
-}
-
-struct Entry {
-    seq: u128,
-    at: Instant,
-    event: EncodedEvent,
 }
 
 /// A receiver of a topic's live ring, with the ring's send count as of when it joined.
@@ -99,21 +84,19 @@ impl TopicState {
     /// One past the newest position appended.
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(super) fn next(&self) -> u128 {
-        self.next
+        self.history.next()
     }
 
-    /// Whether every entry after position `pos` that was appended is still here: the history
-    /// is contiguous from `floor`.
+    /// Whether every entry after position `pos` that was appended is still here.
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(super) fn covers_after(&self, pos: u128) -> bool {
-        pos.saturating_add(1) >= self.floor
+        self.history.covers_after(pos)
     }
 
     /// The retained events after position `pos`, oldest first.
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(super) fn after(&self, pos: u128) -> impl Iterator<Item = &EncodedEvent> {
-        let from = self.history.partition_point(|e| e.seq <= pos);
-        self.history.range(from..).map(|e| &e.event)
+        self.history.after(pos)
     }
 
     /// Hands `event` to the live subscribers only, without keeping it for replay (what
@@ -166,37 +149,19 @@ impl TopicState {
     /// Appends `event` (taking `seq`) to the history and sends it to the live ring: both under
     /// the caller's lock, so a joining subscriber sees it in exactly one of the two.
     pub(super) fn push(&mut self, seq: u128, event: &EncodedEvent, limits: &Limits, now: Instant) {
-        self.next = seq.saturating_add(1);
-        self.history.push_back(Entry {
-            seq,
-            at: now,
-            event: event.clone(),
-        });
-        self.history_bytes += event.len();
-        self.evict(limits, now);
+        self.history.push(seq, event, limits, now);
         self.send_live(event);
     }
 
     /// Drops the oldest entries until the history is within `limits`.
     pub(super) fn evict(&mut self, limits: &Limits, now: Instant) {
-        while let Some(front) = self.history.front() {
-            let over = self.history.len() > limits.events
-                || self.history_bytes > limits.bytes
-                || now.saturating_duration_since(front.at) > limits.age;
-            if !over {
-                break;
-            }
-            self.floor = front.seq.saturating_add(1);
-            self.history_bytes -= front.event.len();
-            self.history.pop_front();
-        }
+        self.history.evict(limits, now);
     }
 
     /// Closes the topic: its subscribers get what is already in the ring, then their streams end.
     pub(super) fn close(&mut self) {
         self.sender = None;
-        self.history = VecDeque::new();
-        self.history_bytes = 0;
+        self.history.clear();
     }
 
     /// Registers a live cursor and takes the replay backlog, both under the caller's lock.
@@ -211,21 +176,18 @@ impl TopicState {
         on_unknown_id: UnknownId,
     ) -> Option<Joined> {
         let receiver = self.receiver()?;
-        let (replay, from) = match last_event_id {
-            None => (Replay::NotRequested, self.history.len()),
-            Some(id) => match self.resume_at(id, own_seq, issued) {
-                Some(from) => (Replay::Complete, from),
+        let (replay, backlog) = match last_event_id {
+            None => (Replay::NotRequested, Vec::new()),
+            Some(id) => match self.resume_after(id, own_seq, issued) {
+                Some(backlog) => (Replay::Complete, backlog),
                 None => match on_unknown_id {
-                    UnknownId::SendHistory => (Replay::HistoryLost, 0),
-                    UnknownId::LiveOnly => (Replay::HistoryLost, self.history.len()),
+                    UnknownId::SendHistory => {
+                        (Replay::HistoryLost, self.history.all().cloned().collect())
+                    }
+                    UnknownId::LiveOnly => (Replay::HistoryLost, Vec::new()),
                 },
             },
         };
-        let backlog = self
-            .history
-            .range(from..)
-            .map(|e| e.event.clone())
-            .collect();
         self.subscribers += 1;
         Some(Joined {
             receiver,
@@ -234,20 +196,21 @@ impl TopicState {
         })
     }
 
-    /// Where in the history the events after `id` start, or `None` when `id` is unknown.
-    fn resume_at(&self, id: &str, own_seq: Option<u128>, issued: u128) -> Option<usize> {
+    /// The retained events after `id`, or `None` when `id` is unknown.
+    fn resume_after(
+        &self,
+        id: &str,
+        own_seq: Option<u128>,
+        issued: u128,
+    ) -> Option<Vec<EncodedEvent>> {
         match own_seq {
             // One of ours: everything after it is retained when it is at most one behind the
             // oldest retained entry. Sequence numbers are hub-wide, so an id from an earlier
-            // topic of the same name is below `floor`.
-            Some(seq) => (seq < issued && seq.saturating_add(1) >= self.floor)
-                .then(|| self.history.partition_point(|e| e.seq <= seq)),
+            // topic of the same name is below the floor.
+            Some(seq) => (seq < issued && self.history.covers_after(seq))
+                .then(|| self.history.after(seq).cloned().collect()),
             // A publisher's own id: exact match, newest first.
-            None => self
-                .history
-                .iter()
-                .rposition(|e| e.event.id() == Some(id))
-                .map(|at| at + 1),
+            None => Some(self.history.after_id(id)?.cloned().collect()),
         }
     }
 }

@@ -11,14 +11,7 @@ use std::{
 use http::{HeaderMap, HeaderValue, Response, Version, header};
 use pin_project_lite::pin_project;
 
-use crate::{
-    LastEventId, SseBody, SseSource,
-    body::Config,
-    extension::DisconnectGuard,
-    hub::{REPLAY_HEADER, Replay, UnknownId},
-    replay::ReplayLog,
-    stream::Source,
-};
+use crate::{SseBody, SseSource, body::Config, extension::DisconnectGuard, stream::Source};
 
 pin_project! {
     /// Response future of [`Sse`](crate::Sse).
@@ -28,7 +21,6 @@ pin_project! {
         config: Arc<Config>,
         version: Version,
         guard: Option<DisconnectGuard>,
-        replay: Option<(ReplayLog, Option<LastEventId>)>,
     }
 }
 
@@ -38,14 +30,12 @@ impl<F> ResponseFuture<F> {
         config: Arc<Config>,
         version: Version,
         guard: DisconnectGuard,
-        replay: Option<(ReplayLog, Option<LastEventId>)>,
     ) -> Self {
         Self {
             inner,
             config,
             version,
             guard: Some(guard),
-            replay,
         }
     }
 }
@@ -70,26 +60,7 @@ where
         let body = match body.into_source(&mut parts) {
             Source::Events(stream) => {
                 set_headers(&mut parts.headers, *this.version);
-                // The inner service has subscribed to its live source by now, so everything
-                // recorded after the client's id is either in this snapshot or still to come.
-                let mut backlog = Vec::new();
-                if let Some((log, last)) = this.replay.take() {
-                    let on_unknown = this
-                        .config
-                        .replay
-                        .as_ref()
-                        .map_or(UnknownId::default(), |r| r.1);
-                    let replay = match last {
-                        Some(id) => {
-                            let (replay, events) = log.after(id.as_str(), on_unknown);
-                            backlog = events;
-                            replay
-                        }
-                        None => Replay::NotRequested,
-                    };
-                    parts.headers.insert(REPLAY_HEADER, replay.header_value());
-                }
-                SseBody::events(stream, this.config.clone(), this.guard.take(), backlog)
+                SseBody::events(stream, this.config.clone(), this.guard.take())
             }
             Source::Passthrough(body) => {
                 if let Some(guard) = this.guard.take() {

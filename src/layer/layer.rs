@@ -6,9 +6,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_layer::{Identity, Layer};
 
 use super::Sse;
-use crate::{
-    Event, Shutdown, body::Config, event::write_lines, hub::UnknownId, replay::ReplayLogs,
-};
+use crate::{Event, Shutdown, body::Config, event::write_lines};
 
 /// Turns a service whose responses carry event streams into one that serves them as
 /// `text/event-stream`. See the [module docs](crate::layer).
@@ -326,24 +324,6 @@ impl<C> SseLayer<C> {
     #[must_use]
     pub fn shutdown_grace(mut self, grace: Duration) -> Self {
         self.config_mut().shutdown_grace = grace;
-        self
-    }
-
-    /// Replays recent events to reconnecting clients from `logs`, for streams that are not the
-    /// hub's: see [`replay`](crate::replay). Requests whose path has a log get the
-    /// `Sse-Replay` header; with a known `Last-Event-ID` they get every later event once, then
-    /// the live stream. `on_unknown` decides what an unknown id gets (default: the whole log).
-    ///
-    /// ```
-    /// use tower_sse::{SseLayer, hub::UnknownId, replay::ReplayLogs};
-    ///
-    /// let logs = ReplayLogs::new();
-    /// let layer = SseLayer::new().replay(&logs, UnknownId::SendHistory);
-    /// # let _ = layer;
-    /// ```
-    #[must_use]
-    pub fn replay(mut self, logs: &ReplayLogs, on_unknown: UnknownId) -> Self {
-        self.config_mut().replay = Some((logs.clone(), on_unknown));
         self
     }
 

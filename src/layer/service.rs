@@ -77,25 +77,12 @@ where
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
         let version = req.version();
-        let last_event_id = LastEventId::from_request(&req);
-        let replay = self
-            .config
-            .replay
-            .as_ref()
-            .and_then(|(logs, _)| logs.get(req.uri().path()))
-            .map(|log| (log, last_event_id.clone()));
-        if let Some(id) = last_event_id {
+        if let Some(id) = LastEventId::from_request(&req) {
             req.extensions_mut().insert(id);
         }
         let disconnect = Disconnect::new();
         let guard = disconnect.guard();
         req.extensions_mut().insert(disconnect);
-        ResponseFuture::new(
-            self.inner.call(req),
-            self.config.clone(),
-            version,
-            guard,
-            replay,
-        )
+        ResponseFuture::new(self.inner.call(req), self.config.clone(), version, guard)
     }
 }

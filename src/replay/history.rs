@@ -1,0 +1,211 @@
+//! One bounded history of encoded events, by position: a hub topic's and a [`ReplayLog`]'s.
+//!
+//! [`ReplayLog`]: super::ReplayLog
+
+use std::{collections::VecDeque, time::Duration};
+
+use tokio::time::Instant;
+
+use crate::EncodedEvent;
+
+/// The bounds of a history: events, encoded bytes, age. The oldest entries go first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Limits {
+    pub(crate) events: usize,
+    pub(crate) bytes: usize,
+    pub(crate) age: Duration,
+}
+
+impl Limits {
+    /// 1000 events, 1 MiB, one hour: the defaults of the hub's topics and of replay logs.
+    pub(crate) const DEFAULT: Self = Self {
+        events: 1000,
+        bytes: 1024 * 1024,
+        age: Duration::from_secs(3600),
+    };
+}
+
+/// Encoded events in increasing position order, bounded by [`Limits`].
+///
+/// Positions are `u128`: the in-memory hub's sequence numbers, a broker's packed ids, or a
+/// log's record count, so every user orders the same way. The history knows the oldest
+/// position it still covers (`floor`): every entry at or after it that was pushed is still here.
+pub(crate) struct History {
+    entries: VecDeque<Entry>,
+    bytes: usize,
+    /// Every entry with `pos >= floor` that was ever pushed is still in `entries`.
+    floor: u128,
+    /// One past the position of the newest entry pushed (`floor` while there is none).
+    next: u128,
+}
+
+struct Entry {
+    pos: u128,
+    at: Instant,
+    event: EncodedEvent,
+}
+
+impl History {
+    /// An empty history; positions before `floor` are not covered.
+    pub(crate) fn new(floor: u128) -> Self {
+        Self {
+            entries: VecDeque::new(),
+            bytes: 0,
+            floor,
+            next: floor,
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// One past the newest position pushed.
+    pub(crate) fn next(&self) -> u128 {
+        self.next
+    }
+
+    /// Whether every entry after position `pos` that was pushed is still here.
+    pub(crate) fn covers_after(&self, pos: u128) -> bool {
+        pos.saturating_add(1) >= self.floor
+    }
+
+    /// Appends `event` at `pos` (greater than every position before) and applies `limits`.
+    pub(crate) fn push(&mut self, pos: u128, event: &EncodedEvent, limits: &Limits, now: Instant) {
+        self.next = pos.saturating_add(1);
+        self.entries.push_back(Entry {
+            pos,
+            at: now,
+            event: event.clone(),
+        });
+        self.bytes += event.len();
+        self.evict(limits, now);
+    }
+
+    /// Drops the oldest entries until the history is within `limits`.
+    pub(crate) fn evict(&mut self, limits: &Limits, now: Instant) {
+        while let Some(front) = self.entries.front() {
+            let over = self.entries.len() > limits.events
+                || self.bytes > limits.bytes
+                || now.saturating_duration_since(front.at) > limits.age;
+            if !over {
+                break;
+            }
+            self.floor = front.pos.saturating_add(1);
+            self.bytes -= front.event.len();
+            self.entries.pop_front();
+        }
+    }
+
+    /// Forgets every entry (positions before the next one are no longer covered).
+    pub(crate) fn clear(&mut self) {
+        self.entries = VecDeque::new();
+        self.bytes = 0;
+        self.floor = self.next;
+    }
+
+    /// The retained events after position `pos`, oldest first.
+    pub(crate) fn after(&self, pos: u128) -> impl Iterator<Item = &EncodedEvent> {
+        let from = self.entries.partition_point(|e| e.pos <= pos);
+        self.starting_at(from)
+    }
+
+    /// The retained events after the newest one whose id is `id`, or `None` when none has it.
+    pub(crate) fn after_id(&self, id: &str) -> Option<impl Iterator<Item = &EncodedEvent>> {
+        let at = self
+            .entries
+            .iter()
+            .rposition(|e| e.event.id() == Some(id))?;
+        Some(self.starting_at(at + 1))
+    }
+
+    /// Every retained event, oldest first.
+    pub(crate) fn all(&self) -> impl Iterator<Item = &EncodedEvent> {
+        self.starting_at(0)
+    }
+
+    fn starting_at(&self, from: usize) -> impl Iterator<Item = &EncodedEvent> {
+        self.entries.range(from..).map(|e| &e.event)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Event;
+
+    const LIMITS: Limits = Limits {
+        events: 3,
+        ..Limits::DEFAULT
+    };
+
+    fn ev(id: &str) -> EncodedEvent {
+        Event::new().id(id).data("x").encode()
+    }
+
+    fn ids<'a>(events: impl Iterator<Item = &'a EncodedEvent>) -> Vec<&'a str> {
+        events.map(|e| e.id().unwrap()).collect()
+    }
+
+    #[test]
+    fn positions_floor_and_ids() {
+        let mut history = History::new(10);
+        let now = Instant::now();
+        assert!(!history.covers_after(8));
+        assert!(history.covers_after(9));
+        for pos in 10..15 {
+            history.push(pos, &ev(&format!("e-{pos}")), &LIMITS, now);
+        }
+        assert_eq!(history.len(), 3);
+        assert_eq!(history.next(), 15);
+        assert!(history.covers_after(11) && !history.covers_after(10));
+        assert_eq!(ids(history.after(11)), ["e-12", "e-13", "e-14"]);
+        assert_eq!(ids(history.after(13)), ["e-14"]);
+        assert_eq!(ids(history.after_id("e-12").unwrap()), ["e-13", "e-14"]);
+        assert!(history.after_id("e-11").is_none());
+        assert_eq!(ids(history.all()), ["e-12", "e-13", "e-14"]);
+        history.clear();
+        assert!(history.is_empty() && !history.covers_after(13) && history.covers_after(14));
+    }
+
+    #[test]
+    fn the_newest_of_equal_ids_wins() {
+        let mut history = History::new(0);
+        for (pos, id) in ["a", "b", "a", "c"].into_iter().enumerate() {
+            history.push(pos as u128, &ev(id), &Limits::DEFAULT, Instant::now());
+        }
+        assert_eq!(ids(history.after_id("a").unwrap()), ["c"]);
+        assert_eq!(ids(history.after_id("b").unwrap()), ["a", "c"]);
+    }
+
+    #[test]
+    fn byte_bound() {
+        let limits = Limits {
+            bytes: 40,
+            ..Limits::DEFAULT
+        };
+        let mut history = History::new(0);
+        for pos in 0..10 {
+            let event = Event::new().id(pos.to_string()).data("0123456789"); // 24 bytes
+            history.push(pos, &event.encode(), &limits, Instant::now());
+        }
+        assert_eq!(history.len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn age_bound() {
+        let limits = Limits {
+            age: Duration::from_secs(10),
+            ..Limits::DEFAULT
+        };
+        let mut history = History::new(0);
+        history.push(0, &ev("old"), &limits, Instant::now());
+        tokio::time::advance(Duration::from_secs(11)).await;
+        history.push(1, &ev("new"), &limits, Instant::now());
+        assert_eq!(ids(history.all()), ["new"]);
+    }
+}
