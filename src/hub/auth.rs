@@ -29,13 +29,16 @@ use std::{any::Any, fmt};
 #[derive(Clone, Copy)]
 pub struct SubscribeRequest<'a> {
     pub(super) topic: &'a str,
+    pub(super) pattern: Option<&'a str>,
     pub(super) client_id: Option<&'a str>,
     pub(super) last_event_id: Option<&'a str>,
     pub(super) claims: Option<&'a (dyn Any + Send + Sync)>,
 }
 
 impl<'a> SubscribeRequest<'a> {
-    /// The topic asked for.
+    /// The topic asked for; for a pattern, the pattern's key (`"glob:rooms/*"`, see
+    /// [`pattern`](Self::pattern)), so that a check written for topic names refuses it unless
+    /// it is meant to allow it.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
@@ -49,6 +52,30 @@ impl<'a> SubscribeRequest<'a> {
     /// ```
     pub fn topic(&self) -> &'a str {
         self.topic
+    }
+
+    /// The pattern's key ([`Matcher::key`](super::Matcher::key)) when this check is for a
+    /// pattern rather than a topic name.
+    ///
+    /// ```
+    /// use tower_sse::hub::{Hub, Pattern, SubscribeRequest};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let hub = Hub::builder()
+    ///     .authorizer(|req: &SubscribeRequest<'_>| match req.pattern() {
+    ///         Some(key) => key.starts_with("glob:public/"),
+    ///         None => req.topic().starts_with("public/"),
+    ///     })
+    ///     .build();
+    /// let public = Pattern::glob("public/*").unwrap();
+    /// assert!(hub.subscription().pattern(public).subscribe().await.is_ok());
+    /// let everything = Pattern::glob("**").unwrap();
+    /// assert!(hub.subscription().pattern(everything).subscribe().await.is_err());
+    /// # }
+    /// ```
+    pub fn pattern(&self) -> Option<&'a str> {
+        self.pattern
     }
 
     /// The client id given with
@@ -106,6 +133,7 @@ impl fmt::Debug for SubscribeRequest<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SubscribeRequest")
             .field("topic", &self.topic)
+            .field("pattern", &self.pattern)
             .field("client_id", &self.client_id)
             .field("last_event_id", &self.last_event_id)
             .field("claims", &self.claims.map(|_| "_"))
@@ -115,8 +143,9 @@ impl fmt::Debug for SubscribeRequest<'_> {
 
 /// Decides whether a subscription may go ahead.
 ///
-/// Consulted once in [`SubscribeBuilder::subscribe`](super::SubscribeBuilder::subscribe),
-/// before the history is read: a refused request gets
+/// Consulted in [`SubscribeBuilder::subscribe`](super::SubscribeBuilder::subscribe), once for
+/// every topic and every pattern of the subscription (each must be allowed), before the history
+/// is read: a refused request gets
 /// [`SubscribeError::Forbidden`](super::SubscribeError::Forbidden) and no event, replayed or
 /// live. Implemented for `()` (allows everything, the default) and for closures
 /// `Fn(&SubscribeRequest<'_>) -> bool`. Closures need the argument type written out, as in

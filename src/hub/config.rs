@@ -10,6 +10,7 @@ pub(super) struct Config {
     pub(super) client_capacity: usize,
     pub(super) auto_create: bool,
     pub(super) on_unknown_id: UnknownId,
+    pub(super) max_topics: usize,
 }
 
 /// Largest ring capacity accepted; larger values are clamped.
@@ -27,6 +28,7 @@ impl Default for Config {
             client_capacity: HubBuilder::DEFAULT_CLIENT_CAPACITY,
             auto_create: true,
             on_unknown_id: UnknownId::SendHistory,
+            max_topics: HubBuilder::DEFAULT_MAX_TOPICS,
         }
     }
 }
@@ -89,6 +91,8 @@ impl HubBuilder {
     pub const DEFAULT_SUBSCRIBER_CAPACITY: usize = 256;
     /// Default for [`client_capacity`](Self::client_capacity): 64.
     pub const DEFAULT_CLIENT_CAPACITY: usize = 64;
+    /// Default for [`max_topics`](Self::max_topics): 32.
+    pub const DEFAULT_MAX_TOPICS: usize = 32;
 
     pub(super) fn new() -> Self {
         Self {
@@ -190,6 +194,24 @@ impl HubBuilder {
     /// ```
     pub fn on_unknown_id(mut self, on_unknown_id: UnknownId) -> Self {
         self.config.on_unknown_id = on_unknown_id;
+        self
+    }
+
+    /// The most topics and patterns one subscription may follow (default 32); more is refused
+    /// with [`SelectionError::TooManyTopics`](super::SelectionError::TooManyTopics).
+    ///
+    /// ```
+    /// use tower_sse::hub::{Hub, SelectionError, SubscribeError};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let hub = Hub::builder().max_topics(2).build();
+    /// let err = hub.subscriber("a").topic("b").topic("c").subscribe().await.unwrap_err();
+    /// assert_eq!(err, SubscribeError::Selection(SelectionError::TooManyTopics { max: 2 }));
+    /// # }
+    /// ```
+    pub fn max_topics(mut self, max: usize) -> Self {
+        self.config.max_topics = max;
         self
     }
 

@@ -1,5 +1,7 @@
 use std::fmt;
 
+use super::SelectionError;
+
 /// Why [`Hub::subscribe`](super::Hub::subscribe) refused a subscription.
 ///
 /// Nothing has been delivered when this is returned: the [`Authorizer`](super::Authorizer) runs
@@ -27,6 +29,9 @@ pub enum SubscribeError {
     /// The hub's broker (for example Redis) could not be reached, or did not answer in time.
     /// Nothing was delivered; the client may retry (an HTTP server answers `503`).
     Unavailable,
+    /// The set of topics and patterns was refused: empty, over the limit, or a pattern this
+    /// hub cannot serve (an HTTP server answers `400`).
+    Selection(SelectionError),
 }
 
 impl fmt::Display for SubscribeError {
@@ -35,11 +40,25 @@ impl fmt::Display for SubscribeError {
             Self::Forbidden => "subscription forbidden",
             Self::UnknownTopic => "unknown topic",
             Self::Unavailable => "event broker unavailable",
+            Self::Selection(err) => return write!(f, "bad subscription: {err}"),
         })
     }
 }
 
-impl std::error::Error for SubscribeError {}
+impl std::error::Error for SubscribeError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Selection(err) => Some(err),
+            _ => None,
+        }
+    }
+}
+
+impl From<SelectionError> for SubscribeError {
+    fn from(err: SelectionError) -> Self {
+        Self::Selection(err)
+    }
+}
 
 /// Why [`Hub::publish`](super::Hub::publish) did not publish.
 ///
@@ -77,8 +96,8 @@ impl fmt::Display for PublishError {
 impl std::error::Error for PublishError {}
 
 impl SubscribeError {
-    /// The HTTP status a server answers with: `403 Forbidden`, `404 Not Found` or
-    /// `503 Service Unavailable`. With the `axum` feature the error is itself a response
+    /// The HTTP status a server answers with: `403 Forbidden`, `404 Not Found`,
+    /// `503 Service Unavailable` or `400 Bad Request` (a refused selection). With the `axum` feature the error is itself a response
     /// with this status and its [`Display`](fmt::Display) text as a `text/plain` body.
     ///
     /// ```
@@ -94,6 +113,7 @@ impl SubscribeError {
             Self::Forbidden => http::StatusCode::FORBIDDEN,
             Self::UnknownTopic => http::StatusCode::NOT_FOUND,
             Self::Unavailable => http::StatusCode::SERVICE_UNAVAILABLE,
+            Self::Selection(_) => http::StatusCode::BAD_REQUEST,
         }
     }
 }

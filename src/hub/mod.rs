@@ -112,10 +112,13 @@
 mod auth;
 mod config;
 mod error;
+mod merge;
+mod recv;
 #[cfg(feature = "redis")]
 mod redis;
 #[cfg(feature = "axum")]
 mod response;
+mod select;
 mod subscription;
 mod topic;
 
@@ -138,10 +141,20 @@ pub use self::{
     auth::{Authorizer, SubscribeRequest},
     config::HubBuilder,
     error::{PublishError, SubscribeError},
+    select::{Matcher, Pattern, SelectionError},
     subscription::{SubscribeBuilder, Subscription},
 };
-use self::{config::Config, subscription::Recv, topic::Topic};
-use crate::{EncodedEvent, Event, replay::UnknownId};
+use self::{
+    config::Config,
+    merge::{Merge, Owner, Source},
+    recv::{Item, Recv, Ring},
+    select::Selection,
+    topic::Topic,
+};
+use crate::{
+    EncodedEvent, Event,
+    replay::{Replay, UnknownId},
+};
 
 /// An in-process pub/sub hub. Cheap to clone: clones share the same topics.
 ///
@@ -205,6 +218,10 @@ struct Inner {
     /// The next sequence number, hub-wide.
     seq: AtomicU64,
     topics: Mutex<HashMap<Box<str>, Arc<Topic>>>,
+    /// Taken around every ordered push (assigning a position and handing the event to its
+    /// topics and patterns) and every subscription to several rings: the order lock (see
+    /// `merge.rs`). Lock order: this, then the topic map, then a topic.
+    order: Mutex<Patterns>,
     clients: Mutex<HashMap<Box<str>, Client>>,
     subscribers: AtomicUsize,
     published: AtomicU64,
@@ -214,8 +231,38 @@ struct Inner {
 
 /// The connections of one client id.
 struct Client {
-    sender: broadcast::Sender<EncodedEvent>,
+    sender: broadcast::Sender<Item>,
     connections: usize,
+}
+
+/// The live rings of the patterns that have subscribers, by key.
+#[derive(Default)]
+struct Patterns {
+    rings: HashMap<Box<str>, PatternRing>,
+}
+
+struct PatternRing {
+    matcher: Arc<dyn Matcher>,
+    ring: Ring,
+    subscribers: usize,
+}
+
+impl Patterns {
+    /// Hands an event of `topics` to every pattern that matches one of them (once each).
+    fn send(&self, topics: &[&str], item: &Item) {
+        for pattern in self.rings.values() {
+            if topics.iter().any(|topic| pattern.matcher.matches(topic)) {
+                pattern.ring.send(item.clone());
+            }
+        }
+    }
+
+    /// Hands an event to every pattern (a broadcast).
+    fn send_all(&self, item: &Item) {
+        for pattern in self.rings.values() {
+            pattern.ring.send(item.clone());
+        }
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -294,6 +341,7 @@ impl Hub {
                 epoch: format!("{:x}", new_epoch()).into(),
                 seq: AtomicU64::new(0),
                 topics: Mutex::new(HashMap::new()),
+                order: Mutex::default(),
                 clients: Mutex::new(HashMap::new()),
                 subscribers: AtomicUsize::new(0),
                 published: AtomicU64::new(0),
@@ -339,16 +387,22 @@ impl Hub {
     fn publish_local(&self, topic: &str, event: Event) -> Result<EncodedEvent, PublishError> {
         let inner = &*self.inner;
         let now = Instant::now();
-        let encoded = inner
+        let order = lock(&inner.order);
+        let item = inner
             .with_open_topic(topic, inner.config.auto_create, |_, state| {
                 let seq = inner.next_seq();
                 let encoded = inner.encode(event, seq);
                 state.push(u128::from(seq), &encoded, &inner.config.history, now);
-                encoded
+                Item {
+                    pos: u128::from(seq),
+                    event: encoded,
+                }
             })
             .ok_or(PublishError::UnknownTopic)?;
+        order.send(&[topic], &item);
+        drop(order);
         inner.published.fetch_add(1, Ordering::Relaxed);
-        Ok(encoded)
+        Ok(item.event)
     }
 
     /// Publishes `event` to several topics under **one** id, encoded **once**: for example a
@@ -412,6 +466,7 @@ impl Hub {
         names.sort_unstable();
         names.dedup();
         let now = Instant::now();
+        let order = lock(&inner.order);
         loop {
             let found: Option<Vec<Arc<Topic>>> = {
                 let mut map = lock(&inner.topics);
@@ -437,8 +492,15 @@ impl Hub {
                 for state in &mut states {
                     state.push(u128::from(seq), &encoded, &inner.config.history, now);
                 }
+                drop(states);
+                let item = Item {
+                    pos: u128::from(seq),
+                    event: encoded,
+                };
+                order.send(&names, &item);
+                drop(order);
                 inner.published.fetch_add(1, Ordering::Relaxed);
-                return Ok(encoded);
+                return Ok(item.event);
             }
             // One was closed between the lookup and the lock: look them up again.
         }
@@ -471,20 +533,23 @@ impl Hub {
         let inner = &*self.inner;
         let encoded = event.encode();
         let now = Instant::now();
+        let order = lock(&inner.order);
+        // One position in every topic: a subscription to several sees it once.
+        let pos = u128::from(inner.next_seq());
         let topics: Vec<Arc<Topic>> = lock(&inner.topics).values().cloned().collect();
         let mut reached = 0;
         for topic in topics {
             let mut state = topic.lock();
             if state.is_open() {
-                state.push(
-                    u128::from(inner.next_seq()),
-                    &encoded,
-                    &inner.config.history,
-                    now,
-                );
+                state.push(pos, &encoded, &inner.config.history, now);
                 reached += 1;
             }
         }
+        order.send_all(&Item {
+            pos,
+            event: encoded,
+        });
+        drop(order);
         inner.published.fetch_add(1, Ordering::Relaxed);
         reached
     }
@@ -520,9 +585,9 @@ impl Hub {
     fn send_to_local(&self, client_id: &str, event: Event) -> usize {
         let inner = &*self.inner;
         let encoded = event.encode();
-        let reached = lock(&inner.clients)
-            .get(client_id)
-            .map_or(0, |client| client.sender.send(encoded).unwrap_or(0));
+        let reached = lock(&inner.clients).get(client_id).map_or(0, |client| {
+            client.sender.send(Item::unordered(encoded)).unwrap_or(0)
+        });
         inner.published.fetch_add(1, Ordering::Relaxed);
         reached
     }
@@ -559,7 +624,31 @@ impl Hub {
     /// # }
     /// ```
     pub fn subscriber<'a>(&'a self, topic: &'a str) -> SubscribeBuilder<'a> {
-        SubscribeBuilder::new(self, topic)
+        SubscribeBuilder::new(self).topic(topic)
+    }
+
+    /// Starts a subscription with no topic yet: add topics with
+    /// [`topic`](SubscribeBuilder::topic) and patterns with
+    /// [`pattern`](SubscribeBuilder::pattern). See [Many topics](self#many-topics-one-stream).
+    ///
+    /// ```
+    /// use tower_sse::hub::{Hub, Pattern};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let hub = Hub::new();
+    /// let sub = hub
+    ///     .subscription()
+    ///     .topic("dm/alice")
+    ///     .pattern(Pattern::glob("rooms/*").unwrap())
+    ///     .subscribe()
+    ///     .await
+    ///     .unwrap();
+    /// assert_eq!(sub.topic(), "dm/alice");
+    /// # }
+    /// ```
+    pub fn subscription(&self) -> SubscribeBuilder<'_> {
+        SubscribeBuilder::new(self)
     }
 
     /// Creates `topic` unless it exists; `true` if it was created. Needed when
@@ -626,6 +715,7 @@ impl Hub {
     fn close_topic_local(&self, topic: &str, final_event: Option<Event>) -> bool {
         let inner = &*self.inner;
         let now = Instant::now();
+        let order = lock(&inner.order);
         let mut topics = lock(&inner.topics);
         let Some(removed) = topics.remove(topic) else {
             return false;
@@ -636,6 +726,13 @@ impl Hub {
             let seq = inner.next_seq();
             let encoded = inner.encode(event, seq);
             state.push(u128::from(seq), &encoded, &inner.config.history, now);
+            order.send(
+                &[topic],
+                &Item {
+                    pos: u128::from(seq),
+                    event: encoded,
+                },
+            );
             inner.published.fetch_add(1, Ordering::Relaxed);
         }
         state.close();
@@ -885,19 +982,170 @@ impl Inner {
 
     async fn subscribe_any(
         self: &Arc<Self>,
-        request: &SubscribeRequest<'_>,
+        selection: &mut Selection<'_>,
+        request: SubscribeRequest<'_>,
         on_unknown_id: Option<UnknownId>,
     ) -> Result<Subscription, SubscribeError> {
-        if !self.authorizer.authorize(request) {
-            self.forbidden.fetch_add(1, Ordering::Relaxed);
-            return Err(SubscribeError::Forbidden);
+        selection.normalize();
+        selection.check(self.config.max_topics)?;
+        // Each topic and each pattern is checked on its own, so that an authorizer written
+        // for one topic cannot be passed by adding an allowed topic to a forbidden one.
+        let checks = selection
+            .topics
+            .iter()
+            .map(|topic| SubscribeRequest { topic, ..request })
+            .chain(selection.patterns.iter().map(|pattern| SubscribeRequest {
+                topic: pattern.key(),
+                pattern: Some(pattern.key()),
+                ..request
+            }));
+        for check in checks {
+            if !self.authorizer.authorize(&check) {
+                self.forbidden.fetch_add(1, Ordering::Relaxed);
+                return Err(SubscribeError::Forbidden);
+            }
         }
         let on_unknown_id = on_unknown_id.unwrap_or(self.config.on_unknown_id);
-        match &self.backend {
-            Backend::Memory => self.subscribe(request, on_unknown_id),
+        let single = selection
+            .single()
+            .map(|topic| SubscribeRequest { topic, ..request });
+        match (&self.backend, single) {
+            (Backend::Memory, Some(request)) => self.subscribe(&request, on_unknown_id),
+            (Backend::Memory, None) => self.subscribe_many(selection, &request, on_unknown_id),
             #[cfg(feature = "redis")]
-            Backend::Redis(_) => redis::subscribe(self, request, on_unknown_id).await,
+            (Backend::Redis(_), Some(request)) => {
+                redis::subscribe(self, &request, on_unknown_id).await
+            }
+            #[cfg(feature = "redis")]
+            (Backend::Redis(_), None) => Err(SelectionError::Unsupported.into()),
         }
+    }
+
+    /// A subscription to several topics and patterns, in memory: under the order lock, so no
+    /// event is pushed while the backlogs are taken and the rings joined.
+    fn subscribe_many(
+        self: &Arc<Self>,
+        selection: &Selection<'_>,
+        request: &SubscribeRequest<'_>,
+        on_unknown_id: UnknownId,
+    ) -> Result<Subscription, SubscribeError> {
+        let now = Instant::now();
+        let mut order = lock(&self.order);
+        let issued = u128::from(self.seq.load(Ordering::Relaxed));
+        let last = request.last_event_id;
+        // Join the topics (each counts this subscription as a subscriber).
+        let mut sources = Vec::with_capacity(selection.len());
+        let mut joined_topics = Vec::with_capacity(selection.topics.len());
+        for name in &selection.topics {
+            let joined = self.with_open_topic(name, self.config.auto_create, |topic, state| {
+                state.evict(&self.config.history, now);
+                let joined = state.join_with(Replay::NotRequested, Vec::new());
+                (Arc::clone(topic), joined)
+            });
+            let Some((topic, Some(joined))) = joined else {
+                // Give back what was joined so far.
+                drop(order);
+                for source in sources {
+                    if let Source {
+                        owner: Owner::Topic(topic),
+                        ..
+                    } = source
+                    {
+                        self.leave_topic(&topic);
+                    }
+                }
+                return Err(SubscribeError::UnknownTopic);
+            };
+            sources.push(Source::new(
+                Recv::unbudgeted(joined.receiver),
+                Owner::Topic(Arc::clone(&topic)),
+            ));
+            joined_topics.push(topic);
+        }
+        // The retained topics the patterns match, for the replay.
+        let mut replayed = joined_topics.clone();
+        if last.is_some() && !selection.patterns.is_empty() {
+            replayed.extend(
+                lock(&self.topics)
+                    .values()
+                    .filter(|topic| !selection.topics.contains(&&*topic.name))
+                    .filter(|topic| selection.patterns.iter().any(|p| p.matches(&topic.name)))
+                    .cloned(),
+            );
+        }
+        // Where to resume: one of this hub's ids, or a publisher's id found in a history.
+        let cursor = last.and_then(|id| match self.own_seq(id) {
+            Some(seq) => Some(u128::from(seq)).filter(|&pos| pos < issued),
+            None => replayed
+                .iter()
+                .filter_map(|topic| topic.lock().position_of(id))
+                .max(),
+        });
+        let mut covered = true;
+        let mut entries: Vec<(u128, EncodedEvent)> = Vec::new();
+        if last.is_some() {
+            let from = cursor.unwrap_or(0);
+            let take_all = cursor.is_none() && on_unknown_id == UnknownId::SendHistory;
+            for topic in &replayed {
+                let mut state = topic.lock();
+                state.evict(&self.config.history, now);
+                if let Some(pos) = cursor {
+                    covered &= state.covers_after(pos);
+                }
+                if cursor.is_some() || take_all {
+                    entries.extend(state.entries_after(from).map(|(p, e)| (p, e.clone())));
+                }
+            }
+        }
+        // Join the patterns' rings.
+        for pattern in &selection.patterns {
+            let ring = order
+                .rings
+                .entry(pattern.key().into())
+                .or_insert_with(|| PatternRing {
+                    matcher: Arc::clone(pattern),
+                    ring: Ring::new(self.config.subscriber_capacity),
+                    subscribers: 0,
+                });
+            ring.subscribers += 1;
+            sources.push(Source::new(
+                Recv::unbudgeted(ring.ring.receiver()),
+                Owner::Pattern(pattern.key().into()),
+            ));
+        }
+        drop(order);
+
+        // One event in two followed topics (one `publish_many`) is replayed once, in order.
+        entries.sort_unstable_by_key(|(pos, _)| *pos);
+        entries.dedup_by_key(|(pos, _)| *pos);
+        let replay = match (last, cursor) {
+            (None, _) => Replay::NotRequested,
+            (Some(_), Some(_)) if covered => Replay::Complete,
+            _ => Replay::HistoryLost,
+        };
+        if replay.is_lost() && on_unknown_id == UnknownId::LiveOnly {
+            entries.clear();
+        }
+        let through = entries.last().map_or(0, |(pos, _)| *pos);
+        let backlog = entries.into_iter().map(|(_, event)| event).collect();
+        self.subscribers.fetch_add(1, Ordering::Relaxed);
+        let client = request
+            .client_id
+            .map(|id| (Box::<str>::from(id), self.join_client(id)));
+        let label = selection
+            .topics
+            .first()
+            .copied()
+            .or_else(|| selection.patterns.first().map(|p| p.key()))
+            .unwrap_or_default();
+        Ok(Subscription::merged(
+            Arc::clone(self),
+            label,
+            Merge::new(sources, through),
+            replay,
+            backlog,
+            client,
+        ))
     }
 
     /// Delivers `event` to the live subscribers of every local topic (not kept for replay).
@@ -906,16 +1154,16 @@ impl Inner {
         let topics: Vec<Arc<Topic>> = lock(&self.topics).values().cloned().collect();
         topics
             .iter()
-            .filter(|topic| topic.lock().send_live(event) > 0)
+            .filter(|topic| topic.lock().send_live(Item::unordered(event.clone())) > 0)
             .count()
     }
 
     /// Delivers `event` to this process's connections of `client_id`.
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     fn deliver_to_client(&self, client_id: &str, event: EncodedEvent) -> usize {
-        lock(&self.clients)
-            .get(client_id)
-            .map_or(0, |client| client.sender.send(event).unwrap_or(0))
+        lock(&self.clients).get(client_id).map_or(0, |client| {
+            client.sender.send(Item::unordered(event)).unwrap_or(0)
+        })
     }
 
     fn subscribe(
@@ -985,10 +1233,25 @@ impl Inner {
         }
     }
 
+    /// A subscription has ended.
+    fn count_leave(&self) {
+        self.subscribers.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// A subscriber of the pattern with this key is gone; its ring goes with its last one.
+    fn leave_pattern(&self, key: &str) {
+        let mut order = lock(&self.order);
+        if let Some(ring) = order.rings.get_mut(key) {
+            ring.subscribers = ring.subscribers.saturating_sub(1);
+            if ring.subscribers == 0 {
+                order.rings.remove(key);
+            }
+        }
+    }
+
     /// A subscriber of `topic` is gone; removes the topic when it is left with neither
     /// subscribers nor history.
     fn leave_topic(&self, topic: &Arc<Topic>) {
-        self.subscribers.fetch_sub(1, Ordering::Relaxed);
         let now = Instant::now();
         {
             let mut state = topic.lock();
@@ -1028,7 +1291,6 @@ impl Inner {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::replay::Replay;
 
     #[test]
     fn ids_round_trip() {

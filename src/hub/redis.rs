@@ -904,7 +904,7 @@ fn finish(
     skip_through: u128,
 ) -> Subscription {
     hub.subscription(request, topic, joined)
-        .skip_through(skip_through, pack)
+        .skip_through(skip_through)
 }
 
 /// Reads every followed topic over one connection and feeds the local topics.
@@ -1160,7 +1160,7 @@ impl Backoff {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hub::subscription::Recv;
+    use crate::hub::recv::{Item, Recv};
 
     #[test]
     fn pack_orders_like_stream_ids() {
@@ -1221,8 +1221,10 @@ mod tests {
             Recv::live(joined.receiver),
             None,
         )
-        .skip_through(pack("2-0").unwrap(), pack);
-        topic.lock().send_live(&raw_event(b"data: bc\n\n").unwrap());
+        .skip_through(pack("2-0").unwrap());
+        topic
+            .lock()
+            .send_live(Item::unordered(raw_event(b"data: bc\n\n").unwrap()));
         let limits = inner.config.history;
         for id in ["2-0", "3-0"] {
             let event = encode(id, format!("data: {id}\n\n").as_bytes()).unwrap();

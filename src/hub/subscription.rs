@@ -2,23 +2,19 @@ use std::{
     any::Any,
     fmt,
     pin::Pin,
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
-    task::{Context, Poll, ready},
+    sync::Arc,
+    task::{Context, Poll},
 };
 
 use futures_core::{FusedStream, Stream};
-use tokio::sync::broadcast::{
-    self,
-    error::{RecvError, TryRecvError},
-};
-use tokio_util::sync::ReusableBoxFuture;
+use tokio::sync::broadcast::error::RecvError;
 
 use super::{
-    Hub, Inner, SubscribeError, SubscribeRequest,
-    topic::{LiveReceiver, Topic},
+    Hub, Inner, Matcher, SubscribeError, SubscribeRequest,
+    merge::{Merge, Merged, Owner},
+    recv::Recv,
+    select::Selection,
+    topic::Topic,
 };
 use crate::{
     EncodedEvent, Event,
@@ -47,22 +43,70 @@ use crate::{
 #[must_use]
 pub struct SubscribeBuilder<'a> {
     hub: &'a Hub,
+    selection: Selection<'a>,
     request: SubscribeRequest<'a>,
     on_unknown_id: Option<UnknownId>,
 }
 
 impl<'a> SubscribeBuilder<'a> {
-    pub(super) fn new(hub: &'a Hub, topic: &'a str) -> Self {
+    pub(super) fn new(hub: &'a Hub) -> Self {
         Self {
             hub,
+            selection: Selection::default(),
             request: SubscribeRequest {
-                topic,
+                topic: "",
+                pattern: None,
                 client_id: None,
                 last_event_id: None,
                 claims: None,
             },
             on_unknown_id: None,
         }
+    }
+
+    /// Follow `topic` too: one stream of every followed topic's events, in the hub's order,
+    /// resumable with one `Last-Event-ID` (see [Many topics](super#many-topics-one-stream)).
+    ///
+    /// ```
+    /// use futures_util::StreamExt;
+    /// use tower_sse::{Event, hub::Hub};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let hub = Hub::new();
+    /// let mut sub = hub.subscriber("room/1").topic("dm/alice").subscribe().await.unwrap();
+    /// hub.publish("dm/alice", Event::new().data("psst")).await.unwrap();
+    /// hub.publish("room/1", Event::new().data("hi all")).await.unwrap();
+    /// assert!(sub.next().await.unwrap().as_bytes().starts_with(b"data: psst\n"));
+    /// assert!(sub.next().await.unwrap().as_bytes().starts_with(b"data: hi all\n"));
+    /// # }
+    /// ```
+    pub fn topic(mut self, topic: &'a str) -> Self {
+        self.selection.topics.push(topic);
+        self
+    }
+
+    /// Follow every topic that `matcher` matches, those that exist now and those made later
+    /// (see [`Pattern`](super::Pattern) for the built-in ones).
+    ///
+    /// ```
+    /// use futures_util::StreamExt;
+    /// use tower_sse::{Event, hub::{Hub, Pattern}};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let hub = Hub::new();
+    /// let mut rooms = hub.subscription().pattern(Pattern::glob("rooms/*").unwrap()).subscribe().await.unwrap();
+    /// hub.publish("rooms/7", Event::new().data("new room")).await.unwrap();
+    /// hub.publish("users/bob", Event::new().data("not a room")).await.unwrap();
+    /// hub.publish("rooms/1", Event::new().data("hi")).await.unwrap();
+    /// assert!(rooms.next().await.unwrap().as_bytes().starts_with(b"data: new room\n"));
+    /// assert!(rooms.next().await.unwrap().as_bytes().starts_with(b"data: hi\n"));
+    /// # }
+    /// ```
+    pub fn pattern(mut self, matcher: impl Matcher) -> Self {
+        self.selection.patterns.push(Arc::new(matcher));
+        self
     }
 
     /// Resume after this id (the request's `Last-Event-ID`). `None` and the empty string mean
@@ -163,9 +207,14 @@ impl<'a> SubscribeBuilder<'a> {
     /// # }
     /// ```
     pub async fn subscribe(self) -> Result<Subscription, SubscribeError> {
-        self.hub
-            .inner
-            .subscribe_any(&self.request, self.on_unknown_id)
+        let Self {
+            hub,
+            mut selection,
+            request,
+            on_unknown_id,
+        } = self;
+        hub.inner
+            .subscribe_any(&mut selection, request, on_unknown_id)
             .await
     }
 }
@@ -173,118 +222,11 @@ impl<'a> SubscribeBuilder<'a> {
 impl fmt::Debug for SubscribeBuilder<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SubscribeBuilder")
+            .field("selection", &self.selection)
             .field("request", &self.request)
             .field("on_unknown_id", &self.on_unknown_id)
             .finish()
     }
-}
-
-type Received = (
-    Result<EncodedEvent, RecvError>,
-    broadcast::Receiver<EncodedEvent>,
-);
-
-/// One subscriber's place in a ring.
-///
-/// A parked receiver lives in a boxed receive future, which registers the task to be woken; the
-/// box is allocated at the first park and reused for every later one (same future type, same
-/// layout).
-///
-/// A topic's receiver also knows how many events the topic has sent into its ring and how many
-/// it has read (`gate`). While that says events are waiting, they are read straight from the
-/// ring (`try_recv`: a slot read and a reference-count increment), not through the future; when
-/// it says none are, the receiver parks at once, without `try_recv`'s own locked check first.
-/// Both ways spend tokio's co-operative budget, as tokio's own receive does.
-pub(super) struct Recv {
-    /// The receiver while no receive is parked.
-    idle: Option<broadcast::Receiver<EncodedEvent>>,
-    parked: Option<ReusableBoxFuture<'static, Received>>,
-    gate: Option<Gate>,
-}
-
-struct Gate {
-    sent: Arc<AtomicU64>,
-    seen: u64,
-}
-
-impl Recv {
-    /// A topic's receiver.
-    pub(super) fn live(live: LiveReceiver) -> Self {
-        Self {
-            idle: Some(live.receiver),
-            parked: None,
-            gate: Some(Gate {
-                sent: live.sent,
-                seen: live.seen,
-            }),
-        }
-    }
-
-    /// A receiver without a send count: it always waits through the future.
-    pub(super) fn new(receiver: broadcast::Receiver<EncodedEvent>) -> Self {
-        Self {
-            idle: Some(receiver),
-            parked: None,
-            gate: None,
-        }
-    }
-
-    #[inline]
-    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Result<EncodedEvent, RecvError>> {
-        if let Some(receiver) = &mut self.idle {
-            let waiting = self
-                .gate
-                .as_ref()
-                .is_some_and(|gate| gate.sent.load(Ordering::Acquire) != gate.seen);
-            if waiting {
-                // As tokio's own receive does: spend the task's co-operative budget, so that a
-                // consumer of a ring that never runs dry still yields to other tasks.
-                let coop = ready!(tokio::task::coop::poll_proceed(cx));
-                match receiver.try_recv() {
-                    Ok(event) => {
-                        coop.made_progress();
-                        return Poll::Ready(Ok(self.read(event)));
-                    }
-                    Err(TryRecvError::Lagged(skipped)) => {
-                        return Poll::Ready(Err(RecvError::Lagged(skipped)));
-                    }
-                    Err(TryRecvError::Closed) => return Poll::Ready(Err(RecvError::Closed)),
-                    Err(TryRecvError::Empty) => {}
-                }
-            }
-            self.park();
-        }
-        let Some(parked) = &mut self.parked else {
-            // `park` always leaves a parked receive when it takes the receiver.
-            return Poll::Ready(Err(RecvError::Closed));
-        };
-        let (result, receiver) = ready!(parked.poll(cx));
-        self.idle = Some(receiver);
-        Poll::Ready(result.map(|event| self.read(event)))
-    }
-
-    #[inline]
-    fn read(&mut self, event: EncodedEvent) -> EncodedEvent {
-        if let Some(gate) = &mut self.gate {
-            gate.seen = gate.seen.wrapping_add(1);
-        }
-        event
-    }
-
-    /// Moves the receiver into the (reused) boxed receive future.
-    fn park(&mut self) {
-        if let Some(receiver) = self.idle.take() {
-            match &mut self.parked {
-                Some(parked) => parked.set(recv(receiver)),
-                None => self.parked = Some(ReusableBoxFuture::new(recv(receiver))),
-            }
-        }
-    }
-}
-
-async fn recv(mut receiver: broadcast::Receiver<EncodedEvent>) -> Received {
-    let result = receiver.recv().await;
-    (result, receiver)
 }
 
 /// A stream of one topic's events (and, with a client id, the events sent to that client).
@@ -322,14 +264,27 @@ pub struct Subscription {
     replay: Replay,
     /// The replay backlog, and (with a broker) which live events it already held.
     handoff: Handoff,
-    /// `None` once the stream has ended.
-    live: Option<Recv>,
+    /// `None` once the stream has ended and its places in the hub are given back.
+    live: Option<Live>,
     /// Boxed: most subscriptions have no client id, and every byte here is per connection.
     client: Option<Box<ClientRecv>>,
     hub: Arc<Inner>,
-    topic: Arc<Topic>,
-    /// Whether this subscription still counts as a subscriber of `topic`.
-    registered: bool,
+    target: Target,
+}
+
+/// Where live events come from.
+enum Live {
+    /// One topic's ring (the fast path).
+    One(Recv),
+    /// Several rings, merged in position order.
+    Many(Merge),
+}
+
+/// What the subscription is of, for [`Subscription::topic`] and for leaving.
+enum Target {
+    One(Arc<Topic>),
+    /// Several topics and patterns: the first one's name (or pattern key).
+    Many(Box<str>),
 }
 
 /// The events sent to a subscription's client id.
@@ -357,6 +312,43 @@ impl Subscription {
         live: Recv,
         client: Option<(Box<str>, Recv)>,
     ) -> Self {
+        Self::with_feed(
+            hub,
+            Target::One(topic),
+            Live::One(live),
+            replay,
+            backlog,
+            client,
+        )
+    }
+
+    /// A subscription over several rings; `label` is its first topic or pattern.
+    pub(super) fn merged(
+        hub: Arc<Inner>,
+        label: &str,
+        merge: Merge,
+        replay: Replay,
+        backlog: Vec<EncodedEvent>,
+        client: Option<(Box<str>, Recv)>,
+    ) -> Self {
+        Self::with_feed(
+            hub,
+            Target::Many(label.into()),
+            Live::Many(merge),
+            replay,
+            backlog,
+            client,
+        )
+    }
+
+    fn with_feed(
+        hub: Arc<Inner>,
+        target: Target,
+        live: Live,
+        replay: Replay,
+        backlog: Vec<EncodedEvent>,
+        client: Option<(Box<str>, Recv)>,
+    ) -> Self {
         Self {
             replay,
             handoff: Handoff::new(backlog, Overlap::None),
@@ -369,17 +361,15 @@ impl Subscription {
                 })
             }),
             hub,
-            topic,
-            registered: true,
+            target,
         }
     }
 
-    /// Skips live events at or before broker position `pos` (as `position` reads it from an
-    /// id), which the backlog holds.
+    /// Skips live events at or before broker position `pos`, which the backlog holds.
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
-    pub(super) fn skip_through(mut self, pos: u128, position: fn(&str) -> Option<u128>) -> Self {
+    pub(super) fn skip_through(mut self, pos: u128) -> Self {
         if pos != 0 {
-            self.handoff.set_overlap(Overlap::Through(pos, position));
+            self.handoff.set_overlap(Overlap::Through(pos));
         }
         self
     }
@@ -463,7 +453,10 @@ impl Subscription {
     /// # }
     /// ```
     pub fn topic(&self) -> &str {
-        &self.topic.name
+        match &self.target {
+            Target::One(topic) => &topic.name,
+            Target::Many(label) => label,
+        }
     }
 
     /// The client id, if one was given.
@@ -482,10 +475,24 @@ impl Subscription {
 
     /// Ends the stream and gives back everything it held in the hub.
     fn release(&mut self) {
-        self.live = None;
         self.handoff.clear();
-        if std::mem::take(&mut self.registered) {
-            self.hub.leave_topic(&self.topic);
+        match self.live.take() {
+            None => {}
+            Some(Live::One(_)) => {
+                if let Target::One(topic) = &self.target {
+                    self.hub.leave_topic(topic);
+                }
+                self.hub.count_leave();
+            }
+            Some(Live::Many(mut merge)) => {
+                for source in merge.take_sources() {
+                    match source.owner {
+                        Owner::Topic(topic) => self.hub.leave_topic(&topic),
+                        Owner::Pattern(key) => self.hub.leave_pattern(&key),
+                    }
+                }
+                self.hub.count_leave();
+            }
         }
         if let Some(client) = self.client.take() {
             self.hub.leave_client(&client.id);
@@ -495,7 +502,7 @@ impl Subscription {
     fn slow(&mut self, skipped: u64) -> Polled {
         self.hub.count_slow_disconnect();
         tracing::debug!(
-            topic = %self.topic.name,
+            topic = %self.topic(),
             skipped,
             "hub subscriber fell behind; disconnecting it"
         );
@@ -504,20 +511,29 @@ impl Subscription {
     }
 
     fn poll_live(&mut self, cx: &mut Context<'_>) -> Polled {
-        let Some(live) = &mut self.live else {
-            return Polled::End;
-        };
-        let mut polled = live.poll(cx);
-        // Drop the live events that the backlog already held (a broker's replay).
-        while let Poll::Ready(Ok(event)) = &polled {
-            if self.handoff.admit(event) {
-                break;
+        let polled = match &mut self.live {
+            None => return Polled::End,
+            Some(Live::One(live)) => {
+                let mut polled = live.poll(cx);
+                // Drop the live events that the backlog already held (a broker's replay).
+                while let Poll::Ready(Ok(item)) = &polled {
+                    if self.handoff.admit(&item.event, item.pos) {
+                        break;
+                    }
+                    polled = live.poll(cx);
+                }
+                polled
             }
-            polled = live.poll(cx);
-        }
+            Some(Live::Many(merge)) => match merge.poll(cx) {
+                Merged::Item(item) => Poll::Ready(Ok(item)),
+                Merged::Pending => Poll::Pending,
+                Merged::Ended => Poll::Ready(Err(RecvError::Closed)),
+                Merged::Lagged(skipped) => Poll::Ready(Err(RecvError::Lagged(skipped))),
+            },
+        };
         match polled {
             Poll::Pending => Polled::Idle,
-            Poll::Ready(Ok(event)) => Polled::Event(event),
+            Poll::Ready(Ok(item)) => Polled::Event(item.event),
             Poll::Ready(Err(RecvError::Closed)) => {
                 self.release();
                 Polled::End
@@ -535,7 +551,7 @@ impl Subscription {
         };
         match recv.poll(cx) {
             Poll::Pending => Polled::Idle,
-            Poll::Ready(Ok(event)) => Polled::Event(event),
+            Poll::Ready(Ok(item)) => Polled::Event(item.event),
             Poll::Ready(Err(RecvError::Closed)) => {
                 client.recv = None;
                 Polled::Idle
@@ -608,7 +624,7 @@ impl Drop for Subscription {
 impl fmt::Debug for Subscription {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Subscription")
-            .field("topic", &self.topic.name)
+            .field("topic", &self.topic())
             .field("client_id", &self.client_id())
             .field("replay", &self.replay)
             .field("backlog", &self.backlog_len())

@@ -1,12 +1,10 @@
 //! One topic: its history and its live ring, behind one lock.
 
-use std::sync::{
-    Arc, Mutex, MutexGuard, PoisonError,
-    atomic::{AtomicU64, Ordering},
-};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, atomic::AtomicU64};
 
 use tokio::{sync::broadcast, time::Instant};
 
+use super::recv::{Item, Ring};
 use crate::{
     EncodedEvent,
     replay::{History, Limits, Replay, UnknownId},
@@ -23,12 +21,10 @@ impl Topic {
     /// Positions are `u128`: the in-memory hub's sequence numbers, or a Redis stream id
     /// `ms-seq` packed as `ms << 64 | seq` (see `redis::pack`), so both order the same way.
     pub(super) fn new(name: &str, capacity: usize, floor: u128, remote: bool) -> Self {
-        let (sender, _) = broadcast::channel(capacity);
         Self {
             name: name.into(),
             state: Mutex::new(TopicState {
-                sender: Some(sender),
-                sent: Arc::default(),
+                ring: Some(Ring::new(capacity)),
                 history: History::new(floor),
                 remote,
                 subscribers: 0,
@@ -44,11 +40,9 @@ impl Topic {
 }
 
 pub(super) struct TopicState {
-    /// `None` once the topic is closed or removed; its receivers then drain and end.
-    sender: Option<broadcast::Sender<EncodedEvent>>,
-    /// How many events went into the live ring (only ever changed under the lock). Receivers
-    /// read it without the lock to tell whether the ring holds anything for them.
-    sent: Arc<AtomicU64>,
+    /// The live ring; `None` once the topic is closed or removed (its receivers then drain
+    /// and end).
+    ring: Option<Ring>,
     history: History,
     /// Fed by a broker reader: the history is only a cache of the broker's, and the topic is
     /// idle as soon as it has no subscriber.
@@ -58,7 +52,7 @@ pub(super) struct TopicState {
 
 /// A receiver of a topic's live ring, with the ring's send count as of when it joined.
 pub(super) struct LiveReceiver {
-    pub(super) receiver: broadcast::Receiver<EncodedEvent>,
+    pub(super) receiver: broadcast::Receiver<Item>,
     /// The topic's count of events sent into the ring.
     pub(super) sent: Arc<AtomicU64>,
     /// `sent` when the receiver joined: it has read every event sent before.
@@ -74,7 +68,7 @@ pub(super) struct Joined {
 
 impl TopicState {
     pub(super) fn is_open(&self) -> bool {
-        self.sender.is_some()
+        self.ring.is_some()
     }
 
     pub(super) fn is_idle(&self) -> bool {
@@ -99,29 +93,25 @@ impl TopicState {
         self.history.after(pos)
     }
 
-    /// Hands `event` to the live subscribers only, without keeping it for replay (what
+    /// The retained events after position `pos` with their positions, oldest first.
+    pub(super) fn entries_after(&self, pos: u128) -> impl Iterator<Item = (u128, &EncodedEvent)> {
+        self.history.entries_after(pos)
+    }
+
+    /// The position of the newest retained event whose id is `id`.
+    pub(super) fn position_of(&self, id: &str) -> Option<u128> {
+        self.history.position_of(id)
+    }
+
+    /// Hands `item` to the live subscribers only, without keeping it for replay (what
     /// [`push`](Self::push) does after appending it); how many receivers it reached.
-    pub(super) fn send_live(&self, event: &EncodedEvent) -> usize {
-        let Some(sender) = &self.sender else {
-            return 0;
-        };
-        // An error only means there is no receiver right now.
-        let reached = sender.send(event.clone()).unwrap_or(0);
-        if reached > 0 {
-            // After the send: a receiver that sees the new count finds the event in the ring.
-            self.sent.fetch_add(1, Ordering::Release);
-        }
-        reached
+    pub(super) fn send_live(&self, item: Item) -> usize {
+        self.ring.as_ref().map_or(0, |ring| ring.send(item))
     }
 
     /// A new receiver of the live ring (`None` once the topic is closed).
     fn receiver(&self) -> Option<LiveReceiver> {
-        let receiver = self.sender.as_ref()?.subscribe();
-        Some(LiveReceiver {
-            receiver,
-            sent: Arc::clone(&self.sent),
-            seen: self.sent.load(Ordering::Relaxed),
-        })
+        Some(self.ring.as_ref()?.receiver())
     }
 
     /// Registers a live cursor with `backlog` as its replay (taken by the caller, under this
@@ -150,7 +140,10 @@ impl TopicState {
     /// the caller's lock, so a joining subscriber sees it in exactly one of the two.
     pub(super) fn push(&mut self, seq: u128, event: &EncodedEvent, limits: &Limits, now: Instant) {
         self.history.push(seq, event, limits, now);
-        self.send_live(event);
+        self.send_live(Item {
+            pos: seq,
+            event: event.clone(),
+        });
     }
 
     /// Drops the oldest entries until the history is within `limits`.
@@ -160,7 +153,7 @@ impl TopicState {
 
     /// Closes the topic: its subscribers get what is already in the ring, then their streams end.
     pub(super) fn close(&mut self) {
-        self.sender = None;
+        self.ring = None;
         self.history.clear();
     }
 

@@ -114,6 +114,21 @@ impl History {
         self.starting_at(from)
     }
 
+    /// The retained events after position `pos` with their positions, oldest first.
+    pub(crate) fn entries_after(&self, pos: u128) -> impl Iterator<Item = (u128, &EncodedEvent)> {
+        let from = self.entries.partition_point(|e| e.pos <= pos);
+        self.entries.range(from..).map(|e| (e.pos, &e.event))
+    }
+
+    /// The position of the newest retained event whose id is `id`.
+    pub(crate) fn position_of(&self, id: &str) -> Option<u128> {
+        self.entries
+            .iter()
+            .rev()
+            .find(|e| e.event.id() == Some(id))
+            .map(|e| e.pos)
+    }
+
     /// The retained events after the newest one whose id is `id`, or `None` when none has it.
     pub(crate) fn after_id(&self, id: &str) -> Option<impl Iterator<Item = &EncodedEvent>> {
         let at = self

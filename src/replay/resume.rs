@@ -32,9 +32,9 @@ pub(crate) enum Overlap {
     /// Boxed: every byte of a subscription is per connection, and most have no overlap.
     #[allow(clippy::box_collection)]
     Ids(Box<HashSet<Box<str>>>),
-    /// Live events at or before this position, as `position` reads it from an id; an event
-    /// without a position (not from the ordered stream) is delivered and the overlap goes on.
-    Through(u128, fn(&str) -> Option<u128>),
+    /// Live events at or before this position; an event without a position (`0`: not from
+    /// the ordered stream) is delivered and the overlap goes on.
+    Through(u128),
 }
 
 impl Overlap {
@@ -94,9 +94,10 @@ impl Handoff {
         self.notice = true;
     }
 
-    /// Whether the live `event` is new (to deliver) rather than one the backlog had.
+    /// Whether the live `event` (at position `pos`, `0` when it has none) is new, to deliver,
+    /// rather than one the backlog had.
     #[inline]
-    pub(crate) fn admit(&mut self, event: &EncodedEvent) -> bool {
+    pub(crate) fn admit(&mut self, event: &EncodedEvent, pos: u128) -> bool {
         let repeated = match &self.overlap {
             Overlap::None => return true,
             Overlap::Ids(ids) => match event.id() {
@@ -104,10 +105,8 @@ impl Handoff {
                 // Events without an id were never in a backlog.
                 None => return true,
             },
-            Overlap::Through(through, position) => match event.id().and_then(*position) {
-                Some(pos) => pos <= *through,
-                None => return true,
-            },
+            Overlap::Through(_) if pos == 0 => return true,
+            Overlap::Through(through) => pos <= *through,
         };
         if !repeated {
             self.overlap = Overlap::None;
@@ -225,7 +224,7 @@ where
                 return Poll::Ready(None);
             };
             match item.into_event() {
-                Ok(event) if !this.handoff.admit(&event) => {}
+                Ok(event) if !this.handoff.admit(&event, 0) => {}
                 other => return Poll::Ready(Some(other)),
             }
         }
@@ -289,25 +288,23 @@ mod tests {
         let mut handoff = Handoff::new(backlog.clone(), Overlap::ids(&backlog));
         assert_eq!(handoff.backlog_len(), 2);
         assert!(handoff.next().is_some() && handoff.next().is_some() && handoff.next().is_none());
-        assert!(!handoff.admit(&ev("a")));
-        assert!(handoff.admit(&Event::new().data("no id").encode()));
-        assert!(!handoff.admit(&ev("b")));
-        assert!(handoff.admit(&ev("c")));
+        assert!(!handoff.admit(&ev("a"), 0));
+        assert!(handoff.admit(&Event::new().data("no id").encode(), 0));
+        assert!(!handoff.admit(&ev("b"), 0));
+        assert!(handoff.admit(&ev("c"), 0));
         // Over: an id that the backlog had is now a new event.
-        assert!(handoff.admit(&ev("a")));
+        assert!(handoff.admit(&ev("a"), 0));
     }
 
     #[test]
     fn overlap_through_a_position() {
-        fn pos(id: &str) -> Option<u128> {
-            id.parse().ok()
-        }
-        let mut handoff = Handoff::new(vec![], Overlap::Through(5, pos));
-        assert!(!handoff.admit(&ev("4")));
-        assert!(handoff.admit(&ev("not a position")));
-        assert!(!handoff.admit(&ev("5")));
-        assert!(handoff.admit(&ev("6")));
-        assert!(handoff.admit(&ev("3")));
+        let mut handoff = Handoff::new(vec![], Overlap::Through(5));
+        let event = ev("x");
+        assert!(!handoff.admit(&event, 4));
+        assert!(handoff.admit(&event, 0)); // not ordered: delivered, the overlap goes on
+        assert!(!handoff.admit(&event, 5));
+        assert!(handoff.admit(&event, 6));
+        assert!(handoff.admit(&event, 3));
     }
 
     #[test]

@@ -1,0 +1,199 @@
+//! A subscriber's place in a ring, and what rings carry.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    task::{Context, Poll, ready},
+};
+
+use tokio::sync::broadcast::{
+    self,
+    error::{RecvError, TryRecvError},
+};
+use tokio_util::sync::ReusableBoxFuture;
+
+use super::topic::LiveReceiver;
+use crate::EncodedEvent;
+
+/// What a ring carries: an event and its position in the hub's order (`0`: none, for events
+/// that are not ordered, such as those sent to one client).
+#[derive(Clone)]
+pub(super) struct Item {
+    pub(super) pos: u128,
+    pub(super) event: EncodedEvent,
+}
+
+impl Item {
+    pub(super) fn unordered(event: EncodedEvent) -> Self {
+        Self { pos: 0, event }
+    }
+}
+
+/// The sending half of a shared ring, with a count of what it sent, so that receivers can
+/// tell without a lock whether anything waits for them.
+pub(super) struct Ring {
+    sender: broadcast::Sender<Item>,
+    /// How many items went into the ring (changed only by the ring's owner, under its lock).
+    sent: Arc<AtomicU64>,
+}
+
+impl Ring {
+    pub(super) fn new(capacity: usize) -> Self {
+        Self {
+            sender: broadcast::channel(capacity).0,
+            sent: Arc::default(),
+        }
+    }
+
+    /// Sends `item` to every receiver; how many it reached.
+    pub(super) fn send(&self, item: Item) -> usize {
+        // An error only means there is no receiver right now.
+        let reached = self.sender.send(item).unwrap_or(0);
+        if reached > 0 {
+            // After the send: a receiver that sees the new count finds the item in the ring.
+            self.sent.fetch_add(1, Ordering::Release);
+        }
+        reached
+    }
+
+    /// A new receiver, which has read everything sent before.
+    pub(super) fn receiver(&self) -> LiveReceiver {
+        LiveReceiver {
+            receiver: self.sender.subscribe(),
+            sent: Arc::clone(&self.sent),
+            seen: self.sent.load(Ordering::Relaxed),
+        }
+    }
+}
+
+type Received = (Result<Item, RecvError>, broadcast::Receiver<Item>);
+
+/// One subscriber's place in a ring.
+///
+/// A parked receiver lives in a boxed receive future, which registers the task to be woken; the
+/// box is allocated at the first park and reused for every later one (same future type, same
+/// layout).
+///
+/// A topic's receiver also knows how many events the topic has sent into its ring and how many
+/// it has read (`gate`). While that says events are waiting, they are read straight from the
+/// ring (`try_recv`: a slot read and a reference-count increment), not through the future; when
+/// it says none are, the receiver parks at once, without `try_recv`'s own locked check first.
+/// Both ways spend tokio's co-operative budget, as tokio's own receive does, unless the
+/// receiver is one of several merged by one subscription ([`Recv::unbudgeted`]): there a
+/// `Pending` must mean "nothing waiting", never "budget spent", and the merge spends the budget
+/// once per event instead.
+pub(super) struct Recv {
+    /// The receiver while no receive is parked.
+    idle: Option<broadcast::Receiver<Item>>,
+    parked: Option<ReusableBoxFuture<'static, Received>>,
+    gate: Option<Gate>,
+    budgeted: bool,
+}
+
+struct Gate {
+    sent: Arc<AtomicU64>,
+    seen: u64,
+}
+
+impl Recv {
+    /// A topic's receiver.
+    pub(super) fn live(live: LiveReceiver) -> Self {
+        Self {
+            idle: Some(live.receiver),
+            parked: None,
+            gate: Some(Gate {
+                sent: live.sent,
+                seen: live.seen,
+            }),
+            budgeted: true,
+        }
+    }
+
+    /// A topic's receiver that does not spend the co-operative budget (for a merge).
+    pub(super) fn unbudgeted(live: LiveReceiver) -> Self {
+        Self {
+            budgeted: false,
+            ..Self::live(live)
+        }
+    }
+
+    /// A receiver without a send count: it always waits through the future.
+    pub(super) fn new(receiver: broadcast::Receiver<Item>) -> Self {
+        Self {
+            idle: Some(receiver),
+            parked: None,
+            gate: None,
+            budgeted: true,
+        }
+    }
+
+    #[inline]
+    pub(super) fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Result<Item, RecvError>> {
+        if let Some(receiver) = &mut self.idle {
+            let waiting = self
+                .gate
+                .as_ref()
+                .is_some_and(|gate| gate.sent.load(Ordering::Acquire) != gate.seen);
+            if waiting {
+                // As tokio's own receive does: spend the task's co-operative budget, so that a
+                // consumer of a ring that never runs dry still yields to other tasks.
+                let coop = if self.budgeted {
+                    Some(ready!(tokio::task::coop::poll_proceed(cx)))
+                } else {
+                    None
+                };
+                match receiver.try_recv() {
+                    Ok(event) => {
+                        if let Some(coop) = coop {
+                            coop.made_progress();
+                        }
+                        return Poll::Ready(Ok(self.read(event)));
+                    }
+                    Err(TryRecvError::Lagged(skipped)) => {
+                        return Poll::Ready(Err(RecvError::Lagged(skipped)));
+                    }
+                    Err(TryRecvError::Closed) => return Poll::Ready(Err(RecvError::Closed)),
+                    Err(TryRecvError::Empty) => {}
+                }
+            }
+            self.park();
+        }
+        let Some(parked) = &mut self.parked else {
+            // `park` always leaves a parked receive when it takes the receiver.
+            return Poll::Ready(Err(RecvError::Closed));
+        };
+        let (result, receiver) = ready!(parked.poll(cx));
+        self.idle = Some(receiver);
+        Poll::Ready(result.map(|event| self.read(event)))
+    }
+
+    #[inline]
+    fn read(&mut self, event: Item) -> Item {
+        if let Some(gate) = &mut self.gate {
+            gate.seen = gate.seen.wrapping_add(1);
+        }
+        event
+    }
+
+    /// Moves the receiver into the (reused) boxed receive future.
+    fn park(&mut self) {
+        if let Some(receiver) = self.idle.take() {
+            match (&mut self.parked, self.budgeted) {
+                (Some(parked), true) => parked.set(recv(receiver)),
+                (Some(parked), false) => parked.set(tokio::task::unconstrained(recv(receiver))),
+                (None, true) => self.parked = Some(ReusableBoxFuture::new(recv(receiver))),
+                (None, false) => {
+                    let unconstrained = tokio::task::unconstrained(recv(receiver));
+                    self.parked = Some(ReusableBoxFuture::new(unconstrained));
+                }
+            }
+        }
+    }
+}
+
+async fn recv(mut receiver: broadcast::Receiver<Item>) -> Received {
+    let result = receiver.recv().await;
+    (result, receiver)
+}
