@@ -217,6 +217,9 @@ struct Inner {
     epoch: Box<str>,
     /// The next sequence number, hub-wide.
     seq: AtomicU64,
+    /// One past the newest event of every topic removed so far (0: none with events): the
+    /// floor of topics made from now on.
+    lost_below: AtomicU64,
     topics: Mutex<HashMap<Box<str>, Arc<Topic>>>,
     /// Taken around every ordered push (assigning a position and handing the event to its
     /// topics and patterns) and every subscription to several rings: the order lock (see
@@ -339,7 +342,9 @@ impl Hub {
                 },
                 authorizer: builder.authorizer,
                 epoch: format!("{:x}", new_epoch()).into(),
-                seq: AtomicU64::new(0),
+                // From 1: position 0 means "not ordered" (see `recv::Item`).
+                seq: AtomicU64::new(1),
+                lost_below: AtomicU64::new(0),
                 topics: Mutex::new(HashMap::new()),
                 order: Mutex::default(),
                 clients: Mutex::new(HashMap::new()),
@@ -735,7 +740,7 @@ impl Hub {
             );
             inner.published.fetch_add(1, Ordering::Relaxed);
         }
-        state.close();
+        inner.close_state(&mut state);
         true
     }
 
@@ -753,7 +758,7 @@ impl Hub {
     pub fn close_all(&self) -> usize {
         let topics = std::mem::take(&mut *lock(&self.inner.topics));
         for topic in topics.values() {
-            topic.lock().close();
+            self.inner.close_state(&mut topic.lock());
         }
         topics.len()
     }
@@ -782,7 +787,7 @@ impl Hub {
             let mut state = topic.lock();
             state.evict(&inner.config.history, now);
             if state.is_idle() {
-                state.close();
+                inner.close_state(&mut state);
                 false
             } else {
                 true
@@ -923,15 +928,26 @@ impl Inner {
 
     /// A new topic; ids issued before it are unknown to it.
     fn new_topic(&self, name: &str) -> Arc<Topic> {
-        // Burn one number, so that even the last id of an earlier topic with this name is below
-        // the new topic's floor.
-        let floor = self.next_seq() + 1;
+        // A new topic holds every event of its name after the last one a removed topic may
+        // have taken with it; ids before that are not covered (an earlier topic of the same
+        // name, closed with events, may have had more after them).
+        let floor = self.lost_below.load(Ordering::Acquire);
         Arc::new(Topic::new(
             name,
             self.config.subscriber_capacity,
             u128::from(floor),
             false,
         ))
+    }
+
+    /// Closes a topic's state, remembering what a topic made later under its name cannot
+    /// replay: everything up to its newest event, if it ever had one.
+    fn close_state(&self, state: &mut topic::TopicState) {
+        if let Some(next) = state.next_if_used() {
+            let next = u64::try_from(next).unwrap_or(u64::MAX);
+            self.lost_below.fetch_max(next, Ordering::AcqRel);
+        }
+        state.close();
     }
 
     /// Encodes `event`, giving it id `seq` unless it has one.
@@ -1273,7 +1289,7 @@ impl Inner {
         let mut topics = lock(&self.topics);
         let mut state = topic.lock();
         if state.is_open() && state.is_idle() {
-            state.close();
+            self.close_state(&mut state);
             if topics
                 .get(&topic.name)
                 .is_some_and(|current| Arc::ptr_eq(current, topic))
@@ -1451,7 +1467,9 @@ mod tests {
     async fn topic_recreated_after_close_does_not_resume_old_ids() {
         let hub = Hub::new();
         let old = hub.publish("t", Event::new().data("a")).await.unwrap();
-        assert!(hub.close_topic("t", None).await.unwrap());
+        // The client saw "a", not the final event: the topic made later cannot replay it.
+        let last = Event::new().data("closed");
+        assert!(hub.close_topic("t", Some(last)).await.unwrap());
         hub.publish("t", Event::new().data("b")).await.unwrap();
         let sub = hub
             .subscriber("t")
@@ -1460,6 +1478,34 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(sub.replay(), Replay::HistoryLost);
+        assert_eq!(sub.backlog_len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_topic_made_after_a_cursor_covers_it() {
+        let hub = Hub::new();
+        let seen = hub.publish("a", Event::new().data("a1")).await.unwrap();
+        hub.publish("b", Event::new().data("b1")).await.unwrap();
+        // `b` did not exist when the client saw `a1`, and nothing was ever removed: complete.
+        let sub = hub
+            .subscriber("b")
+            .last_event_id(seen.id())
+            .subscribe()
+            .await
+            .unwrap();
+        assert_eq!(sub.replay(), Replay::Complete);
+        assert_eq!(sub.backlog_len(), 1);
+        // A topic closed with its last event seen, then made again: complete as well.
+        let last = hub.publish("c", Event::new().data("c1")).await.unwrap();
+        hub.close_topic("c", None).await.unwrap();
+        hub.publish("c", Event::new().data("c2")).await.unwrap();
+        let sub = hub
+            .subscriber("c")
+            .last_event_id(last.id())
+            .subscribe()
+            .await
+            .unwrap();
+        assert_eq!(sub.replay(), Replay::Complete);
         assert_eq!(sub.backlog_len(), 1);
     }
 }

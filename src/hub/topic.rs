@@ -81,6 +81,11 @@ impl TopicState {
         self.history.next()
     }
 
+    /// One past the newest position appended, if anything ever was.
+    pub(super) fn next_if_used(&self) -> Option<u128> {
+        self.history.next_if_used()
+    }
+
     /// Whether every entry after position `pos` that was appended is still here.
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(super) fn covers_after(&self, pos: u128) -> bool {

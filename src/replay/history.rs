@@ -37,6 +37,8 @@ pub(crate) struct History {
     floor: u128,
     /// One past the position of the newest entry pushed (`floor` while there is none).
     next: u128,
+    /// Whether anything was ever pushed.
+    used: bool,
 }
 
 struct Entry {
@@ -53,6 +55,7 @@ impl History {
             bytes: 0,
             floor,
             next: floor,
+            used: false,
         }
     }
 
@@ -69,6 +72,11 @@ impl History {
         self.next
     }
 
+    /// One past the newest position pushed, if anything ever was.
+    pub(crate) fn next_if_used(&self) -> Option<u128> {
+        self.used.then_some(self.next)
+    }
+
     /// Whether every entry after position `pos` that was pushed is still here.
     pub(crate) fn covers_after(&self, pos: u128) -> bool {
         pos.saturating_add(1) >= self.floor
@@ -77,6 +85,7 @@ impl History {
     /// Appends `event` at `pos` (greater than every position before) and applies `limits`.
     pub(crate) fn push(&mut self, pos: u128, event: &EncodedEvent, limits: &Limits, now: Instant) {
         self.next = pos.saturating_add(1);
+        self.used = true;
         self.entries.push_back(Entry {
             pos,
             at: now,
