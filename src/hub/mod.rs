@@ -68,12 +68,64 @@
 //!   its stream ends, [`HubStats::slow_disconnects`] counts it, and the client comes back with
 //!   its `Last-Event-ID`. Others are not affected.
 //!
+//! # Many topics, one stream
+//!
+//! A subscription may follow several topics ([`SubscribeBuilder::topic`]) and patterns
+//! ([`SubscribeBuilder::pattern`] with a [`Matcher`]: [`Pattern::prefix`], [`Pattern::glob`],
+//! or your own), up to [`HubBuilder::max_topics`] (32) in all. It is one stream, in the hub's
+//! order, resumable with one `Last-Event-ID`:
+//!
+//! - **One order**: every event has a position, hub-wide. The hub hands an event to all its
+//!   topics and patterns under one lock, in position order, and a subscription merges its
+//!   rings by position, so it delivers in that order. An event that reaches a subscription
+//!   through two of its topics (one [`Hub::publish_many`], a [`Hub::broadcast`], a topic that
+//!   a pattern also matches) comes once.
+//! - **One cursor**: the id of any event of the hub positions the whole subscription: the
+//!   replay is every retained event after it in every followed topic (and every retained
+//!   topic a pattern matches), in order, each once, then live events with no gap. The set may
+//!   change between reconnects: a topic added later replays its events after the cursor.
+//! - **Gaps are told**: when one of the topics no longer holds everything after the cursor
+//!   (evicted), the replay is [`Replay::HistoryLost`]. A topic made after the cursor lost
+//!   nothing; a topic that was removed and made again cannot replay what the old one took
+//!   with it, and says so.
+//! - **Authorization** is asked for each topic and each pattern on its own
+//!   ([`SubscribeRequest::pattern`] tells a pattern's check apart), so an allowed topic never
+//!   carries a forbidden one in.
+//! - **Cost**: a single topic keeps the fast path (one ring, no merge). With several, a
+//!   subscription checks each of its rings per event (an atomic load when it has nothing).
+//!   A publish is matched once against each distinct pattern that has subscribers (equal
+//!   patterns share one ring).
+//!
+//! With the `redis` feature the Redis broker serves one topic per subscription for now;
+//! several are refused with [`SelectionError::Unsupported`].
+//!
+//! ```
+//! use futures_util::StreamExt;
+//! use tower_sse::{Event, hub::{Hub, Pattern}, replay::Replay};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let hub = Hub::new();
+//! let follow = || hub.subscriber("dm/alice").pattern(Pattern::glob("rooms/*").unwrap());
+//! let mut sub = follow().subscribe().await.unwrap();
+//! let seen = hub.publish("rooms/1", Event::new().data("hi")).await.unwrap();
+//! assert_eq!(sub.next().await.unwrap().id(), seen.id());
+//! drop(sub);
+//! hub.publish("dm/alice", Event::new().data("psst")).await.unwrap();
+//! hub.publish("rooms/2", Event::new().data("new room")).await.unwrap();
+//! let mut back = follow().last_event_id(seen.id()).subscribe().await.unwrap();
+//! assert_eq!(back.replay(), Replay::Complete);
+//! assert!(back.next().await.unwrap().as_bytes().starts_with(b"data: psst\n"));
+//! assert!(back.next().await.unwrap().as_bytes().starts_with(b"data: new room\n"));
+//! # }
+//! ```
+//!
 //! # Ids
 //!
 //! An event published without an id gets `"<epoch>-<seq>"`: `epoch` is chosen at random when the
 //! hub is built, `seq` is hub-wide and increasing (so increasing within each topic, with gaps).
 //! An id from another hub, an earlier process or an evicted event is therefore recognised as
-//! unknown rather than misread, and reported as [`Replay::HistoryLost`](crate::replay::Replay::HistoryLost). An id the publisher set
+//! unknown rather than misread, and reported as [`Replay::HistoryLost`]. An id the publisher set
 //! itself is kept, and found again by exact match within the history.
 //!
 //! Events sent with [`Hub::broadcast`] go into every topic's history under the id the publisher
