@@ -557,3 +557,81 @@ fn the_merge_keeps_hub_order_against_a_racing_publisher() {
     }
     publisher.join().unwrap();
 }
+
+/// Private events reach only the subscriptions whose access allows them, live and replayed
+/// alike, as the same bytes (no per-subscriber encoding), on one topic and on several.
+#[tokio::test]
+async fn private_events_are_filtered_live_and_replayed_alike() {
+    use tower_sse::hub::PrivateEvent;
+
+    fn bob(event: &PrivateEvent<'_>) -> bool {
+        event.topics().any(|topic| topic == "inbox/bob")
+    }
+    let hub = Hub::new();
+    let first = hub
+        .publish("inbox/bob", Event::new().data("public 1"))
+        .await
+        .unwrap();
+    let secret = hub
+        .publisher(&["inbox/bob"])
+        .private()
+        .publish(Event::new().data("for bob"))
+        .await
+        .unwrap();
+    hub.publisher(&["inbox/alice"])
+        .private()
+        .publish(Event::new().data("for alice"))
+        .await
+        .unwrap();
+    hub.publish("inbox/bob", Event::new().data("public 2"))
+        .await
+        .unwrap();
+
+    // Replayed, one topic: the anonymous one skips the private event; bob's gets the bytes.
+    let mut anonymous = hub
+        .subscriber("inbox/bob")
+        .last_event_id(first.id())
+        .subscribe()
+        .await
+        .unwrap();
+    assert_eq!(drain(&mut anonymous), ["public 2"]);
+    let mut as_bob = hub
+        .subscriber("inbox/bob")
+        .last_event_id(first.id())
+        .private_access(bob)
+        .subscribe()
+        .await
+        .unwrap();
+    let replayed = as_bob.next().await.unwrap();
+    assert_eq!(replayed.as_bytes().as_ptr(), secret.as_bytes().as_ptr());
+    assert_eq!(drain(&mut as_bob), ["public 2"]);
+
+    // Replayed, several topics.
+    let mut both = hub
+        .subscriber("inbox/bob")
+        .topic("inbox/alice")
+        .last_event_id(first.id())
+        .private_access(bob)
+        .subscribe()
+        .await
+        .unwrap();
+    assert_eq!(drain(&mut both), ["for bob", "public 2"]);
+
+    // Live, one topic and several.
+    hub.publisher(&["inbox/bob", "inbox/alice"])
+        .private()
+        .publish(Event::new().data("for both"))
+        .await
+        .unwrap();
+    hub.publisher(&["inbox/alice"])
+        .private()
+        .publish(Event::new().data("alice again"))
+        .await
+        .unwrap();
+    hub.publish("inbox/bob", Event::new().data("public 3"))
+        .await
+        .unwrap();
+    assert_eq!(drain(&mut anonymous), ["public 3"]);
+    assert_eq!(drain(&mut as_bob), ["for both", "public 3"]);
+    assert_eq!(drain(&mut both), ["for both", "public 3"]);
+}

@@ -615,3 +615,46 @@ async fn publish_many_takes_the_streams_last_generated_ids_into_account() {
     );
     assert_eq!(redis.command(&["XLEN", "r5:a"]).await, before);
 }
+
+/// What the Redis broker cannot do yet is refused with a clear error, never half done:
+/// several topics or a pattern on one subscription, and private events.
+#[tokio::test]
+async fn many_topics_and_private_events_are_refused_clearly_on_redis() {
+    use tower_sse::hub::{Pattern, SelectionError};
+
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let hub = hub(&redis, "refuse:").await;
+    let err = hub
+        .subscriber("a")
+        .topic("b")
+        .subscribe()
+        .await
+        .unwrap_err();
+    assert_eq!(err, SubscribeError::Selection(SelectionError::Unsupported));
+    assert_eq!(err.status(), http::StatusCode::BAD_REQUEST);
+    let err = hub
+        .subscription()
+        .pattern(Pattern::glob("rooms/*").unwrap())
+        .subscribe()
+        .await
+        .unwrap_err();
+    assert_eq!(err, SubscribeError::Selection(SelectionError::Unsupported));
+    let err = hub
+        .publisher(&["a"])
+        .private()
+        .publish(Event::new().data("x"))
+        .await
+        .unwrap_err();
+    assert_eq!(err, PublishError::Unsupported);
+    assert_eq!(err.status(), http::StatusCode::NOT_IMPLEMENTED);
+    // A public publication through the builder works as publish_many.
+    let mut sub = hub.subscribe("a").await.unwrap();
+    hub.publisher(&["a"])
+        .publish(Event::new().data("ok"))
+        .await
+        .unwrap();
+    assert_eq!(data(&next(&mut sub).await), "ok");
+    assert_eq!(hub.total_subscribers(), 1);
+}

@@ -192,3 +192,101 @@ where
         self(request)
     }
 }
+
+/// A private event, as a [`PrivateAccess`] sees it.
+///
+/// ```
+/// use tower_sse::hub::PrivateEvent;
+///
+/// fn for_alice(event: &PrivateEvent<'_>) -> bool {
+///     event.topics().any(|topic| topic == "users/alice")
+/// }
+/// # let _ = for_alice;
+/// ```
+#[derive(Clone, Copy)]
+pub struct PrivateEvent<'a> {
+    pub(super) topics: &'a [Box<str>],
+}
+
+impl<'a> PrivateEvent<'a> {
+    /// The topics it was published to.
+    ///
+    /// ```
+    /// # use tower_sse::hub::PrivateEvent;
+    /// fn first(event: &PrivateEvent<'_>) -> Option<String> {
+    ///     event.topics().next().map(str::to_owned)
+    /// }
+    /// # let _ = first;
+    /// ```
+    pub fn topics(&self) -> impl Iterator<Item = &'a str> + 'a {
+        self.topics.iter().map(|topic| &**topic)
+    }
+}
+
+impl fmt::Debug for PrivateEvent<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PrivateEvent")
+            .field("topics", &self.topics)
+            .finish()
+    }
+}
+
+/// Decides, per private event, whether a subscription may receive it: the per-event half of
+/// authorization (the [`Authorizer`] is the per-subscription half).
+///
+/// Events published with [`PublishBuilder::private`](super::PublishBuilder::private) reach only
+/// the subscriptions given an access ([`SubscribeBuilder::private_access`]) that allows them;
+/// a subscription without one gets only public events. The same check applies to live and to
+/// replayed events, so a resume never leaks what the live stream would have hidden. Public
+/// events are never checked, and no event is encoded again: a hidden event is skipped.
+///
+/// Implemented for closures `Fn(&PrivateEvent<'_>) -> bool` (write the argument type out).
+/// It runs on the subscriber's task for each private event of its topics; keep it quick.
+///
+/// [`SubscribeBuilder::private_access`]: super::SubscribeBuilder::private_access
+///
+/// ```
+/// use futures_util::StreamExt;
+/// use tower_sse::{Event, hub::{Hub, PrivateEvent}};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let hub = Hub::new();
+/// let alice = |event: &PrivateEvent<'_>| event.topics().any(|t| t == "inbox/alice");
+/// let mut admin = hub.subscriber("inbox/alice").topic("inbox/bob").private_access(|_: &PrivateEvent<'_>| true).subscribe().await.unwrap();
+/// let mut mine = hub.subscriber("inbox/alice").topic("inbox/bob").private_access(alice).subscribe().await.unwrap();
+/// let mut anonymous = hub.subscriber("inbox/alice").topic("inbox/bob").subscribe().await.unwrap();
+///
+/// hub.publisher(&["inbox/bob"]).private().publish(Event::new().data("for bob")).await.unwrap();
+/// hub.publisher(&["inbox/alice"]).private().publish(Event::new().data("for alice")).await.unwrap();
+/// hub.publish("inbox/bob", Event::new().data("public")).await.unwrap();
+///
+/// assert!(admin.next().await.unwrap().as_bytes().starts_with(b"data: for bob\n"));
+/// assert!(mine.next().await.unwrap().as_bytes().starts_with(b"data: for alice\n"));
+/// assert!(anonymous.next().await.unwrap().as_bytes().starts_with(b"data: public\n"));
+/// # }
+/// ```
+pub trait PrivateAccess: Send + Sync + 'static {
+    /// `true` to deliver `event` to this subscription.
+    fn allows(&self, event: &PrivateEvent<'_>) -> bool;
+}
+
+impl<F> PrivateAccess for F
+where
+    F: Fn(&PrivateEvent<'_>) -> bool + Send + Sync + 'static,
+{
+    fn allows(&self, event: &PrivateEvent<'_>) -> bool {
+        self(event)
+    }
+}
+
+/// Whether a subscription with `access` may see an event for `audience` (`None`: public).
+pub(super) fn visible(
+    access: Option<&dyn PrivateAccess>,
+    audience: Option<&crate::replay::Audience>,
+) -> bool {
+    match audience {
+        None => true,
+        Some(topics) => access.is_some_and(|access| access.allows(&PrivateEvent { topics })),
+    }
+}

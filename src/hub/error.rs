@@ -82,6 +82,9 @@ pub enum PublishError {
     /// The hub's broker (for example Redis) could not be reached, or did not answer in time.
     /// The event may or may not have been stored; an HTTP server answers `503`.
     Unavailable,
+    /// This hub's broker cannot carry this kind of event (a private event on Redis, for now);
+    /// nothing was published. An HTTP server answers `501`.
+    Unsupported,
 }
 
 impl fmt::Display for PublishError {
@@ -89,6 +92,7 @@ impl fmt::Display for PublishError {
         f.write_str(match self {
             Self::UnknownTopic => "unknown topic",
             Self::Unavailable => "event broker unavailable",
+            Self::Unsupported => "not supported by this hub's broker",
         })
     }
 }
@@ -119,7 +123,8 @@ impl SubscribeError {
 }
 
 impl PublishError {
-    /// The HTTP status a server answers with: `404 Not Found` or `503 Service Unavailable`.
+    /// The HTTP status a server answers with: `404 Not Found`, `503 Service Unavailable` or
+    /// `501 Not Implemented`.
     /// With the `axum` feature the error is itself a response with this status and its
     /// [`Display`](fmt::Display) text as a `text/plain` body.
     ///
@@ -134,6 +139,7 @@ impl PublishError {
         match self {
             Self::UnknownTopic => http::StatusCode::NOT_FOUND,
             Self::Unavailable => http::StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unsupported => http::StatusCode::NOT_IMPLEMENTED,
         }
     }
 }

@@ -190,7 +190,7 @@ use tokio::{sync::broadcast, time::Instant};
 #[cfg(feature = "redis")]
 pub use self::redis::{RedisBackend, RedisError};
 pub use self::{
-    auth::{Authorizer, SubscribeRequest},
+    auth::{Authorizer, PrivateAccess, PrivateEvent, SubscribeRequest},
     config::HubBuilder,
     error::{PublishError, SubscribeError},
     select::{Matcher, Pattern, SelectionError},
@@ -450,10 +450,7 @@ impl Hub {
                 let seq = inner.next_seq();
                 let encoded = inner.encode(event, seq);
                 state.push(u128::from(seq), &encoded, &inner.config.history, now);
-                Item {
-                    pos: u128::from(seq),
-                    event: encoded,
-                }
+                Item::new(u128::from(seq), encoded)
             })
             .ok_or(PublishError::UnknownTopic)?;
         order.send(&[topic], &item);
@@ -497,7 +494,7 @@ impl Hub {
         event: Event,
     ) -> Result<EncodedEvent, PublishError> {
         match &self.inner.backend {
-            Backend::Memory => self.publish_many_local(topics, event),
+            Backend::Memory => self.publish_many_local(topics, event, false),
             #[cfg(feature = "redis")]
             Backend::Redis(_) => {
                 let mut names = topics.to_vec();
@@ -513,10 +510,33 @@ impl Hub {
         }
     }
 
+    /// Starts a publication to `topics` (one id, encoded once, as
+    /// [`publish_many`](Self::publish_many)) that can be made
+    /// [`private`](PublishBuilder::private).
+    ///
+    /// ```
+    /// use tower_sse::{Event, hub::Hub};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let hub = Hub::new();
+    /// let sent = hub.publisher(&["orders/7"]).private().publish(Event::new().data("paid")).await.unwrap();
+    /// assert!(sent.id().is_some());
+    /// # }
+    /// ```
+    pub fn publisher<'a>(&'a self, topics: &'a [&'a str]) -> PublishBuilder<'a> {
+        PublishBuilder {
+            hub: self,
+            topics,
+            private: false,
+        }
+    }
+
     fn publish_many_local(
         &self,
         topics: &[&str],
         event: Event,
+        private: bool,
     ) -> Result<EncodedEvent, PublishError> {
         let inner = &*self.inner;
         let mut names = topics.to_vec();
@@ -545,15 +565,14 @@ impl Hub {
             let mut states: Vec<_> = found.iter().map(|topic| topic.lock()).collect();
             if states.iter().all(|state| state.is_open()) {
                 let seq = inner.next_seq();
-                let encoded = inner.encode(event, seq);
+                let mut item = Item::new(u128::from(seq), inner.encode(event, seq));
+                if private {
+                    item.audience = Some(names.iter().map(|&name| name.into()).collect());
+                }
                 for state in &mut states {
-                    state.push(u128::from(seq), &encoded, &inner.config.history, now);
+                    state.push_item(&item, &inner.config.history, now);
                 }
                 drop(states);
-                let item = Item {
-                    pos: u128::from(seq),
-                    event: encoded,
-                };
                 order.send(&names, &item);
                 drop(order);
                 inner.published.fetch_add(1, Ordering::Relaxed);
@@ -602,10 +621,7 @@ impl Hub {
                 reached += 1;
             }
         }
-        order.send_all(&Item {
-            pos,
-            event: encoded,
-        });
+        order.send_all(&Item::new(pos, encoded));
         drop(order);
         inner.published.fetch_add(1, Ordering::Relaxed);
         reached
@@ -783,13 +799,7 @@ impl Hub {
             let seq = inner.next_seq();
             let encoded = inner.encode(event, seq);
             state.push(u128::from(seq), &encoded, &inner.config.history, now);
-            order.send(
-                &[topic],
-                &Item {
-                    pos: u128::from(seq),
-                    event: encoded,
-                },
-            );
+            order.send(&[topic], &Item::new(u128::from(seq), encoded));
             inner.published.fetch_add(1, Ordering::Relaxed);
         }
         inner.close_state(&mut state);
@@ -957,6 +967,73 @@ impl Hub {
     }
 }
 
+/// Builds a publication. Made by [`Hub::publisher`].
+///
+/// ```
+/// use tower_sse::{Event, hub::Hub};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let hub = Hub::new();
+/// hub.publisher(&["a", "b"]).publish(Event::new().data("to both")).await.unwrap();
+/// # }
+/// ```
+#[must_use]
+#[derive(Debug)]
+pub struct PublishBuilder<'a> {
+    hub: &'a Hub,
+    topics: &'a [&'a str],
+    private: bool,
+}
+
+impl PublishBuilder<'_> {
+    /// Only subscriptions whose [`PrivateAccess`] allows it receive the event, live or
+    /// replayed; the others skip it (see [`PrivateAccess`]).
+    ///
+    /// ```
+    /// use futures_util::FutureExt;
+    /// use tower_sse::{Event, hub::Hub};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let hub = Hub::new();
+    /// let mut anonymous = hub.subscribe("t").await.unwrap();
+    /// hub.publisher(&["t"]).private().publish(Event::new().data("secret")).await.unwrap();
+    /// assert!(futures_util::StreamExt::next(&mut anonymous).now_or_never().is_none());
+    /// # }
+    /// ```
+    pub fn private(mut self) -> Self {
+        self.private = true;
+        self
+    }
+
+    /// Publishes `event`: one id, encoded once, into every topic's history and to every
+    /// subscriber that may see it.
+    ///
+    /// # Errors
+    ///
+    /// As [`Hub::publish_many`], and [`PublishError::Unsupported`] for a private event on a
+    /// broker that cannot carry one (Redis, for now).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let hub = tower_sse::hub::Hub::new();
+    /// let sent = hub.publisher(&["t"]).publish(tower_sse::Event::new().data("x")).await.unwrap();
+    /// assert!(sent.id().is_some());
+    /// # }
+    /// ```
+    pub async fn publish(self, event: Event) -> Result<EncodedEvent, PublishError> {
+        match (&self.hub.inner.backend, self.private) {
+            (Backend::Memory, private) => self.hub.publish_many_local(self.topics, event, private),
+            #[cfg(feature = "redis")]
+            (Backend::Redis(_), false) => self.hub.publish_many(self.topics, event).await,
+            #[cfg(feature = "redis")]
+            (Backend::Redis(_), true) => Err(PublishError::Unsupported),
+        }
+    }
+}
+
 impl Default for Hub {
     fn default() -> Self {
         Self::new()
@@ -1053,6 +1130,7 @@ impl Inner {
         selection: &mut Selection<'_>,
         request: SubscribeRequest<'_>,
         on_unknown_id: Option<UnknownId>,
+        access: Option<Arc<dyn PrivateAccess>>,
     ) -> Result<Subscription, SubscribeError> {
         selection.normalize();
         selection.check(self.config.max_topics)?;
@@ -1078,10 +1156,14 @@ impl Inner {
             .single()
             .map(|topic| SubscribeRequest { topic, ..request });
         match (&self.backend, single) {
-            (Backend::Memory, Some(request)) => self.subscribe(&request, on_unknown_id),
-            (Backend::Memory, None) => self.subscribe_many(selection, &request, on_unknown_id),
+            (Backend::Memory, Some(request)) => self.subscribe(&request, on_unknown_id, access),
+            (Backend::Memory, None) => {
+                self.subscribe_many(selection, &request, on_unknown_id, access)
+            }
             #[cfg(feature = "redis")]
             (Backend::Redis(_), Some(request)) => {
+                // No private events go through Redis (publishing one is refused).
+                let _ = access;
                 redis::subscribe(self, &request, on_unknown_id).await
             }
             #[cfg(feature = "redis")]
@@ -1096,6 +1178,7 @@ impl Inner {
         selection: &Selection<'_>,
         request: &SubscribeRequest<'_>,
         on_unknown_id: UnknownId,
+        access: Option<Arc<dyn PrivateAccess>>,
     ) -> Result<Subscription, SubscribeError> {
         let now = Instant::now();
         let mut order = lock(&self.order);
@@ -1161,7 +1244,12 @@ impl Inner {
                     covered &= state.covers_after(pos);
                 }
                 if cursor.is_some() || take_all {
-                    entries.extend(state.entries_after(from).map(|(p, e)| (p, e.clone())));
+                    entries.extend(
+                        state
+                            .entries_after(from)
+                            .filter(|stored| auth::visible(access.as_deref(), stored.audience))
+                            .map(|stored| (stored.pos, stored.event.clone())),
+                    );
                 }
             }
         }
@@ -1213,7 +1301,8 @@ impl Inner {
             replay,
             backlog,
             client,
-        ))
+        )
+        .with_access(access))
     }
 
     /// Delivers `event` to the live subscribers of every local topic (not kept for replay).
@@ -1238,6 +1327,7 @@ impl Inner {
         self: &Arc<Self>,
         request: &SubscribeRequest<'_>,
         on_unknown_id: UnknownId,
+        access: Option<Arc<dyn PrivateAccess>>,
     ) -> Result<Subscription, SubscribeError> {
         let own_seq = request
             .last_event_id
@@ -1248,7 +1338,13 @@ impl Inner {
             .with_open_topic(request.topic, self.config.auto_create, |topic, state| {
                 state.evict(&self.config.history, now);
                 let issued = u128::from(self.seq.load(Ordering::Relaxed));
-                let joined = state.join(request.last_event_id, own_seq, issued, on_unknown_id);
+                let joined = state.join(
+                    request.last_event_id,
+                    own_seq,
+                    issued,
+                    on_unknown_id,
+                    access.as_deref(),
+                );
                 (Arc::clone(topic), joined)
             })
             .ok_or(SubscribeError::UnknownTopic)?;
@@ -1256,7 +1352,9 @@ impl Inner {
         let Some(joined) = joined else {
             return Err(SubscribeError::UnknownTopic);
         };
-        Ok(self.subscription(request, topic, joined))
+        Ok(self
+            .subscription(request, topic, joined)
+            .with_access(access))
     }
 
     /// The subscription for a cursor `joined` to `topic`: counted, and addressable by its

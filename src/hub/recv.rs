@@ -15,7 +15,7 @@ use tokio::sync::broadcast::{
 use tokio_util::sync::ReusableBoxFuture;
 
 use super::topic::LiveReceiver;
-use crate::EncodedEvent;
+use crate::{EncodedEvent, replay::Audience};
 
 /// What a ring carries: an event and its position in the hub's order (`0`: none, for events
 /// that are not ordered, such as those sent to one client).
@@ -23,11 +23,21 @@ use crate::EncodedEvent;
 pub(super) struct Item {
     pub(super) pos: u128,
     pub(super) event: EncodedEvent,
+    /// For a private event: its topics, for the subscriber's `PrivateAccess`.
+    pub(super) audience: Option<Audience>,
 }
 
 impl Item {
+    pub(super) fn new(pos: u128, event: EncodedEvent) -> Self {
+        Self {
+            pos,
+            event,
+            audience: None,
+        }
+    }
+
     pub(super) fn unordered(event: EncodedEvent) -> Self {
-        Self { pos: 0, event }
+        Self::new(0, event)
     }
 }
 

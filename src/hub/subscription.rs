@@ -10,7 +10,8 @@ use futures_core::{FusedStream, Stream};
 use tokio::sync::broadcast::error::RecvError;
 
 use super::{
-    Hub, Inner, Matcher, SubscribeError, SubscribeRequest,
+    Hub, Inner, Matcher, PrivateAccess, SubscribeError, SubscribeRequest,
+    auth::visible,
     merge::{Merge, Merged, Owner},
     recv::Recv,
     select::Selection,
@@ -46,6 +47,7 @@ pub struct SubscribeBuilder<'a> {
     selection: Selection<'a>,
     request: SubscribeRequest<'a>,
     on_unknown_id: Option<UnknownId>,
+    access: Option<Arc<dyn PrivateAccess>>,
 }
 
 impl<'a> SubscribeBuilder<'a> {
@@ -61,7 +63,35 @@ impl<'a> SubscribeBuilder<'a> {
                 claims: None,
             },
             on_unknown_id: None,
+            access: None,
         }
+    }
+
+    /// Which private events this subscription may receive, live and replayed (none by
+    /// default). See [`PrivateAccess`].
+    ///
+    /// ```
+    /// use tower_sse::hub::{Hub, PrivateEvent};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let hub = Hub::new();
+    /// let user = String::from("alice");
+    /// let inbox = format!("inbox/{user}");
+    /// let sub = hub
+    ///     .subscriber(&inbox)
+    ///     .private_access(move |event: &PrivateEvent<'_>| {
+    ///         event.topics().any(|topic| topic == format!("inbox/{user}"))
+    ///     })
+    ///     .subscribe()
+    ///     .await
+    ///     .unwrap();
+    /// # drop(sub);
+    /// # }
+    /// ```
+    pub fn private_access(mut self, access: impl PrivateAccess) -> Self {
+        self.access = Some(Arc::new(access));
+        self
     }
 
     /// Follow `topic` too: one stream of every followed topic's events, in the hub's order,
@@ -212,9 +242,10 @@ impl<'a> SubscribeBuilder<'a> {
             mut selection,
             request,
             on_unknown_id,
+            access,
         } = self;
         hub.inner
-            .subscribe_any(&mut selection, request, on_unknown_id)
+            .subscribe_any(&mut selection, request, on_unknown_id, access)
             .await
     }
 }
@@ -270,6 +301,8 @@ pub struct Subscription {
     client: Option<Box<ClientRecv>>,
     hub: Arc<Inner>,
     target: Target,
+    /// Which private events it may receive (none without).
+    access: Option<Arc<dyn PrivateAccess>>,
 }
 
 /// Where live events come from.
@@ -362,7 +395,15 @@ impl Subscription {
             }),
             hub,
             target,
+            access: None,
         }
+    }
+
+    /// Sets which private events the live stream may deliver (the backlog was filtered by
+    /// the same access when it was taken).
+    pub(super) fn with_access(mut self, access: Option<Arc<dyn PrivateAccess>>) -> Self {
+        self.access = access;
+        self
     }
 
     /// Skips live events at or before broker position `pos`, which the backlog holds.
@@ -513,22 +554,27 @@ impl Subscription {
     fn poll_live(&mut self, cx: &mut Context<'_>) -> Polled {
         let polled = match &mut self.live {
             None => return Polled::End,
-            Some(Live::One(live)) => {
-                let mut polled = live.poll(cx);
-                // Drop the live events that the backlog already held (a broker's replay).
-                while let Poll::Ready(Ok(item)) = &polled {
-                    if self.handoff.admit(&item.event, item.pos) {
-                        break;
+            Some(Live::One(live)) => loop {
+                let polled = live.poll(cx);
+                // Skip private events it may not see, and the live events that the backlog
+                // already held (a broker's replay).
+                if let Poll::Ready(Ok(item)) = &polled {
+                    let visible = visible(self.access.as_deref(), item.audience.as_ref());
+                    if !visible || !self.handoff.admit(&item.event, item.pos) {
+                        continue;
                     }
-                    polled = live.poll(cx);
                 }
-                polled
-            }
-            Some(Live::Many(merge)) => match merge.poll(cx) {
-                Merged::Item(item) => Poll::Ready(Ok(item)),
-                Merged::Pending => Poll::Pending,
-                Merged::Ended => Poll::Ready(Err(RecvError::Closed)),
-                Merged::Lagged(skipped) => Poll::Ready(Err(RecvError::Lagged(skipped))),
+                break polled;
+            },
+            Some(Live::Many(merge)) => loop {
+                match merge.poll(cx) {
+                    Merged::Item(item)
+                        if !visible(self.access.as_deref(), item.audience.as_ref()) => {}
+                    Merged::Item(item) => break Poll::Ready(Ok(item)),
+                    Merged::Pending => break Poll::Pending,
+                    Merged::Ended => break Poll::Ready(Err(RecvError::Closed)),
+                    Merged::Lagged(skipped) => break Poll::Ready(Err(RecvError::Lagged(skipped))),
+                }
             },
         };
         match polled {

@@ -4,10 +4,14 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, atomic::AtomicU64};
 
 use tokio::{sync::broadcast, time::Instant};
 
-use super::recv::{Item, Ring};
+use super::{
+    PrivateAccess,
+    auth::visible,
+    recv::{Item, Ring},
+};
 use crate::{
     EncodedEvent,
-    replay::{History, Limits, Replay, UnknownId},
+    replay::{History, Limits, Replay, Stored, UnknownId},
 };
 
 pub(super) struct Topic {
@@ -98,8 +102,8 @@ impl TopicState {
         self.history.after(pos)
     }
 
-    /// The retained events after position `pos` with their positions, oldest first.
-    pub(super) fn entries_after(&self, pos: u128) -> impl Iterator<Item = (u128, &EncodedEvent)> {
+    /// The retained entries after position `pos`, oldest first.
+    pub(super) fn entries_after(&self, pos: u128) -> impl Iterator<Item = Stored<'_>> {
         self.history.entries_after(pos)
     }
 
@@ -144,11 +148,14 @@ impl TopicState {
     /// Appends `event` (taking `seq`) to the history and sends it to the live ring: both under
     /// the caller's lock, so a joining subscriber sees it in exactly one of the two.
     pub(super) fn push(&mut self, seq: u128, event: &EncodedEvent, limits: &Limits, now: Instant) {
-        self.history.push(seq, event, limits, now);
-        self.send_live(Item {
-            pos: seq,
-            event: event.clone(),
-        });
+        self.push_item(&Item::new(seq, event.clone()), limits, now);
+    }
+
+    /// [`push`](Self::push) for an item that may be private.
+    pub(super) fn push_item(&mut self, item: &Item, limits: &Limits, now: Instant) {
+        self.history
+            .push_for(item.pos, &item.event, item.audience.as_ref(), limits, now);
+        self.send_live(item.clone());
     }
 
     /// Drops the oldest entries until the history is within `limits`.
@@ -172,16 +179,20 @@ impl TopicState {
         own_seq: Option<u128>,
         issued: u128,
         on_unknown_id: UnknownId,
+        access: Option<&dyn PrivateAccess>,
     ) -> Option<Joined> {
         let receiver = self.receiver()?;
+        let visible =
+            |stored: Stored<'_>| visible(access, stored.audience).then(|| stored.event.clone());
         let (replay, backlog) = match last_event_id {
             None => (Replay::NotRequested, Vec::new()),
             Some(id) => match self.resume_after(id, own_seq, issued) {
-                Some(backlog) => (Replay::Complete, backlog),
+                Some(after) => (Replay::Complete, after.filter_map(visible).collect()),
                 None => match on_unknown_id {
-                    UnknownId::SendHistory => {
-                        (Replay::HistoryLost, self.history.all().cloned().collect())
-                    }
+                    UnknownId::SendHistory => (
+                        Replay::HistoryLost,
+                        self.history.entries().filter_map(visible).collect(),
+                    ),
                     UnknownId::LiveOnly => (Replay::HistoryLost, Vec::new()),
                 },
             },
@@ -194,21 +205,20 @@ impl TopicState {
         })
     }
 
-    /// The retained events after `id`, or `None` when `id` is unknown.
+    /// The retained entries after `id`, or `None` when `id` is unknown.
     fn resume_after(
         &self,
         id: &str,
         own_seq: Option<u128>,
         issued: u128,
-    ) -> Option<Vec<EncodedEvent>> {
+    ) -> Option<Box<dyn Iterator<Item = Stored<'_>> + '_>> {
         match own_seq {
             // One of ours: everything after it is retained when it is at most one behind the
-            // oldest retained entry. Sequence numbers are hub-wide, so an id from an earlier
-            // topic of the same name is below the floor.
+            // oldest retained entry (the floor covers ids from a removed topic of this name).
             Some(seq) => (seq < issued && self.history.covers_after(seq))
-                .then(|| self.history.after(seq).cloned().collect()),
+                .then(|| Box::new(self.history.entries_after(seq)) as Box<dyn Iterator<Item = _>>),
             // A publisher's own id: exact match, newest first.
-            None => Some(self.history.after_id(id)?.cloned().collect()),
+            None => Some(Box::new(self.history.entries_after_id(id)?)),
         }
     }
 }
@@ -245,23 +255,25 @@ mod tests {
         // Retained: 12, 13, 14; floor is 12.
         assert_eq!(state.history_len(), 3);
         let j = state
-            .join(Some("e-11"), Some(11), 15, UnknownId::LiveOnly)
+            .join(Some("e-11"), Some(11), 15, UnknownId::LiveOnly, None)
             .unwrap();
         assert_eq!(j.replay, Replay::Complete);
         assert_eq!(ids(&j), ["e-12", "e-13", "e-14"]);
         let j = state
-            .join(Some("e-14"), Some(14), 15, UnknownId::LiveOnly)
+            .join(Some("e-14"), Some(14), 15, UnknownId::LiveOnly, None)
             .unwrap();
         assert_eq!(j.replay, Replay::Complete);
         assert!(j.backlog.is_empty());
         for (seq, replay) in [(10, Replay::HistoryLost), (15, Replay::HistoryLost)] {
             let j = state
-                .join(Some("x"), Some(seq), 15, UnknownId::SendHistory)
+                .join(Some("x"), Some(seq), 15, UnknownId::SendHistory, None)
                 .unwrap();
             assert_eq!(j.replay, replay, "{seq}");
             assert_eq!(ids(&j), ["e-12", "e-13", "e-14"]);
         }
-        let j = state.join(None, None, 15, UnknownId::SendHistory).unwrap();
+        let j = state
+            .join(None, None, 15, UnknownId::SendHistory, None)
+            .unwrap();
         assert_eq!(j.replay, Replay::NotRequested);
         assert!(j.backlog.is_empty());
         assert_eq!(state.subscribers, 5);
@@ -276,12 +288,16 @@ mod tests {
             state.push(seq as u128, &ev(id), &LIMITS, now);
         }
         // Retained b, a, c; the newest "a" wins.
-        let j = state.join(Some("a"), None, 4, UnknownId::LiveOnly).unwrap();
+        let j = state
+            .join(Some("a"), None, 4, UnknownId::LiveOnly, None)
+            .unwrap();
         assert_eq!(ids(&j), ["c"]);
-        let j = state.join(Some("b"), None, 4, UnknownId::LiveOnly).unwrap();
+        let j = state
+            .join(Some("b"), None, 4, UnknownId::LiveOnly, None)
+            .unwrap();
         assert_eq!(ids(&j), ["a", "c"]);
         let j = state
-            .join(Some("zz"), None, 4, UnknownId::LiveOnly)
+            .join(Some("zz"), None, 4, UnknownId::LiveOnly, None)
             .unwrap();
         assert_eq!(j.replay, Replay::HistoryLost);
         assert!(j.backlog.is_empty());
@@ -299,11 +315,11 @@ mod tests {
         state.push(1, &ev("e-1"), &limits, Instant::now());
         assert_eq!(state.history_len(), 0);
         let j = state
-            .join(Some("e-1"), Some(1), 2, UnknownId::LiveOnly)
+            .join(Some("e-1"), Some(1), 2, UnknownId::LiveOnly, None)
             .unwrap();
         assert_eq!(j.replay, Replay::Complete);
         let j = state
-            .join(Some("e-0"), Some(0), 2, UnknownId::LiveOnly)
+            .join(Some("e-0"), Some(0), 2, UnknownId::LiveOnly, None)
             .unwrap();
         assert_eq!(j.replay, Replay::HistoryLost);
     }
@@ -314,6 +330,10 @@ mod tests {
         let mut state = topic.lock();
         state.close();
         assert!(!state.is_open());
-        assert!(state.join(None, None, 0, UnknownId::LiveOnly).is_none());
+        assert!(
+            state
+                .join(None, None, 0, UnknownId::LiveOnly, None)
+                .is_none()
+        );
     }
 }

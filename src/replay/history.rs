@@ -2,7 +2,7 @@
 //!
 //! [`ReplayLog`]: super::ReplayLog
 
-use std::{collections::VecDeque, time::Duration};
+use std::{collections::VecDeque, sync::Arc, time::Duration};
 
 use tokio::time::Instant;
 
@@ -25,6 +25,17 @@ impl Limits {
     };
 }
 
+/// The topics of a private event: only subscriptions allowed to see one of them receive it
+/// (see the hub's `PrivateAccess`). Public events have none.
+pub(crate) type Audience = Arc<[Box<str>]>;
+
+/// One retained event, as a history hands it out.
+pub(crate) struct Stored<'a> {
+    pub(crate) pos: u128,
+    pub(crate) event: &'a EncodedEvent,
+    pub(crate) audience: Option<&'a Audience>,
+}
+
 /// Encoded events in increasing position order, bounded by [`Limits`].
 ///
 /// Positions are `u128`: the in-memory hub's sequence numbers, a broker's packed ids, or a
@@ -45,6 +56,7 @@ struct Entry {
     pos: u128,
     at: Instant,
     event: EncodedEvent,
+    audience: Option<Audience>,
 }
 
 impl History {
@@ -84,12 +96,25 @@ impl History {
 
     /// Appends `event` at `pos` (greater than every position before) and applies `limits`.
     pub(crate) fn push(&mut self, pos: u128, event: &EncodedEvent, limits: &Limits, now: Instant) {
+        self.push_for(pos, event, None, limits, now);
+    }
+
+    /// [`push`](Self::push) for an event that only `audience` may see (`None`: public).
+    pub(crate) fn push_for(
+        &mut self,
+        pos: u128,
+        event: &EncodedEvent,
+        audience: Option<&Audience>,
+        limits: &Limits,
+        now: Instant,
+    ) {
         self.next = pos.saturating_add(1);
         self.used = true;
         self.entries.push_back(Entry {
             pos,
             at: now,
             event: event.clone(),
+            audience: audience.cloned(),
         });
         self.bytes += event.len();
         self.evict(limits, now);
@@ -123,10 +148,35 @@ impl History {
         self.starting_at(from)
     }
 
-    /// The retained events after position `pos` with their positions, oldest first.
-    pub(crate) fn entries_after(&self, pos: u128) -> impl Iterator<Item = (u128, &EncodedEvent)> {
+    /// The retained entries after position `pos`, oldest first.
+    pub(crate) fn entries_after(&self, pos: u128) -> impl Iterator<Item = Stored<'_>> {
         let from = self.entries.partition_point(|e| e.pos <= pos);
-        self.entries.range(from..).map(|e| (e.pos, &e.event))
+        self.stored_from(from)
+    }
+
+    /// The retained entries after the newest one whose id is `id`, or `None` when none has it.
+    pub(crate) fn entries_after_id<'a>(
+        &'a self,
+        id: &str,
+    ) -> Option<impl Iterator<Item = Stored<'a>> + use<'a>> {
+        let at = self
+            .entries
+            .iter()
+            .rposition(|e| e.event.id() == Some(id))?;
+        Some(self.stored_from(at + 1))
+    }
+
+    /// Every retained entry, oldest first.
+    pub(crate) fn entries(&self) -> impl Iterator<Item = Stored<'_>> {
+        self.stored_from(0)
+    }
+
+    fn stored_from(&self, from: usize) -> impl Iterator<Item = Stored<'_>> {
+        self.entries.range(from..).map(|e| Stored {
+            pos: e.pos,
+            event: &e.event,
+            audience: e.audience.as_ref(),
+        })
     }
 
     /// The position of the newest retained event whose id is `id`.

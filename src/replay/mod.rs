@@ -75,7 +75,7 @@ mod outcome;
 mod resume;
 
 pub(crate) use self::{
-    history::{History, Limits},
+    history::{Audience, History, Limits, Stored},
     resume::{Handoff, Overlap},
 };
 pub use self::{
