@@ -37,8 +37,13 @@
 //! - `POST /rooms/{room}/messages`, JSON `{"user": "..", "text": ".."}` → `202 {"id": "<event
 //!   id>"}`; `404` unknown room; `400` malformed JSON or an empty user; `413` when `text` is
 //!   over 16 KiB.
-//! - `GET /events`: the public stream, every room's messages (each encoded once for its room
-//!   and the public stream, under one id).
+//! - `GET /rooms/events?room=R1&room=R2…`: one stream of every listed room (up to 32), in the
+//!   hub's order, resumable with one `Last-Event-ID`; `400` with no room or more than 32, `404`
+//!   when one is unknown. (In memory; with `REDIS_URL` it answers `400` until the Redis broker
+//!   serves several topics on one stream.)
+//! - `GET /events`: the public stream, every room's messages under their rooms' ids: a pattern
+//!   subscription (`room/*`) in memory; with `REDIS_URL`, a topic of its own that each message
+//!   is also published to (under the same id).
 //! - `POST /login`, JSON `{"user": ".."}` → `200 {"user", "token"}`, the token also set as the
 //!   `chat_token` HttpOnly cookie. The first login claims the name; logging in again as that
 //!   user needs its token (cookie or bearer), else `409`. There are no passwords: this shows
@@ -84,7 +89,7 @@ use std::{
 use axum::{
     Json, Router,
     body::Bytes,
-    extract::{DefaultBodyLimit, Path, State, rejection::BytesRejection},
+    extract::{DefaultBodyLimit, Path, RawQuery, State, rejection::BytesRejection},
     http::{HeaderMap, StatusCode, header},
     response::{Html, IntoResponse, Response},
     routing::{get, post},
@@ -96,7 +101,8 @@ use tokio::net::TcpListener;
 use tower_sse::{
     EncodedEvent, Event, EventStream, LastEventId, Shutdown, SseLayer,
     hub::{
-        Hub, HubBuilder, PublishError, RedisBackend, SubscribeError, SubscribeRequest, Subscription,
+        Hub, HubBuilder, Pattern, PublishError, RedisBackend, SubscribeError, SubscribeRequest,
+        Subscription,
     },
     replay::REPLAY_HEADER,
 };
@@ -149,6 +155,10 @@ pub struct Chat {
 struct ChatInner {
     hub: Hub,
     store: Store,
+    /// The public stream is a pattern subscription over every room (in memory); with Redis,
+    /// whose broker serves one topic per subscription for now, it is a topic of its own that
+    /// each message is also published to.
+    public_pattern: bool,
     /// Open SSE responses.
     connections: AtomicUsize,
     ids: AtomicU64,
@@ -356,10 +366,12 @@ impl Chat {
             .event("message")
             .json_data(&json!({ "room": room, "user": user, "text": text, "ts": now_ms() }))
             .expect("a json! value always serializes");
-        self.inner
-            .hub
-            .publish_many(&[&room_topic(room), PUBLIC], event)
-            .await
+        let hub = &self.inner.hub;
+        if self.inner.public_pattern {
+            hub.publish(&room_topic(room), event).await
+        } else {
+            hub.publish_many(&[&room_topic(room), PUBLIC], event).await
+        }
     }
 
     /// The open-connection guard and the stream of one SSE response.
@@ -552,6 +564,66 @@ async fn room_events(
     }
 }
 
+/// The most rooms one `GET /rooms/events` may follow.
+pub const MAX_STREAM_ROOMS: usize = 32;
+
+/// The values of `name` in a query string (`a=1&a=2`), percent-decoded (`+` is a space).
+fn query_values(query: Option<&str>, name: &str) -> Vec<String> {
+    query
+        .unwrap_or_default()
+        .split('&')
+        .map(|pair| pair.split_once('=').unwrap_or((pair, "")))
+        .filter(|(key, _)| *key == name)
+        .map(|(_, value)| {
+            let value = value.replace('+', " ");
+            percent_encoding::percent_decode_str(&value)
+                .decode_utf8_lossy()
+                .into_owned()
+        })
+        .collect()
+}
+
+/// `GET /rooms/events?room=R1&room=R2`: one stream of every listed room, resumable with one
+/// `Last-Event-ID`.
+async fn rooms_events(
+    State(chat): State<Chat>,
+    RawQuery(query): RawQuery,
+    last: Option<LastEventId>,
+) -> Response {
+    let mut rooms = query_values(query.as_deref(), "room");
+    rooms.sort_unstable();
+    rooms.dedup();
+    if rooms.is_empty() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "no room: add room=<id> to the query",
+        );
+    }
+    if rooms.len() > MAX_STREAM_ROOMS {
+        let message = format!("more than {MAX_STREAM_ROOMS} rooms");
+        return error(StatusCode::BAD_REQUEST, &message);
+    }
+    for room in &rooms {
+        match chat.room_exists(room).await {
+            Ok(true) => {}
+            Ok(false) => return error(StatusCode::NOT_FOUND, &format!("no such room: {room}")),
+            Err(response) => return response,
+        }
+    }
+    let topics: Vec<String> = rooms.iter().map(|room| room_topic(room)).collect();
+    let mut subscription = chat.inner.hub.subscription();
+    for topic in &topics {
+        subscription = subscription.topic(topic);
+    }
+    let last = last.as_ref().map(LastEventId::as_str);
+    match subscription.last_event_id(last).subscribe().await {
+        Ok(subscription) => chat.respond(subscription),
+        Err(SubscribeError::Unavailable) => unavailable(),
+        Err(SubscribeError::Selection(err)) => error(StatusCode::BAD_REQUEST, &err.to_string()),
+        Err(_) => error(StatusCode::NOT_FOUND, "no such room"),
+    }
+}
+
 #[derive(Deserialize)]
 struct NewMessage {
     user: String,
@@ -587,14 +659,14 @@ async fn post_message(
 
 async fn public_events(State(chat): State<Chat>, last: Option<LastEventId>) -> Response {
     let last = last.as_ref().map(LastEventId::as_str);
-    match chat
-        .inner
-        .hub
-        .subscriber(PUBLIC)
-        .last_event_id(last)
-        .subscribe()
-        .await
-    {
+    let hub = &chat.inner.hub;
+    let every_room = if chat.inner.public_pattern {
+        let rooms = Pattern::glob("room/*").expect("a valid pattern");
+        hub.subscription().pattern(rooms)
+    } else {
+        hub.subscriber(PUBLIC)
+    };
+    match every_room.last_event_id(last).subscribe().await {
         Ok(subscription) => chat.respond(subscription),
         Err(SubscribeError::Unavailable) => unavailable(),
         Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "public stream unavailable"),
@@ -813,6 +885,7 @@ fn build(config: &Config, shutdown: &Shutdown, hub: HubBuilder, store: Store) ->
     let chat = Chat {
         inner: Arc::new(ChatInner {
             hub,
+            public_pattern: matches!(store, Store::Memory { .. }),
             store,
             connections: AtomicUsize::new(0),
             ids: AtomicU64::new(0),
@@ -821,6 +894,7 @@ fn build(config: &Config, shutdown: &Shutdown, hub: HubBuilder, store: Store) ->
     let router = Router::new()
         .route("/", get(|| async { Html(PAGE) }))
         .route("/rooms", post(create_room))
+        .route("/rooms/events", get(rooms_events))
         .route("/rooms/{room}/events", get(room_events))
         .route("/rooms/{room}/messages", post(post_message))
         .route("/events", get(public_events))

@@ -462,6 +462,88 @@ async fn public_stream_gets_every_room_under_the_same_ids() {
 }
 
 #[tokio::test]
+async fn one_stream_of_several_rooms_resumes_with_one_id() {
+    let app = start_default().await;
+    let (a, b, c) = (
+        create_room(app.addr).await,
+        create_room(app.addr).await,
+        create_room(app.addr).await,
+    );
+    let path = format!("/rooms/events?room={a}&room={b}");
+    let mut both = Sse::ok(app.addr, &path, &[]).await;
+    assert_eq!(both.replay(), "none");
+    let in_a = say(app.addr, &a, "x", "in a").await;
+    say(app.addr, &c, "x", "in c").await;
+    let in_b = say(app.addr, &b, "y", "in b").await;
+    let first = both.expect().await;
+    assert_eq!(
+        (first.id.as_str(), first.json()["room"].as_str()),
+        (in_a.as_str(), Some(a.as_str()))
+    );
+    let second = both.expect().await;
+    assert_eq!(
+        (second.id.as_str(), second.json()["room"].as_str()),
+        (in_b.as_str(), Some(b.as_str()))
+    );
+    drop(both);
+
+    // Away: one message in each room, then back with the last id seen, by header and query.
+    let missed_a = say(app.addr, &a, "x", "missed a").await;
+    let missed_b = say(app.addr, &b, "y", "missed b").await;
+    for headers in [vec![("last-event-id", in_b.as_str())], vec![]] {
+        let path = if headers.is_empty() {
+            format!("{path}&lastEventId={in_b}")
+        } else {
+            path.clone()
+        };
+        let mut back = Sse::ok(app.addr, &path, &headers).await;
+        assert_eq!(back.replay(), "complete");
+        assert_eq!(back.expect().await.id, missed_a);
+        assert_eq!(back.expect().await.id, missed_b);
+    }
+    // The set grows: room c's messages after the id come too.
+    let grown = format!("{path}&room={c}");
+    let mut back = Sse::ok(app.addr, &grown, &[("last-event-id", &in_a)]).await;
+    assert_eq!(back.replay(), "complete");
+    let ids: Vec<String> = [
+        back.expect().await,
+        back.expect().await,
+        back.expect().await,
+        back.expect().await,
+    ]
+    .into_iter()
+    .map(|ev| ev.json()["text"].as_str().unwrap().to_owned())
+    .collect();
+    assert_eq!(ids, ["in c", "in b", "missed a", "missed b"]);
+
+    // Bad requests, each with a clear error.
+    let reply = call(app.addr, Method::GET, "/rooms/events", &[], "").await;
+    assert_error(&reply, StatusCode::BAD_REQUEST);
+    let reply = call(
+        app.addr,
+        Method::GET,
+        &format!("/rooms/events?room={a}&room=nope"),
+        &[],
+        "",
+    )
+    .await;
+    assert_error(&reply, StatusCode::NOT_FOUND);
+    assert!(reply.json["error"].as_str().unwrap().contains("nope"));
+    let many: String = (0..=chat::MAX_STREAM_ROOMS)
+        .map(|i| format!("room=r{i}&"))
+        .collect();
+    let reply = call(
+        app.addr,
+        Method::GET,
+        &format!("/rooms/events?{many}"),
+        &[],
+        "",
+    )
+    .await;
+    assert_error(&reply, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
 async fn login_and_direct_messages() {
     let app = start_default().await;
     let reply = post_json(app.addr, "/login", json!({ "user": "alice" })).await;

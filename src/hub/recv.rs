@@ -139,7 +139,7 @@ impl Recv {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     pub(super) fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Result<Item, RecvError>> {
         if let Some(receiver) = &mut self.idle {
             let waiting = self
@@ -177,6 +177,27 @@ impl Recv {
         let (result, receiver) = ready!(parked.poll(cx));
         self.idle = Some(receiver);
         Poll::Ready(result.map(|event| self.read(event)))
+    }
+
+    /// The next item that `keep` accepts, as its event: the fast path of a single-ring
+    /// subscription (the item's position and audience stay inside this call).
+    #[inline(always)]
+    pub(super) fn poll_event(
+        &mut self,
+        cx: &mut Context<'_>,
+        mut keep: impl FnMut(&Item) -> bool,
+    ) -> Poll<Result<EncodedEvent, RecvError>> {
+        loop {
+            match self.poll(cx) {
+                Poll::Ready(Ok(item)) => {
+                    if keep(&item) {
+                        return Poll::Ready(Ok(item.event));
+                    }
+                }
+                Poll::Ready(Err(err)) => return Poll::Ready(Err(err)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
     }
 
     #[inline]

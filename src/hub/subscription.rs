@@ -551,26 +551,20 @@ impl Subscription {
         Polled::End
     }
 
+    #[inline]
     fn poll_live(&mut self, cx: &mut Context<'_>) -> Polled {
+        let (access, handoff) = (self.access.as_deref(), &mut self.handoff);
         let polled = match &mut self.live {
             None => return Polled::End,
-            Some(Live::One(live)) => loop {
-                let polled = live.poll(cx);
-                // Skip private events it may not see, and the live events that the backlog
-                // already held (a broker's replay).
-                if let Poll::Ready(Ok(item)) = &polled {
-                    let visible = visible(self.access.as_deref(), item.audience.as_ref());
-                    if !visible || !self.handoff.admit(&item.event, item.pos) {
-                        continue;
-                    }
-                }
-                break polled;
-            },
+            // Skip private events it may not see, and the live events that the backlog already
+            // held (a broker's replay).
+            Some(Live::One(live)) => live.poll_event(cx, |item| {
+                visible(access, item.audience.as_ref()) && handoff.admit(&item.event, item.pos)
+            }),
             Some(Live::Many(merge)) => loop {
                 match merge.poll(cx) {
-                    Merged::Item(item)
-                        if !visible(self.access.as_deref(), item.audience.as_ref()) => {}
-                    Merged::Item(item) => break Poll::Ready(Ok(item)),
+                    Merged::Item(item) if !visible(access, item.audience.as_ref()) => {}
+                    Merged::Item(item) => break Poll::Ready(Ok(item.event)),
                     Merged::Pending => break Poll::Pending,
                     Merged::Ended => break Poll::Ready(Err(RecvError::Closed)),
                     Merged::Lagged(skipped) => break Poll::Ready(Err(RecvError::Lagged(skipped))),
@@ -579,7 +573,7 @@ impl Subscription {
         };
         match polled {
             Poll::Pending => Polled::Idle,
-            Poll::Ready(Ok(item)) => Polled::Event(item.event),
+            Poll::Ready(Ok(event)) => Polled::Event(event),
             Poll::Ready(Err(RecvError::Closed)) => {
                 self.release();
                 Polled::End
