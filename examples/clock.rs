@@ -25,7 +25,13 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use axum::{Router, extract::State, response::Html, routing::get};
+use axum::{
+    Router,
+    extract::State,
+    http::StatusCode,
+    response::{Html, IntoResponse, Response},
+    routing::get,
+};
 use futures_util::stream;
 use serde_json::json;
 use tokio::{net::TcpListener, sync::broadcast};
@@ -53,20 +59,25 @@ fn tick(id: u64) -> Event {
         .expect("a json! value always serializes")
 }
 
-/// Per connection: ticks from `Last-Event-ID + 1` (or 1), one a second.
-async fn clock(last: Option<LastEventId>) -> EventStream<impl futures_core::Stream<Item = Event>> {
-    let first = last
-        .and_then(|id| id.as_str().parse::<u64>().ok())
-        .map_or(1, |n| n.saturating_add(1));
+/// Per connection: ticks from `Last-Event-ID + 1` (or 1), one a second. Ids never wrap: after
+/// the largest id there is, the stream ends, and a client that already has it is told to stop
+/// reconnecting (`204 No Content`).
+async fn clock(last: Option<LastEventId>) -> Response {
+    let first = match last.and_then(|id| id.as_str().parse::<u64>().ok()) {
+        None => 1,
+        Some(seen) => match seen.checked_add(1) {
+            Some(next) => next,
+            None => return StatusCode::NO_CONTENT.into_response(),
+        },
+    };
     let mut interval = tokio::time::interval(Duration::from_secs(1));
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    EventStream::new(stream::unfold(
-        (first, interval),
-        |(id, mut interval)| async move {
-            interval.tick().await;
-            Some((tick(id), (id + 1, interval)))
-        },
-    ))
+    let ticks = stream::unfold((Some(first), interval), |(id, mut interval)| async move {
+        let id = id?;
+        interval.tick().await;
+        Some((tick(id), (id.checked_add(1), interval)))
+    });
+    EventStream::new(ticks).into_response()
 }
 
 /// Shared: every client reads the one producer. A client that falls more than 16 ticks behind

@@ -42,7 +42,7 @@ use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep, sleep};
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
-use crate::{BoxError, Shutdown, extension::DisconnectGuard, stream::SseItem};
+use crate::{BoxError, Shutdown, extension::DisconnectGuard, stream::SseItem, time::later};
 
 /// The default keep-alive interval.
 pub const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(15);
@@ -351,11 +351,6 @@ impl<S: Stream<Item: SseItem>> Events<S> {
 
 /// `at + after`, or about 30 years from `at` if that overflows (as tokio does for `sleep`): a
 /// huge interval means "never", not a panic.
-fn later(at: Instant, after: Duration) -> Instant {
-    at.checked_add(after)
-        .unwrap_or_else(|| at + Duration::from_secs(86_400 * 365 * 30))
-}
-
 /// Polls the shutdown signal and the grace period; `true` when the stream must end now.
 #[cold]
 fn poll_shutdown(

@@ -102,7 +102,7 @@ impl<T> WriteTimeout<T> {
 
     /// Called when the inner write is pending: starts the clock, or fails once it ran out.
     fn pending<R>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<R>> {
-        let deadline = Instant::now() + self.timeout;
+        let deadline = crate::time::later(Instant::now(), self.timeout);
         let stall = self
             .stall
             .get_or_insert_with(|| Box::pin(sleep(self.timeout)));
@@ -238,5 +238,40 @@ mod listener {
         fn local_addr(&self) -> std::io::Result<Self::Addr> {
             self.inner.local_addr()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use futures_util::FutureExt;
+    use tokio::io::AsyncWriteExt;
+
+    use super::*;
+
+    /// A writer whose reader never reads: every write after the first few bytes waits.
+    fn stalled() -> (tokio::io::DuplexStream, tokio::io::DuplexStream) {
+        tokio::io::duplex(8)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_write_times_out() {
+        let (writer, _reader) = stalled();
+        let mut writer = WriteTimeout::new(writer, Duration::from_secs(5));
+        let err = writer.write_all(&[0; 64]).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+    }
+
+    /// `Duration::MAX` means "practically never" and must not panic when the clock starts (it
+    /// did: `Instant::now() + Duration::MAX` overflows).
+    #[tokio::test(start_paused = true)]
+    async fn a_huge_timeout_does_not_panic() {
+        let (writer, _reader) = stalled();
+        let mut writer = WriteTimeout::new(writer, Duration::MAX);
+        let mut write = Box::pin(writer.write_all(&[0; 64]));
+        assert!((&mut write).now_or_never().is_none());
+        tokio::time::advance(Duration::from_secs(86_400 * 365)).await;
+        assert!(write.now_or_never().is_none(), "still waiting after a year");
     }
 }

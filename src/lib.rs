@@ -101,6 +101,7 @@ pub mod layer;
 pub mod replay;
 pub mod shutdown;
 pub mod stream;
+mod time;
 
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]

@@ -749,3 +749,26 @@ fn the_default_event_source_is_send_and_unpin() {
     fn check<T: Send + Unpin + 'static>() {}
     check::<EventSource<HttpClient>>();
 }
+
+/// A huge read timeout means "practically never", and must not panic when a frame resets it
+/// (it did: `Instant::now() + Duration::MAX` overflows).
+#[tokio::test]
+async fn a_huge_read_timeout_does_not_panic() {
+    let router = Router::new()
+        .route(
+            "/events",
+            get(|| async {
+                events(vec![
+                    Event::new().id("1").data("one"),
+                    Event::new().id("2").data("two"),
+                ])
+            }),
+        )
+        .layer(SseLayer::new());
+    let server = serve(router).await;
+    let source = EventSource::get(server.url("/events"))
+        .read_timeout(Some(std::time::Duration::MAX))
+        .max_retries(Some(0));
+    let items = drain(source).await;
+    assert_eq!(trace(&items)[..3], ["open", "msg 1 one", "msg 2 two"]);
+}

@@ -188,3 +188,49 @@ async fn quickstart_resumes_after_last_event_id_and_exits_on_sigterm() {
         .unwrap();
     assert!(String::from_utf8_lossy(&rest).ends_with("0\r\n\r\n"));
 }
+
+/// Ids never wrap: a client that saw the largest id gets `204` (stop reconnecting); one that
+/// saw the id before it gets the largest, then the end of the stream. (It sent
+/// `18446744073709551615, 0, 1, …` in a release build and panicked in a debug one.)
+#[tokio::test]
+async fn clock_ids_never_wrap() {
+    let clock = support::Example::start("clock", &[]).await;
+    let get = |last: &'static str| {
+        let addr = clock.addr();
+        async move {
+            let mut stream = TcpStream::connect(addr).await.unwrap();
+            let request =
+                format!("GET /clock HTTP/1.1\r\nHost: x\r\nLast-Event-ID: {last}\r\n\r\n");
+            stream.write_all(request.as_bytes()).await.unwrap();
+            let mut seen = vec![];
+            timeout(Duration::from_secs(10), async {
+                let mut buf = vec![0; 4096];
+                loop {
+                    let n = stream.read(&mut buf).await.unwrap();
+                    seen.extend_from_slice(&buf[..n]);
+                    let text = String::from_utf8_lossy(&seen);
+                    if n == 0 || text.ends_with("0\r\n\r\n") || text.starts_with("HTTP/1.1 204") {
+                        break;
+                    }
+                }
+            })
+            .await
+            .expect("the answer ended");
+            String::from_utf8_lossy(&seen).into_owned()
+        }
+    };
+    let at_max = get("18446744073709551615").await;
+    assert!(at_max.starts_with("HTTP/1.1 204"), "{at_max}");
+    let before_max = get("18446744073709551614").await;
+    assert!(before_max.starts_with("HTTP/1.1 200"), "{before_max}");
+    assert!(
+        before_max.contains("id: 18446744073709551615\n"),
+        "{before_max}"
+    );
+    assert!(!before_max.contains("id: 0\n"), "{before_max}");
+    assert!(
+        before_max.ends_with("0\r\n\r\n"),
+        "the stream ends: {before_max}"
+    );
+    clock.terminate_within(Duration::from_secs(5)).await;
+}

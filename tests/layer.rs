@@ -252,6 +252,23 @@ async fn keep_alive_text_interval_and_off() {
     sender.await.unwrap();
 }
 
+/// A zero keep-alive means "off": before, it sent a comment on every poll (about 900 a second
+/// per connection on a real socket).
+#[tokio::test(start_paused = true)]
+async fn a_zero_keep_alive_is_off() {
+    let (mut call, tx) = call_with(SseLayer::new().keep_alive(Duration::ZERO)).await;
+    let sender = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        tx.send(Ok(Event::new().data("late"))).unwrap();
+    });
+    assert_eq!(
+        next(call.response.body_mut()).await.unwrap(),
+        "data: late\n\n",
+        "no comment before the first event"
+    );
+    sender.await.unwrap();
+}
+
 #[tokio::test]
 async fn retry_is_sent_first() {
     let (mut call, tx) = call_with(SseLayer::new().retry(Duration::from_millis(1500))).await;

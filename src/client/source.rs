@@ -767,7 +767,7 @@ where
                                 if let (Some(limit), Some(sleep)) =
                                     (this.config.read_timeout, timeout.as_pin_mut())
                                 {
-                                    sleep.reset(Instant::now() + limit);
+                                    sleep.reset(crate::time::later(Instant::now(), limit));
                                 }
                             }
                         }

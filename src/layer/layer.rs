@@ -234,6 +234,7 @@ impl<C> SseLayer<C> {
     }
 
     /// Sends a keep-alive comment after every `interval` without events (default 15 s).
+    /// `Duration::ZERO` turns keep-alive off, as [`no_keep_alive`](Self::no_keep_alive).
     ///
     /// ```
     /// let layer = tower_sse::SseLayer::new().keep_alive(std::time::Duration::from_secs(5));
@@ -241,7 +242,8 @@ impl<C> SseLayer<C> {
     /// ```
     #[must_use]
     pub fn keep_alive(mut self, interval: Duration) -> Self {
-        self.config_mut().keep_alive = Some(interval);
+        // Zero would send comments without pause: it means "off", as `no_keep_alive`.
+        self.config_mut().keep_alive = (!interval.is_zero()).then_some(interval);
         self
     }
 
