@@ -285,7 +285,7 @@ impl Event {
         self.buf.push(b'\n');
         EncodedEvent {
             bytes: Bytes::from(self.buf),
-            id: self.id,
+            id: IdSpan::new(self.id),
         }
     }
 }
@@ -312,7 +312,37 @@ impl fmt::Debug for Event {
 #[derive(Clone)]
 pub struct EncodedEvent {
     bytes: Bytes,
-    id: Option<Range<usize>>,
+    id: IdSpan,
+}
+
+/// Where an encoded event's id is, in 8 bytes (an `Option<Range<usize>>` takes 24, and every
+/// ring slot and history entry holds one). An id that starts or ends past 4 GiB into its event
+/// is not recorded: such an event is sent as it is, but reads as having no id.
+#[derive(Clone, Copy)]
+struct IdSpan {
+    start: u32,
+    end: u32,
+}
+
+impl IdSpan {
+    const NONE: Self = Self {
+        start: u32::MAX,
+        end: 0,
+    };
+
+    fn new(range: Option<Range<usize>>) -> Self {
+        let Some(range) = range else {
+            return Self::NONE;
+        };
+        match (u32::try_from(range.start), u32::try_from(range.end)) {
+            (Ok(start), Ok(end)) if start <= end => Self { start, end },
+            _ => Self::NONE,
+        }
+    }
+
+    fn range(self) -> Option<Range<usize>> {
+        (self.start <= self.end).then_some(self.start as usize..self.end as usize)
+    }
 }
 
 impl EncodedEvent {
@@ -343,8 +373,8 @@ impl EncodedEvent {
     /// ```
     pub fn id(&self) -> Option<&str> {
         self.id
-            .clone()
-            .and_then(|range| std::str::from_utf8(&self.bytes[range]).ok())
+            .range()
+            .and_then(|range| std::str::from_utf8(self.bytes.get(range)?).ok())
     }
 
     /// The length in bytes.
@@ -369,13 +399,16 @@ impl EncodedEvent {
     /// the caller) and `id` the range of its id's value.
     #[cfg(feature = "redis")]
     pub(crate) fn from_parts(bytes: Bytes, id: Option<Range<usize>>) -> Self {
-        Self { bytes, id }
+        Self {
+            bytes,
+            id: IdSpan::new(id),
+        }
     }
 
     /// The bytes without the `id:` line, if there is one (a broker gives its own ids).
     #[cfg(feature = "redis")]
     pub(crate) fn without_id(&self) -> Bytes {
-        let Some(range) = self.id.clone() else {
+        let Some(range) = self.id.range() else {
             return self.bytes.clone();
         };
         // The line is `id: VALUE\n`, or `id:\n` for an empty value.
@@ -634,6 +667,16 @@ fn fmt_u128(mut n: u128, buf: &mut [u8; 40]) -> &[u8] {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn id_spans_are_compact_and_refuse_what_does_not_fit() {
+        assert_eq!(std::mem::size_of::<super::IdSpan>(), 8);
+        assert_eq!(super::IdSpan::new(Some(4..9)).range(), Some(4..9));
+        assert_eq!(super::IdSpan::new(Some(4..4)).range(), Some(4..4));
+        assert_eq!(super::IdSpan::new(None).range(), None);
+        let far = u32::MAX as usize + 1;
+        assert_eq!(super::IdSpan::new(Some(far..far + 2)).range(), None);
+    }
+
     use super::*;
 
     fn enc(event: Event) -> Vec<u8> {

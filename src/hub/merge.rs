@@ -89,7 +89,7 @@ impl Merge {
                 while source.head.is_none() {
                     match source.recv.poll(cx) {
                         // Already handed out through another ring, or replayed.
-                        Poll::Ready(Ok(item)) if item.pos != 0 && item.pos <= self.last => {}
+                        Poll::Ready(Ok(item)) if item.pos() != 0 && item.pos() <= self.last => {}
                         Poll::Ready(Ok(item)) => {
                             source.head = Some(item);
                             new = true;
@@ -110,7 +110,7 @@ impl Merge {
             if let Some(item) = self
                 .sources
                 .iter_mut()
-                .find(|s| s.head.as_ref().is_some_and(|h| h.pos == 0))
+                .find(|s| s.head.as_ref().is_some_and(|h| h.pos() == 0))
                 .and_then(|s| s.head.take())
             {
                 return Poll::Ready(Merged::Item(item));
@@ -122,7 +122,7 @@ impl Merge {
             let Some(min) = self
                 .sources
                 .iter()
-                .filter_map(|s| s.head.as_ref().map(|h| h.pos))
+                .filter_map(|s| s.head.as_ref().map(|h| h.pos()))
                 .min()
             else {
                 return if open == 0 {
@@ -133,7 +133,7 @@ impl Merge {
             };
             let mut out = None;
             for source in &mut self.sources {
-                if source.head.as_ref().is_some_and(|h| h.pos == min) {
+                if source.head.as_ref().is_some_and(|h| h.pos() == min) {
                     let head = source.head.take();
                     out = out.or(head);
                 }

@@ -567,7 +567,8 @@ impl Hub {
                 let seq = inner.next_seq();
                 let mut item = Item::new(u128::from(seq), inner.encode(event, seq));
                 if private {
-                    item.audience = Some(names.iter().map(|&name| name.into()).collect());
+                    let topics = names.iter().map(|&name| name.into()).collect();
+                    item.audience = Some(Arc::new(topics));
                 }
                 for state in &mut states {
                     state.push_item(&item, &inner.config.history, now);

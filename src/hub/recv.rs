@@ -21,7 +21,9 @@ use crate::{EncodedEvent, replay::Audience};
 /// that are not ordered, such as those sent to one client).
 #[derive(Clone)]
 pub(super) struct Item {
-    pub(super) pos: u128,
+    /// The position as two halves (high, low): a `u128` would make every ring slot 16-byte
+    /// aligned and 8 bytes larger. Read it with [`pos`](Self::pos).
+    pos: [u64; 2],
     pub(super) event: EncodedEvent,
     /// For a private event: its topics, for the subscriber's `PrivateAccess`.
     pub(super) audience: Option<Audience>,
@@ -30,10 +32,15 @@ pub(super) struct Item {
 impl Item {
     pub(super) fn new(pos: u128, event: EncodedEvent) -> Self {
         Self {
-            pos,
+            pos: [(pos >> 64) as u64, pos as u64],
             event,
             audience: None,
         }
+    }
+
+    #[inline]
+    pub(super) fn pos(&self) -> u128 {
+        (u128::from(self.pos[0]) << 64) | u128::from(self.pos[1])
     }
 
     pub(super) fn unordered(event: EncodedEvent) -> Self {

@@ -559,7 +559,7 @@ impl Subscription {
             // Skip private events it may not see, and the live events that the backlog already
             // held (a broker's replay).
             Some(Live::One(live)) => live.poll_event(cx, |item| {
-                visible(access, item.audience.as_ref()) && handoff.admit(&item.event, item.pos)
+                visible(access, item.audience.as_ref()) && handoff.admit(&item.event, item.pos())
             }),
             Some(Live::Many(merge)) => loop {
                 match merge.poll(cx) {

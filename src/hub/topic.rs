@@ -154,7 +154,7 @@ impl TopicState {
     /// [`push`](Self::push) for an item that may be private.
     pub(super) fn push_item(&mut self, item: &Item, limits: &Limits, now: Instant) {
         self.history
-            .push_for(item.pos, &item.event, item.audience.as_ref(), limits, now);
+            .push_for(item.pos(), &item.event, item.audience.as_ref(), limits, now);
         self.send_live(item.clone());
     }
 
