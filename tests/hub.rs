@@ -1,5 +1,7 @@
 //! Integration tests for `tower_sse::hub`.
 
+mod support;
+
 use std::{collections::HashSet, time::Duration};
 
 use futures_util::{FutureExt, StreamExt};
@@ -9,14 +11,7 @@ use tower_sse::{
     replay::{Replay, UnknownId},
 };
 
-/// The `data:` lines of an event, joined with LF.
-fn data(event: &EncodedEvent) -> String {
-    let text = std::str::from_utf8(event.as_bytes()).unwrap();
-    text.lines()
-        .filter_map(|line| line.strip_prefix("data: "))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
+use support::data;
 
 /// The next event, which must be ready now.
 fn ready(sub: &mut Subscription) -> Option<EncodedEvent> {

@@ -1,21 +1,17 @@
 //! One stream over many topics and patterns, with one cursor (the in-memory hub).
 
+mod support;
+
 use std::{collections::HashMap, time::Duration};
 
 use futures_util::{FutureExt, StreamExt};
 use tower_sse::{
-    EncodedEvent, Event,
+    Event,
     hub::{Hub, Pattern, SelectionError, SubscribeError, SubscribeRequest, Subscription},
     replay::{Replay, UnknownId},
 };
 
-fn data(event: &EncodedEvent) -> String {
-    let text = std::str::from_utf8(event.as_bytes()).unwrap();
-    text.lines()
-        .filter_map(|line| line.strip_prefix("data: "))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
+use support::data;
 
 /// Every event ready now, until the stream would wait.
 fn drain(sub: &mut Subscription) -> Vec<String> {

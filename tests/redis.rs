@@ -33,14 +33,7 @@ async fn hub_with(
     configure(Hub::builder()).redis(backend).build()
 }
 
-fn data(event: &EncodedEvent) -> String {
-    std::str::from_utf8(event.as_bytes())
-        .unwrap()
-        .lines()
-        .filter_map(|line| line.strip_prefix("data: "))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
+use support::data;
 
 async fn next(sub: &mut Subscription) -> EncodedEvent {
     timeout(WAIT, sub.next())

@@ -102,6 +102,16 @@ pub fn report_skip(reason: &str) {
     }
 }
 
+/// The `data:` lines of an encoded event, joined with LF.
+pub fn data(event: &tower_sse::EncodedEvent) -> String {
+    std::str::from_utf8(event.as_bytes())
+        .unwrap()
+        .lines()
+        .filter_map(|line| line.strip_prefix("data: "))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// The crate root (`CARGO_MANIFEST_DIR`).
 pub fn manifest_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
