@@ -14,7 +14,6 @@ use tokio::sync::broadcast::{
 };
 use tokio_util::sync::ReusableBoxFuture;
 
-use super::topic::LiveReceiver;
 use crate::{EncodedEvent, replay::Audience};
 
 /// What a ring carries: an event and its position in the hub's order (`0`: none, for events
@@ -46,6 +45,15 @@ impl Item {
     pub(super) fn unordered(event: EncodedEvent) -> Self {
         Self::new(0, event)
     }
+}
+
+/// A receiver of a ring, with the ring's send count as of when it joined.
+pub(super) struct LiveReceiver {
+    pub(super) receiver: broadcast::Receiver<Item>,
+    /// The topic's count of events sent into the ring.
+    pub(super) sent: Arc<AtomicU64>,
+    /// `sent` when the receiver joined: it has read every event sent before.
+    pub(super) seen: u64,
 }
 
 /// The sending half of a shared ring, with a count of what it sent, so that receivers can

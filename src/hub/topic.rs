@@ -1,13 +1,13 @@
 //! One topic: its history and its live ring, behind one lock.
 
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, atomic::AtomicU64};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use tokio::{sync::broadcast, time::Instant};
+use tokio::time::Instant;
 
 use super::{
     PrivateAccess,
     auth::visible,
-    recv::{Item, Ring},
+    recv::{Item, LiveReceiver, Ring},
 };
 use crate::{
     EncodedEvent,
@@ -52,15 +52,6 @@ pub(super) struct TopicState {
     /// idle as soon as it has no subscriber.
     remote: bool,
     pub(super) subscribers: usize,
-}
-
-/// A receiver of a topic's live ring, with the ring's send count as of when it joined.
-pub(super) struct LiveReceiver {
-    pub(super) receiver: broadcast::Receiver<Item>,
-    /// The topic's count of events sent into the ring.
-    pub(super) sent: Arc<AtomicU64>,
-    /// `sent` when the receiver joined: it has read every event sent before.
-    pub(super) seen: u64,
 }
 
 /// What a subscriber gets when it joins a topic.
