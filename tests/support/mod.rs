@@ -469,6 +469,21 @@ impl Example {
         Self { child, base }
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("still running")
+    }
+
+    /// The process's resident memory, in KiB (`VmRSS` in `/proc/<pid>/status`).
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS in /proc/<pid>/status")
+    }
+
     /// The `host:port` the example listens on.
     pub fn addr(&self) -> SocketAddr {
         self.base.trim_start_matches("http://").parse().unwrap()
