@@ -54,6 +54,8 @@
 //! - `POST /users/{user}/messages`, JSON `{"from": "..", "text": ".."}` → `202 {"id"}`, or `404`
 //!   when no one ever logged in as that user. Kept in the user's history: a user who is away
 //!   gets it on reconnecting with their last id.
+//! - `GET /metrics`: the crate's metrics (`tower_sse_connections`, `tower_sse_events_total`,
+//!   …) in Prometheus' text format, through `metrics-exporter-prometheus`.
 //! - `GET /stats`: `{"connections", "rooms", "users", "subscribers", "topics", "published",
 //!   "slow_disconnects"}`; `connections` counts open SSE responses.
 //! - SIGINT or SIGTERM: every stream gets a final `shutdown` event and ends; the process exits
@@ -79,7 +81,7 @@ use std::{
     net::SocketAddr,
     pin::Pin,
     sync::{
-        Arc, Mutex, PoisonError,
+        Arc, Mutex, OnceLock, PoisonError,
         atomic::{AtomicU64, AtomicUsize, Ordering},
     },
     task::{Context, Poll},
@@ -95,6 +97,7 @@ use axum::{
     routing::{get, post},
 };
 use futures_core::Stream;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde::Deserialize;
 use serde_json::json;
 use tokio::net::TcpListener;
@@ -673,6 +676,28 @@ async fn public_events(State(chat): State<Chat>, last: Option<LastEventId>) -> R
     }
 }
 
+/// The process's metrics recorder, installed once (tests build the app several times).
+fn metrics_handle() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        // Another recorder may be installed already (an embedding app's): keep it, and serve
+        // what this one sees (nothing, then).
+        let _ = metrics::set_global_recorder(recorder);
+        handle
+    })
+}
+
+/// `GET /metrics`: the crate's counters (`tower_sse_*`) in Prometheus' text format.
+async fn prometheus() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        metrics_handle().render(),
+    )
+        .into_response()
+}
+
 #[derive(Deserialize)]
 struct Login {
     user: String,
@@ -870,6 +895,7 @@ pub async fn app_on_redis(
 }
 
 fn build(config: &Config, shutdown: &Shutdown, hub: HubBuilder, store: Store) -> (Router, Chat) {
+    metrics_handle();
     let hub = hub
         .history_events(config.history)
         .history_bytes(config.history_bytes)
@@ -902,6 +928,7 @@ fn build(config: &Config, shutdown: &Shutdown, hub: HubBuilder, store: Store) ->
         .route("/users/{user}/events", get(user_events))
         .route("/users/{user}/messages", post(post_direct))
         .route("/stats", get(stats))
+        .route("/metrics", get(prometheus))
         .with_state(chat.clone())
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(

@@ -119,6 +119,8 @@ pin_project! {
         delay: Option<Pin<Box<Sleep>>>,
         // The last frame was cut at `max_batch`: more is ready, send it without a delay.
         draining: bool,
+        // Counts the body in `tower_sse_connections` (feature `metrics`) while it lives.
+        open: crate::metrics::Open,
     }
 }
 
@@ -152,6 +154,7 @@ impl<S, P> SseBody<S, P> {
                     held: None,
                     delay: None,
                     draining: false,
+                    open: crate::metrics::Open::new(),
                 },
             },
         }
@@ -201,7 +204,13 @@ where
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Polled {
         match self.project().kind.project() {
-            KindProj::Events { events } => events.poll_events(cx),
+            KindProj::Events { events } => {
+                let polled = events.poll_events(cx);
+                if let Poll::Ready(Some(Ok(frame))) = &polled {
+                    crate::metrics::frame(frame.data_ref().map_or(0, Bytes::len));
+                }
+                polled
+            }
             KindProj::Passthrough { body } => body.poll_frame(cx).map_err(Into::into),
         }
     }
@@ -319,7 +328,9 @@ impl<S: Stream<Item: SseItem>> Events<S> {
                 guard.finish();
             }
         }
+        let events = batch.count;
         if let Some(bytes) = batch.into_frame() {
+            crate::metrics::events(events);
             if this.keep_alive.is_some() || !config.min_write_interval.is_zero() {
                 *this.last_frame = Instant::now();
             }
@@ -403,6 +414,8 @@ const MAX_PREALLOC: usize = 64 * 1024;
 /// are ready (a burst), they are all copied into a buffer sized for the whole frame up front,
 /// so it does not regrow while it fills.
 struct Batch {
+    /// How many events it holds.
+    count: usize,
     first: Option<Bytes>,
     /// The 2nd to [`HELD`]th events.
     more: Vec<Bytes>,
@@ -415,6 +428,7 @@ impl Batch {
     #[inline(always)]
     fn new() -> Self {
         Self {
+            count: 0,
             first: None,
             more: Vec::new(),
             burst: Vec::new(),
@@ -431,6 +445,7 @@ impl Batch {
     #[inline(always)]
     fn push(&mut self, bytes: Bytes, max_batch: usize) -> bool {
         self.size += bytes.len();
+        self.count += 1;
         if self.first.is_none() {
             self.first = Some(bytes);
         } else {

@@ -82,6 +82,7 @@
 //! | `client` | `client`: an incremental, spec-exact decoder and a reconnecting client |
 //! | `test-util` | `test::EventReader`: read events back from any response body (enables `client`) |
 //! | `redis` | `hub::RedisBackend`: the hub on Redis Streams, so several processes act as one |
+//! | `metrics` | counters and gauges through the `metrics` facade (see [`metrics`](crate::metrics)) |
 //!
 //! No feature is on by default.
 //!
@@ -102,6 +103,9 @@ pub mod replay;
 pub mod shutdown;
 pub mod stream;
 mod time;
+
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+pub mod metrics;
 
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
@@ -128,7 +132,8 @@ pub use stream::{EventStream, SseItem, SseSource};
     feature = "axum",
     feature = "json",
     feature = "client",
-    feature = "redis"
+    feature = "redis",
+    feature = "metrics"
 ))]
 #[doc = include_str!("../README.md")]
 mod readme {}

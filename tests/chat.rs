@@ -544,6 +544,43 @@ async fn one_stream_of_several_rooms_resumes_with_one_id() {
 }
 
 #[tokio::test]
+async fn metrics_in_prometheus_text() {
+    let app = start_default().await;
+    let room = create_room(app.addr).await;
+    let mut sse = Sse::ok(app.addr, &format!("/rooms/{room}/events"), &[]).await;
+    say(app.addr, &room, "u", "counted").await;
+    sse.expect().await;
+    let request = Request::get(format!("http://{}/metrics", app.addr))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let response = timeout(WAIT, client().request(request))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let content_type = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(content_type.starts_with("text/plain"), "{content_type}");
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let text = String::from_utf8(body.to_vec()).unwrap();
+    // Several tests share this process's recorder: look for the names, and at least one event.
+    for name in [
+        "tower_sse_connections",
+        "tower_sse_hub_published_total",
+        "tower_sse_bytes_total",
+    ] {
+        assert!(text.contains(name), "{name} missing: {text}");
+    }
+    let events: f64 = text
+        .lines()
+        .find_map(|line| line.strip_prefix("tower_sse_events_total ")?.parse().ok())
+        .unwrap_or_else(|| panic!("no tower_sse_events_total: {text}"));
+    assert!(events >= 1.0, "{text}");
+}
+
+#[tokio::test]
 async fn login_and_direct_messages() {
     let app = start_default().await;
     let reply = post_json(app.addr, "/login", json!({ "user": "alice" })).await;

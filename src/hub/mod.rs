@@ -455,7 +455,7 @@ impl Hub {
             .ok_or(PublishError::UnknownTopic)?;
         order.send(&[topic], &item);
         drop(order);
-        inner.published.fetch_add(1, Ordering::Relaxed);
+        inner.count_published();
         Ok(item.event)
     }
 
@@ -576,7 +576,7 @@ impl Hub {
                 drop(states);
                 order.send(&names, &item);
                 drop(order);
-                inner.published.fetch_add(1, Ordering::Relaxed);
+                inner.count_published();
                 return Ok(item.event);
             }
             // One was closed between the lookup and the lock: look them up again.
@@ -624,7 +624,7 @@ impl Hub {
         }
         order.send_all(&Item::new(pos, encoded));
         drop(order);
-        inner.published.fetch_add(1, Ordering::Relaxed);
+        inner.count_published();
         reached
     }
 
@@ -662,7 +662,7 @@ impl Hub {
         let reached = lock(&inner.clients).get(client_id).map_or(0, |client| {
             client.sender.send(Item::unordered(encoded)).unwrap_or(0)
         });
-        inner.published.fetch_add(1, Ordering::Relaxed);
+        inner.count_published();
         reached
     }
 
@@ -801,7 +801,7 @@ impl Hub {
             let encoded = inner.encode(event, seq);
             state.push(u128::from(seq), &encoded, &inner.config.history, now);
             order.send(&[topic], &Item::new(u128::from(seq), encoded));
-            inner.published.fetch_add(1, Ordering::Relaxed);
+            inner.count_published();
         }
         inner.close_state(&mut state);
         true
@@ -1452,6 +1452,12 @@ impl Inner {
 
     fn count_slow_disconnect(&self) {
         self.slow_disconnects.fetch_add(1, Ordering::Relaxed);
+        crate::metrics::slow_disconnect();
+    }
+
+    fn count_published(&self) {
+        self.published.fetch_add(1, Ordering::Relaxed);
+        crate::metrics::published();
     }
 }
 

@@ -544,7 +544,7 @@ pub(super) async fn publish(
             return Err(PublishError::Unavailable);
         }
     };
-    hub.published.fetch_add(1, Ordering::Relaxed);
+    hub.count_published();
     let Some(id) = items(&ids)
         .first()
         .and_then(bulk)
@@ -613,7 +613,7 @@ pub(super) async fn fan_out(
                 .arg(message),
         )
         .await;
-    hub.published.fetch_add(1, Ordering::Relaxed);
+    hub.count_published();
     match reached {
         Ok(Value::Int(n)) => Ok(usize::try_from(n).unwrap_or(0)),
         Ok(_) => Ok(0),

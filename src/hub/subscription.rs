@@ -382,6 +382,7 @@ impl Subscription {
         backlog: Vec<EncodedEvent>,
         client: Option<(Box<str>, Recv)>,
     ) -> Self {
+        crate::metrics::replay(replay);
         Self {
             replay,
             handoff: Handoff::new(backlog, Overlap::None),

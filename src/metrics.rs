@@ -1,0 +1,78 @@
+//! What the crate reports through the [`metrics`](https://docs.rs/metrics) facade (feature
+//! `metrics`); without the feature every call here is empty and compiles away.
+//!
+//! | name | kind | what |
+//! |---|---|---|
+//! | `tower_sse_connections` | gauge | open SSE response bodies |
+//! | `tower_sse_events_total` | counter | events written to clients (each delivery counts) |
+//! | `tower_sse_bytes_total` | counter | bytes of SSE frames written to clients, keep-alive comments included |
+//! | `tower_sse_hub_published_total` | counter | events published into a hub |
+//! | `tower_sse_slow_disconnects_total` | counter | hub subscriptions ended for falling behind |
+//! | `tower_sse_replays_total{outcome}` | counter | hub subscriptions by how their `Last-Event-ID` was honoured: `outcome` is `none`, `complete` or `history-lost` |
+//!
+//! No label carries a route, topic or client: their number is unbounded. Counting is done once
+//! per frame (not per byte) and once per publish, so it stays off the per-subscriber path
+//! except for one counter update per frame.
+
+use crate::replay::Replay;
+
+/// Counts one open SSE body for as long as it lives.
+pub(crate) struct Open(());
+
+impl Open {
+    #[inline]
+    pub(crate) fn new() -> Self {
+        #[cfg(feature = "metrics")]
+        ::metrics::gauge!("tower_sse_connections").increment(1.0);
+        Self(())
+    }
+}
+
+impl Drop for Open {
+    #[inline]
+    fn drop(&mut self) {
+        #[cfg(feature = "metrics")]
+        ::metrics::gauge!("tower_sse_connections").decrement(1.0);
+    }
+}
+
+/// A frame of `bytes` bytes went to a client.
+#[inline]
+pub(crate) fn frame(bytes: usize) {
+    #[cfg(feature = "metrics")]
+    ::metrics::counter!("tower_sse_bytes_total").increment(bytes as u64);
+    #[cfg(not(feature = "metrics"))]
+    let _ = bytes;
+}
+
+/// A frame with `events` events went to a client.
+#[inline]
+pub(crate) fn events(events: usize) {
+    #[cfg(feature = "metrics")]
+    ::metrics::counter!("tower_sse_events_total").increment(events as u64);
+    #[cfg(not(feature = "metrics"))]
+    let _ = events;
+}
+
+/// An event was published into a hub.
+#[inline]
+pub(crate) fn published() {
+    #[cfg(feature = "metrics")]
+    ::metrics::counter!("tower_sse_hub_published_total").increment(1);
+}
+
+/// A hub subscription was cut for falling behind.
+#[inline]
+pub(crate) fn slow_disconnect() {
+    #[cfg(feature = "metrics")]
+    ::metrics::counter!("tower_sse_slow_disconnects_total").increment(1);
+}
+
+/// A hub subscription started, with this replay outcome.
+#[inline]
+pub(crate) fn replay(outcome: Replay) {
+    #[cfg(feature = "metrics")]
+    ::metrics::counter!("tower_sse_replays_total", "outcome" => outcome.as_str()).increment(1);
+    #[cfg(not(feature = "metrics"))]
+    let _ = outcome;
+}

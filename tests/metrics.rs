@@ -1,0 +1,113 @@
+//! The `metrics` feature, read back through a real exporter (Prometheus text format).
+
+use std::task::Context;
+
+use futures_util::{FutureExt, task::noop_waker_ref};
+use http_body::Body;
+use metrics_exporter_prometheus::PrometheusBuilder;
+use tower_sse::{Event, SseBody, hub::Hub};
+
+/// The value of a sample line `name value` (or `name{labels} value`).
+fn value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+}
+
+#[test]
+fn connections_events_bytes_publishes_and_replays_are_counted() {
+    let recorder = PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    metrics::with_local_recorder(&recorder, || {
+        runtime.block_on(async {
+            let hub = Hub::new();
+            let sub = hub.subscribe("t").now_or_never().unwrap().unwrap();
+            let mut body = Box::pin(SseBody::new(sub));
+            let mut cx = Context::from_waker(noop_waker_ref());
+            assert!(body.as_mut().poll_frame(&mut cx).is_pending());
+            let text = handle.render();
+            assert_eq!(value(&text, "tower_sse_connections"), Some(1.0), "{text}");
+
+            let sent = hub
+                .publish("t", Event::new().data("x"))
+                .now_or_never()
+                .unwrap()
+                .unwrap();
+            hub.publish("t", Event::new().data("y"))
+                .now_or_never()
+                .unwrap()
+                .unwrap();
+            // Both are ready: one frame, two events.
+            let frame = body.as_mut().poll_frame(&mut cx);
+            let bytes = match frame {
+                std::task::Poll::Ready(Some(Ok(frame))) => frame.into_data().unwrap().len(),
+                _ => panic!("no frame"),
+            };
+            let lost = hub
+                .subscriber("t")
+                .last_event_id(Some("from elsewhere"))
+                .subscribe()
+                .now_or_never()
+                .unwrap()
+                .unwrap();
+            let complete = hub
+                .subscriber("t")
+                .last_event_id(sent.id())
+                .subscribe()
+                .now_or_never()
+                .unwrap()
+                .unwrap();
+            drop((body, lost, complete));
+
+            let text = handle.render();
+            assert_eq!(value(&text, "tower_sse_connections"), Some(0.0), "{text}");
+            assert_eq!(value(&text, "tower_sse_events_total"), Some(2.0), "{text}");
+            assert_eq!(
+                value(&text, "tower_sse_bytes_total"),
+                Some(bytes as f64),
+                "{text}"
+            );
+            assert_eq!(
+                value(&text, "tower_sse_hub_published_total"),
+                Some(2.0),
+                "{text}"
+            );
+            let replays = |outcome: &str| {
+                value(
+                    &text,
+                    &format!("tower_sse_replays_total{{outcome=\"{outcome}\"}}"),
+                )
+            };
+            assert_eq!(replays("none"), Some(1.0), "{text}");
+            assert_eq!(replays("history-lost"), Some(1.0), "{text}");
+            assert_eq!(replays("complete"), Some(1.0), "{text}");
+        });
+    });
+}
+
+#[test]
+fn slow_disconnects_are_counted() {
+    let recorder = PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    metrics::with_local_recorder(&recorder, || {
+        let hub = Hub::builder().subscriber_capacity(2).build();
+        let mut sub = hub.subscribe("t").now_or_never().unwrap().unwrap();
+        for _ in 0..5 {
+            hub.publish("t", Event::new().data("x"))
+                .now_or_never()
+                .unwrap()
+                .unwrap();
+        }
+        let next = futures_util::StreamExt::next(&mut sub).now_or_never();
+        assert!(matches!(next, Some(None)), "cut for falling behind");
+    });
+    let text = handle.render();
+    assert_eq!(
+        value(&text, "tower_sse_slow_disconnects_total"),
+        Some(1.0),
+        "{text}"
+    );
+}
