@@ -82,7 +82,7 @@
 //! | `client` | `client`: an incremental, spec-exact decoder and a reconnecting client |
 //! | `test-util` | `test::EventReader`: read events back from any response body (enables `client`) |
 //! | `redis` | `hub::RedisBackend`: the hub on Redis Streams, so several processes act as one |
-//! | `metrics` | counters and gauges through the `metrics` facade (see [`metrics`](crate::metrics)) |
+//! | `metrics` | counters and gauges through the `metrics` facade (see [`metrics`]) |
 //!
 //! No feature is on by default.
 //!
