@@ -306,18 +306,128 @@ async fn the_authorizer_sees_every_topic_and_pattern_on_its_own() {
     assert_eq!(hub.total_subscribers(), 0);
 }
 
+/// A topic closed under a multi-topic stream ends the stream (after its final event); the
+/// client resumes, and nothing is lost, also not from a topic made again under the same name.
+/// (Before, the stream went on without the topic and missed the new one's events silently.)
 #[tokio::test]
-async fn a_closed_topic_ends_its_part_and_the_rest_flows() {
+async fn a_closed_topic_ends_the_stream_and_a_resume_misses_nothing() {
     let hub = Hub::new();
     let mut sub = hub.subscriber("a").topic("b").subscribe().await.unwrap();
+    let b0 = hub.publish("b", Event::new().data("b0")).await.unwrap();
     hub.close_topic("a", Some(Event::new().data("a closed")))
         .await
         .unwrap();
+    hub.publish("a", Event::new().data("a2")).await.unwrap();
     hub.publish("b", Event::new().data("b1")).await.unwrap();
-    assert_eq!(drain(&mut sub), ["a closed", "b1"]);
-    hub.close_topic("b", None).await.unwrap();
-    assert!(sub.next().await.is_none());
+    assert_eq!(drain(&mut sub), ["b0", "a closed"]);
+    assert!(sub.next().await.is_none(), "the stream ended");
     assert_eq!(hub.total_subscribers(), 0);
+    // Back from the last id it had: the final event, then what came after, in either topic.
+    let last = hub.publish("b", Event::new().data("b2")).await.unwrap();
+    let mut back = hub
+        .subscriber("a")
+        .topic("b")
+        .last_event_id(b0.id())
+        .subscribe()
+        .await
+        .unwrap();
+    // The closed `a` took "a closed" with it: said, not hidden.
+    assert_eq!(back.replay(), Replay::HistoryLost);
+    assert_eq!(drain(&mut back), ["a2", "b1", "b2"]);
+    drop(back);
+    let back = hub
+        .subscriber("a")
+        .topic("b")
+        .last_event_id(last.id())
+        .subscribe()
+        .await
+        .unwrap();
+    assert_eq!(back.replay(), Replay::Complete);
+}
+
+#[tokio::test]
+async fn close_all_ends_pattern_subscriptions_too() {
+    let hub = Hub::new();
+    let mut only = hub
+        .subscription()
+        .pattern(glob("rooms/*"))
+        .subscribe()
+        .await
+        .unwrap();
+    let mut mixed = hub
+        .subscriber("x")
+        .pattern(glob("rooms/*"))
+        .subscribe()
+        .await
+        .unwrap();
+    hub.close_all();
+    let end = |sub: &mut Subscription| {
+        let next = sub.next().now_or_never();
+        assert!(matches!(next, Some(None)), "the stream should have ended");
+    };
+    end(&mut only);
+    end(&mut mixed);
+    assert_eq!(hub.total_subscribers(), 0);
+}
+
+/// A pattern resume after a matched topic was removed with events after the cursor says the
+/// history may be incomplete (it said `complete` and skipped them).
+#[tokio::test]
+async fn a_pattern_resume_across_a_removed_topic_is_history_lost() {
+    let hub = Hub::new();
+    let seen = hub.publish("r/1", Event::new().data("seen")).await.unwrap();
+    hub.publish("r/2", Event::new().data("gone")).await.unwrap();
+    hub.close_topic("r/2", None).await.unwrap();
+    let back = hub
+        .subscription()
+        .pattern(glob("r/*"))
+        .last_event_id(seen.id())
+        .subscribe()
+        .await
+        .unwrap();
+    assert_eq!(back.replay(), Replay::HistoryLost);
+}
+
+/// A publisher id that stands at two places (per-topic counters) resumes from the oldest and
+/// says so (it took the newest and skipped what came between).
+#[tokio::test]
+async fn an_ambiguous_publisher_id_resumes_from_the_oldest_and_says_so() {
+    let hub = Hub::new();
+    for (topic, id) in [("a", "1"), ("a", "2"), ("a", "3"), ("b", "1"), ("b", "2")] {
+        let event = Event::new().id(id).data(format!("{topic}{id}"));
+        hub.publish(topic, event).await.unwrap();
+    }
+    let mut back = hub
+        .subscriber("a")
+        .topic("b")
+        .last_event_id(Some("2"))
+        .subscribe()
+        .await
+        .unwrap();
+    assert_eq!(back.replay(), Replay::HistoryLost);
+    assert_eq!(drain(&mut back), ["a3", "b1", "b2"]);
+}
+
+/// A broadcast reaches a pattern subscriber live only through a topic it went into, as a
+/// replay would find it.
+#[tokio::test]
+async fn a_broadcast_reaches_patterns_as_a_replay_would() {
+    let hub = Hub::new();
+    hub.create_topic("lobby").await.unwrap();
+    let mut rooms = hub
+        .subscription()
+        .pattern(glob("rooms/*"))
+        .subscribe()
+        .await
+        .unwrap();
+    hub.broadcast(Event::new().data("no room yet"))
+        .await
+        .unwrap();
+    hub.create_topic("rooms/1").await.unwrap();
+    hub.broadcast(Event::new().data("to rooms/1"))
+        .await
+        .unwrap();
+    assert_eq!(drain(&mut rooms), ["to rooms/1"]);
 }
 
 #[tokio::test]

@@ -241,7 +241,9 @@ impl fmt::Debug for PrivateEvent<'_> {
 /// events are never checked, and no event is encoded again: a hidden event is skipped.
 ///
 /// Implemented for closures `Fn(&PrivateEvent<'_>) -> bool` (write the argument type out).
-/// It runs on the subscriber's task for each private event of its topics; keep it quick.
+/// It runs on the subscriber's task for each private event of its topics, and for the
+/// replayed ones while the subscription is made (for a subscription to several topics, under
+/// the hub's order lock, which publishers wait for): keep it quick and never block in it.
 ///
 /// [`SubscribeBuilder::private_access`]: super::SubscribeBuilder::private_access
 ///

@@ -30,7 +30,6 @@ pub(super) enum Owner {
 pub(super) struct Source {
     recv: Recv,
     head: Option<Item>,
-    open: bool,
     pub(super) owner: Owner,
 }
 
@@ -39,7 +38,6 @@ impl Source {
         Self {
             recv,
             head: None,
-            open: true,
             owner,
         }
     }
@@ -54,7 +52,7 @@ pub(super) struct Merge {
 pub(super) enum Merged {
     Item(Item),
     Pending,
-    /// Every ring is closed.
+    /// A ring closed (its topic was closed or removed, or the hub closed every pattern).
     Ended,
     /// One ring overwrote events this subscription had not read.
     Lagged(u64),
@@ -84,8 +82,7 @@ impl Merge {
     fn poll_heads(&mut self, cx: &mut Context<'_>) -> Poll<Merged> {
         loop {
             let mut new = false;
-            let mut open = 0;
-            for source in self.sources.iter_mut().filter(|s| s.open) {
+            for source in &mut self.sources {
                 while source.head.is_none() {
                     match source.recv.poll(cx) {
                         // Already handed out through another ring, or replayed.
@@ -94,17 +91,17 @@ impl Merge {
                             source.head = Some(item);
                             new = true;
                         }
-                        Poll::Ready(Err(RecvError::Closed)) => source.open = false,
+                        // A topic closed (or made again: its new ring is not this one), or every
+                        // ring closed: the stream ends, and the client resumes from its last id.
+                        // Going on without that topic would miss the topic made again under its
+                        // name, silently.
+                        Poll::Ready(Err(RecvError::Closed)) => return Poll::Ready(Merged::Ended),
                         Poll::Ready(Err(RecvError::Lagged(skipped))) => {
                             return Poll::Ready(Merged::Lagged(skipped));
                         }
                         Poll::Pending => break,
                     }
-                    if !source.open {
-                        break;
-                    }
                 }
-                open += usize::from(source.open || source.head.is_some());
             }
             // Events without a position are not ordered: out at once.
             if let Some(item) = self
@@ -125,11 +122,7 @@ impl Merge {
                 .filter_map(|s| s.head.as_ref().map(|h| h.pos()))
                 .min()
             else {
-                return if open == 0 {
-                    Poll::Ready(Merged::Ended)
-                } else {
-                    Poll::Pending
-                };
+                return Poll::Pending;
             };
             let mut out = None;
             for source in &mut self.sources {

@@ -87,14 +87,22 @@
 //! - **Gaps are told**: when one of the topics no longer holds everything after the cursor
 //!   (evicted), the replay is [`Replay::HistoryLost`]. A topic made after the cursor lost
 //!   nothing; a topic that was removed and made again cannot replay what the old one took
-//!   with it, and says so.
+//!   with it, and says so; so does a pattern's replay once any topic was removed after the
+//!   cursor, and a publisher's id found at two places (the replay starts at the oldest). A
+//!   replay holds at most `max_topics` full histories (the newest; more is `HistoryLost`).
+//! - **Closing**: when one of the followed topics is closed (or [`Hub::close_all`]), the
+//!   stream ends after what was already on its way; the client comes back with its last id.
+//!   (Going on without the topic would miss a topic made again under its name.)
 //! - **Authorization** is asked for each topic and each pattern on its own
 //!   ([`SubscribeRequest::pattern`] tells a pattern's check apart), so an allowed topic never
 //!   carries a forbidden one in.
 //! - **Cost**: a single topic keeps the fast path (one ring, no merge). With several, a
 //!   subscription checks each of its rings per event (an atomic load when it has nothing).
 //!   A publish is matched once against each distinct pattern that has subscribers (equal
-//!   patterns share one ring).
+//!   patterns share one ring). Every publish, and every subscription to several topics (its
+//!   replay included, with the [`PrivateAccess`] checks of replayed private events), runs
+//!   under the hub's one order lock: keep matchers and accesses quick, and do not let clients
+//!   choose unbounded numbers of distinct patterns.
 //!
 //! With the `redis` feature the Redis broker serves one topic per subscription for now;
 //! several are refused with [`SelectionError::Unsupported`].
@@ -309,13 +317,6 @@ impl Patterns {
             if topics.iter().any(|topic| pattern.matcher.matches(topic)) {
                 pattern.ring.send(item.clone());
             }
-        }
-    }
-
-    /// Hands an event to every pattern (a broadcast).
-    fn send_all(&self, item: &Item) {
-        for pattern in self.rings.values() {
-            pattern.ring.send(item.clone());
         }
     }
 }
@@ -614,15 +615,17 @@ impl Hub {
         // One position in every topic: a subscription to several sees it once.
         let pos = u128::from(inner.next_seq());
         let topics: Vec<Arc<Topic>> = lock(&inner.topics).values().cloned().collect();
-        let mut reached = 0;
-        for topic in topics {
+        let mut reached = Vec::with_capacity(topics.len());
+        for topic in &topics {
             let mut state = topic.lock();
             if state.is_open() {
                 state.push(pos, &encoded, &inner.config.history, now);
-                reached += 1;
+                reached.push(&*topic.name);
             }
         }
-        order.send_all(&Item::new(pos, encoded));
+        // To the patterns that match a topic it went into, as a replay would find it.
+        order.send(&reached, &Item::new(pos, encoded));
+        let reached = reached.len();
         drop(order);
         inner.count_published();
         reached
@@ -819,7 +822,12 @@ impl Hub {
     /// # }
     /// ```
     pub fn close_all(&self) -> usize {
+        // Lock order: the order lock, then the topic map. Dropping the patterns' rings ends
+        // their subscriptions too.
+        let mut order = lock(&self.inner.order);
+        order.rings.clear();
         let topics = std::mem::take(&mut *lock(&self.inner.topics));
+        drop(order);
         for topic in topics.values() {
             self.inner.close_state(&mut topic.lock());
         }
@@ -1225,15 +1233,29 @@ impl Inner {
                     .cloned(),
             );
         }
-        // Where to resume: one of this hub's ids, or a publisher's id found in a history.
+        // Where to resume: one of this hub's ids, or a publisher's id found in a history. A
+        // publisher's id found at different places (per-topic counters, say) is ambiguous:
+        // resume from the oldest, and say the history may be incomplete.
+        let mut ambiguous = false;
         let cursor = last.and_then(|id| match self.own_seq(id) {
             Some(seq) => Some(u128::from(seq)).filter(|&pos| pos < issued),
-            None => replayed
-                .iter()
-                .filter_map(|topic| topic.lock().position_of(id))
-                .max(),
+            None => {
+                let found: Vec<u128> = replayed
+                    .iter()
+                    .filter_map(|topic| topic.lock().position_of(id))
+                    .collect();
+                let oldest = found.iter().copied().min();
+                ambiguous = oldest != found.iter().copied().max();
+                oldest
+            }
         });
-        let mut covered = true;
+        // A pattern may have matched a topic that was removed since (closed, or emptied and
+        // purged), with events after the cursor: the hub remembers how far removed topics went.
+        let mut covered = !ambiguous
+            && (selection.patterns.is_empty()
+                || cursor.is_none_or(|pos| {
+                    pos.saturating_add(1) >= u128::from(self.lost_below.load(Ordering::Acquire))
+                }));
         let mut entries: Vec<(u128, EncodedEvent)> = Vec::new();
         if last.is_some() {
             let from = cursor.unwrap_or(0);
@@ -1275,6 +1297,17 @@ impl Inner {
         // One event in two followed topics (one `publish_many`) is replayed once, in order.
         entries.sort_unstable_by_key(|(pos, _)| *pos);
         entries.dedup_by_key(|(pos, _)| *pos);
+        // At most what `max_topics` full histories hold: a pattern over thousands of retained
+        // topics keeps the newest, and says the rest is lost.
+        let cap = self
+            .config
+            .max_topics
+            .saturating_mul(self.config.history.events)
+            .max(1);
+        if entries.len() > cap {
+            entries.drain(..entries.len() - cap);
+            covered = false;
+        }
         let replay = match (last, cursor) {
             (None, _) => Replay::NotRequested,
             (Some(_), Some(_)) if covered => Replay::Complete,
