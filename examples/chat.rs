@@ -54,6 +54,9 @@
 //! - `POST /users/{user}/messages`, JSON `{"from": "..", "text": ".."}` → `202 {"id"}`, or `404`
 //!   when no one ever logged in as that user. Kept in the user's history: a user who is away
 //!   gets it on reconnecting with their last id.
+//! - A name someone logged in as can only be used (as a room message's `user`, a direct
+//!   message's `from`) with that login's token; otherwise `403`. Names nobody claimed are free.
+//!   `SECURE_COOKIE=1` marks the login cookie `Secure` (behind TLS).
 //! - `GET /metrics`: the crate's metrics (`tower_sse_connections`, `tower_sse_events_total`,
 //!   …) in Prometheus' text format, through `metrics-exporter-prometheus`.
 //! - `GET /stats`: `{"connections", "rooms", "users", "subscribers", "topics", "published",
@@ -77,12 +80,11 @@
 
 use std::{
     collections::HashMap,
-    hash::{BuildHasher, Hasher},
     net::SocketAddr,
     pin::Pin,
     sync::{
         Arc, Mutex, OnceLock, PoisonError,
-        atomic::{AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicUsize, Ordering},
     },
     task::{Context, Poll},
     time::{Duration, SystemTime, UNIX_EPOCH},
@@ -136,6 +138,8 @@ pub struct Config {
     pub history_bytes: usize,
     /// How far a stream may fall behind before it is disconnected.
     pub subscriber_capacity: usize,
+    /// Mark the login cookie `Secure` (only sent over HTTPS), for a chat behind TLS.
+    pub secure_cookie: bool,
 }
 
 impl Default for Config {
@@ -145,6 +149,7 @@ impl Default for Config {
             history: 1000,
             history_bytes: 1024 * 1024,
             subscriber_capacity: 256,
+            secure_cookie: false,
         }
     }
 }
@@ -162,9 +167,10 @@ struct ChatInner {
     /// whose broker serves one topic per subscription for now, it is a topic of its own that
     /// each message is also published to.
     public_pattern: bool,
+    /// The login cookie gets `Secure`.
+    secure_cookie: bool,
     /// Open SSE responses.
     connections: AtomicUsize,
-    ids: AtomicU64,
 }
 
 /// Where rooms and logins live: this process, or Redis (shared by every process).
@@ -328,20 +334,29 @@ impl Chat {
         self.inner.connections.load(Ordering::Relaxed)
     }
 
-    /// A hard-to-guess token (no extra dependency: `RandomState` is seeded from the OS).
+    /// `words` × 64 bits from the operating system's CSPRNG (`getrandom`), as hex: tokens and
+    /// room ids nobody can guess from earlier ones.
     fn random_hex(&self, words: usize) -> String {
-        let mut out = String::with_capacity(words * 16);
-        for _ in 0..words {
-            let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-            hasher.write_u64(self.inner.ids.fetch_add(1, Ordering::Relaxed));
-            hasher.write_u128(
-                SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map_or(0, |d| d.as_nanos()),
-            );
-            out.push_str(&format!("{:016x}", hasher.finish()));
+        let mut bytes = vec![0u8; words * 8];
+        getrandom::fill(&mut bytes).expect("the operating system's random source");
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// Whether the request may speak as `name`: a name someone logged in as needs that login's
+    /// token (cookie or bearer); a name nobody claimed is free. `Err` is the answer (`403`,
+    /// or `503` while the store is down).
+    async fn may_speak_as(&self, headers: &HeaderMap, name: &str) -> Result<(), Response> {
+        match self.inner.store.token_of(name).await {
+            Ok(None) => Ok(()),
+            Ok(Some(known)) if token(headers).is_some_and(|given| same_token(&known, given)) => {
+                Ok(())
+            }
+            Ok(Some(_)) => Err(error(
+                StatusCode::FORBIDDEN,
+                "that user name is claimed: send its token (cookie or bearer)",
+            )),
+            Err(StoreDown) => Err(unavailable()),
         }
-        out
     }
 
     /// Whether the room exists, or the store's `503`.
@@ -636,6 +651,7 @@ struct NewMessage {
 async fn post_message(
     State(chat): State<Chat>,
     Path(room): Path<String>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     match chat.room_exists(&room).await {
@@ -653,6 +669,9 @@ async fn post_message(
     };
     if let Err(err) = valid_text(&message.text) {
         return err.into_response();
+    }
+    if let Err(response) = chat.may_speak_as(&headers, user).await {
+        return response;
     }
     match chat.post_message(&room, user, &message.text).await {
         Ok(event) => (StatusCode::ACCEPTED, Json(json!({ "id": event.id() }))).into_response(),
@@ -729,7 +748,12 @@ async fn login(
         Ok(Claim::Full) => return error(StatusCode::SERVICE_UNAVAILABLE, "too many users"),
         Err(StoreDown) => return unavailable(),
     };
-    let cookie = format!("{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict");
+    let secure = if chat.inner.secure_cookie {
+        "; Secure"
+    } else {
+        ""
+    };
+    let cookie = format!("{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict{secure}");
     (
         [(header::SET_COOKIE, cookie)],
         Json(json!({ "user": user, "token": token })),
@@ -810,6 +834,7 @@ struct Direct {
 async fn post_direct(
     State(chat): State<Chat>,
     Path(user): Path<String>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let message: Direct = match parse(body) {
@@ -822,6 +847,9 @@ async fn post_direct(
     };
     if let Err(err) = valid_text(&message.text) {
         return err.into_response();
+    }
+    if let Err(response) = chat.may_speak_as(&headers, from).await {
+        return response;
     }
     let hub = &chat.inner.hub;
     match chat.inner.store.token_of(&user).await {
@@ -912,9 +940,9 @@ fn build(config: &Config, shutdown: &Shutdown, hub: HubBuilder, store: Store) ->
         inner: Arc::new(ChatInner {
             hub,
             public_pattern: matches!(store, Store::Memory { .. }),
+            secure_cookie: config.secure_cookie,
             store,
             connections: AtomicUsize::new(0),
-            ids: AtomicU64::new(0),
         }),
     };
     let router = Router::new()
@@ -965,6 +993,7 @@ async fn main() {
         history: env_or("HISTORY", defaults.history),
         history_bytes: env_or("HISTORY_BYTES", defaults.history_bytes),
         subscriber_capacity: env_or("SUBSCRIBER_CAPACITY", defaults.subscriber_capacity),
+        secure_cookie: env_or("SECURE_COOKIE", false),
     };
 
     let listener = match TcpListener::bind(addr).await {

@@ -543,6 +543,77 @@ async fn one_stream_of_several_rooms_resumes_with_one_id() {
     assert_error(&reply, StatusCode::BAD_REQUEST);
 }
 
+/// A claimed name cannot be spoken for without its token: with no token at all, a DM "from
+/// alice" to bob and a room message as "alice" were accepted while alice was logged in.
+#[tokio::test]
+async fn a_claimed_name_needs_its_token_to_post() {
+    let app = start_default().await;
+    let alice = login(app.addr, "alice").await;
+    let bob = login(app.addr, "bob").await;
+    let room = create_room(app.addr).await;
+    let dm = json!({ "from": "alice", "text": "from alice?" }).to_string();
+    let in_room = json!({ "user": "alice", "text": "as alice?" }).to_string();
+    let room_path = format!("/rooms/{room}/messages");
+    for headers in [
+        vec![],
+        vec![("authorization", format!("Bearer {bob}"))],
+        vec![("cookie", "chat_token=guess".to_owned())],
+    ] {
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let reply = call(
+            app.addr,
+            Method::POST,
+            "/users/bob/messages",
+            &headers,
+            dm.clone(),
+        )
+        .await;
+        assert_error(&reply, StatusCode::FORBIDDEN);
+        let reply = call(
+            app.addr,
+            Method::POST,
+            &room_path,
+            &headers,
+            in_room.clone(),
+        )
+        .await;
+        assert_error(&reply, StatusCode::FORBIDDEN);
+    }
+    // With alice's token, by bearer or cookie: accepted.
+    let bearer = format!("Bearer {alice}");
+    let reply = call(
+        app.addr,
+        Method::POST,
+        "/users/bob/messages",
+        &[("authorization", &bearer)],
+        dm,
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.json);
+    let cookie = format!("chat_token={alice}");
+    let reply = call(
+        app.addr,
+        Method::POST,
+        &room_path,
+        &[("cookie", &cookie)],
+        in_room,
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.json);
+    // A name nobody claimed is free (no passwords here: the first login claims a name).
+    say(
+        app.addr,
+        &room,
+        "carol",
+        "anyone may be carol until someone logs in as carol",
+    )
+    .await;
+    // Tokens are 32 hex digits from the OS's random source, different every time.
+    assert_eq!(alice.len(), 32);
+    assert!(alice.bytes().all(|b| b.is_ascii_hexdigit()));
+    assert_ne!(alice, bob);
+}
+
 #[tokio::test]
 async fn metrics_in_prometheus_text() {
     let app = start_default().await;
@@ -643,10 +714,24 @@ async fn login_and_direct_messages() {
         let sse = Sse::open(app.addr, path, &headers).await;
         assert_eq!(sse.status, StatusCode::UNAUTHORIZED, "{headers:?}");
     }
-    // No one ever logged in as carol: 404.
+    // Bob speaks as bob with his token (a claimed name needs it; see the impersonation test).
     let dm = json!({ "from": "bob", "text": "psst" });
+    let as_bob = |path: &'static str, body: Value| {
+        let bearer = bearer_bob.clone();
+        async move {
+            call(
+                app.addr,
+                Method::POST,
+                path,
+                &[("authorization", &bearer)],
+                body.to_string(),
+            )
+            .await
+        }
+    };
+    // No one ever logged in as carol: 404.
     assert_error(
-        &post_json(app.addr, "/users/carol/messages", dm.clone()).await,
+        &as_bob("/users/carol/messages", dm.clone()).await,
         StatusCode::NOT_FOUND,
     );
 
@@ -655,7 +740,7 @@ async fn login_and_direct_messages() {
     let cookie = format!("theme=dark; chat_token={token}");
     let mut by_bearer = Sse::ok(app.addr, path, &[("authorization", &bearer)]).await;
     let mut by_cookie = Sse::ok(app.addr, path, &[("cookie", &cookie)]).await;
-    let sent = post_json(app.addr, "/users/alice/messages", dm).await;
+    let sent = as_bob("/users/alice/messages", dm).await;
     assert_eq!(sent.status, StatusCode::ACCEPTED, "{}", sent.json);
     let id = sent.json["id"].as_str().unwrap();
     for sse in [&mut by_bearer, &mut by_cookie] {
@@ -693,10 +778,12 @@ async fn login_and_direct_messages() {
         &[("authorization", &bearer_bob)],
     )
     .await;
-    post_json(
+    call(
         app.addr,
+        Method::POST,
         "/users/bob/messages",
-        json!({ "from": "alice", "text": "hi bob" }),
+        &[("authorization", &bearer)],
+        json!({ "from": "alice", "text": "hi bob" }).to_string(),
     )
     .await;
     assert_eq!(bobs.expect().await.json()["text"], "hi bob");
@@ -709,8 +796,7 @@ async fn login_and_direct_messages() {
     })
     .await;
     // Alice is away: the message waits in her history for her next connection.
-    let away = post_json(
-        app.addr,
+    let away = as_bob(
         "/users/alice/messages",
         json!({ "from": "bob", "text": "while you were away" }),
     )
