@@ -42,7 +42,16 @@ use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep, sleep};
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
-use crate::{BoxError, Shutdown, extension::DisconnectGuard, stream::SseItem, time::later};
+use crate::{
+    BoxError, Shutdown,
+    extension::DisconnectGuard,
+    layer::{
+        CloseReason,
+        hooks::{Hooks, Lifecycle},
+    },
+    stream::SseItem,
+    time::later,
+};
 
 /// The default keep-alive interval.
 pub const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(15);
@@ -62,6 +71,7 @@ pub(crate) struct Config {
     pub(crate) max_batch: usize,
     /// Zero: write each event as soon as it is ready.
     pub(crate) min_write_interval: Duration,
+    pub(crate) hooks: Hooks,
 }
 
 impl Default for Config {
@@ -75,6 +85,7 @@ impl Default for Config {
             shutdown_grace: Duration::ZERO,
             max_batch: DEFAULT_MAX_BATCH,
             min_write_interval: Duration::ZERO,
+            hooks: Hooks::default(),
         }
     }
 }
@@ -121,6 +132,8 @@ pin_project! {
         draining: bool,
         // Counts the body in `tower_sse_connections` (feature `metrics`) while it lives.
         open: crate::metrics::Open,
+        // Hooks and the `tracing` span, when anything listens.
+        life: Option<Box<Lifecycle>>,
     }
 }
 
@@ -133,12 +146,17 @@ impl<S> SseBody<S> {
     /// # let _ = body;
     /// ```
     pub fn new(stream: S) -> Self {
-        Self::events(stream, Arc::default(), None)
+        Self::events(stream, Arc::default(), None, None)
     }
 }
 
 impl<S, P> SseBody<S, P> {
-    pub(crate) fn events(stream: S, config: Arc<Config>, guard: Option<DisconnectGuard>) -> Self {
+    pub(crate) fn events(
+        stream: S,
+        config: Arc<Config>,
+        guard: Option<DisconnectGuard>,
+        life: Option<Box<Lifecycle>>,
+    ) -> Self {
         Self {
             kind: Kind::Events {
                 events: Events {
@@ -155,6 +173,7 @@ impl<S, P> SseBody<S, P> {
                     delay: None,
                     draining: false,
                     open: crate::metrics::Open::new(),
+                    life,
                 },
             },
         }
@@ -274,7 +293,10 @@ impl<S: Stream<Item: SseItem>> Events<S> {
                     }
                     full = batch.push(held, config.max_batch);
                 }
-                None => return finish_shutdown(this.done, this.guard, config, None),
+                None => {
+                    end(this.life, CloseReason::Shutdown);
+                    return finish_shutdown(this.done, this.guard, config, None);
+                }
             }
         }
 
@@ -307,11 +329,15 @@ impl<S: Stream<Item: SseItem>> Events<S> {
                     }
                     Err(err) => {
                         tracing::warn!(error = %err, "event stream failed; ending the response");
+                        if let Some(life) = this.life.as_mut() {
+                            life.error(&err);
+                        }
                         ended = true;
                         break;
                     }
                 },
                 Poll::Ready(None) => {
+                    end(this.life, CloseReason::StreamEnded);
                     ended = true;
                     break;
                 }
@@ -319,6 +345,7 @@ impl<S: Stream<Item: SseItem>> Events<S> {
             }
         }
         if finish {
+            end(this.life, CloseReason::Shutdown);
             return finish_shutdown(this.done, this.guard, config, batch.into_frame());
         }
         *this.draining = full && !ended;
@@ -511,6 +538,13 @@ impl Batch {
     }
 }
 
+/// Records why the stream ends, for its hooks and span.
+fn end(life: &mut Option<Box<Lifecycle>>, reason: CloseReason) {
+    if let Some(life) = life.as_mut() {
+        life.end(reason);
+    }
+}
+
 fn finish_shutdown(
     done: &mut bool,
     guard: &mut Option<DisconnectGuard>,
@@ -538,7 +572,7 @@ mod tests {
 
     /// An event-stream body over `stream` with `config`.
     fn body<S>(stream: S, config: Config) -> SseBody<S> {
-        SseBody::events(stream, Arc::new(config), None)
+        SseBody::events(stream, Arc::new(config), None, None)
     }
 
     fn frames<S: Stream<Item: SseItem>>(stream: S, max_batch: usize) -> Vec<Bytes> {

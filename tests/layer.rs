@@ -326,3 +326,84 @@ async fn shutdown_grace_keeps_delivering_then_ends() {
     assert_eq!(start.elapsed(), Duration::from_secs(2));
     drop(sender);
 }
+
+/// What the lifecycle hooks saw, in order.
+#[derive(Clone, Default)]
+struct Seen(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+impl Seen {
+    fn push(&self, what: String) {
+        self.0.lock().unwrap().push(what);
+    }
+
+    fn take(&self) -> Vec<String> {
+        std::mem::take(&mut *self.0.lock().unwrap())
+    }
+
+    fn layer(&self) -> SseLayer {
+        use tower_sse::{
+            BoxError,
+            layer::{CloseReason, StreamInfo},
+        };
+        let (open, close, error) = (self.clone(), self.clone(), self.clone());
+        SseLayer::new()
+            .on_open(move |info: &StreamInfo| open.push(format!("open {}", info.uri())))
+            .on_close(move |_: &StreamInfo, reason: CloseReason| {
+                close.push(format!("close {}", reason.as_str()))
+            })
+            .on_error(move |_: &StreamInfo, err: &BoxError| error.push(format!("error {err}")))
+    }
+}
+
+#[tokio::test]
+async fn lifecycle_hooks_see_open_and_each_close_reason() {
+    let seen = Seen::default();
+    let request = || Request::get("/feed?x=1").body(()).unwrap();
+
+    // The stream ends.
+    let (mut call, tx) = run(seen.layer(), request()).await;
+    assert_eq!(seen.take(), ["open /feed?x=1"]);
+    drop(tx);
+    assert!(call.response.body_mut().frame().await.is_none());
+    drop(call);
+    assert_eq!(seen.take(), ["close stream_ended"]);
+
+    // It fails.
+    let (mut call, tx) = run(seen.layer(), request()).await;
+    tx.send(Err(io::Error::other("broken"))).unwrap();
+    assert!(call.response.body_mut().frame().await.is_none());
+    drop(call);
+    assert_eq!(
+        seen.take(),
+        ["open /feed?x=1", "error broken", "close error"]
+    );
+
+    // The client goes away.
+    let (call, _tx) = run(seen.layer(), request()).await;
+    drop(call);
+    assert_eq!(seen.take(), ["open /feed?x=1", "close client_gone"]);
+
+    // Shutdown.
+    let shutdown = Shutdown::new();
+    let (mut call, _tx) = run(seen.layer().shutdown(&shutdown), request()).await;
+    shutdown.trigger();
+    assert!(call.response.body_mut().frame().await.is_none());
+    drop(call);
+    assert_eq!(seen.take(), ["open /feed?x=1", "close shutdown"]);
+}
+
+#[tokio::test]
+async fn responses_passed_through_call_no_hook() {
+    use tower::ServiceExt;
+
+    let seen = Seen::default();
+    let app = axum::Router::new()
+        .route("/plain", axum::routing::get(|| async { "not a stream" }))
+        .layer(seen.layer());
+    let request = Request::get("/plain")
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let response = app.oneshot(request).await.unwrap();
+    drop(response.into_body().collect().await.unwrap());
+    assert!(seen.take().is_empty());
+}

@@ -11,6 +11,7 @@ use std::{
 use http::{HeaderMap, HeaderValue, Response, Version, header};
 use pin_project_lite::pin_project;
 
+use super::hooks::Lifecycle;
 use crate::{SseBody, SseSource, body::Config, extension::DisconnectGuard, stream::Source};
 
 pin_project! {
@@ -21,6 +22,8 @@ pin_project! {
         config: Arc<Config>,
         version: Version,
         guard: Option<DisconnectGuard>,
+        // The request's URI, kept only when hooks or the stream's span need it.
+        uri: Option<http::Uri>,
     }
 }
 
@@ -30,12 +33,14 @@ impl<F> ResponseFuture<F> {
         config: Arc<Config>,
         version: Version,
         guard: DisconnectGuard,
+        uri: Option<http::Uri>,
     ) -> Self {
         Self {
             inner,
             config,
             version,
             guard: Some(guard),
+            uri,
         }
     }
 }
@@ -60,7 +65,11 @@ where
         let body = match body.into_source(&mut parts) {
             Source::Events(stream) => {
                 set_headers(&mut parts.headers, *this.version);
-                SseBody::events(stream, this.config.clone(), this.guard.take())
+                let life = this
+                    .uri
+                    .take()
+                    .and_then(|uri| Lifecycle::open(&this.config.hooks, &uri));
+                SseBody::events(stream, this.config.clone(), this.guard.take(), life)
             }
             Source::Passthrough(body) => {
                 if let Some(guard) = this.guard.take() {

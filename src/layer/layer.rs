@@ -40,6 +40,7 @@ impl std::fmt::Debug for Config {
             .field("shutdown_grace", &self.shutdown_grace)
             .field("max_batch", &self.max_batch)
             .field("min_write_interval", &self.min_write_interval)
+            .field("hooks", &self.hooks)
             .finish_non_exhaustive()
     }
 }
@@ -326,6 +327,66 @@ impl<C> SseLayer<C> {
     #[must_use]
     pub fn shutdown_grace(mut self, grace: Duration) -> Self {
         self.config_mut().shutdown_grace = grace;
+        self
+    }
+
+    /// Calls `hook` when an event stream's response is made (not for responses passed
+    /// through). Each stream also gets a `tracing` span, `sse_stream` (level debug, with its
+    /// path), that logs its open and its close with the reason and duration.
+    ///
+    /// ```
+    /// use std::sync::{Arc, atomic::{AtomicUsize, Ordering}};
+    /// use tower_sse::{SseLayer, layer::{CloseReason, StreamInfo}};
+    ///
+    /// let open = Arc::new(AtomicUsize::new(0));
+    /// let layer = SseLayer::new()
+    ///     .on_open({
+    ///         let open = open.clone();
+    ///         move |_: &StreamInfo| { open.fetch_add(1, Ordering::Relaxed); }
+    ///     })
+    ///     .on_close(move |info: &StreamInfo, reason: CloseReason| {
+    ///         open.fetch_sub(1, Ordering::Relaxed);
+    ///         println!("{} closed after {:?}: {}", info.uri().path(), info.elapsed(), reason.as_str());
+    ///     });
+    /// # let _ = layer;
+    /// ```
+    #[must_use]
+    pub fn on_open(mut self, hook: impl super::OnOpen) -> Self {
+        self.config_mut().hooks.on_open = Some(Arc::new(hook));
+        self
+    }
+
+    /// Calls `hook` once when an event stream ends, with why: the client went away (or was
+    /// dropped for not reading), [`Shutdown`], the stream ended, or it failed.
+    ///
+    /// ```
+    /// use tower_sse::{SseLayer, layer::{CloseReason, StreamInfo}};
+    ///
+    /// let layer = SseLayer::new().on_close(|info: &StreamInfo, reason: CloseReason| {
+    ///     tracing::info!(path = info.uri().path(), reason = reason.as_str(), "stream closed");
+    /// });
+    /// # let _ = layer;
+    /// ```
+    #[must_use]
+    pub fn on_close(mut self, hook: impl super::OnClose) -> Self {
+        self.config_mut().hooks.on_close = Some(Arc::new(hook));
+        self
+    }
+
+    /// Calls `hook` when an event stream yields an error (the response then ends cleanly, and
+    /// [`on_close`](Self::on_close) sees [`CloseReason::Error`](super::CloseReason::Error)).
+    ///
+    /// ```
+    /// use tower_sse::{BoxError, SseLayer, layer::StreamInfo};
+    ///
+    /// let layer = SseLayer::new().on_error(|info: &StreamInfo, error: &BoxError| {
+    ///     tracing::warn!(path = info.uri().path(), %error, "stream failed");
+    /// });
+    /// # let _ = layer;
+    /// ```
+    #[must_use]
+    pub fn on_error(mut self, hook: impl super::OnError) -> Self {
+        self.config_mut().hooks.on_error = Some(Arc::new(hook));
         self
     }
 

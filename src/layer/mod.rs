@@ -47,7 +47,10 @@ pub mod future;
 mod layer;
 mod service;
 
+pub(crate) mod hooks;
+
 pub use self::{
+    hooks::{CloseReason, OnClose, OnError, OnOpen, StreamInfo},
     layer::{InvalidOrigin, SseLayer},
     service::Sse,
 };

@@ -77,12 +77,21 @@ where
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
         let version = req.version();
+        // Only kept when a hook or the stream's `tracing` span will read it.
+        let uri = (!self.config.hooks.is_empty() || tracing::enabled!(tracing::Level::DEBUG))
+            .then(|| req.uri().clone());
         if let Some(id) = LastEventId::from_request(&req) {
             req.extensions_mut().insert(id);
         }
         let disconnect = Disconnect::new();
         let guard = disconnect.guard();
         req.extensions_mut().insert(disconnect);
-        ResponseFuture::new(self.inner.call(req), self.config.clone(), version, guard)
+        ResponseFuture::new(
+            self.inner.call(req),
+            self.config.clone(),
+            version,
+            guard,
+            uri,
+        )
     }
 }
