@@ -1,41 +1,51 @@
 //! A command-line event-stream client: prints each event as it arrives, as one JSON line.
 //!
 //! ```text
-//! cargo run --example client -- <url> [--max-events N]
+//! cargo run --example client -- <url> [--max-events N] [--ca FILE]
 //! ```
 //!
-//! For example, against the clock example (`cargo run --example clock`):
+//! For example, against the chat example (`cargo run --example chat`):
 //!
 //! ```text
 //! cargo run --example client -- http://127.0.0.1:3000/events --max-events 3
-//! {"id": "1", "event": "tick", "data": "..."}
+//! {"id": "…", "event": "message", "data": "{\"room\": …}"}
 //! ```
+//!
+//! `https://` URLs work (rustls, the platform's certificate authorities, `SSL_CERT_FILE` /
+//! `SSL_CERT_DIR` when set); `--ca FILE` also trusts the PEM certificates in `FILE` (a
+//! private CA). A refused certificate is reported as such and ends the client (status 1).
 //!
 //! Each line is `{"id": .., "event": .., "data": ..}`, where `id` is the last event ID in force
 //! (`""` when there is none). Connections, reconnections and errors go to stderr.
 //!
 //! Exit status: 0 when the server answers a reconnection with `204 No Content`, or after
 //! `--max-events` events; 1 when the connection fails for good (a status other than 2xx, a
-//! content type other than `text/event-stream`, ...); 2 for bad arguments. Plain `http://`
-//! only: the default client has no TLS.
+//! content type other than `text/event-stream`, a refused certificate, ...); 2 for bad
+//! arguments.
 
 use std::process::ExitCode;
 
 use futures_util::StreamExt;
 use tower_sse::client::{EventSource, SseEvent};
 
-const USAGE: &str = "usage: client <url> [--max-events N]";
+const USAGE: &str = "usage: client <url> [--max-events N] [--ca FILE]";
 
 struct Args {
     url: http::Uri,
     max_events: Option<u64>,
+    ca: Option<String>,
 }
 
 fn parse_args() -> Result<Args, String> {
     let mut url = None;
     let mut max_events = None;
+    let mut ca = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
+        if arg == "--ca" {
+            ca = Some(args.next().ok_or("--ca needs a file")?);
+            continue;
+        }
         let count = match arg.strip_prefix("--max-events") {
             Some("") => Some(args.next().ok_or("--max-events needs a number")?),
             Some(rest) if rest.starts_with('=') => Some(rest[1..].to_owned()),
@@ -60,7 +70,11 @@ fn parse_args() -> Result<Args, String> {
         }
     }
     let url = url.ok_or("missing <url>")?;
-    Ok(Args { url, max_events })
+    Ok(Args {
+        url,
+        max_events,
+        ca,
+    })
 }
 
 fn json(text: &str) -> String {
@@ -83,7 +97,29 @@ async fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
 
-    let mut source = EventSource::get(args.url);
+    let mut source = match &args.ca {
+        None => EventSource::get(args.url),
+        Some(file) => {
+            let pem = match std::fs::read(file) {
+                Ok(pem) => pem,
+                Err(err) => {
+                    eprintln!("error: cannot read --ca {file}: {err}");
+                    return ExitCode::from(2);
+                }
+            };
+            let client = match tower_sse::client::https_client_with_roots(&pem) {
+                Ok(client) => client,
+                Err(err) => {
+                    eprintln!("error: --ca {file}: {}", chain(&err));
+                    return ExitCode::from(2);
+                }
+            };
+            let request = http::Request::get(args.url)
+                .body(http_body_util::Full::default())
+                .expect("a GET of a parsed URI");
+            EventSource::new(client, request)
+        }
+    };
     let mut count = 0;
     while let Some(item) = source.next().await {
         match item {

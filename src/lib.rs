@@ -79,8 +79,9 @@
 //! |---|---|
 //! | `axum` | [`EventStream`] as an axum handler response, `Option<LastEventId>` extractor, [`IntoResponse`](https://docs.rs/axum/latest/axum/response/trait.IntoResponse.html) for [`hub::Subscription`] and the hub's errors, `io::WriteTimeoutListener` |
 //! | `json` | [`Event::json_data`]: serialize straight into the event buffer |
-//! | `client` | `client`: an incremental, spec-exact decoder and a reconnecting client |
-//! | `test-util` | `test::EventReader`: read events back from any response body (enables `client`) |
+//! | `client` | `client`: an incremental, spec-exact decoder and a reconnecting client, with HTTPS (rustls) |
+//! | `client-plain` | the same without TLS (`http://` only) |
+//! | `test-util` | `test::EventReader`: read events back from any response body (enables `client-plain`) |
 //! | `redis` | `hub::RedisBackend`: the hub on Redis Streams, so several processes act as one |
 //! | `metrics` | counters and gauges through the `metrics` facade (see [`metrics`]) |
 //!
@@ -111,8 +112,8 @@ pub mod metrics;
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub mod axum;
 
-#[cfg(feature = "client")]
-#[cfg_attr(docsrs, doc(cfg(feature = "client")))]
+#[cfg(feature = "client-plain")]
+#[cfg_attr(docsrs, doc(cfg(feature = "client-plain")))]
 pub mod client;
 
 #[cfg(feature = "test-util")]

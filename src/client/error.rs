@@ -33,12 +33,13 @@ enum Repr {
     Status(StatusCode),
     ContentType(Option<HeaderValue>),
     Transport(BoxError),
+    Tls(BoxError),
     Service(BoxError),
     Decode(DecodeError),
     Timeout,
     Redirect(Option<HeaderValue>),
     TooManyRedirects(usize),
-    Request(&'static str),
+    Request(std::borrow::Cow<'static, str>),
     RetriesExhausted(u32, Option<Box<Error>>),
 }
 
@@ -55,6 +56,10 @@ pub enum ErrorKind {
     /// The request could not be sent, or the response body failed while it was read. The client
     /// reconnects; this kind is seen in [`Reconnect::error`](super::Reconnect::error).
     Transport,
+    /// The server's certificate was refused (untrusted, expired, for another name) or the TLS
+    /// handshake failed on it; the [`source`](std::error::Error::source) says why. Final: the
+    /// client does not reconnect to a server it cannot trust.
+    Tls,
     /// The HTTP service reported that it cannot take requests any more (`poll_ready` failed).
     Service,
     /// A line or an event was over the decoder's limits. The client does not reconnect.
@@ -87,6 +92,10 @@ impl Error {
         Self::new(Repr::Transport(err.into()))
     }
 
+    pub(crate) fn tls(err: impl Into<BoxError>) -> Self {
+        Self::new(Repr::Tls(err.into()))
+    }
+
     pub(crate) fn service(err: impl Into<BoxError>) -> Self {
         Self::new(Repr::Service(err.into()))
     }
@@ -108,7 +117,12 @@ impl Error {
     }
 
     pub(crate) fn request(what: &'static str) -> Self {
-        Self::new(Repr::Request(what))
+        Self::new(Repr::Request(what.into()))
+    }
+
+    #[cfg(feature = "client")]
+    pub(crate) fn request_owned(what: String) -> Self {
+        Self::new(Repr::Request(what.into()))
     }
 
     pub(crate) fn retries_exhausted(attempts: u32, last: Option<Error>) -> Self {
@@ -134,6 +148,7 @@ impl Error {
             Repr::Status(_) => ErrorKind::Status,
             Repr::ContentType(_) => ErrorKind::ContentType,
             Repr::Transport(_) => ErrorKind::Transport,
+            Repr::Tls(_) => ErrorKind::Tls,
             Repr::Service(_) => ErrorKind::Service,
             Repr::Decode(_) => ErrorKind::Decode,
             Repr::Timeout => ErrorKind::Timeout,
@@ -174,6 +189,7 @@ impl fmt::Display for Error {
                 f.write_str("server answered without a content type, not text/event-stream")
             }
             Repr::Transport(_) => f.write_str("connection failed"),
+            Repr::Tls(_) => f.write_str("the server's TLS certificate was refused"),
             Repr::Service(_) => f.write_str("http service failed"),
             Repr::Decode(_) => f.write_str("invalid event stream"),
             Repr::Timeout => f.write_str("no data within the read timeout"),
@@ -198,7 +214,7 @@ impl fmt::Debug for Error {
         match &self.repr {
             Repr::Status(status) => d.field("status", status),
             Repr::ContentType(value) => d.field("content_type", value),
-            Repr::Transport(err) | Repr::Service(err) => d.field("source", err),
+            Repr::Transport(err) | Repr::Tls(err) | Repr::Service(err) => d.field("source", err),
             Repr::Decode(err) => d.field("source", err),
             Repr::Redirect(value) => d.field("location", value),
             Repr::TooManyRedirects(limit) => d.field("limit", limit),
@@ -215,7 +231,7 @@ impl fmt::Debug for Error {
 impl StdError for Error {
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
         match &self.repr {
-            Repr::Transport(err) | Repr::Service(err) => Some(&**err),
+            Repr::Transport(err) | Repr::Tls(err) | Repr::Service(err) => Some(&**err),
             Repr::Decode(err) => Some(err),
             Repr::RetriesExhausted(_, Some(last)) => Some(&**last),
             _ => None,

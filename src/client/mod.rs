@@ -8,9 +8,10 @@
 //! [`SseEvent::Reconnect`] before each reconnection, and [`SseEvent::Comment`] when asked for.
 //! It runs on any `tower::Service<http::Request<B>>` answering `http::Response` with a body of
 //! `Bytes` ([`HttpService`]); [`EventSource::get`] and [`EventSource::request`] use
-//! hyper-util's client over plain TCP ([`HttpClient`]). **No TLS is built in**: for
-//! `https://`, pass a TLS-capable client (hyper-util with `hyper-rustls`, for instance) to
-//! [`EventSource::new`].
+//! hyper-util's client ([`HttpClient`]), which with the `client` feature speaks `https://`
+//! (rustls, the platform's certificate authorities, HTTP/2 by ALPN); with `client-plain` it
+//! speaks `http://` only. A refused certificate is final ([`ErrorKind::Tls`]): the client does
+//! not reconnect to a server it cannot trust.
 //!
 //! What it does, after the [WHATWG `EventSource`][es] and LaunchDarkly's `eventsource-client`:
 //!
@@ -145,4 +146,9 @@ mod source;
 
 pub use decoder::{DecodeError, Decoder, Frame, MessageEvent};
 pub use error::{Error, ErrorKind};
+mod connector;
+
+pub use connector::{Conn, Connector};
+#[cfg(feature = "client")]
+pub use source::https_client_with_roots;
 pub use source::{EventSource, HttpClient, HttpService, Open, Reconnect, SseEvent, http_client};

@@ -61,11 +61,12 @@ where
 }
 
 /// The default HTTP client of [`EventSource::get`] and [`EventSource::request`]: hyper-util's
-/// pooled client over plain TCP (`http://` only; HTTP/1.1).
+/// pooled client over its [`Connector`](super::Connector).
 ///
-/// There is no TLS here. For `https://`, build a hyper-util client with a TLS connector (for
-/// example `hyper-rustls`) or use any other tower HTTP service, and pass it to
-/// [`EventSource::new`].
+/// With the `client` feature it speaks `https://` (rustls, with the platform's certificate
+/// authorities, `SSL_CERT_FILE` / `SSL_CERT_DIR` when set; HTTP/2 when the server offers it by
+/// ALPN, else HTTP/1.1) and `http://`. With `client-plain` alone it speaks `http://` only, and
+/// any other tower HTTP service can be passed to [`EventSource::new`].
 ///
 /// ```
 /// use tower_sse::client::{EventSource, HttpClient};
@@ -78,12 +79,10 @@ where
 /// let source = EventSource::new(client.clone(), request);
 /// # drop(source);
 /// ```
-pub type HttpClient = hyper_util::client::legacy::Client<
-    hyper_util::client::legacy::connect::HttpConnector,
-    Full<Bytes>,
->;
+pub type HttpClient = hyper_util::client::legacy::Client<super::Connector, Full<Bytes>>;
 
-/// A new [`HttpClient`]: hyper-util's client with the tokio executor, plain HTTP.
+/// A new [`HttpClient`]: hyper-util's client with the tokio executor; HTTPS with the
+/// platform's certificate authorities when the `client` feature is on.
 ///
 /// ```
 /// let client = tower_sse::client::http_client();
@@ -91,7 +90,35 @@ pub type HttpClient = hyper_util::client::legacy::Client<
 /// ```
 #[must_use]
 pub fn http_client() -> HttpClient {
-    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http()
+    #[cfg(feature = "client")]
+    let connector = super::Connector::with_roots(
+        super::connector::roots(&[]).expect("no extra certificates to parse"),
+    );
+    #[cfg(not(feature = "client"))]
+    let connector = super::Connector::new();
+    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build(connector)
+}
+
+/// An [`HttpClient`] that also trusts the certificate authorities in `pem` (one or more PEM
+/// certificates), besides the platform's: for a private CA, or a test server's.
+///
+/// # Errors
+///
+/// [`ErrorKind::Request`](super::ErrorKind::Request) when `pem` holds no usable certificate.
+///
+/// ```
+/// let err = tower_sse::client::https_client_with_roots(b"not pem").unwrap_err();
+/// assert_eq!(err.kind(), tower_sse::client::ErrorKind::Request);
+/// ```
+#[cfg(feature = "client")]
+#[cfg_attr(docsrs, doc(cfg(feature = "client")))]
+pub fn https_client_with_roots(pem: &[u8]) -> Result<HttpClient, Error> {
+    let roots = super::connector::roots(pem).map_err(Error::request_owned)?;
+    Ok(
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build(super::Connector::with_roots(roots)),
+    )
 }
 
 /// What an [`EventSource`] yields.
@@ -404,11 +431,13 @@ impl EventSource<HttpClient, Full<Bytes>> {
     pub fn request(request: Request<Full<Bytes>>) -> Self {
         let problem = match (request.uri().scheme_str(), request.uri().authority()) {
             (Some("http"), Some(_)) => None,
-            (Some("https"), _) => Some(Error::request(
-                "https needs a TLS-capable client: pass one to EventSource::new",
+            (Some("https"), Some(_)) if cfg!(feature = "client") => None,
+            (Some("https"), _) if cfg!(not(feature = "client")) => Some(Error::request(
+                "https needs TLS: the `client` feature has it (this build has `client-plain`), \
+                 or pass a TLS-capable client to EventSource::new",
             )),
             _ => Some(Error::request(
-                "the default client needs an absolute http:// URI",
+                "the default client needs an absolute http:// or https:// URI",
             )),
         };
         let mut source = Self::new(http_client(), request);
@@ -734,7 +763,14 @@ where
                             return Poll::Ready(item);
                         }
                     }
-                    Err(err) => return self.lost(Some(Error::transport(err))),
+                    Err(err) => {
+                        let err: BoxError = err.into();
+                        if super::connector::is_certificate_error(&*err) {
+                            // Trying again would meet the same certificate.
+                            return self.finish(Some(Error::tls(err)));
+                        }
+                        return self.lost(Some(Error::transport(err)));
+                    }
                 },
                 StateProj::Streaming { mut body, timeout } => {
                     match this.decoder.decode() {

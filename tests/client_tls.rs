@@ -1,0 +1,249 @@
+//! The default client over real TLS: a rustls server in the test with a certificate from a
+//! throw-away CA (rcgen), HTTP/2 by ALPN, a resume after a cut, and an untrusted certificate.
+
+mod support;
+
+use std::{
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use axum::{Router, extract::Request, http::Version, routing::get};
+use futures_util::StreamExt;
+use http_body_util::Full;
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo},
+    server::conn::auto,
+    service::TowerToHyperService,
+};
+use tokio::{net::TcpListener, time::timeout};
+use tokio_rustls::{
+    TlsAcceptor,
+    rustls::{
+        self,
+        pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer},
+    },
+};
+use tower_sse::{
+    Event, EventStream, LastEventId, SseLayer,
+    client::{ErrorKind, EventSource, HttpClient, SseEvent},
+};
+
+/// A CA and a server certificate for `localhost` signed by it.
+struct Pki {
+    ca_pem: String,
+    cert: CertificateDer<'static>,
+    key: PrivatePkcs8KeyDer<'static>,
+}
+
+fn pki() -> Pki {
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "tower-sse test CA");
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let server = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = server.signed_by(&key, &ca_cert, &ca_key).unwrap();
+    Pki {
+        ca_pem: ca_cert.pem(),
+        cert: cert.der().clone(),
+        key: PrivatePkcs8KeyDer::from(key.serialize_der()),
+    }
+}
+
+/// What the server saw: each request's HTTP version and `Last-Event-ID`.
+type Seen = Arc<Mutex<Vec<(Version, Option<String>)>>>;
+
+/// An HTTPS server (HTTP/2 and HTTP/1.1 by ALPN) whose `/events` sends two events after the
+/// client's `Last-Event-ID` and then ends the stream, so the client reconnects.
+async fn serve(pki: &Pki) -> (SocketAddr, Seen) {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![pki.cert.clone()],
+            PrivateKeyDer::Pkcs8(pki.key.clone_key()),
+        )
+        .unwrap();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let acceptor = TlsAcceptor::from(Arc::new(config));
+    let seen = Seen::default();
+    let router = Router::new()
+        .route(
+            "/events",
+            get({
+                let seen = seen.clone();
+                move |last: Option<LastEventId>, request: Request| {
+                    let from = last
+                        .as_ref()
+                        .and_then(|id| id.as_str().parse::<u64>().ok())
+                        .unwrap_or(0);
+                    seen.lock()
+                        .unwrap()
+                        .push((request.version(), last.map(|id| id.as_str().to_owned())));
+                    async move {
+                        EventStream::new(futures_util::stream::iter(
+                            (from + 1..=from + 2)
+                                .map(|n| Event::new().id(n.to_string()).data(format!("n{n}"))),
+                        ))
+                    }
+                }
+            }),
+        )
+        .layer(SseLayer::new().retry(Duration::from_millis(10)));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let (acceptor, router) = (acceptor.clone(), router.clone());
+            tokio::spawn(async move {
+                // An untrusting client hangs up in the handshake: nothing to serve then.
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let _ = auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tls), TowerToHyperService::new(router))
+                    .await;
+            });
+        }
+    });
+    (addr, seen)
+}
+
+fn request(addr: SocketAddr) -> http::Request<Full<bytes::Bytes>> {
+    let uri = format!("https://localhost:{}/events", addr.port());
+    http::Request::get(uri).body(Full::default()).unwrap()
+}
+
+#[tokio::test]
+async fn events_over_https_with_http2_and_a_resume_after_each_cut() {
+    let pki = pki();
+    let (addr, seen) = serve(&pki).await;
+    let client: HttpClient =
+        tower_sse::client::https_client_with_roots(pki.ca_pem.as_bytes()).unwrap();
+    let mut source = EventSource::new(client, request(addr));
+    let mut ids = vec![];
+    timeout(Duration::from_secs(20), async {
+        while ids.len() < 6 {
+            match source.next().await.unwrap().unwrap() {
+                SseEvent::Message(message) => ids.push(message.id().to_owned()),
+                SseEvent::Open(_) | SseEvent::Reconnect(_) => {}
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("six events over TLS");
+    assert_eq!(ids, ["1", "2", "3", "4", "5", "6"]);
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(
+        seen.iter()
+            .map(|(_, last)| last.clone())
+            .collect::<Vec<_>>()[..3],
+        [None, Some("2".to_owned()), Some("4".to_owned())]
+    );
+    assert!(
+        seen.iter().all(|(version, _)| *version == Version::HTTP_2),
+        "HTTP/2 by ALPN: {seen:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_untrusted_certificate_is_a_clear_final_error() {
+    let pki = pki();
+    let (addr, seen) = serve(&pki).await;
+    // The platform's roots only: the test CA is not among them.
+    let mut source = EventSource::new(tower_sse::client::http_client(), request(addr));
+    let first = timeout(Duration::from_secs(10), source.next())
+        .await
+        .unwrap()
+        .unwrap();
+    let err = first.expect_err("the certificate must be refused");
+    assert_eq!(err.kind(), ErrorKind::Tls, "{err:?}");
+    assert!(err.to_string().contains("certificate"), "{err}");
+    let cause = format!("{:?}", err);
+    assert!(cause.contains("UnknownIssuer"), "{cause}");
+    // Final: no reconnection, the stream is over.
+    assert!(source.next().await.is_none());
+    assert!(seen.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn get_takes_https_urls_and_a_bad_ca_file_is_an_error() {
+    let err = tower_sse::client::https_client_with_roots(b"-----BEGIN CERTIFICATE-----\nnope\n")
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Request);
+    // `get` with an https URL goes out (and here meets an unknown CA: Tls, not Request).
+    let pki = pki();
+    let (addr, _) = serve(&pki).await;
+    let uri = format!("https://localhost:{}/events", addr.port())
+        .parse()
+        .unwrap();
+    let mut source = EventSource::get(uri);
+    let err = timeout(Duration::from_secs(10), source.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Tls, "{err:?}");
+}
+
+/// The example client reads an `https://` stream with `--ca`, and says so when the certificate
+/// is refused without it.
+#[tokio::test]
+async fn the_example_client_speaks_https() {
+    let pki = pki();
+    let (addr, _) = serve(&pki).await;
+    let dir = std::env::temp_dir().join(format!("tower-sse-ca-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca = dir.join("ca.pem");
+    std::fs::write(&ca, &pki.ca_pem).unwrap();
+    let url = format!("https://localhost:{}/events", addr.port());
+    let client = support::example_path("client");
+    let run = |args: Vec<String>| {
+        let client = client.clone();
+        async move {
+            let output = tokio::process::Command::new(client)
+                .args(args)
+                .kill_on_drop(true)
+                .output();
+            timeout(Duration::from_secs(30), output)
+                .await
+                .unwrap()
+                .unwrap()
+        }
+    };
+    let ok = run(vec![
+        url.clone(),
+        "--max-events".into(),
+        "2".into(),
+        "--ca".into(),
+        ca.display().to_string(),
+    ])
+    .await;
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8(ok.stdout)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[1]["id"], "2");
+    let refused = run(vec![url, "--max-events".into(), "1".into()]).await;
+    assert_eq!(refused.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("certificate"), "{stderr}");
+    let _ = std::fs::remove_dir_all(dir);
+}
