@@ -664,11 +664,14 @@ async fn broadcast_reaches_every_topic_and_is_replayed() {
         hub.broadcast(Event::new().data("everyone")).await.unwrap(),
         3
     );
+    let mut ids = vec![];
     for sub in &mut subs {
         let got = sub.next().await.unwrap();
         assert_eq!(data(&got), "everyone");
-        assert_eq!(got.id(), None);
+        ids.push(got.id().map(str::to_owned));
     }
+    // One id, the same in every topic (encoded once).
+    assert!(ids[0].is_some() && ids.iter().all(|id| *id == ids[0]), "{ids:?}");
     // A client of "a" that saw `before` gets the broadcast on replay.
     let mut back = hub
         .subscriber("a")

@@ -741,3 +741,31 @@ async fn private_events_are_filtered_live_and_replayed_alike() {
     assert_eq!(drain(&mut as_bob), ["for both", "public 3"]);
     assert_eq!(drain(&mut both), ["for both", "public 3"]);
 }
+
+/// A broadcast gets one id in every topic, so a client that saw it resumes after it. (It had
+/// none: the browser kept the id before it, and every resume sent the broadcast again.)
+#[tokio::test]
+async fn a_broadcast_has_an_id_and_is_not_sent_again_on_resume() {
+    let hub = Hub::new();
+    let mut sub = hub.subscriber("a").topic("b").subscribe().await.unwrap();
+    hub.publish("a", Event::new().data("a1")).await.unwrap();
+    hub.broadcast(Event::new().data("to all")).await.unwrap();
+    let mut last = None;
+    for _ in 0..2 {
+        let event = sub.next().await.unwrap();
+        // What a browser keeps: the last id it was given.
+        if let Some(id) = event.id() {
+            last = Some(id.to_owned());
+        }
+    }
+    drop(sub);
+    for resume in [hub.subscriber("a").topic("b"), hub.subscriber("b")] {
+        let back = resume
+            .last_event_id(last.as_deref())
+            .subscribe()
+            .await
+            .unwrap();
+        assert_eq!(back.replay(), Replay::Complete);
+        assert_eq!(back.backlog_len(), 0, "the broadcast came again");
+    }
+}

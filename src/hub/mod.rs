@@ -136,10 +136,10 @@
 //! unknown rather than misread, and reported as [`Replay::HistoryLost`]. An id the publisher set
 //! itself is kept, and found again by exact match within the history.
 //!
-//! Events sent with [`Hub::broadcast`] go into every topic's history under the id the publisher
-//! gave them, or with no `id:` line at all (the id cannot differ per topic without encoding once
-//! per topic). A browser then keeps its previous id, and a replay from it includes the broadcast
-//! event. Events sent with [`Hub::send_to`] are live only: they are not kept for replay.
+//! Events sent with [`Hub::broadcast`] go into every topic's history under one id (the
+//! publisher's, or one the hub gives them, the same in every topic, since positions are
+//! hub-wide), so a client that saw one resumes after it. Events sent with [`Hub::send_to`] are
+//! live only: they are not kept for replay, and get no id.
 //!
 //! # Topic lifetime
 //!
@@ -585,8 +585,8 @@ impl Hub {
     }
 
     /// Publishes `event` to every topic that exists: into each history and to each subscriber.
-    /// The event is encoded once, and keeps the id it has, or has none (see
-    /// [Ids](self#ids)). Returns how many topics it went to.
+    /// The event is encoded once, with the id it has or one the hub gives it, the same in every
+    /// topic (see [Ids](self#ids)). Returns how many topics it went to.
     ///
     /// ```
     /// use tower_sse::{Event, hub::Hub};
@@ -609,11 +609,14 @@ impl Hub {
 
     fn broadcast_local(&self, event: Event) -> usize {
         let inner = &*self.inner;
-        let encoded = event.encode();
         let now = Instant::now();
         let order = lock(&inner.order);
-        // One position in every topic: a subscription to several sees it once.
-        let pos = u128::from(inner.next_seq());
+        // One position, and so one id, in every topic: a subscription to several sees it once,
+        // and a client that saw it resumes after it (without an id it would come again on
+        // every resume from the id before it).
+        let seq = inner.next_seq();
+        let pos = u128::from(seq);
+        let encoded = inner.encode(event, seq);
         let topics: Vec<Arc<Topic>> = lock(&inner.topics).values().cloned().collect();
         let mut reached = Vec::with_capacity(topics.len());
         for topic in &topics {
