@@ -54,8 +54,8 @@ fn pki() -> Pki {
     }
 }
 
-/// What the server saw: each request's HTTP version and `Last-Event-ID`.
-type Seen = Arc<Mutex<Vec<(Version, Option<String>)>>>;
+/// What the server saw: each request's HTTP version, `Last-Event-ID` and `Authorization`.
+type Seen = Arc<Mutex<Vec<(Version, Option<String>, Option<String>)>>>;
 
 /// An HTTPS server (HTTP/2 and HTTP/1.1 by ALPN) whose `/events` sends two events after the
 /// client's `Last-Event-ID` and then ends the stream, so the client reconnects.
@@ -83,9 +83,15 @@ async fn serve(pki: &Pki) -> (SocketAddr, Seen) {
                         .as_ref()
                         .and_then(|id| id.as_str().parse::<u64>().ok())
                         .unwrap_or(0);
-                    seen.lock()
-                        .unwrap()
-                        .push((request.version(), last.map(|id| id.as_str().to_owned())));
+                    let authorization = request
+                        .headers()
+                        .get("authorization")
+                        .map(|value| value.to_str().unwrap().to_owned());
+                    seen.lock().unwrap().push((
+                        request.version(),
+                        last.map(|id| id.as_str().to_owned()),
+                        authorization,
+                    ));
                     async move {
                         EventStream::new(futures_util::stream::iter(
                             (from + 1..=from + 2)
@@ -146,12 +152,13 @@ async fn events_over_https_with_http2_and_a_resume_after_each_cut() {
     let seen = seen.lock().unwrap().clone();
     assert_eq!(
         seen.iter()
-            .map(|(_, last)| last.clone())
+            .map(|(_, last, _)| last.clone())
             .collect::<Vec<_>>()[..3],
         [None, Some("2".to_owned()), Some("4".to_owned())]
     );
     assert!(
-        seen.iter().all(|(version, _)| *version == Version::HTTP_2),
+        seen.iter()
+            .all(|(version, _, _)| *version == Version::HTTP_2),
         "HTTP/2 by ALPN: {seen:?}"
     );
 }
@@ -246,4 +253,77 @@ async fn the_example_client_speaks_https() {
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(stderr.contains("certificate"), "{stderr}");
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The connect hook runs before every attempt: here it rotates a bearer token, and the server
+/// sees the new one on each reconnection (with the `Last-Event-ID` the client had).
+#[tokio::test]
+async fn a_connect_hook_rotates_a_token_between_reconnects() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tower_sse::client::Attempt;
+
+    let pki = pki();
+    let (addr, seen) = serve(&pki).await;
+    let client = tower_sse::client::https_client_with_roots(pki.ca_pem.as_bytes()).unwrap();
+    let issued = Arc::new(AtomicUsize::new(0));
+    let mut source = EventSource::new(client, request(addr)).on_connect({
+        let issued = issued.clone();
+        move |mut head: http::request::Parts, attempt: Attempt| {
+            let token = issued.fetch_add(1, Ordering::Relaxed);
+            async move {
+                // A real hook would fetch a fresh token here.
+                tokio::task::yield_now().await;
+                assert_eq!(
+                    head.headers.contains_key("last-event-id"),
+                    !attempt.last_event_id().is_empty()
+                );
+                let value = format!("Bearer t{token}").parse().unwrap();
+                head.headers.insert("authorization", value);
+                Ok::<_, std::convert::Infallible>(head)
+            }
+        }
+    });
+    let mut messages = 0;
+    timeout(Duration::from_secs(20), async {
+        while messages < 6 {
+            if let SseEvent::Message(_) = source.next().await.unwrap().unwrap() {
+                messages += 1;
+            }
+        }
+    })
+    .await
+    .unwrap();
+    let seen = seen.lock().unwrap().clone();
+    let tokens: Vec<_> = seen
+        .iter()
+        .map(|(_, _, token)| token.clone().unwrap())
+        .collect();
+    assert_eq!(tokens[..3], ["Bearer t0", "Bearer t1", "Bearer t2"]);
+}
+
+/// A hook that gives up ends the stream with a final `Hook` error.
+#[tokio::test]
+async fn a_connect_hook_that_gives_up_ends_the_stream() {
+    use tower_sse::client::Attempt;
+
+    let pki = pki();
+    let (addr, seen) = serve(&pki).await;
+    let client = tower_sse::client::https_client_with_roots(pki.ca_pem.as_bytes()).unwrap();
+    let mut source = EventSource::new(client, request(addr)).on_connect(
+        |_: http::request::Parts, _: Attempt| async {
+            Err::<http::request::Parts, _>("logged out")
+        },
+    );
+    let err = timeout(Duration::from_secs(10), source.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Hook);
+    assert_eq!(
+        std::error::Error::source(&err).unwrap().to_string(),
+        "logged out"
+    );
+    assert!(source.next().await.is_none());
+    assert!(seen.lock().unwrap().is_empty());
 }

@@ -671,7 +671,10 @@ async fn broadcast_reaches_every_topic_and_is_replayed() {
         ids.push(got.id().map(str::to_owned));
     }
     // One id, the same in every topic (encoded once).
-    assert!(ids[0].is_some() && ids.iter().all(|id| *id == ids[0]), "{ids:?}");
+    assert!(
+        ids[0].is_some() && ids.iter().all(|id| *id == ids[0]),
+        "{ids:?}"
+    );
     // A client of "a" that saw `before` gets the broadcast on replay.
     let mut back = hub
         .subscriber("a")

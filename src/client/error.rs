@@ -34,6 +34,7 @@ enum Repr {
     ContentType(Option<HeaderValue>),
     Transport(BoxError),
     Tls(BoxError),
+    Hook(BoxError),
     Service(BoxError),
     Decode(DecodeError),
     Timeout,
@@ -60,6 +61,9 @@ pub enum ErrorKind {
     /// handshake failed on it; the [`source`](std::error::Error::source) says why. Final: the
     /// client does not reconnect to a server it cannot trust.
     Tls,
+    /// The [`on_connect`](super::EventSource::on_connect) hook gave up; the
+    /// [`source`](std::error::Error::source) is its error. Final.
+    Hook,
     /// The HTTP service reported that it cannot take requests any more (`poll_ready` failed).
     Service,
     /// A line or an event was over the decoder's limits. The client does not reconnect.
@@ -90,6 +94,10 @@ impl Error {
 
     pub(crate) fn transport(err: impl Into<BoxError>) -> Self {
         Self::new(Repr::Transport(err.into()))
+    }
+
+    pub(crate) fn hook(err: impl Into<BoxError>) -> Self {
+        Self::new(Repr::Hook(err.into()))
     }
 
     pub(crate) fn tls(err: impl Into<BoxError>) -> Self {
@@ -149,6 +157,7 @@ impl Error {
             Repr::ContentType(_) => ErrorKind::ContentType,
             Repr::Transport(_) => ErrorKind::Transport,
             Repr::Tls(_) => ErrorKind::Tls,
+            Repr::Hook(_) => ErrorKind::Hook,
             Repr::Service(_) => ErrorKind::Service,
             Repr::Decode(_) => ErrorKind::Decode,
             Repr::Timeout => ErrorKind::Timeout,
@@ -190,6 +199,7 @@ impl fmt::Display for Error {
             }
             Repr::Transport(_) => f.write_str("connection failed"),
             Repr::Tls(_) => f.write_str("the server's TLS certificate was refused"),
+            Repr::Hook(_) => f.write_str("the connect hook gave up"),
             Repr::Service(_) => f.write_str("http service failed"),
             Repr::Decode(_) => f.write_str("invalid event stream"),
             Repr::Timeout => f.write_str("no data within the read timeout"),
@@ -214,7 +224,9 @@ impl fmt::Debug for Error {
         match &self.repr {
             Repr::Status(status) => d.field("status", status),
             Repr::ContentType(value) => d.field("content_type", value),
-            Repr::Transport(err) | Repr::Tls(err) | Repr::Service(err) => d.field("source", err),
+            Repr::Transport(err) | Repr::Tls(err) | Repr::Hook(err) | Repr::Service(err) => {
+                d.field("source", err)
+            }
             Repr::Decode(err) => d.field("source", err),
             Repr::Redirect(value) => d.field("location", value),
             Repr::TooManyRedirects(limit) => d.field("limit", limit),
@@ -231,7 +243,9 @@ impl fmt::Debug for Error {
 impl StdError for Error {
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
         match &self.repr {
-            Repr::Transport(err) | Repr::Tls(err) | Repr::Service(err) => Some(&**err),
+            Repr::Transport(err) | Repr::Tls(err) | Repr::Hook(err) | Repr::Service(err) => {
+                Some(&**err)
+            }
             Repr::Decode(err) => Some(err),
             Repr::RetriesExhausted(_, Some(last)) => Some(&**last),
             _ => None,

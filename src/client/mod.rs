@@ -151,4 +151,7 @@ mod connector;
 pub use connector::{Conn, Connector};
 #[cfg(feature = "client")]
 pub use source::https_client_with_roots;
-pub use source::{EventSource, HttpClient, HttpService, Open, Reconnect, SseEvent, http_client};
+pub use source::{
+    Attempt, EventSource, HttpClient, HttpService, OnConnect, Open, Reconnect, SseEvent,
+    http_client,
+};

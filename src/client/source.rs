@@ -4,12 +4,14 @@ use std::{
     fmt,
     future::Future,
     pin::Pin,
+    sync::Arc,
     task::{Context, Poll, ready},
     time::Duration,
 };
 
 use bytes::Bytes;
 use futures_core::{FusedStream, Stream};
+use http::request::Parts;
 use http::{
     HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, Version,
     header, uri::PathAndQuery,
@@ -119,6 +121,66 @@ pub fn https_client_with_roots(pem: &[u8]) -> Result<HttpClient, Error> {
         hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
             .build(super::Connector::with_roots(roots)),
     )
+}
+
+/// A connection attempt, as an [`EventSource::on_connect`] hook sees it.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    number: u32,
+    last_event_id: String,
+}
+
+impl Attempt {
+    /// How many reconnections in a row came before this one (0: the first connection, or the
+    /// first after a healthy one).
+    ///
+    /// ```
+    /// # fn f(attempt: &tower_sse::client::Attempt) {
+    /// let first = attempt.number() == 0;
+    /// # let _ = first; }
+    /// ```
+    pub fn number(&self) -> u32 {
+        self.number
+    }
+
+    /// The `Last-Event-ID` the request carries (empty when none).
+    ///
+    /// ```
+    /// # fn f(attempt: &tower_sse::client::Attempt) {
+    /// let resuming = !attempt.last_event_id().is_empty();
+    /// # let _ = resuming; }
+    /// ```
+    pub fn last_event_id(&self) -> &str {
+        &self.last_event_id
+    }
+}
+
+/// Prepares each connection attempt of an [`EventSource`]; see
+/// [`EventSource::on_connect`]. Implemented for closures
+/// `Fn(Parts, Attempt) -> Fut` where `Fut: Future<Output = Result<Parts, E>> + Send`.
+pub trait OnConnect: Send + Sync + 'static {
+    /// The request head to send for this attempt, or an error to give up.
+    fn on_connect(
+        &self,
+        head: Parts,
+        attempt: Attempt,
+    ) -> Pin<Box<dyn Future<Output = Result<Parts, BoxError>> + Send>>;
+}
+
+impl<F, Fut, E> OnConnect for F
+where
+    F: Fn(Parts, Attempt) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Parts, E>> + Send + 'static,
+    E: Into<BoxError>,
+{
+    fn on_connect(
+        &self,
+        head: Parts,
+        attempt: Attempt,
+    ) -> Pin<Box<dyn Future<Output = Result<Parts, BoxError>> + Send>> {
+        let future = self(head, attempt);
+        Box::pin(async move { future.await.map_err(Into::into) })
+    }
 }
 
 /// What an [`EventSource`] yields.
@@ -354,15 +416,21 @@ pin_project! {
         delivered: bool,
         // An error found before the first poll (a request the client cannot send).
         pending: Option<Error>,
+        // Called before every connection attempt (see `EventSource::on_connect`).
+        hook: Option<Arc<dyn OnConnect>>,
         #[pin]
-        state: State<S::Future, S::ResponseBody>,
+        state: State<S::Future, S::ResponseBody, B>,
     }
 }
 
 pin_project! {
     #[project = StateProj]
-    enum State<F, R> {
+    enum State<F, R, B> {
         Idle,
+        // The connect hook is preparing the request's head; the body waits here.
+        Preparing { future: Pin<Box<dyn Future<Output = Result<Parts, BoxError>> + Send>>, body: Option<B> },
+        // The request is ready, the service may not be.
+        Calling { request: Option<Request<B>> },
         Connecting { #[pin] future: F },
         Streaming { #[pin] body: R, #[pin] timeout: Option<Sleep> },
         Waiting { #[pin] sleep: Sleep },
@@ -513,9 +581,35 @@ where
                 opened_at: None,
                 delivered: false,
                 pending: None,
+                hook: None,
                 state: State::Idle,
             }),
         }
+    }
+
+    /// Calls `hook` before every connection attempt, the first and each reconnection: it gets
+    /// the head of the request about to be sent (method, URI, headers with its
+    /// `Last-Event-ID`) and the [`Attempt`], and returns the head to send: headers changed (a
+    /// fresh bearer token, say), or the URI. The body is the template's. An error gives up: the
+    /// stream ends with [`ErrorKind::Hook`](super::ErrorKind::Hook). Implemented for closures
+    /// `Fn(http::request::Parts, Attempt) -> impl Future<Output = Result<Parts, E>>`.
+    ///
+    /// ```
+    /// use http::request::Parts;
+    /// use tower_sse::client::{Attempt, EventSource};
+    ///
+    /// let source = EventSource::get("http://127.0.0.1:3000/events".parse().unwrap())
+    ///     .on_connect(|mut head: Parts, attempt: Attempt| async move {
+    ///         let token = format!("Bearer token-{}", attempt.number());
+    ///         head.headers.insert("authorization", token.parse()?);
+    ///         Ok::<_, http::header::InvalidHeaderValue>(head)
+    ///     });
+    /// # drop(source);
+    /// ```
+    #[must_use]
+    pub fn on_connect(mut self, hook: impl OnConnect) -> Self {
+        *self.project().hook = Some(Arc::new(hook));
+        self
     }
 
     fn project(&mut self) -> InnerProj<'_, S, B> {
@@ -714,7 +808,7 @@ where
 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match self.inner.state {
-            State::Idle => "idle",
+            State::Idle | State::Preparing { .. } | State::Calling { .. } => "idle",
             State::Connecting { .. } => "connecting",
             State::Streaming { .. } => "open",
             State::Waiting { .. } => "waiting",
@@ -748,12 +842,46 @@ where
                     if let Some(err) = this.pending.take() {
                         return self.finish(Some(err));
                     }
-                    if let Err(err) = ready!(this.service.poll_ready(cx)) {
-                        return self.finish(Some(Error::service(err)));
-                    }
                     let request = this
                         .template
                         .request(this.uri, this.decoder.last_event_id());
+                    match this.hook {
+                        Some(hook) => {
+                            let attempt = Attempt {
+                                number: this.backoff.attempts(),
+                                last_event_id: this.decoder.last_event_id().to_owned(),
+                            };
+                            let (parts, body) = request.into_parts();
+                            let future = hook.on_connect(parts, attempt);
+                            this.state.set(State::Preparing {
+                                future,
+                                body: Some(body),
+                            });
+                        }
+                        None => this.state.set(State::Calling {
+                            request: Some(request),
+                        }),
+                    }
+                }
+                StateProj::Preparing { future, body } => match ready!(future.as_mut().poll(cx)) {
+                    Ok(parts) => {
+                        let Some(body) = body.take() else {
+                            return self.finish(None);
+                        };
+                        this.state.set(State::Calling {
+                            request: Some(Request::from_parts(parts, body)),
+                        });
+                    }
+                    // The hook gave up: so does the client.
+                    Err(err) => return self.finish(Some(Error::hook(err))),
+                },
+                StateProj::Calling { request } => {
+                    if let Err(err) = ready!(this.service.poll_ready(cx)) {
+                        return self.finish(Some(Error::service(err)));
+                    }
+                    let Some(request) = request.take() else {
+                        return self.finish(None);
+                    };
                     let future = this.service.call(request);
                     this.state.set(State::Connecting { future });
                 }
