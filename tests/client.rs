@@ -774,3 +774,61 @@ async fn a_huge_read_timeout_does_not_panic() {
     let items = drain(source).await;
     assert_eq!(trace(&items)[..3], ["open", "msg 1 one", "msg 2 two"]);
 }
+
+/// `messages().of_type(..)` and `dispatch(Listeners)` ride on the same stream: the same events,
+/// with the same resume, filtered or called back by type.
+#[tokio::test]
+async fn messages_by_type_and_listeners() {
+    let router = Router::new()
+        .route(
+            "/events",
+            get(|| async {
+                events(vec![
+                    Event::new().id("1").event("tick").data("t1"),
+                    Event::new().id("2").data("plain"),
+                    Event::new().id("3").event("tock").data("x"),
+                    Event::new().id("4").event("tick").data("t2"),
+                ])
+            }),
+        )
+        .layer(SseLayer::new());
+    let server = serve(router).await;
+    let source = || EventSource::get(server.url("/events")).max_retries(Some(0));
+
+    let ticks: Vec<String> = source()
+        .messages()
+        .of_type("tick")
+        .of_type("message")
+        .take(3)
+        .map(|event| event.unwrap().data().to_owned())
+        .collect()
+        .await;
+    assert_eq!(ticks, ["t1", "plain", "t2"]);
+
+    let log = Arc::new(Mutex::new(Vec::<String>::new()));
+    let push = |log: &Arc<Mutex<Vec<String>>>| {
+        let log = log.clone();
+        move |line: String| log.lock().unwrap().push(line)
+    };
+    let (on_tick, on_any, on_open, on_error) = (push(&log), push(&log), push(&log), push(&log));
+    let listeners = tower_sse::client::Listeners::new()
+        .on("tick", move |e| on_tick(format!("tick {}", e.data())))
+        .on_message(move |e| on_any(format!("any {}", e.id())))
+        .on_open(move |_| on_open("open".into()))
+        .on_error(move |err| on_error(format!("error {:?}", err.kind())));
+    timeout(LIMIT, source().dispatch(listeners)).await.unwrap();
+    let log = log.lock().unwrap().clone();
+    assert_eq!(
+        log,
+        [
+            "open",
+            "tick t1",
+            "any 1",
+            "any 2",
+            "any 3",
+            "tick t2",
+            "any 4",
+            "error RetriesExhausted"
+        ]
+    );
+}

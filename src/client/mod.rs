@@ -147,6 +147,9 @@ mod source;
 pub use decoder::{DecodeError, Decoder, Frame, MessageEvent};
 pub use error::{Error, ErrorKind};
 mod connector;
+mod dispatch;
+
+pub use dispatch::{Listeners, Messages};
 
 pub use connector::{Conn, Connector};
 #[cfg(feature = "client")]

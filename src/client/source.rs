@@ -776,6 +776,44 @@ where
     }
 }
 
+impl<S, B> EventSource<S, B>
+where
+    S: HttpService<B>,
+    S::Error: Into<BoxError>,
+    <S::ResponseBody as Body>::Error: Into<BoxError>,
+    B: Clone,
+{
+    /// Only the messages of this stream (no `Open` or `Reconnect` items; errors kept), to
+    /// filter by event type with [`Messages::of_type`](super::Messages::of_type).
+    ///
+    /// ```
+    /// let _messages = tower_sse::client::EventSource::get("http://127.0.0.1:3000/events".parse().unwrap())
+    ///     .messages();
+    /// ```
+    pub fn messages(self) -> super::Messages<Self> {
+        super::Messages::new(self)
+    }
+
+    /// Runs the stream to its end, calling `listeners` for each item: the callback style, on
+    /// the same stream. Returns when the stream ends (a `204`, or after the error its
+    /// [`on_error`](super::Listeners::on_error) saw).
+    ///
+    /// ```
+    /// use tower_sse::client::{EventSource, Listeners};
+    ///
+    /// # async fn f() {
+    /// EventSource::get("http://127.0.0.1:3000/events".parse().unwrap())
+    ///     .dispatch(Listeners::new().on("message", |event| println!("{}", event.data())))
+    ///     .await;
+    /// # }
+    /// ```
+    pub async fn dispatch(mut self, mut listeners: super::Listeners) {
+        while let Some(item) = std::future::poll_fn(|cx| Pin::new(&mut self).poll_next(cx)).await {
+            listeners.call(&item);
+        }
+    }
+}
+
 impl<S, B> Stream for EventSource<S, B>
 where
     S: HttpService<B>,
