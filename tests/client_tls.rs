@@ -101,6 +101,25 @@ async fn serve(pki: &Pki) -> (SocketAddr, Seen) {
                 }
             }),
         )
+        // A redirect out of TLS, and one within it.
+        .route(
+            "/down",
+            get(|| async {
+                (
+                    http::StatusCode::TEMPORARY_REDIRECT,
+                    [("location", "http://localhost:1/events")],
+                )
+            }),
+        )
+        .route(
+            "/moved",
+            get(|| async {
+                (
+                    http::StatusCode::TEMPORARY_REDIRECT,
+                    [("location", "/events")],
+                )
+            }),
+        )
         .layer(SseLayer::new().retry(Duration::from_millis(10)));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -326,4 +345,38 @@ async fn a_connect_hook_that_gives_up_ends_the_stream() {
     );
     assert!(source.next().await.is_none());
     assert!(seen.lock().unwrap().is_empty());
+}
+
+/// Redirects within `https` are followed; one to plain `http` is refused (the request, its
+/// headers and `Last-Event-ID` would travel in the clear), with a clear error.
+#[tokio::test]
+async fn a_redirect_from_https_to_http_is_refused() {
+    let pki = pki();
+    let (addr, _) = serve(&pki).await;
+    let client = tower_sse::client::https_client_with_roots(pki.ca_pem.as_bytes()).unwrap();
+    let at = |path: &str| {
+        let uri = format!("https://localhost:{}{path}", addr.port());
+        http::Request::get(uri)
+            .header("authorization", "Bearer secret")
+            .body(Full::default())
+            .unwrap()
+    };
+    let mut moved = EventSource::new(client.clone(), at("/moved"));
+    let first = timeout(Duration::from_secs(10), moved.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(matches!(first, Ok(SseEvent::Open(_))), "{first:?}");
+    let mut down = EventSource::new(client, at("/down"));
+    let err = timeout(Duration::from_secs(10), down.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Redirect);
+    assert!(
+        err.to_string().contains("https to plain http refused"),
+        "{err}"
+    );
+    assert!(down.next().await.is_none());
 }

@@ -39,6 +39,7 @@ enum Repr {
     Decode(DecodeError),
     Timeout,
     Redirect(Option<HeaderValue>),
+    Downgrade(Option<HeaderValue>),
     TooManyRedirects(usize),
     Request(std::borrow::Cow<'static, str>),
     RetriesExhausted(u32, Option<Box<Error>>),
@@ -70,7 +71,8 @@ pub enum ErrorKind {
     Decode,
     /// Nothing arrived within the read timeout. The client reconnects.
     Timeout,
-    /// A redirect without a usable `Location` header.
+    /// A redirect without a usable `Location` header, or from `https` to plain `http`
+    /// (refused: the request would travel in the clear).
     Redirect,
     /// More redirects in a row than the limit allows.
     TooManyRedirects,
@@ -114,6 +116,10 @@ impl Error {
 
     pub(crate) fn timeout() -> Self {
         Self::new(Repr::Timeout)
+    }
+
+    pub(crate) fn downgrade(location: Option<HeaderValue>) -> Self {
+        Self::new(Repr::Downgrade(location))
     }
 
     pub(crate) fn redirect(location: Option<HeaderValue>) -> Self {
@@ -161,7 +167,7 @@ impl Error {
             Repr::Service(_) => ErrorKind::Service,
             Repr::Decode(_) => ErrorKind::Decode,
             Repr::Timeout => ErrorKind::Timeout,
-            Repr::Redirect(_) => ErrorKind::Redirect,
+            Repr::Redirect(_) | Repr::Downgrade(_) => ErrorKind::Redirect,
             Repr::TooManyRedirects(_) => ErrorKind::TooManyRedirects,
             Repr::Request(_) => ErrorKind::Request,
             Repr::RetriesExhausted(..) => ErrorKind::RetriesExhausted,
@@ -205,6 +211,13 @@ impl fmt::Display for Error {
             Repr::Timeout => f.write_str("no data within the read timeout"),
             Repr::Redirect(Some(value)) => write!(f, "redirect to an invalid location {value:?}"),
             Repr::Redirect(None) => f.write_str("redirect without a location"),
+            Repr::Downgrade(value) => write!(
+                f,
+                "redirect from https to plain http refused ({:?})",
+                value
+                    .as_ref()
+                    .map(|v| String::from_utf8_lossy(v.as_bytes()))
+            ),
             Repr::TooManyRedirects(limit) => write!(f, "more than {limit} redirects"),
             Repr::Request(what) => write!(f, "invalid request: {what}"),
             Repr::RetriesExhausted(attempts, _) => {
@@ -228,7 +241,7 @@ impl fmt::Debug for Error {
                 d.field("source", err)
             }
             Repr::Decode(err) => d.field("source", err),
-            Repr::Redirect(value) => d.field("location", value),
+            Repr::Redirect(value) | Repr::Downgrade(value) => d.field("location", value),
             Repr::TooManyRedirects(limit) => d.field("limit", limit),
             Repr::Request(what) => d.field("reason", what),
             Repr::RetriesExhausted(attempts, last) => {

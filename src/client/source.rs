@@ -1012,6 +1012,15 @@ where
             }
             let location = response.headers().get(header::LOCATION);
             match location.and_then(|l| resolve(this.uri, l.as_bytes())) {
+                // From `https` to plain `http`: the request (its headers, its `Last-Event-ID`,
+                // its body) would travel in the clear. Refused, as browsers refuse mixed content.
+                Some(next)
+                    if this.uri.scheme() == Some(&http::uri::Scheme::HTTPS)
+                        && next.scheme() != Some(&http::uri::Scheme::HTTPS) =>
+                {
+                    this.state.set(State::Done);
+                    return Some(Some(Err(Error::downgrade(location.cloned()))));
+                }
                 Some(next) => {
                     *this.uri = next;
                     *this.redirects += 1;
