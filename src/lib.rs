@@ -81,6 +81,7 @@
 //! | `json` | [`Event::json_data`]: serialize straight into the event buffer |
 //! | `client` | `client`: an incremental, spec-exact decoder and a reconnecting client, with HTTPS (rustls) |
 //! | `client-plain` | the same without TLS (`http://` only) |
+//! | `reqwest` | `client::Reqwest`: the client over a `reqwest::Client` |
 //! | `test-util` | `test::EventReader`: read events back from any response body (enables `client-plain`) |
 //! | `redis` | `hub::RedisBackend`: the hub on Redis Streams, so several processes act as one |
 //! | `metrics` | counters and gauges through the `metrics` facade (see [`metrics`]) |
@@ -134,7 +135,8 @@ pub use stream::{EventStream, SseItem, SseSource};
     feature = "json",
     feature = "client",
     feature = "redis",
-    feature = "metrics"
+    feature = "metrics",
+    feature = "reqwest"
 ))]
 #[doc = include_str!("../README.md")]
 mod readme {}

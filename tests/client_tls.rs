@@ -380,3 +380,53 @@ async fn a_redirect_from_https_to_http_is_refused() {
     );
     assert!(down.next().await.is_none());
 }
+
+/// The reqwest transport, against the same TLS server: events across resumes over HTTP/2, and
+/// an untrusted certificate as the same final `Tls` error.
+#[tokio::test]
+async fn the_reqwest_transport_behaves_the_same() {
+    use tower_sse::client::Reqwest;
+
+    let pki = pki();
+    let (addr, seen) = serve(&pki).await;
+    let ca = reqwest::Certificate::from_pem(pki.ca_pem.as_bytes()).unwrap();
+    let client = reqwest::Client::builder()
+        .add_root_certificate(ca)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let mut source = EventSource::new(Reqwest::new(client), request(addr));
+    let mut ids = vec![];
+    timeout(Duration::from_secs(20), async {
+        while ids.len() < 4 {
+            if let SseEvent::Message(message) = source.next().await.unwrap().unwrap() {
+                ids.push(message.id().to_owned());
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(ids, ["1", "2", "3", "4"]);
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(
+        seen[1].1.as_deref(),
+        Some("2"),
+        "resumed with Last-Event-ID"
+    );
+    assert!(
+        seen.iter()
+            .all(|(version, _, _)| *version == Version::HTTP_2),
+        "{seen:?}"
+    );
+
+    // No roots at all: the certificate is refused, finally.
+    let untrusting = reqwest::Client::builder().build().unwrap();
+    let mut source = EventSource::new(Reqwest::new(untrusting), request(addr));
+    let err = timeout(Duration::from_secs(10), source.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Tls, "{err:?}");
+    assert!(source.next().await.is_none());
+}

@@ -148,6 +148,12 @@ pub use decoder::{DecodeError, Decoder, Frame, MessageEvent};
 pub use error::{Error, ErrorKind};
 mod connector;
 mod dispatch;
+#[cfg(feature = "reqwest")]
+#[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
+mod reqwest;
+
+#[cfg(feature = "reqwest")]
+pub use self::reqwest::Reqwest;
 
 pub use dispatch::{Listeners, Messages};
 
