@@ -166,20 +166,17 @@ async fn main() {
             shutdown.trigger();
         }
     });
-    // A client that stops reading for 30 s is disconnected (it reconnects and replays).
-    let listener = tower_sse::io::WriteTimeoutListener::new(listener, Duration::from_secs(30));
-    let server = axum::serve(listener, app).with_graceful_shutdown(shutdown.triggered());
-    tokio::select! {
-        result = server => {
-            if let Err(err) = result {
-                eprintln!("error: server failed: {err}");
-                std::process::exit(1);
-            }
-        }
-        // A client that stops reading can hold its connection open; do not wait for it forever.
-        () = async { shutdown.triggered().await; tokio::time::sleep(Duration::from_secs(4)).await } => {
-            eprintln!("connections still open after 4 s; exiting anyway");
-        }
+    // `tower_sse::serve`: a client that stops reading for 30 s is disconnected (it reconnects
+    // and replays), one that sends no request head within 10 s is closed, and a shutdown waits
+    // at most 4 s for the open connections.
+    let server = tower_sse::serve(listener, app)
+        .write_timeout(Duration::from_secs(30))
+        .header_read_timeout(Duration::from_secs(10))
+        .shutdown(&shutdown)
+        .grace(Duration::from_secs(4));
+    if let Err(err) = server.await {
+        eprintln!("error: server failed: {err}");
+        std::process::exit(1);
     }
     println!("stopped");
 }

@@ -163,7 +163,7 @@ async fn main() {
         "listening on http://{}",
         listener.local_addr().unwrap_or(addr)
     );
-    if let Err(err) = axum::serve(listener, app()).await {
+    if let Err(err) = tower_sse::serve(listener, app()).await {
         eprintln!("error: server failed: {err}");
         std::process::exit(1);
     }

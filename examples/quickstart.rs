@@ -40,9 +40,8 @@ async fn main() -> std::io::Result<()> {
             shutdown.trigger();
         }
     });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.triggered())
-        .await
+    // Header-read and write-stall timeouts, HTTP/1.1 and h2c, graceful shutdown.
+    tower_sse::serve(listener, app).shutdown(&shutdown).await
 }
 
 async fn stop_signal() {

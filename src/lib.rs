@@ -84,6 +84,7 @@
 //! | `reqwest` | `client::Reqwest`: the client over a `reqwest::Client` |
 //! | `test-util` | `test::EventReader`: read events back from any response body (enables `client-plain`) |
 //! | `redis` | `hub::RedisBackend`: the hub on Redis Streams, so several processes act as one |
+//! | `server` | [`serve`]: HTTP/1.1 and h2c, header-read and write-stall timeouts, graceful shutdown |
 //! | `metrics` | counters and gauges through the `metrics` facade (see [`metrics`]) |
 //!
 //! No feature is on by default.
@@ -105,6 +106,12 @@ pub mod replay;
 pub mod shutdown;
 pub mod stream;
 mod time;
+
+#[cfg(feature = "server")]
+#[cfg_attr(docsrs, doc(cfg(feature = "server")))]
+mod serve;
+#[cfg(feature = "server")]
+pub use serve::{Serve, serve};
 
 #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
 pub mod metrics;
@@ -136,7 +143,8 @@ pub use stream::{EventStream, SseItem, SseSource};
     feature = "client",
     feature = "redis",
     feature = "metrics",
-    feature = "reqwest"
+    feature = "reqwest",
+    feature = "server"
 ))]
 #[doc = include_str!("../README.md")]
 mod readme {}

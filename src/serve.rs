@@ -1,0 +1,223 @@
+//! The recommended way to run an SSE server (feature `server`): [`serve`].
+
+use std::{
+    convert::Infallible,
+    fmt,
+    future::{Future, IntoFuture},
+    io,
+    pin::Pin,
+    time::Duration,
+};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo, TokioTimer},
+    server::{conn::auto, graceful::GracefulShutdown},
+    service::TowerToHyperService,
+};
+use tokio::net::TcpListener;
+use tower_service::Service;
+
+use crate::{BoxError, Shutdown, io::WriteTimeout};
+
+/// Serves `service` on `listener`: HTTP/1.1 and HTTP/2 over cleartext (h2c), one shared
+/// service for every connection (no router per connection), with the timeouts a public SSE
+/// server needs:
+///
+/// - **header read** ([`header_read_timeout`](Serve::header_read_timeout), default 10 s): a
+///   connection that sends no complete request head in time is closed (slowloris: with
+///   `axum::serve` a half-sent head held its connection forever);
+/// - **write stall** ([`write_timeout`](Serve::write_timeout), default 30 s, see
+///   [`io::WriteTimeout`](crate::io::WriteTimeout)): a client that stops reading is dropped;
+/// - **graceful shutdown** ([`shutdown`](Serve::shutdown)): when the [`Shutdown`] triggers,
+///   no new connection is taken, and the call returns once every connection has closed (give
+///   the [`SseLayer`](crate::SseLayer) the same `Shutdown`, so its streams end), or after the
+///   [`grace`](Serve::grace) (default 5 s).
+///
+/// ```no_run
+/// use axum::{Router, routing::get};
+/// use tower_sse::{Shutdown, SseLayer};
+///
+/// # #[tokio::main] async fn main() -> std::io::Result<()> {
+/// let shutdown = Shutdown::new();
+/// let app = Router::new()
+///     .route("/", get(|| async { "hello" }))
+///     .layer(SseLayer::new().shutdown(&shutdown));
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+/// tower_sse::serve(listener, app).shutdown(&shutdown).await
+/// # }
+/// ```
+pub fn serve<S>(listener: TcpListener, service: S) -> Serve<S> {
+    Serve {
+        listener,
+        service,
+        header_read_timeout: Duration::from_secs(10),
+        write_timeout: Duration::from_secs(30),
+        shutdown: None,
+        grace: Duration::from_secs(5),
+    }
+}
+
+/// The server [`serve`] makes; configure it, then `.await` it.
+#[must_use]
+pub struct Serve<S> {
+    listener: TcpListener,
+    service: S,
+    header_read_timeout: Duration,
+    write_timeout: Duration,
+    shutdown: Option<Shutdown>,
+    grace: Duration,
+}
+
+impl<S> Serve<S> {
+    /// How long a connection may take to send its first request head (and, on HTTP/1.1, each
+    /// later one), default 10 s.
+    ///
+    /// ```
+    /// # async fn f(l: tokio::net::TcpListener, app: axum::Router) {
+    /// let _ = tower_sse::serve(l, app).header_read_timeout(std::time::Duration::from_secs(5));
+    /// # }
+    /// ```
+    pub fn header_read_timeout(mut self, timeout: Duration) -> Self {
+        self.header_read_timeout = timeout;
+        self
+    }
+
+    /// How long a write may make no progress before the connection is dropped, default 30 s.
+    ///
+    /// ```
+    /// # async fn f(l: tokio::net::TcpListener, app: axum::Router) {
+    /// let _ = tower_sse::serve(l, app).write_timeout(std::time::Duration::from_secs(60));
+    /// # }
+    /// ```
+    pub fn write_timeout(mut self, timeout: Duration) -> Self {
+        self.write_timeout = timeout;
+        self
+    }
+
+    /// Stops taking connections when `shutdown` triggers, and returns when the open ones have
+    /// closed (or after the [`grace`](Self::grace)).
+    ///
+    /// ```
+    /// # async fn f(l: tokio::net::TcpListener, app: axum::Router) {
+    /// let shutdown = tower_sse::Shutdown::new();
+    /// let _ = tower_sse::serve(l, app).shutdown(&shutdown);
+    /// # }
+    /// ```
+    pub fn shutdown(mut self, shutdown: &Shutdown) -> Self {
+        self.shutdown = Some(shutdown.clone());
+        self
+    }
+
+    /// How long a shutdown waits for open connections, default 5 s.
+    ///
+    /// ```
+    /// # async fn f(l: tokio::net::TcpListener, app: axum::Router) {
+    /// let _ = tower_sse::serve(l, app).grace(std::time::Duration::from_secs(1));
+    /// # }
+    /// ```
+    pub fn grace(mut self, grace: Duration) -> Self {
+        self.grace = grace;
+        self
+    }
+}
+
+impl<S, B> IntoFuture for Serve<S>
+where
+    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Output = io::Result<()>;
+    type IntoFuture = Pin<Box<dyn Future<Output = io::Result<()>> + Send>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(self.run())
+    }
+}
+
+impl<S> Serve<S> {
+    async fn run<B>(self) -> io::Result<()>
+    where
+        S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+            + Clone
+            + Send
+            + 'static,
+        S::Future: Send + 'static,
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.header_read_timeout);
+        builder.http2().timer(TokioTimer::new());
+        let graceful = GracefulShutdown::new();
+        let stop = async {
+            match &self.shutdown {
+                Some(shutdown) => shutdown.triggered().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(stop);
+        loop {
+            let (tcp, _) = tokio::select! {
+                accepted = self.listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    // Out of file descriptors and the like: wait a moment, keep serving.
+                    Err(err) => {
+                        tracing::warn!(error = %err, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                () = &mut stop => break,
+            };
+            let (builder, service) = (builder.clone(), self.service.clone());
+            let header_read_timeout = self.header_read_timeout;
+            let io = WriteTimeout::new(tcp, self.write_timeout);
+            let watcher = graceful.watcher();
+            tokio::spawn(async move {
+                // Until the first byte, hyper reads no head and its timer does not run: a
+                // connection that sends nothing is closed here.
+                let mut first = [0u8; 1];
+                let peeked =
+                    tokio::time::timeout(header_read_timeout, io.get_ref().peek(&mut first)).await;
+                if !matches!(peeked, Ok(Ok(n)) if n > 0) {
+                    return;
+                }
+                let connection = builder
+                    .serve_connection(TokioIo::new(io), TowerToHyperService::new(service))
+                    .into_owned();
+                if let Err(err) = watcher.watch(connection).await {
+                    tracing::debug!(error = %err, "connection ended with an error");
+                }
+            });
+        }
+        drop(self.listener);
+        if tokio::time::timeout(self.grace, graceful.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!("connections still open after the shutdown grace; returning anyway");
+        }
+        Ok(())
+    }
+}
+
+impl<S> fmt::Debug for Serve<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Serve")
+            .field("header_read_timeout", &self.header_read_timeout)
+            .field("write_timeout", &self.write_timeout)
+            .field("grace", &self.grace)
+            .finish_non_exhaustive()
+    }
+}
