@@ -712,24 +712,51 @@ async fn a_silent_connection_times_out_and_reconnects() {
     assert_eq!(seen.header("last-event-id"), [None, Some("1".into())]);
 }
 
+/// An over-limit event ends that connection with a clear error and, by default, the client
+/// reconnects with the last complete event's id; turned off, the stream ends with it.
 #[tokio::test]
-async fn an_oversized_event_ends_the_stream_with_a_decode_error() {
+async fn an_oversized_event_reconnects_with_a_decode_error_or_ends_the_stream() {
+    let seen = Seen::default();
     let router = Router::new()
         .route(
             "/events",
-            get(|| async { events(vec![Event::new().data("x".repeat(100))]) }),
+            recorded(&seen, |_| async move {
+                events(vec![Event::new().id("2").data("x".repeat(100))]).into_response()
+            }),
         )
-        .layer(SseLayer::new());
+        .layer(SseLayer::new().retry(10 * MS));
     let server = serve(router).await;
 
-    let items = drain(EventSource::get(server.url("/events")).limits(1024, 64)).await;
+    // Default: the connection ends with the decode error, and the client reconnects (bounded
+    // here by max_retries, since no connection delivers an event).
+    let source = EventSource::get(server.url("/events"))
+        .limits(1024, 64)
+        .max_retries(Some(1));
+    let items = drain(source).await;
+    assert_eq!(trace(&items), ["open", "reconnect", "open", "err"]);
+    let Ok(SseEvent::Reconnect(r)) = &items[1] else {
+        panic!()
+    };
+    let cause = r.error().unwrap();
+    assert_eq!(cause.kind(), ErrorKind::Decode);
+    assert_eq!(
+        cause.source().unwrap().to_string(),
+        "event data larger than 64 bytes"
+    );
+    let last = items.last().unwrap().as_ref().unwrap_err();
+    assert_eq!(last.kind(), ErrorKind::RetriesExhausted);
+    assert_eq!(seen.0.lock().unwrap().len(), 2);
+
+    // Off: the stream ends with it.
+    let items = drain(
+        EventSource::get(server.url("/events"))
+            .limits(1024, 64)
+            .reconnect_on_decode_error(false),
+    )
+    .await;
     assert_eq!(trace(&items), ["open", "err"]);
     let err = items.into_iter().last().unwrap().unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Decode);
-    assert_eq!(
-        err.source().unwrap().to_string(),
-        "event data larger than 64 bytes"
-    );
 }
 
 /// `https://` goes out with the `client` feature (tests/client_tls.rs has the TLS cases); a

@@ -67,7 +67,8 @@ pub enum ErrorKind {
     Hook,
     /// The HTTP service reported that it cannot take requests any more (`poll_ready` failed).
     Service,
-    /// A line or an event was over the decoder's limits. The client does not reconnect.
+    /// A line or an event was over the decoder's limits. The client reconnects (unless
+    /// [`reconnect_on_decode_error`](super::EventSource::reconnect_on_decode_error) is off).
     Decode,
     /// Nothing arrived within the read timeout. The client reconnects.
     Timeout,

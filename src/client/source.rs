@@ -441,6 +441,7 @@ pin_project! {
 #[derive(Debug, Clone)]
 struct Config {
     comments: bool,
+    reconnect_on_decode_error: bool,
     max_retries: Option<u32>,
     max_redirects: usize,
     read_timeout: Option<Duration>,
@@ -574,6 +575,7 @@ where
                 backoff: Backoff::new(Duration::from_secs(3), Duration::from_secs(30), true),
                 config: Config {
                     comments: false,
+                    reconnect_on_decode_error: true,
                     max_retries: None,
                     max_redirects: 10,
                     read_timeout: None,
@@ -718,9 +720,29 @@ where
         self
     }
 
+    /// Whether a line or an event over the [`limits`](Self::limits) ends the connection and
+    /// reconnects with the `Last-Event-ID` of the last complete event (`true`, the default; the
+    /// error is in the [`Reconnect`](super::Reconnect)), or ends the stream with it (`false`).
+    /// A server that sends the same oversized event again each time makes the client reconnect
+    /// at the backoff's pace ([`max_retries`](Self::max_retries) bounds that only while no
+    /// connection delivers an event: one that does counts as healthy and resets the count);
+    /// turn this off for such servers.
+    ///
+    /// ```
+    /// let source = tower_sse::client::EventSource::get("http://127.0.0.1:3000/".parse().unwrap())
+    ///     .reconnect_on_decode_error(false);
+    /// # drop(source);
+    /// ```
+    #[must_use]
+    pub fn reconnect_on_decode_error(mut self, reconnect: bool) -> Self {
+        self.project().config.reconnect_on_decode_error = reconnect;
+        self
+    }
+
     /// The decoder's limits on line length and event size, in bytes (see
-    /// [`Decoder`](super::Decoder#limits-and-security)). Going over either ends the stream with
-    /// an error of kind [`ErrorKind::Decode`](super::ErrorKind::Decode).
+    /// [`Decoder`](super::Decoder#limits-and-security)). Going over either ends the connection
+    /// with an error of kind [`ErrorKind::Decode`](super::ErrorKind::Decode), and by default
+    /// reconnects (see [`reconnect_on_decode_error`](Self::reconnect_on_decode_error)).
     ///
     /// ```
     /// let source = tower_sse::client::EventSource::get("http://127.0.0.1:3000/".parse().unwrap())
@@ -960,6 +982,11 @@ where
                             }
                         }
                         Ok(None) => {}
+                        Err(err) if this.config.reconnect_on_decode_error => {
+                            // This connection is beyond repair; a new one resumes after the
+                            // last complete event.
+                            return self.lost(Some(Error::decode(err)));
+                        }
                         Err(err) => return self.finish(Some(Error::decode(err))),
                     }
                     match body.as_mut().poll_frame(cx) {
