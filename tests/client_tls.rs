@@ -200,6 +200,19 @@ async fn an_untrusted_certificate_is_a_clear_final_error() {
     // Final: no reconnection, the stream is over.
     assert!(source.next().await.is_none());
     assert!(seen.lock().unwrap().is_empty());
+
+    // Unless asked: then it is retried like any lost connection.
+    let mut retrying = EventSource::new(tower_sse::client::http_client(), request(addr))
+        .reconnect_on_tls_error(true)
+        .max_retries(Some(1));
+    let first = timeout(Duration::from_secs(10), retrying.next())
+        .await
+        .unwrap()
+        .unwrap();
+    let Ok(SseEvent::Reconnect(reconnect)) = first else {
+        panic!("expected a reconnect, got {first:?}")
+    };
+    assert_eq!(reconnect.error().unwrap().kind(), ErrorKind::Transport);
 }
 
 #[tokio::test]

@@ -442,6 +442,7 @@ pin_project! {
 struct Config {
     comments: bool,
     reconnect_on_decode_error: bool,
+    reconnect_on_tls_error: bool,
     max_retries: Option<u32>,
     max_redirects: usize,
     read_timeout: Option<Duration>,
@@ -576,6 +577,7 @@ where
                 config: Config {
                     comments: false,
                     reconnect_on_decode_error: true,
+                    reconnect_on_tls_error: false,
                     max_retries: None,
                     max_redirects: 10,
                     read_timeout: None,
@@ -736,6 +738,22 @@ where
     #[must_use]
     pub fn reconnect_on_decode_error(mut self, reconnect: bool) -> Self {
         self.project().config.reconnect_on_decode_error = reconnect;
+        self
+    }
+
+    /// Whether a refused certificate is retried like any lost connection (`false`, the
+    /// default: it ends the stream with [`ErrorKind::Tls`](super::ErrorKind::Tls), since the
+    /// same certificate would be met again). Turn it on for a server whose certificate is
+    /// about to be fixed.
+    ///
+    /// ```
+    /// let source = tower_sse::client::EventSource::get("https://127.0.0.1:3000/".parse().unwrap())
+    ///     .reconnect_on_tls_error(true);
+    /// # drop(source);
+    /// ```
+    #[must_use]
+    pub fn reconnect_on_tls_error(mut self, reconnect: bool) -> Self {
+        self.project().config.reconnect_on_tls_error = reconnect;
         self
     }
 
@@ -953,7 +971,9 @@ where
                     }
                     Err(err) => {
                         let err: BoxError = err.into();
-                        if super::connector::is_certificate_error(&*err) {
+                        if !this.config.reconnect_on_tls_error
+                            && super::connector::is_certificate_error(&*err)
+                        {
                             // Trying again would meet the same certificate.
                             return self.finish(Some(Error::tls(err)));
                         }
