@@ -60,6 +60,11 @@ type Seen = Arc<Mutex<Vec<(Version, Option<String>, Option<String>)>>>;
 /// An HTTPS server (HTTP/2 and HTTP/1.1 by ALPN) whose `/events` sends two events after the
 /// client's `Last-Event-ID` and then ends the stream, so the client reconnects.
 async fn serve(pki: &Pki) -> (SocketAddr, Seen) {
+    serve_alpn(pki, &[b"h2", b"http/1.1"]).await
+}
+
+/// [`serve`], offering `alpn` only.
+async fn serve_alpn(pki: &Pki, alpn: &[&[u8]]) -> (SocketAddr, Seen) {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -70,7 +75,7 @@ async fn serve(pki: &Pki) -> (SocketAddr, Seen) {
             PrivateKeyDer::Pkcs8(pki.key.clone_key()),
         )
         .unwrap();
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     let acceptor = TlsAcceptor::from(Arc::new(config));
     let seen = Seen::default();
     let router = Router::new()
@@ -442,4 +447,23 @@ async fn the_reqwest_transport_behaves_the_same() {
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Tls, "{err:?}");
     assert!(source.next().await.is_none());
+}
+
+/// A server that offers only HTTP/1.1 by ALPN gets HTTP/1.1.
+#[tokio::test]
+async fn http1_when_the_server_offers_no_h2() {
+    let pki = pki();
+    let (addr, seen) = serve_alpn(&pki, &[b"http/1.1"]).await;
+    let client = tower_sse::client::https_client_with_roots(pki.ca_pem.as_bytes()).unwrap();
+    let mut source = EventSource::new(client, request(addr));
+    loop {
+        let item = timeout(Duration::from_secs(10), source.next())
+            .await
+            .unwrap()
+            .unwrap();
+        if let SseEvent::Message(_) = item.unwrap() {
+            break;
+        }
+    }
+    assert_eq!(seen.lock().unwrap()[0].0, Version::HTTP_11);
 }
