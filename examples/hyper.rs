@@ -16,7 +16,7 @@ use futures_util::stream;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_util::{
-    rt::{TokioExecutor, TokioIo},
+    rt::{TokioExecutor, TokioIo, TokioTimer},
     server::{conn::auto, graceful::GracefulShutdown},
     service::TowerToHyperService,
 };
@@ -34,11 +34,13 @@ async fn count(
         .get::<LastEventId>()
         .and_then(|id| id.as_str().parse::<u64>().ok())
         .unwrap_or(0);
-    let events = stream::unfold(from + 1, |n| async move {
+    // Ids never wrap: after the largest one the stream ends.
+    let events = stream::unfold(from.checked_add(1), |n| async move {
+        let n = n?;
         tokio::time::sleep(Duration::from_secs(1)).await;
         Some((
             Event::new().id(n.to_string()).data(format!("count {n}")),
-            n + 1,
+            n.checked_add(1),
         ))
     });
     Ok(Response::new(EventStream::new(events)))
@@ -50,7 +52,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .unwrap_or_else(|_| "127.0.0.1:3002".into())
         .parse()?;
     let listener = TcpListener::bind(addr).await?;
-    println!("listening on http://{addr}");
+    println!("listening on http://{}", listener.local_addr()?);
 
     let shutdown = Shutdown::new();
     let service = ServiceBuilder::new()
@@ -64,7 +66,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         tokio::select! {
             accepted = listener.accept() => {
                 let (io, _) = accepted?;
-                let conn = auto::Builder::new(TokioExecutor::new())
+                // A request head must arrive within 10 s (hyper needs a timer for that);
+                // `tower_sse::serve` also closes connections that send nothing at all.
+                let mut builder = auto::Builder::new(TokioExecutor::new());
+                builder
+                    .http1()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(Duration::from_secs(10));
+                let conn = builder
                     .serve_connection(TokioIo::new(io), TowerToHyperService::new(service.clone()))
                     .into_owned();
                 let conn = graceful.watch(conn);

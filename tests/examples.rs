@@ -342,3 +342,31 @@ async fn export_memory_does_not_grow_with_rows_or_a_slow_reader() {
         "RSS grew from {before} KiB to {later} KiB after 64 MiB"
     );
 }
+
+/// The bare hyper example never wraps its ids either: after the largest one, the stream ends.
+#[tokio::test]
+async fn hyper_example_ids_never_wrap() {
+    let server = support::Example::start("hyper", &[]).await;
+    let mut stream = TcpStream::connect(server.addr()).await.unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nLast-Event-ID: 18446744073709551614\r\n\r\n")
+        .await
+        .unwrap();
+    let mut seen = vec![];
+    timeout(Duration::from_secs(10), async {
+        let mut buf = vec![0; 4096];
+        loop {
+            let n = stream.read(&mut buf).await.unwrap();
+            seen.extend_from_slice(&buf[..n]);
+            if n == 0 || String::from_utf8_lossy(&seen).ends_with("0\r\n\r\n") {
+                break;
+            }
+        }
+    })
+    .await
+    .expect("the stream ended");
+    let text = String::from_utf8_lossy(&seen);
+    assert!(text.contains("id: 18446744073709551615\n"), "{text}");
+    assert!(!text.contains("id: 0\n"), "{text}");
+    drop(server);
+}
