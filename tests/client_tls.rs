@@ -232,11 +232,7 @@ async fn get_takes_https_urls_and_a_bad_ca_file_is_an_error() {
         .parse()
         .unwrap();
     let mut source = EventSource::get(uri);
-    let err = timeout(Duration::from_secs(10), source.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap_err();
+    let err = first_error(&mut source).await;
     assert_eq!(err.kind(), ErrorKind::Tls, "{err:?}");
 }
 
@@ -351,11 +347,7 @@ async fn a_connect_hook_that_gives_up_ends_the_stream() {
             Err::<http::request::Parts, _>("logged out")
         },
     );
-    let err = timeout(Duration::from_secs(10), source.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap_err();
+    let err = first_error(&mut source).await;
     assert_eq!(err.kind(), ErrorKind::Hook);
     assert_eq!(
         std::error::Error::source(&err).unwrap().to_string(),
@@ -386,11 +378,7 @@ async fn a_redirect_from_https_to_http_is_refused() {
         .unwrap();
     assert!(matches!(first, Ok(SseEvent::Open(_))), "{first:?}");
     let mut down = EventSource::new(client, at("/down"));
-    let err = timeout(Duration::from_secs(10), down.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap_err();
+    let err = first_error(&mut down).await;
     assert_eq!(err.kind(), ErrorKind::Redirect);
     assert!(
         err.to_string().contains("https to plain http refused"),
@@ -440,11 +428,7 @@ async fn the_reqwest_transport_behaves_the_same() {
     // No roots at all: the certificate is refused, finally.
     let untrusting = reqwest::Client::builder().build().unwrap();
     let mut source = EventSource::new(Reqwest::new(untrusting), request(addr));
-    let err = timeout(Duration::from_secs(10), source.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap_err();
+    let err = first_error(&mut source).await;
     assert_eq!(err.kind(), ErrorKind::Tls, "{err:?}");
     assert!(source.next().await.is_none());
 }
@@ -466,4 +450,16 @@ async fn http1_when_the_server_offers_no_h2() {
         }
     }
     assert_eq!(seen.lock().unwrap()[0].0, Version::HTTP_11);
+}
+
+/// The first item of `source`, which must be an error (bounded in time).
+async fn first_error<S>(source: &mut S) -> tower_sse::client::Error
+where
+    S: futures_util::Stream<Item = Result<SseEvent, tower_sse::client::Error>> + Unpin,
+{
+    let first = timeout(Duration::from_secs(10), source.next()).await;
+    first
+        .expect("an item in time")
+        .expect("an item")
+        .expect_err("an error")
 }

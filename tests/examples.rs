@@ -195,33 +195,9 @@ async fn quickstart_resumes_after_last_event_id_and_exits_on_sigterm() {
 #[tokio::test]
 async fn clock_ids_never_wrap() {
     let clock = support::Example::start("clock", &[]).await;
-    let get = |last: &'static str| {
-        let addr = clock.addr();
-        async move {
-            let mut stream = TcpStream::connect(addr).await.unwrap();
-            let request =
-                format!("GET /clock HTTP/1.1\r\nHost: x\r\nLast-Event-ID: {last}\r\n\r\n");
-            stream.write_all(request.as_bytes()).await.unwrap();
-            let mut seen = vec![];
-            timeout(Duration::from_secs(10), async {
-                let mut buf = vec![0; 4096];
-                loop {
-                    let n = stream.read(&mut buf).await.unwrap();
-                    seen.extend_from_slice(&buf[..n]);
-                    let text = String::from_utf8_lossy(&seen);
-                    if n == 0 || text.ends_with("0\r\n\r\n") || text.starts_with("HTTP/1.1 204") {
-                        break;
-                    }
-                }
-            })
-            .await
-            .expect("the answer ended");
-            String::from_utf8_lossy(&seen).into_owned()
-        }
-    };
-    let at_max = get("18446744073709551615").await;
+    let at_max = answer_after(clock.addr(), "/clock", "18446744073709551615").await;
     assert!(at_max.starts_with("HTTP/1.1 204"), "{at_max}");
-    let before_max = get("18446744073709551614").await;
+    let before_max = answer_after(clock.addr(), "/clock", "18446744073709551614").await;
     assert!(before_max.starts_with("HTTP/1.1 200"), "{before_max}");
     assert!(
         before_max.contains("id: 18446744073709551615\n"),
@@ -347,26 +323,31 @@ async fn export_memory_does_not_grow_with_rows_or_a_slow_reader() {
 #[tokio::test]
 async fn hyper_example_ids_never_wrap() {
     let server = support::Example::start("hyper", &[]).await;
-    let mut stream = TcpStream::connect(server.addr()).await.unwrap();
-    stream
-        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nLast-Event-ID: 18446744073709551614\r\n\r\n")
-        .await
-        .unwrap();
+    let text = answer_after(server.addr(), "/", "18446744073709551614").await;
+    assert!(text.contains("id: 18446744073709551615\n"), "{text}");
+    assert!(!text.contains("id: 0\n"), "{text}");
+    drop(server);
+}
+
+/// The whole answer to a `GET path` with `Last-Event-ID: last`: read until a `204`, the end of
+/// a chunked body, or the connection's close (bounded in time).
+async fn answer_after(addr: std::net::SocketAddr, path: &str, last: &str) -> String {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nLast-Event-ID: {last}\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
     let mut seen = vec![];
     timeout(Duration::from_secs(10), async {
         let mut buf = vec![0; 4096];
         loop {
             let n = stream.read(&mut buf).await.unwrap();
             seen.extend_from_slice(&buf[..n]);
-            if n == 0 || String::from_utf8_lossy(&seen).ends_with("0\r\n\r\n") {
+            let text = String::from_utf8_lossy(&seen);
+            if n == 0 || text.ends_with("0\r\n\r\n") || text.starts_with("HTTP/1.1 204") {
                 break;
             }
         }
     })
     .await
-    .expect("the stream ended");
-    let text = String::from_utf8_lossy(&seen);
-    assert!(text.contains("id: 18446744073709551615\n"), "{text}");
-    assert!(!text.contains("id: 0\n"), "{text}");
-    drop(server);
+    .expect("the answer ended");
+    String::from_utf8_lossy(&seen).into_owned()
 }
