@@ -36,14 +36,14 @@
 //!   `Last-Event-ID` (header, or `lastEventId` query parameter).
 //! - `POST /rooms/{room}/messages`, JSON `{"user": "..", "text": ".."}` → `202 {"id": "<event
 //!   id>"}`; `404` unknown room; `400` malformed JSON or an empty user; `413` when `text` is
-//!   over 16 KiB.
+//!   over 16 KiB. An `Idempotency-Key` header (up to 128 bytes) makes a retry safe: with
+//!   `REDIS_URL`, a message posted again with the same key (after a `503`, say) is stored once
+//!   and answers the first id.
 //! - `GET /rooms/events?room=R1&room=R2…`: one stream of every listed room (up to 32), in the
 //!   hub's order, resumable with one `Last-Event-ID`; `400` with no room or more than 32, `404`
-//!   when one is unknown. (In memory; with `REDIS_URL` it answers `400` until the Redis broker
-//!   serves several topics on one stream.)
+//!   when one is unknown. In memory and with `REDIS_URL` alike.
 //! - `GET /events`: the public stream, every room's messages under their rooms' ids: a pattern
-//!   subscription (`room/*`) in memory; with `REDIS_URL`, a topic of its own that each message
-//!   is also published to (under the same id).
+//!   subscription (`room/*`), not a second publish.
 //! - `POST /login`, JSON `{"user": ".."}` → `200 {"user", "token"}`, the token also set as the
 //!   `chat_token` HttpOnly cookie. The first login claims the name; logging in again as that
 //!   user needs its token (cookie or bearer), else `409`. There are no passwords: this shows
@@ -124,8 +124,8 @@ pub const MAX_USERS: usize = 10_000;
 const MAX_BODY: usize = 8 * MAX_TEXT;
 /// The cookie that carries the login token.
 pub const COOKIE: &str = "chat_token";
-/// The topic that gets every room's messages.
-const PUBLIC: &str = "public";
+/// The longest `Idempotency-Key` header accepted.
+const MAX_IDEMPOTENCY_KEY: usize = 128;
 
 /// How the application is set up.
 #[derive(Debug, Clone)]
@@ -163,10 +163,6 @@ pub struct Chat {
 struct ChatInner {
     hub: Hub,
     store: Store,
-    /// The public stream is a pattern subscription over every room (in memory); with Redis,
-    /// whose broker serves one topic per subscription for now, it is a topic of its own that
-    /// each message is also published to.
-    public_pattern: bool,
     /// The login cookie gets `Secure`.
     secure_cookie: bool,
     /// Open SSE responses.
@@ -368,12 +364,14 @@ impl Chat {
             .map_err(|StoreDown| unavailable())
     }
 
-    /// Publishes a message to its room and the public stream: encoded once, one id.
+    /// Publishes a message to its room (the public stream follows every room with a pattern).
+    /// A retry with the same `idempotency_key` (with Redis) is stored once.
     pub async fn post_message(
         &self,
         room: &str,
         user: &str,
         text: &str,
+        idempotency_key: Option<&str>,
     ) -> Result<EncodedEvent, PublishError> {
         match self.inner.store.room_exists(room).await {
             Ok(true) => {}
@@ -384,11 +382,12 @@ impl Chat {
             .event("message")
             .json_data(&json!({ "room": room, "user": user, "text": text, "ts": now_ms() }))
             .expect("a json! value always serializes");
-        let hub = &self.inner.hub;
-        if self.inner.public_pattern {
-            hub.publish(&room_topic(room), event).await
-        } else {
-            hub.publish_many(&[&room_topic(room), PUBLIC], event).await
+        let topic = room_topic(room);
+        let topics = [topic.as_str()];
+        let publisher = self.inner.hub.publisher(&topics);
+        match idempotency_key {
+            Some(key) => publisher.idempotency_key(key).publish(event).await,
+            None => publisher.publish(event).await,
         }
     }
 
@@ -673,7 +672,18 @@ async fn post_message(
     if let Err(response) = chat.may_speak_as(&headers, user).await {
         return response;
     }
-    match chat.post_message(&room, user, &message.text).await {
+    // A retry after a `503` (the message may have been stored) carries the same key, and is
+    // stored once.
+    let key = match headers.get("idempotency-key").map(|v| v.to_str()) {
+        None => None,
+        Some(Ok(key)) if !key.is_empty() && key.len() <= MAX_IDEMPOTENCY_KEY => Some(key),
+        Some(_) => return error(StatusCode::BAD_REQUEST, "bad Idempotency-Key"),
+    };
+    let key = key.map(|key| format!("room/{room}/{user}/{key}"));
+    match chat
+        .post_message(&room, user, &message.text, key.as_deref())
+        .await
+    {
         Ok(event) => (StatusCode::ACCEPTED, Json(json!({ "id": event.id() }))).into_response(),
         Err(err) => publish_error(err, "no such room"),
     }
@@ -682,12 +692,8 @@ async fn post_message(
 async fn public_events(State(chat): State<Chat>, last: Option<LastEventId>) -> Response {
     let last = last.as_ref().map(LastEventId::as_str);
     let hub = &chat.inner.hub;
-    let every_room = if chat.inner.public_pattern {
-        let rooms = Pattern::glob("room/*").expect("a valid pattern");
-        hub.subscription().pattern(rooms)
-    } else {
-        hub.subscriber(PUBLIC)
-    };
+    let rooms = Pattern::glob("room/*").expect("a valid pattern");
+    let every_room = hub.subscription().pattern(rooms);
     match every_room.last_event_id(last).subscribe().await {
         Ok(subscription) => chat.respond(subscription),
         Err(SubscribeError::Unavailable) => unavailable(),
@@ -939,7 +945,6 @@ fn build(config: &Config, shutdown: &Shutdown, hub: HubBuilder, store: Store) ->
     let chat = Chat {
         inner: Arc::new(ChatInner {
             hub,
-            public_pattern: matches!(store, Store::Memory { .. }),
             secure_cookie: config.secure_cookie,
             store,
             connections: AtomicUsize::new(0),

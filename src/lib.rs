@@ -107,6 +107,10 @@ pub mod shutdown;
 pub mod stream;
 mod time;
 
+/// Reconnection delays, shared by the client and the brokers' readers.
+#[cfg(any(feature = "client-plain", feature = "redis"))]
+mod backoff;
+
 #[cfg(feature = "server")]
 #[cfg_attr(docsrs, doc(cfg(feature = "server")))]
 mod serve;

@@ -903,7 +903,7 @@ async fn slow_client_is_disconnected_while_others_keep_receiving() {
     for i in 0..EVENTS {
         let event = app
             .chat
-            .post_message(&room, "pub", &format!("{i} {text}"))
+            .post_message(&room, "pub", &format!("{i} {text}"), None)
             .await
             .unwrap();
         ids.push(event.id().unwrap().to_owned());

@@ -139,7 +139,6 @@
 //! [spec]: https://html.spec.whatwg.org/multipage/server-sent-events.html#event-stream-interpretation
 //! [es]: https://html.spec.whatwg.org/multipage/server-sent-events.html#the-eventsource-interface
 
-mod backoff;
 mod decoder;
 mod error;
 mod source;

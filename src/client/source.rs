@@ -22,8 +22,9 @@ use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep, sleep};
 use tower_service::Service;
 
-use super::{Decoder, Error, Frame, MessageEvent, backoff::Backoff};
+use super::{Decoder, Error, Frame, MessageEvent};
 use crate::BoxError;
+use crate::backoff::Backoff;
 
 const LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
 const TEXT_EVENT_STREAM: HeaderValue = HeaderValue::from_static("text/event-stream");

@@ -85,7 +85,7 @@
 //!   topic a pattern matches), in order, each once, then live events with no gap. The set may
 //!   change between reconnects: a topic added later replays its events after the cursor.
 //! - **Gaps are told**: when one of the topics no longer holds everything after the cursor
-//!   (evicted), the replay is [`Replay::HistoryLost`]. A topic made after the cursor lost
+//!   (evicted), the replay is [`Replay::HistoryLost`](crate::replay::Replay::HistoryLost). A topic made after the cursor lost
 //!   nothing; a topic that was removed and made again cannot replay what the old one took
 //!   with it, and says so; so does a pattern's replay once any topic was removed after the
 //!   cursor, and a publisher's id found at two places (the replay starts at the oldest). A
@@ -104,8 +104,7 @@
 //!   under the hub's one order lock: keep matchers and accesses quick, and do not let clients
 //!   choose unbounded numbers of distinct patterns.
 //!
-//! With the `redis` feature the Redis broker serves one topic per subscription for now;
-//! several are refused with [`SelectionError::Unsupported`].
+//! On a broker (Redis) all of this holds across processes: see [Brokers](self#brokers-in-memory-or-redis).
 //!
 //! ```
 //! use futures_util::StreamExt;
@@ -133,7 +132,7 @@
 //! An event published without an id gets `"<epoch>-<seq>"`: `epoch` is chosen at random when the
 //! hub is built, `seq` is hub-wide and increasing (so increasing within each topic, with gaps).
 //! An id from another hub, an earlier process or an evicted event is therefore recognised as
-//! unknown rather than misread, and reported as [`Replay::HistoryLost`]. An id the publisher set
+//! unknown rather than misread, and reported as [`Replay::HistoryLost`](crate::replay::Replay::HistoryLost). An id the publisher set
 //! itself is kept, and found again by exact match within the history.
 //!
 //! Events sent with [`Hub::broadcast`] go into every topic's history under one id (the
@@ -149,72 +148,56 @@
 //! a topic that still has history is kept, so clients can replay it. [`Hub::close_topic`] ends
 //! every subscriber's stream and removes the topic at once.
 //!
-//! # Backends: in memory, or Redis
+//! # Brokers: in memory, or Redis
 //!
-//! By default a hub lives in its process. With the `redis` feature,
+//! By default a hub lives in its process (the in-memory broker). With the `redis` feature,
 //! [`HubBuilder::redis`] puts it on Redis Streams, and every hub on the same Redis (and key
 //! prefix) acts as one: a client gets every event whichever process it is connected to, and
-//! resumes on any of them with its `Last-Event-ID`. The API is the same; what changes:
+//! resumes on any of them with its `Last-Event-ID`, for any set of topics and patterns. The API
+//! is the same; what changes:
 //!
 //! | | in memory (default) | Redis |
 //! |---|---|---|
-//! | ids | `<epoch>-<seq>`, or the publisher's own | the stream entry id (`1700000000000-0`) |
-//! | history | per topic, by count, bytes, age | the stream, `MAXLEN ~ history_events`; each process caches the recent part |
-//! | replay | from the history | from the cache, else `XRANGE`, then a gap-free hand-off |
-//! | `broadcast`, `send_to` | this process | every process, over pub/sub, live only |
+//! | ids | `<epoch>-<seq>`, or the publisher's own | the hub-wide counter (`1839508001522689`), the same on every process |
+//! | history | per topic, by count, bytes, age | one stream for the hub, by count, bytes and age (`RedisBackend::max_*`); each process caches the recent part of the topics it serves (`history_*`) |
+//! | replay | from the history | from the cache, else `XRANGE` on the stream, then a gap-free hand-off |
+//! | `broadcast`, `close_topic` | this process | every process, in order, replayable |
+//! | `send_to` | this process | every process, over pub/sub, live only |
+//! | a retried publish | never needed | stored once with [`PublishBuilder::idempotency_key`] |
 //! | counts, [`topics`](Hub::topics), [`purge`](Hub::purge), [`close_all`](Hub::close_all) | this process | this process |
 //! | errors | never `Unavailable` | `Unavailable` while Redis is down (command timeout, default 2 s) |
+//! | gaps | none | an event this process missed ends its live streams ([`HubStats::gaps`]); their resumes say `history-lost` |
 //!
-//! Each process reads each topic that has local subscribers once, over one connection for all
-//! topics, and fans out locally: three Redis connections per process in all, whatever the
-//! number of clients. See `RedisBackend` for the details.
+//! Each process reads the hub's stream once, over one connection, and fans out locally: three
+//! Redis connections per process in all, whatever the number of clients. See `RedisBackend`
+//! for the details, and `src/hub/broker/mod.rs` for the seam a broker plugs into.
 
 mod auth;
-mod config;
+mod broker;
+mod builder;
 mod error;
+mod local;
 mod merge;
 mod recv;
-#[cfg(feature = "redis")]
-mod redis;
 #[cfg(feature = "axum")]
 mod response;
 mod select;
 mod subscription;
 mod topic;
 
-use std::{
-    collections::HashMap,
-    fmt,
-    hash::{BuildHasher, Hasher},
-    io::Write as _,
-    sync::{
-        Arc, Mutex, MutexGuard, PoisonError,
-        atomic::{AtomicU64, AtomicUsize, Ordering},
-    },
-};
-
-use tokio::{sync::broadcast, time::Instant};
+use std::{fmt, sync::Arc};
 
 #[cfg(feature = "redis")]
-pub use self::redis::{RedisBackend, RedisError};
+pub use self::broker::redis::{RedisBackend, RedisError};
 pub use self::{
     auth::{Authorizer, PrivateAccess, PrivateEvent, SubscribeRequest},
-    config::HubBuilder,
+    builder::HubBuilder,
     error::{PublishError, SubscribeError},
     select::{Matcher, Pattern, SelectionError},
     subscription::{SubscribeBuilder, Subscription},
 };
-use self::{
-    config::Config,
-    merge::{Merge, Owner, Source},
-    recv::{Item, Recv, Ring},
-    select::Selection,
-    topic::Topic,
-};
-use crate::{
-    EncodedEvent, Event,
-    replay::{Replay, UnknownId},
-};
+use self::{broker::Broker, local::Local, select::Selection};
+use crate::{EncodedEvent, Event, replay::UnknownId};
 
 /// An in-process pub/sub hub. Cheap to clone: clones share the same topics.
 ///
@@ -234,7 +217,8 @@ use crate::{
 /// ```
 #[derive(Clone)]
 pub struct Hub {
-    inner: Arc<Inner>,
+    local: Arc<Local>,
+    broker: Broker,
 }
 
 /// Counters of a [`Hub`], from [`Hub::stats`].
@@ -247,7 +231,7 @@ pub struct Hub {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct HubStats {
-    /// Topics that exist now.
+    /// Topics that exist now (with a broker: in this process).
     pub topics: usize,
     /// Subscriptions open now.
     pub subscribers: usize,
@@ -258,107 +242,10 @@ pub struct HubStats {
     pub slow_disconnects: u64,
     /// Subscriptions refused by the [`Authorizer`].
     pub forbidden: u64,
-}
-
-/// Where events go between publishers and subscribers.
-enum Backend {
-    /// This process only.
-    Memory,
-    /// Redis Streams, shared by every hub with the same Redis and prefix.
-    #[cfg(feature = "redis")]
-    Redis(Arc<redis::Shared>),
-}
-
-struct Inner {
-    config: Config,
-    backend: Backend,
-    authorizer: Arc<dyn Authorizer>,
-    /// The epoch part of the ids this hub issues.
-    epoch: Box<str>,
-    /// The next sequence number, hub-wide.
-    seq: AtomicU64,
-    /// One past the newest event of every topic removed so far (0: none with events): the
-    /// floor of topics made from now on.
-    lost_below: AtomicU64,
-    topics: Mutex<HashMap<Box<str>, Arc<Topic>>>,
-    /// Taken around every ordered push (assigning a position and handing the event to its
-    /// topics and patterns) and every subscription to several rings: the order lock (see
-    /// `merge.rs`). Lock order: this, then the topic map, then a topic.
-    order: Mutex<Patterns>,
-    clients: Mutex<HashMap<Box<str>, Client>>,
-    subscribers: AtomicUsize,
-    published: AtomicU64,
-    slow_disconnects: AtomicU64,
-    forbidden: AtomicU64,
-}
-
-/// The connections of one client id.
-struct Client {
-    sender: broadcast::Sender<Item>,
-    connections: usize,
-}
-
-/// The live rings of the patterns that have subscribers, by key.
-#[derive(Default)]
-struct Patterns {
-    rings: HashMap<Box<str>, PatternRing>,
-}
-
-struct PatternRing {
-    matcher: Arc<dyn Matcher>,
-    ring: Ring,
-    subscribers: usize,
-}
-
-impl Patterns {
-    /// Hands an event of `topics` to every pattern that matches one of them (once each).
-    fn send(&self, topics: &[&str], item: &Item) {
-        for pattern in self.rings.values() {
-            if topics.iter().any(|topic| pattern.matcher.matches(topic)) {
-                pattern.ring.send(item.clone());
-            }
-        }
-    }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// A hard-to-guess number, different for every hub (no extra dependency: `RandomState` is
-/// seeded from the OS, mixed with the time and a counter).
-fn new_epoch() -> u64 {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    hasher.write_u128(nanos);
-    hasher.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
-    hasher.finish()
-}
-
-/// An id `"<epoch>-<seq>"` formatted on the stack.
-struct IdBuf {
-    buf: [u8; 64],
-    len: usize,
-}
-
-impl IdBuf {
-    fn new(epoch: &str, seq: u64) -> Self {
-        let mut buf = [0; 64];
-        let mut rest = &mut buf[..];
-        // The epoch is at most 16 hex digits and the sequence at most 20 digits: this fits.
-        let _ = write!(rest, "{epoch}-{seq}");
-        let len = 64 - rest.len();
-        Self { buf, len }
-    }
-}
-
-impl AsRef<str> for IdBuf {
-    fn as_ref(&self) -> &str {
-        std::str::from_utf8(&self.buf[..self.len]).unwrap_or_default()
-    }
+    /// With a broker: how many times this process found it had missed events (trimmed from
+    /// the broker's log before it read them, or unreadable). Each ended every live
+    /// subscription, whose clients then resume with `history-lost`.
+    pub gaps: u64,
 }
 
 impl Hub {
@@ -383,29 +270,14 @@ impl Hub {
     }
 
     fn from_builder(builder: HubBuilder) -> Self {
+        let broker = builder.broker.unwrap_or(Broker::Memory);
         Self {
-            inner: Arc::new(Inner {
-                config: builder.config,
-                backend: match builder.backend {
-                    #[cfg(feature = "redis")]
-                    Some(backend) => Backend::Redis(Arc::new(redis::Shared::new(backend))),
-                    #[cfg(not(feature = "redis"))]
-                    Some(never) => match never {},
-                    None => Backend::Memory,
-                },
-                authorizer: builder.authorizer,
-                epoch: format!("{:x}", new_epoch()).into(),
-                // From 1: position 0 means "not ordered" (see `recv::Item`).
-                seq: AtomicU64::new(1),
-                lost_below: AtomicU64::new(0),
-                topics: Mutex::new(HashMap::new()),
-                order: Mutex::default(),
-                clients: Mutex::new(HashMap::new()),
-                subscribers: AtomicUsize::new(0),
-                published: AtomicU64::new(0),
-                slow_disconnects: AtomicU64::new(0),
-                forbidden: AtomicU64::new(0),
-            }),
+            local: Arc::new(Local::new(
+                builder.config,
+                builder.authorizer,
+                broker.is_remote(),
+            )),
+            broker,
         }
     }
 
@@ -433,31 +305,9 @@ impl Hub {
     /// # }
     /// ```
     pub async fn publish(&self, topic: &str, event: Event) -> Result<EncodedEvent, PublishError> {
-        match &self.inner.backend {
-            Backend::Memory => self.publish_local(topic, event),
-            #[cfg(feature = "redis")]
-            Backend::Redis(_) => redis::publish(&self.inner, &[topic], Some(event), false)
-                .await?
-                .ok_or(PublishError::Unavailable),
-        }
-    }
-
-    fn publish_local(&self, topic: &str, event: Event) -> Result<EncodedEvent, PublishError> {
-        let inner = &*self.inner;
-        let now = Instant::now();
-        let order = lock(&inner.order);
-        let item = inner
-            .with_open_topic(topic, inner.config.auto_create, |_, state| {
-                let seq = inner.next_seq();
-                let encoded = inner.encode(event, seq);
-                state.push(u128::from(seq), &encoded, &inner.config.history, now);
-                Item::new(u128::from(seq), encoded)
-            })
-            .ok_or(PublishError::UnknownTopic)?;
-        order.send(&[topic], &item);
-        drop(order);
-        inner.count_published();
-        Ok(item.event)
+        self.broker
+            .publish(&self.local, &[topic], event, false, None)
+            .await
     }
 
     /// Publishes `event` to several topics under **one** id, encoded **once**: for example a
@@ -494,21 +344,9 @@ impl Hub {
         topics: &[&str],
         event: Event,
     ) -> Result<EncodedEvent, PublishError> {
-        match &self.inner.backend {
-            Backend::Memory => self.publish_many_local(topics, event, false),
-            #[cfg(feature = "redis")]
-            Backend::Redis(_) => {
-                let mut names = topics.to_vec();
-                names.sort_unstable();
-                names.dedup();
-                if names.is_empty() {
-                    return Ok(event.encode());
-                }
-                redis::publish(&self.inner, &names, Some(event), false)
-                    .await?
-                    .ok_or(PublishError::Unavailable)
-            }
-        }
+        self.broker
+            .publish(&self.local, topics, event, false, None)
+            .await
     }
 
     /// Starts a publication to `topics` (one id, encoded once, as
@@ -530,57 +368,7 @@ impl Hub {
             hub: self,
             topics,
             private: false,
-        }
-    }
-
-    fn publish_many_local(
-        &self,
-        topics: &[&str],
-        event: Event,
-        private: bool,
-    ) -> Result<EncodedEvent, PublishError> {
-        let inner = &*self.inner;
-        let mut names = topics.to_vec();
-        names.sort_unstable();
-        names.dedup();
-        let now = Instant::now();
-        let order = lock(&inner.order);
-        loop {
-            let found: Option<Vec<Arc<Topic>>> = {
-                let mut map = lock(&inner.topics);
-                names
-                    .iter()
-                    .map(|name| match map.get(*name) {
-                        Some(topic) => Some(Arc::clone(topic)),
-                        None if inner.config.auto_create => {
-                            let topic = inner.new_topic(name);
-                            map.insert((*name).into(), Arc::clone(&topic));
-                            Some(topic)
-                        }
-                        None => None,
-                    })
-                    .collect()
-            };
-            let found = found.ok_or(PublishError::UnknownTopic)?;
-            // Sorted by name, and names are unique: every caller locks in the same order.
-            let mut states: Vec<_> = found.iter().map(|topic| topic.lock()).collect();
-            if states.iter().all(|state| state.is_open()) {
-                let seq = inner.next_seq();
-                let mut item = Item::new(u128::from(seq), inner.encode(event, seq));
-                if private {
-                    let topics = names.iter().map(|&name| name.into()).collect();
-                    item.audience = Some(Arc::new(topics));
-                }
-                for state in &mut states {
-                    state.push_item(&item, &inner.config.history, now);
-                }
-                drop(states);
-                order.send(&names, &item);
-                drop(order);
-                inner.count_published();
-                return Ok(item.event);
-            }
-            // One was closed between the lookup and the lock: look them up again.
+            idempotency_key: None,
         }
     }
 
@@ -600,38 +388,7 @@ impl Hub {
     /// # }
     /// ```
     pub async fn broadcast(&self, event: Event) -> Result<usize, PublishError> {
-        match &self.inner.backend {
-            Backend::Memory => Ok(self.broadcast_local(event)),
-            #[cfg(feature = "redis")]
-            Backend::Redis(_) => redis::fan_out(&self.inner, "broadcast", b"", event).await,
-        }
-    }
-
-    fn broadcast_local(&self, event: Event) -> usize {
-        let inner = &*self.inner;
-        let now = Instant::now();
-        let order = lock(&inner.order);
-        // One position, and so one id, in every topic: a subscription to several sees it once,
-        // and a client that saw it resumes after it (without an id it would come again on
-        // every resume from the id before it).
-        let seq = inner.next_seq();
-        let pos = u128::from(seq);
-        let encoded = inner.encode(event, seq);
-        let topics: Vec<Arc<Topic>> = lock(&inner.topics).values().cloned().collect();
-        let mut reached = Vec::with_capacity(topics.len());
-        for topic in &topics {
-            let mut state = topic.lock();
-            if state.is_open() {
-                state.push(pos, &encoded, &inner.config.history, now);
-                reached.push(&*topic.name);
-            }
-        }
-        // To the patterns that match a topic it went into, as a replay would find it.
-        order.send(&reached, &Item::new(pos, encoded));
-        let reached = reached.len();
-        drop(order);
-        inner.count_published();
-        reached
+        self.broker.broadcast(&self.local, event).await
     }
 
     /// Sends `event` to every connection subscribed with
@@ -652,24 +409,7 @@ impl Hub {
     /// # }
     /// ```
     pub async fn send_to(&self, client_id: &str, event: Event) -> Result<usize, PublishError> {
-        match &self.inner.backend {
-            Backend::Memory => Ok(self.send_to_local(client_id, event)),
-            #[cfg(feature = "redis")]
-            Backend::Redis(_) => {
-                let head = format!("{}:{client_id}", client_id.len());
-                redis::fan_out(&self.inner, "send", head.as_bytes(), event).await
-            }
-        }
-    }
-
-    fn send_to_local(&self, client_id: &str, event: Event) -> usize {
-        let inner = &*self.inner;
-        let encoded = event.encode();
-        let reached = lock(&inner.clients).get(client_id).map_or(0, |client| {
-            client.sender.send(Item::unordered(encoded)).unwrap_or(0)
-        });
-        inner.count_published();
-        reached
+        self.broker.send_to(&self.local, client_id, event).await
     }
 
     /// Subscribes to `topic` for live events only. Same as
@@ -743,21 +483,7 @@ impl Hub {
     /// # }
     /// ```
     pub async fn create_topic(&self, topic: &str) -> Result<bool, PublishError> {
-        match &self.inner.backend {
-            Backend::Memory => Ok(self.create_topic_local(topic)),
-            #[cfg(feature = "redis")]
-            Backend::Redis(_) => redis::create_topic(&self.inner, topic).await,
-        }
-    }
-
-    fn create_topic_local(&self, topic: &str) -> bool {
-        let inner = &*self.inner;
-        let mut topics = lock(&inner.topics);
-        if topics.contains_key(topic) {
-            return false;
-        }
-        topics.insert(topic.into(), inner.new_topic(topic));
-        true
+        self.broker.create_topic(&self.local, topic).await
     }
 
     /// Closes `topic`: sends `final_event` (if any, with an id assigned as by
@@ -783,34 +509,9 @@ impl Hub {
         topic: &str,
         final_event: Option<Event>,
     ) -> Result<bool, PublishError> {
-        match &self.inner.backend {
-            Backend::Memory => Ok(self.close_topic_local(topic, final_event)),
-            #[cfg(feature = "redis")]
-            Backend::Redis(_) => Ok(redis::publish(&self.inner, &[topic], final_event, true)
-                .await?
-                .is_some()),
-        }
-    }
-
-    fn close_topic_local(&self, topic: &str, final_event: Option<Event>) -> bool {
-        let inner = &*self.inner;
-        let now = Instant::now();
-        let order = lock(&inner.order);
-        let mut topics = lock(&inner.topics);
-        let Some(removed) = topics.remove(topic) else {
-            return false;
-        };
-        let mut state = removed.lock();
-        drop(topics);
-        if let Some(event) = final_event {
-            let seq = inner.next_seq();
-            let encoded = inner.encode(event, seq);
-            state.push(u128::from(seq), &encoded, &inner.config.history, now);
-            order.send(&[topic], &Item::new(u128::from(seq), encoded));
-            inner.count_published();
-        }
-        inner.close_state(&mut state);
-        true
+        self.broker
+            .close_topic(&self.local, topic, final_event)
+            .await
     }
 
     /// Closes every topic (see [`close_topic`](Self::close_topic)), for example at shutdown.
@@ -825,16 +526,7 @@ impl Hub {
     /// # }
     /// ```
     pub fn close_all(&self) -> usize {
-        // Lock order: the order lock, then the topic map. Dropping the patterns' rings ends
-        // their subscriptions too.
-        let mut order = lock(&self.inner.order);
-        order.rings.clear();
-        let topics = std::mem::take(&mut *lock(&self.inner.topics));
-        drop(order);
-        for topic in topics.values() {
-            self.inner.close_state(&mut topic.lock());
-        }
-        topics.len()
+        self.local.close_all()
     }
 
     /// Applies the age bound to every topic's history and removes the topics left with neither
@@ -853,21 +545,7 @@ impl Hub {
     /// # }
     /// ```
     pub fn purge(&self) -> usize {
-        let inner = &*self.inner;
-        let now = Instant::now();
-        let mut topics = lock(&inner.topics);
-        let before = topics.len();
-        topics.retain(|_, topic| {
-            let mut state = topic.lock();
-            state.evict(&inner.config.history, now);
-            if state.is_idle() {
-                inner.close_state(&mut state);
-                false
-            } else {
-                true
-            }
-        });
-        before - topics.len()
+        self.local.purge()
     }
 
     /// How many subscriptions `topic` has.
@@ -883,8 +561,7 @@ impl Hub {
     /// # }
     /// ```
     pub fn subscriber_count(&self, topic: &str) -> usize {
-        let topic = lock(&self.inner.topics).get(topic).cloned();
-        topic.map_or(0, |topic| topic.lock().subscribers)
+        self.local.subscriber_count(topic)
     }
 
     /// How many open subscriptions were made with [`client_id`](SubscribeBuilder::client_id)
@@ -902,9 +579,7 @@ impl Hub {
     /// # }
     /// ```
     pub fn client_connections(&self, client_id: &str) -> usize {
-        lock(&self.inner.clients)
-            .get(client_id)
-            .map_or(0, |client| client.connections)
+        self.local.client_connections(client_id)
     }
 
     /// How many subscriptions the hub has, over all topics.
@@ -919,7 +594,7 @@ impl Hub {
     /// # }
     /// ```
     pub fn total_subscribers(&self) -> usize {
-        self.inner.subscribers.load(Ordering::Relaxed)
+        self.local.total_subscribers()
     }
 
     /// The names of the topics that exist now, in no particular order.
@@ -933,10 +608,7 @@ impl Hub {
     /// # }
     /// ```
     pub fn topics(&self) -> Vec<String> {
-        lock(&self.inner.topics)
-            .keys()
-            .map(|name| name.to_string())
-            .collect()
+        self.local.topic_names()
     }
 
     /// How many topics exist now.
@@ -952,7 +624,7 @@ impl Hub {
     /// # }
     /// ```
     pub fn topic_count(&self) -> usize {
-        lock(&self.inner.topics).len()
+        self.local.topic_count()
     }
 
     /// The hub's counters.
@@ -968,14 +640,41 @@ impl Hub {
     /// # }
     /// ```
     pub fn stats(&self) -> HubStats {
-        let inner = &*self.inner;
-        HubStats {
-            topics: self.topic_count(),
-            subscribers: inner.subscribers.load(Ordering::Relaxed),
-            published: inner.published.load(Ordering::Relaxed),
-            slow_disconnects: inner.slow_disconnects.load(Ordering::Relaxed),
-            forbidden: inner.forbidden.load(Ordering::Relaxed),
+        self.local.stats()
+    }
+
+    /// Subscribes with what a [`SubscribeBuilder`] gathered.
+    async fn subscribe_with(
+        &self,
+        selection: &mut Selection<'_>,
+        request: SubscribeRequest<'_>,
+        on_unknown_id: Option<UnknownId>,
+        access: Option<Arc<dyn PrivateAccess>>,
+    ) -> Result<Subscription, SubscribeError> {
+        let local = &self.local;
+        selection.normalize();
+        selection.check(local.config.max_topics)?;
+        // Each topic and each pattern is checked on its own, so that an authorizer written
+        // for one topic cannot be passed by adding an allowed topic to a forbidden one.
+        let checks = selection
+            .topics
+            .iter()
+            .map(|topic| SubscribeRequest { topic, ..request })
+            .chain(selection.patterns.iter().map(|pattern| SubscribeRequest {
+                topic: pattern.key(),
+                pattern: Some(pattern.key()),
+                ..request
+            }));
+        for check in checks {
+            if !local.authorizer.authorize(&check) {
+                local.count_forbidden();
+                return Err(SubscribeError::Forbidden);
+            }
         }
+        let on_unknown_id = on_unknown_id.unwrap_or(local.config.on_unknown_id);
+        self.broker
+            .subscribe(local, selection, &request, on_unknown_id, access)
+            .await
     }
 }
 
@@ -996,9 +695,10 @@ pub struct PublishBuilder<'a> {
     hub: &'a Hub,
     topics: &'a [&'a str],
     private: bool,
+    idempotency_key: Option<&'a str>,
 }
 
-impl PublishBuilder<'_> {
+impl<'a> PublishBuilder<'a> {
     /// Only subscriptions whose [`PrivateAccess`] allows it receive the event, live or
     /// replayed; the others skip it (see [`PrivateAccess`]).
     ///
@@ -1019,13 +719,36 @@ impl PublishBuilder<'_> {
         self
     }
 
+    /// With a broker: a retry of this publication with the same `key` (within the broker's
+    /// window, `RedisBackend::idempotency_window` on Redis)
+    /// stores nothing new and answers the first one's id. Use it when a publish failed with
+    /// [`PublishError::Unavailable`], which may mean "stored, but the answer was lost": retried
+    /// with the same key, the event is never stored twice. The in-memory hub never fails that
+    /// way and ignores the key.
+    ///
+    /// ```
+    /// use tower_sse::{Event, hub::Hub};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let hub = Hub::new();
+    /// let key = "msg-7f3a";
+    /// let sent = hub.publisher(&["t"]).idempotency_key(key).publish(Event::new().data("x")).await;
+    /// assert!(sent.is_ok());
+    /// # }
+    /// ```
+    pub fn idempotency_key(mut self, key: &'a str) -> Self {
+        self.idempotency_key = Some(key);
+        self
+    }
+
     /// Publishes `event`: one id, encoded once, into every topic's history and to every
     /// subscriber that may see it.
     ///
     /// # Errors
     ///
-    /// As [`Hub::publish_many`], and [`PublishError::Unsupported`] for a private event on a
-    /// broker that cannot carry one (Redis, for now).
+    /// As [`Hub::publish_many`], and [`PublishError::Unsupported`] when a broker cannot carry
+    /// it (more than 1,024 topics in one publication on Redis).
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
@@ -1036,13 +759,16 @@ impl PublishBuilder<'_> {
     /// # }
     /// ```
     pub async fn publish(self, event: Event) -> Result<EncodedEvent, PublishError> {
-        match (&self.hub.inner.backend, self.private) {
-            (Backend::Memory, private) => self.hub.publish_many_local(self.topics, event, private),
-            #[cfg(feature = "redis")]
-            (Backend::Redis(_), false) => self.hub.publish_many(self.topics, event).await,
-            #[cfg(feature = "redis")]
-            (Backend::Redis(_), true) => Err(PublishError::Unsupported),
-        }
+        let hub = self.hub;
+        hub.broker
+            .publish(
+                &hub.local,
+                self.topics,
+                event,
+                self.private,
+                self.idempotency_key,
+            )
+            .await
     }
 }
 
@@ -1055,474 +781,43 @@ impl Default for Hub {
 impl fmt::Debug for Hub {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Hub")
-            .field("epoch", &self.inner.epoch)
-            .field("config", &self.inner.config)
+            .field("config", &self.local.config)
+            .field("broker", &self.broker)
             .field("stats", &self.stats())
             .finish_non_exhaustive()
     }
 }
 
-impl Inner {
-    fn next_seq(&self) -> u64 {
-        self.seq.fetch_add(1, Ordering::Relaxed)
-    }
-
-    /// A new topic; ids issued before it are unknown to it.
-    fn new_topic(&self, name: &str) -> Arc<Topic> {
-        // A new topic holds every event of its name after the last one a removed topic may
-        // have taken with it; ids before that are not covered (an earlier topic of the same
-        // name, closed with events, may have had more after them).
-        let floor = self.lost_below.load(Ordering::Acquire);
-        Arc::new(Topic::new(
-            name,
-            self.config.subscriber_capacity,
-            u128::from(floor),
-            false,
-        ))
-    }
-
-    /// Closes a topic's state, remembering what a topic made later under its name cannot
-    /// replay: everything up to its newest event, if it ever had one.
-    fn close_state(&self, state: &mut topic::TopicState) {
-        if let Some(next) = state.next_if_used() {
-            let next = u64::try_from(next).unwrap_or(u64::MAX);
-            self.lost_below.fetch_max(next, Ordering::AcqRel);
-        }
-        state.close();
-    }
-
-    /// Encodes `event`, giving it id `seq` unless it has one.
-    fn encode(&self, event: Event, seq: u64) -> EncodedEvent {
-        if event.id_str().is_some() {
-            event.encode()
-        } else {
-            event.id(IdBuf::new(&self.epoch, seq)).encode()
-        }
-    }
-
-    /// The sequence number in `id`, when it is an id this hub issued.
-    fn own_seq(&self, id: &str) -> Option<u64> {
-        let (epoch, seq) = id.split_once('-')?;
-        if epoch != &*self.epoch || !seq.bytes().all(|b| b.is_ascii_digit()) {
-            return None;
-        }
-        seq.parse().ok()
-    }
-
-    /// Runs `f` with the topic's state locked, once the topic is open (a topic removed
-    /// concurrently is looked up or created again).
-    fn with_open_topic<R>(
-        &self,
-        name: &str,
-        create: bool,
-        f: impl FnOnce(&Arc<Topic>, &mut topic::TopicState) -> R,
-    ) -> Option<R> {
-        loop {
-            let topic = {
-                let mut topics = lock(&self.topics);
-                match topics.get(name) {
-                    Some(topic) => Arc::clone(topic),
-                    None if create => {
-                        let topic = self.new_topic(name);
-                        topics.insert(name.into(), Arc::clone(&topic));
-                        topic
-                    }
-                    None => return None,
-                }
-            };
-            let mut state = topic.lock();
-            if state.is_open() {
-                return Some(f(&topic, &mut state));
-            }
-        }
-    }
-
-    async fn subscribe_any(
-        self: &Arc<Self>,
-        selection: &mut Selection<'_>,
-        request: SubscribeRequest<'_>,
-        on_unknown_id: Option<UnknownId>,
-        access: Option<Arc<dyn PrivateAccess>>,
-    ) -> Result<Subscription, SubscribeError> {
-        selection.normalize();
-        selection.check(self.config.max_topics)?;
-        // Each topic and each pattern is checked on its own, so that an authorizer written
-        // for one topic cannot be passed by adding an allowed topic to a forbidden one.
-        let checks = selection
-            .topics
-            .iter()
-            .map(|topic| SubscribeRequest { topic, ..request })
-            .chain(selection.patterns.iter().map(|pattern| SubscribeRequest {
-                topic: pattern.key(),
-                pattern: Some(pattern.key()),
-                ..request
-            }));
-        for check in checks {
-            if !self.authorizer.authorize(&check) {
-                self.forbidden.fetch_add(1, Ordering::Relaxed);
-                return Err(SubscribeError::Forbidden);
-            }
-        }
-        let on_unknown_id = on_unknown_id.unwrap_or(self.config.on_unknown_id);
-        let single = selection
-            .single()
-            .map(|topic| SubscribeRequest { topic, ..request });
-        match (&self.backend, single) {
-            (Backend::Memory, Some(request)) => self.subscribe(&request, on_unknown_id, access),
-            (Backend::Memory, None) => {
-                self.subscribe_many(selection, &request, on_unknown_id, access)
-            }
-            #[cfg(feature = "redis")]
-            (Backend::Redis(_), Some(request)) => {
-                // No private events go through Redis (publishing one is refused).
-                let _ = access;
-                redis::subscribe(self, &request, on_unknown_id).await
-            }
-            #[cfg(feature = "redis")]
-            (Backend::Redis(_), None) => Err(SelectionError::Unsupported.into()),
-        }
-    }
-
-    /// A subscription to several topics and patterns, in memory: under the order lock, so no
-    /// event is pushed while the backlogs are taken and the rings joined.
-    fn subscribe_many(
-        self: &Arc<Self>,
-        selection: &Selection<'_>,
-        request: &SubscribeRequest<'_>,
-        on_unknown_id: UnknownId,
-        access: Option<Arc<dyn PrivateAccess>>,
-    ) -> Result<Subscription, SubscribeError> {
-        let now = Instant::now();
-        let mut order = lock(&self.order);
-        let issued = u128::from(self.seq.load(Ordering::Relaxed));
-        let last = request.last_event_id;
-        // Join the topics (each counts this subscription as a subscriber).
-        let mut sources = Vec::with_capacity(selection.len());
-        let mut joined_topics = Vec::with_capacity(selection.topics.len());
-        for name in &selection.topics {
-            let joined = self.with_open_topic(name, self.config.auto_create, |topic, state| {
-                state.evict(&self.config.history, now);
-                let joined = state.join_with(Replay::NotRequested, Vec::new());
-                (Arc::clone(topic), joined)
-            });
-            let Some((topic, Some(joined))) = joined else {
-                // Give back what was joined so far.
-                drop(order);
-                for source in sources {
-                    if let Source {
-                        owner: Owner::Topic(topic),
-                        ..
-                    } = source
-                    {
-                        self.leave_topic(&topic);
-                    }
-                }
-                return Err(SubscribeError::UnknownTopic);
-            };
-            sources.push(Source::new(
-                Recv::unbudgeted(joined.receiver),
-                Owner::Topic(Arc::clone(&topic)),
-            ));
-            joined_topics.push(topic);
-        }
-        // The retained topics the patterns match, for the replay.
-        let mut replayed = joined_topics.clone();
-        if last.is_some() && !selection.patterns.is_empty() {
-            replayed.extend(
-                lock(&self.topics)
-                    .values()
-                    .filter(|topic| !selection.topics.contains(&&*topic.name))
-                    .filter(|topic| selection.patterns.iter().any(|p| p.matches(&topic.name)))
-                    .cloned(),
-            );
-        }
-        // Where to resume: one of this hub's ids, or a publisher's id found in a history. A
-        // publisher's id found at different places (per-topic counters, say) is ambiguous:
-        // resume from the oldest, and say the history may be incomplete.
-        let mut ambiguous = false;
-        let cursor = last.and_then(|id| match self.own_seq(id) {
-            Some(seq) => Some(u128::from(seq)).filter(|&pos| pos < issued),
-            None => {
-                let found: Vec<u128> = replayed
-                    .iter()
-                    .filter_map(|topic| topic.lock().position_of(id))
-                    .collect();
-                let oldest = found.iter().copied().min();
-                ambiguous = oldest != found.iter().copied().max();
-                oldest
-            }
-        });
-        // A pattern may have matched a topic that was removed since (closed, or emptied and
-        // purged), with events after the cursor: the hub remembers how far removed topics went.
-        let mut covered = !ambiguous
-            && (selection.patterns.is_empty()
-                || cursor.is_none_or(|pos| {
-                    pos.saturating_add(1) >= u128::from(self.lost_below.load(Ordering::Acquire))
-                }));
-        let mut entries: Vec<(u128, EncodedEvent)> = Vec::new();
-        if last.is_some() {
-            let from = cursor.unwrap_or(0);
-            let take_all = cursor.is_none() && on_unknown_id == UnknownId::SendHistory;
-            for topic in &replayed {
-                let mut state = topic.lock();
-                state.evict(&self.config.history, now);
-                if let Some(pos) = cursor {
-                    covered &= state.covers_after(pos);
-                }
-                if cursor.is_some() || take_all {
-                    entries.extend(
-                        state
-                            .entries_after(from)
-                            .filter(|stored| auth::visible(access.as_deref(), stored.audience))
-                            .map(|stored| (stored.pos, stored.event.clone())),
-                    );
-                }
-            }
-        }
-        // Join the patterns' rings.
-        for pattern in &selection.patterns {
-            let ring = order
-                .rings
-                .entry(pattern.key().into())
-                .or_insert_with(|| PatternRing {
-                    matcher: Arc::clone(pattern),
-                    ring: Ring::new(self.config.subscriber_capacity),
-                    subscribers: 0,
-                });
-            ring.subscribers += 1;
-            sources.push(Source::new(
-                Recv::unbudgeted(ring.ring.receiver()),
-                Owner::Pattern(pattern.key().into()),
-            ));
-        }
-        drop(order);
-
-        // One event in two followed topics (one `publish_many`) is replayed once, in order.
-        entries.sort_unstable_by_key(|(pos, _)| *pos);
-        entries.dedup_by_key(|(pos, _)| *pos);
-        // At most what `max_topics` full histories hold: a pattern over thousands of retained
-        // topics keeps the newest, and says the rest is lost.
-        let cap = self
-            .config
-            .max_topics
-            .saturating_mul(self.config.history.events)
-            .max(1);
-        if entries.len() > cap {
-            entries.drain(..entries.len() - cap);
-            covered = false;
-        }
-        let replay = match (last, cursor) {
-            (None, _) => Replay::NotRequested,
-            (Some(_), Some(_)) if covered => Replay::Complete,
-            _ => Replay::HistoryLost,
-        };
-        if replay.is_lost() && on_unknown_id == UnknownId::LiveOnly {
-            entries.clear();
-        }
-        let through = entries.last().map_or(0, |(pos, _)| *pos);
-        let backlog = entries.into_iter().map(|(_, event)| event).collect();
-        self.subscribers.fetch_add(1, Ordering::Relaxed);
-        let client = request
-            .client_id
-            .map(|id| (Box::<str>::from(id), self.join_client(id)));
-        let label = selection
-            .topics
-            .first()
-            .copied()
-            .or_else(|| selection.patterns.first().map(|p| p.key()))
-            .unwrap_or_default();
-        Ok(Subscription::merged(
-            Arc::clone(self),
-            label,
-            Merge::new(sources, through),
-            replay,
-            backlog,
-            client,
-        )
-        .with_access(access))
-    }
-
-    /// Delivers `event` to the live subscribers of every local topic (not kept for replay).
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
-    fn deliver_live_everywhere(&self, event: &EncodedEvent) -> usize {
-        let topics: Vec<Arc<Topic>> = lock(&self.topics).values().cloned().collect();
-        topics
-            .iter()
-            .filter(|topic| topic.lock().send_live(Item::unordered(event.clone())) > 0)
-            .count()
-    }
-
-    /// Delivers `event` to this process's connections of `client_id`.
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
-    fn deliver_to_client(&self, client_id: &str, event: EncodedEvent) -> usize {
-        lock(&self.clients).get(client_id).map_or(0, |client| {
-            client.sender.send(Item::unordered(event)).unwrap_or(0)
-        })
-    }
-
-    fn subscribe(
-        self: &Arc<Self>,
-        request: &SubscribeRequest<'_>,
-        on_unknown_id: UnknownId,
-        access: Option<Arc<dyn PrivateAccess>>,
-    ) -> Result<Subscription, SubscribeError> {
-        let own_seq = request
-            .last_event_id
-            .and_then(|id| self.own_seq(id))
-            .map(u128::from);
-        let now = Instant::now();
-        let (topic, joined) = self
-            .with_open_topic(request.topic, self.config.auto_create, |topic, state| {
-                state.evict(&self.config.history, now);
-                let issued = u128::from(self.seq.load(Ordering::Relaxed));
-                let joined = state.join(
-                    request.last_event_id,
-                    own_seq,
-                    issued,
-                    on_unknown_id,
-                    access.as_deref(),
-                );
-                (Arc::clone(topic), joined)
-            })
-            .ok_or(SubscribeError::UnknownTopic)?;
-        // `with_open_topic` only runs the closure on an open topic, which always joins.
-        let Some(joined) = joined else {
-            return Err(SubscribeError::UnknownTopic);
-        };
-        Ok(self
-            .subscription(request, topic, joined)
-            .with_access(access))
-    }
-
-    /// The subscription for a cursor `joined` to `topic`: counted, and addressable by its
-    /// client id.
-    fn subscription(
-        self: &Arc<Self>,
-        request: &SubscribeRequest<'_>,
-        topic: Arc<Topic>,
-        joined: topic::Joined,
-    ) -> Subscription {
-        self.subscribers.fetch_add(1, Ordering::Relaxed);
-        let client = request
-            .client_id
-            .map(|id| (Box::<str>::from(id), self.join_client(id)));
-        Subscription::new(
-            Arc::clone(self),
-            topic,
-            joined.replay,
-            joined.backlog,
-            Recv::live(joined.receiver),
-            client,
-        )
-    }
-
-    fn join_client(&self, client_id: &str) -> Recv {
-        let mut clients = lock(&self.clients);
-        let client = clients.entry(client_id.into()).or_insert_with(|| Client {
-            sender: broadcast::channel(self.config.client_capacity).0,
-            connections: 0,
-        });
-        client.connections += 1;
-        Recv::new(client.sender.subscribe())
-    }
-
-    fn leave_client(&self, client_id: &str) {
-        let mut clients = lock(&self.clients);
-        if let Some(client) = clients.get_mut(client_id) {
-            client.connections = client.connections.saturating_sub(1);
-            if client.connections == 0 {
-                clients.remove(client_id);
-            }
-        }
-    }
-
-    /// A subscription has ended.
-    fn count_leave(&self) {
-        self.subscribers.fetch_sub(1, Ordering::Relaxed);
-    }
-
-    /// A subscriber of the pattern with this key is gone; its ring goes with its last one.
-    fn leave_pattern(&self, key: &str) {
-        let mut order = lock(&self.order);
-        if let Some(ring) = order.rings.get_mut(key) {
-            ring.subscribers = ring.subscribers.saturating_sub(1);
-            if ring.subscribers == 0 {
-                order.rings.remove(key);
-            }
-        }
-    }
-
-    /// A subscriber of `topic` is gone; removes the topic when it is left with neither
-    /// subscribers nor history.
-    fn leave_topic(&self, topic: &Arc<Topic>) {
-        let now = Instant::now();
-        {
-            let mut state = topic.lock();
-            state.subscribers = state.subscribers.saturating_sub(1);
-            if !state.is_open() {
-                return;
-            }
-            state.evict(&self.config.history, now);
-            if !state.is_idle() {
-                return;
-            }
-        }
-        self.remove_if_idle(topic);
-    }
-
-    /// Closes and removes `topic` if it is idle (no subscriber, and no history to keep).
-    fn remove_if_idle(&self, topic: &Arc<Topic>) {
-        // Lock order: the topic map, then the topic.
-        let mut topics = lock(&self.topics);
-        let mut state = topic.lock();
-        if state.is_open() && state.is_idle() {
-            self.close_state(&mut state);
-            if topics
-                .get(&topic.name)
-                .is_some_and(|current| Arc::ptr_eq(current, topic))
-            {
-                topics.remove(&topic.name);
-            }
-        }
-    }
-
-    fn count_slow_disconnect(&self) {
-        self.slow_disconnects.fetch_add(1, Ordering::Relaxed);
-        crate::metrics::slow_disconnect();
-    }
-
-    fn count_published(&self) {
-        self.published.fetch_add(1, Ordering::Relaxed);
-        crate::metrics::published();
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{local::IdBuf, *};
+    use crate::replay::Replay;
 
     #[test]
     fn ids_round_trip() {
         let hub = Hub::new();
-        let inner = &hub.inner;
-        let id = IdBuf::new(&inner.epoch, u64::MAX);
+        let inner = &hub.local;
+        let id = IdBuf::new(inner.epoch(), u64::MAX);
         assert_eq!(inner.own_seq(id.as_ref()), Some(u64::MAX));
-        assert_eq!(inner.own_seq(IdBuf::new(&inner.epoch, 0).as_ref()), Some(0));
+        assert_eq!(
+            inner.own_seq(IdBuf::new(inner.epoch(), 0).as_ref()),
+            Some(0)
+        );
         for bad in [
             "",
             "-",
             "1",
             "x-1",
-            &format!("{}-", inner.epoch),
-            &format!("{}-+1", inner.epoch),
-            &format!("{}-1-2", inner.epoch),
-            &format!("{}-99999999999999999999999", inner.epoch),
+            &format!("{}-", inner.epoch()),
+            &format!("{}-+1", inner.epoch()),
+            &format!("{}-1-2", inner.epoch()),
+            &format!("{}-99999999999999999999999", inner.epoch()),
         ] {
             assert_eq!(inner.own_seq(bad), None, "{bad:?}");
         }
         let other = Hub::new();
-        assert_ne!(other.inner.epoch, inner.epoch);
-        assert_eq!(other.inner.own_seq(id.as_ref()), None);
+        assert_ne!(other.local.epoch(), inner.epoch());
+        assert_eq!(other.local.own_seq(id.as_ref()), None);
     }
 
     #[test]
@@ -1546,7 +841,7 @@ mod tests {
             .unwrap();
         assert_eq!(hub.stats().published, 2);
         for topic in ["room", "public"] {
-            let topic_ref = hub.inner.topics.lock().unwrap()[topic].clone();
+            let topic_ref = hub.local.topics.lock().unwrap()[topic].clone();
             assert_eq!(
                 topic_ref.lock().history_len(),
                 1 + usize::from(topic == "room")
@@ -1624,7 +919,7 @@ mod tests {
                 .unwrap();
             let mut seqs = vec![];
             while let Some(Some(event)) = futures_util::StreamExt::next(&mut sub).now_or_never() {
-                seqs.push(hub.inner.own_seq(event.id().unwrap()).unwrap());
+                seqs.push(hub.local.own_seq(event.id().unwrap()).unwrap());
                 if sub.backlog_len() == 0 {
                     break;
                 }

@@ -83,6 +83,12 @@ impl Ring {
         reached
     }
 
+    /// How many items the ring holds that its slowest receiver has not read.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(super) fn queued(&self) -> usize {
+        self.sender.len()
+    }
+
     /// A new receiver, which has read everything sent before.
     pub(super) fn receiver(&self) -> LiveReceiver {
         LiveReceiver {

@@ -105,7 +105,8 @@ pub enum SelectionError {
     BadWildcard,
     /// A pattern with a control character.
     ControlCharacter,
-    /// This hub's broker cannot serve several topics, or patterns, on one subscription.
+    /// This hub's broker cannot serve this selection (none of the built-in brokers refuses
+    /// one today; kept for brokers that cannot).
     Unsupported,
 }
 
@@ -123,7 +124,7 @@ impl fmt::Display for SelectionError {
             ),
             Self::BadWildcard => f.write_str("pattern with three or more `*` in a row"),
             Self::ControlCharacter => f.write_str("pattern with a control character"),
-            Self::Unsupported => f.write_str("this hub's broker serves one topic per subscription"),
+            Self::Unsupported => f.write_str("this hub's broker cannot serve this selection"),
         }
     }
 }
@@ -284,6 +285,12 @@ pub(super) struct Selection<'a> {
 impl Selection<'_> {
     pub(super) fn len(&self) -> usize {
         self.topics.len() + self.patterns.len()
+    }
+
+    /// Whether an event of `topic` belongs to this selection.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(super) fn selects(&self, topic: &str) -> bool {
+        self.topics.contains(&topic) || self.patterns.iter().any(|p| p.matches(topic))
     }
 
     /// One exact topic and nothing else: the single-topic fast path.

@@ -10,8 +10,9 @@ use futures_core::{FusedStream, Stream};
 use tokio::sync::broadcast::error::RecvError;
 
 use super::{
-    Hub, Inner, Matcher, PrivateAccess, SubscribeError, SubscribeRequest,
+    Hub, Matcher, PrivateAccess, SubscribeError, SubscribeRequest,
     auth::visible,
+    local::Local,
     merge::{Merge, Merged, Owner},
     recv::Recv,
     select::Selection,
@@ -244,8 +245,7 @@ impl<'a> SubscribeBuilder<'a> {
             on_unknown_id,
             access,
         } = self;
-        hub.inner
-            .subscribe_any(&mut selection, request, on_unknown_id, access)
+        hub.subscribe_with(&mut selection, request, on_unknown_id, access)
             .await
     }
 }
@@ -299,7 +299,7 @@ pub struct Subscription {
     live: Option<Live>,
     /// Boxed: most subscriptions have no client id, and every byte here is per connection.
     client: Option<Box<ClientRecv>>,
-    hub: Arc<Inner>,
+    hub: Arc<Local>,
     target: Target,
     /// Which private events it may receive (none without).
     access: Option<Arc<dyn PrivateAccess>>,
@@ -338,7 +338,7 @@ enum Polled {
 
 impl Subscription {
     pub(super) fn new(
-        hub: Arc<Inner>,
+        hub: Arc<Local>,
         topic: Arc<Topic>,
         replay: Replay,
         backlog: Vec<EncodedEvent>,
@@ -357,7 +357,7 @@ impl Subscription {
 
     /// A subscription over several rings; `label` is its first topic or pattern.
     pub(super) fn merged(
-        hub: Arc<Inner>,
+        hub: Arc<Local>,
         label: &str,
         merge: Merge,
         replay: Replay,
@@ -375,7 +375,7 @@ impl Subscription {
     }
 
     fn with_feed(
-        hub: Arc<Inner>,
+        hub: Arc<Local>,
         target: Target,
         live: Live,
         replay: Replay,

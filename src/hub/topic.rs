@@ -22,8 +22,7 @@ pub(super) struct Topic {
 impl Topic {
     /// A new open topic. Every id this hub issued before `floor` is unknown to it.
     ///
-    /// Positions are `u128`: the in-memory hub's sequence numbers, or a Redis stream id
-    /// `ms-seq` packed as `ms << 64 | seq` (see `redis::pack`), so both order the same way.
+    /// Positions are the in-memory hub's sequence numbers, or a broker's positions.
     pub(super) fn new(name: &str, capacity: usize, floor: u128, remote: bool) -> Self {
         Self {
             name: name.into(),
@@ -70,27 +69,14 @@ impl TopicState {
         self.subscribers == 0 && (self.remote || self.history.is_empty())
     }
 
-    /// One past the newest position appended.
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
-    pub(super) fn next(&self) -> u128 {
-        self.history.next()
-    }
-
     /// One past the newest position appended, if anything ever was.
     pub(super) fn next_if_used(&self) -> Option<u128> {
         self.history.next_if_used()
     }
 
     /// Whether every entry after position `pos` that was appended is still here.
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(super) fn covers_after(&self, pos: u128) -> bool {
         self.history.covers_after(pos)
-    }
-
-    /// The retained events after position `pos`, oldest first.
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
-    pub(super) fn after(&self, pos: u128) -> impl Iterator<Item = &EncodedEvent> {
-        self.history.after(pos)
     }
 
     /// The retained entries after position `pos`, oldest first.
@@ -116,7 +102,6 @@ impl TopicState {
 
     /// Registers a live cursor with `backlog` as its replay (taken by the caller, under this
     /// lock, so nothing appended from now on is missed).
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(super) fn join_with(
         &mut self,
         replay: Replay,
@@ -138,6 +123,7 @@ impl TopicState {
 
     /// Appends `event` (taking `seq`) to the history and sends it to the live ring: both under
     /// the caller's lock, so a joining subscriber sees it in exactly one of the two.
+    #[cfg(test)]
     pub(super) fn push(&mut self, seq: u128, event: &EncodedEvent, limits: &Limits, now: Instant) {
         self.push_item(&Item::new(seq, event.clone()), limits, now);
     }
@@ -152,6 +138,22 @@ impl TopicState {
     /// Drops the oldest entries until the history is within `limits`.
     pub(super) fn evict(&mut self, limits: &Limits, now: Instant) {
         self.history.evict(limits, now);
+    }
+
+    /// Events before `floor` were missed (a broker's gap): a new ring (the subscribers of the
+    /// old one end after what it holds), and nothing before `floor` is covered.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(super) fn restart(&mut self, floor: u128, capacity: usize) {
+        if self.ring.is_some() {
+            self.ring = Some(Ring::new(capacity));
+        }
+        self.history.raise_floor(floor);
+    }
+
+    /// How many events the ring holds that its slowest subscriber has not read.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(super) fn queued(&self) -> usize {
+        self.ring.as_ref().map_or(0, Ring::queued)
     }
 
     /// Closes the topic: its subscribers get what is already in the ring, then their streams end.

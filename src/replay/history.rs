@@ -81,6 +81,7 @@ impl History {
     }
 
     /// One past the newest position pushed.
+    #[cfg(test)]
     pub(crate) fn next(&self) -> u128 {
         self.next
     }
@@ -136,6 +137,21 @@ impl History {
         }
     }
 
+    /// Positions before `floor` are no longer covered (events were missed): the entries
+    /// before it go.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn raise_floor(&mut self, floor: u128) {
+        while let Some(front) = self.entries.front() {
+            if front.pos >= floor {
+                break;
+            }
+            self.bytes -= front.event.len();
+            self.entries.pop_front();
+        }
+        self.floor = self.floor.max(floor);
+        self.next = self.next.max(floor);
+    }
+
     /// Forgets every entry (positions before the next one are no longer covered).
     pub(crate) fn clear(&mut self) {
         self.entries = VecDeque::new();
@@ -144,6 +160,7 @@ impl History {
     }
 
     /// The retained events after position `pos`, oldest first.
+    #[cfg(test)]
     pub(crate) fn after(&self, pos: u128) -> impl Iterator<Item = &EncodedEvent> {
         let from = self.entries.partition_point(|e| e.pos <= pos);
         self.starting_at(from)

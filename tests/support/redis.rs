@@ -15,12 +15,19 @@ pub struct RedisServer {
     port: u16,
     dir: PathBuf,
     child: Option<Child>,
+    /// More `redis-server` arguments (for example `--rename-command CLIENT ""`).
+    extra: Vec<String>,
 }
 
 impl RedisServer {
     /// Starts one, or returns `None` (after printing why) when `redis-server` is missing
     /// outside CI. Under CI a missing server fails the test.
     pub async fn start() -> Option<Self> {
+        Self::start_with(&[]).await
+    }
+
+    /// [`start`](Self::start) with more `redis-server` arguments.
+    pub async fn start_with(extra: &[&str]) -> Option<Self> {
         if !super::external(
             "redis-server",
             super::program_available("redis-server"),
@@ -40,6 +47,7 @@ impl RedisServer {
             port,
             dir,
             child: None,
+            extra: extra.iter().map(|&a| a.to_owned()).collect(),
         };
         server.spawn().await;
         Some(server)
@@ -60,6 +68,7 @@ impl RedisServer {
             .arg("--dir")
             .arg(&self.dir)
             .args(["--daemonize", "no", "--loglevel", "warning"])
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .kill_on_drop(true)

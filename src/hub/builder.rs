@@ -1,6 +1,6 @@
 use std::{fmt, sync::Arc, time::Duration};
 
-use super::{Authorizer, Hub};
+use super::{Authorizer, Hub, broker::Broker};
 use crate::replay::{Limits, UnknownId};
 
 #[derive(Debug, Clone, Copy)]
@@ -71,14 +71,8 @@ impl Default for Config {
 pub struct HubBuilder {
     pub(super) config: Config,
     pub(super) authorizer: Arc<dyn Authorizer>,
-    pub(super) backend: Option<Broker>,
+    pub(super) broker: Option<Broker>,
 }
-
-/// The broker a hub can be built on.
-#[cfg(feature = "redis")]
-pub(super) type Broker = super::RedisBackend;
-#[cfg(not(feature = "redis"))]
-pub(super) type Broker = std::convert::Infallible;
 
 impl HubBuilder {
     /// Default for [`history_events`](Self::history_events): 1000.
@@ -98,7 +92,7 @@ impl HubBuilder {
         Self {
             config: Config::default(),
             authorizer: Arc::new(()),
-            backend: None,
+            broker: None,
         }
     }
 
@@ -254,7 +248,7 @@ impl HubBuilder {
     /// ```
     #[cfg(feature = "redis")]
     pub fn redis(mut self, backend: super::RedisBackend) -> Self {
-        self.backend = Some(backend);
+        self.broker = Some(Broker::Remote(std::sync::Arc::new(backend)));
         self
     }
 

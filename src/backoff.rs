@@ -1,4 +1,6 @@
-//! Reconnection delays: exponential backoff with equal jitter.
+#![cfg_attr(not(feature = "client-plain"), allow(dead_code))]
+//! Reconnection delays: exponential backoff with equal jitter, for the client's reconnects and
+//! the brokers' readers and listeners.
 
 use std::{
     hash::{BuildHasher, Hasher},

@@ -1,0 +1,283 @@
+//! One hub event as a broker carries it: its topics (or "every topic"), flags and SSE fields,
+//! in one byte string that any broker can store (a Redis stream entry's field, a NATS message
+//! body). Decoding is strict and bounded: what a broker hands back may have been written by
+//! anyone with access to it.
+//!
+//! ```text
+//! entry  = *(topic / flag) LF fields
+//! topic  = "T" len ":" name            ; len: decimal, the name's length in bytes
+//! flag   = "A" (every topic) / "P" (private) / "C" (closes its topics)
+//! fields = the event's SSE fields without an id, ending with LF (may be empty)
+//! ```
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::EncodedEvent;
+
+/// Most topics one entry may name (a `publish_many` larger than this is refused).
+pub(crate) const MAX_TOPICS: usize = 1024;
+
+/// Who an entry is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Targets {
+    /// These topics (sorted, unique).
+    Topics(Vec<Box<str>>),
+    /// Every topic (a broadcast).
+    All,
+}
+
+/// A decoded entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Entry {
+    pub(crate) targets: Targets,
+    pub(crate) private: bool,
+    pub(crate) close: bool,
+    /// The SSE fields without an id (`None`: a close without a final event).
+    pub(crate) fields: Option<Bytes>,
+}
+
+/// Encodes an entry. `fields` are the event's fields without an id (`None` for a close without
+/// a final event).
+pub(crate) fn encode(
+    targets: &Targets,
+    private: bool,
+    close: bool,
+    fields: Option<&[u8]>,
+) -> Bytes {
+    let names = match targets {
+        Targets::Topics(names) => &names[..],
+        Targets::All => &[],
+    };
+    let head: usize = names.iter().map(|n| n.len() + 24).sum::<usize>() + 4;
+    let mut buf = BytesMut::with_capacity(head + fields.map_or(0, <[u8]>::len));
+    for name in names {
+        buf.put_u8(b'T');
+        buf.put_slice(itoa(name.len()).as_bytes());
+        buf.put_u8(b':');
+        buf.put_slice(name.as_bytes());
+    }
+    if matches!(targets, Targets::All) {
+        buf.put_u8(b'A');
+    }
+    if private {
+        buf.put_u8(b'P');
+    }
+    if close {
+        buf.put_u8(b'C');
+    }
+    buf.put_u8(b'\n');
+    if let Some(fields) = fields {
+        buf.put_slice(fields);
+    }
+    buf.freeze()
+}
+
+fn itoa(n: usize) -> String {
+    n.to_string()
+}
+
+/// Why an entry could not be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct BadEntry;
+
+/// Decodes an entry (strictly: anything else is [`BadEntry`]).
+pub(crate) fn decode(bytes: &Bytes) -> Result<Entry, BadEntry> {
+    let mut names = Vec::new();
+    let (mut all, mut private, mut close) = (false, false, false);
+    let mut at = 0;
+    loop {
+        match bytes.get(at) {
+            Some(b'T') => {
+                let start = at + 1;
+                let colon = start
+                    + memchr::memchr(b':', bytes.get(start..).ok_or(BadEntry)?).ok_or(BadEntry)?;
+                let digits = &bytes[start..colon];
+                if digits.is_empty() || digits.len() > 6 || !digits.iter().all(u8::is_ascii_digit) {
+                    return Err(BadEntry);
+                }
+                let len: usize = std::str::from_utf8(digits)
+                    .map_err(|_| BadEntry)?
+                    .parse()
+                    .map_err(|_| BadEntry)?;
+                let end = colon.checked_add(1 + len).ok_or(BadEntry)?;
+                let name = bytes.get(colon + 1..end).ok_or(BadEntry)?;
+                let name = std::str::from_utf8(name).map_err(|_| BadEntry)?;
+                if names.len() >= MAX_TOPICS {
+                    return Err(BadEntry);
+                }
+                names.push(Box::<str>::from(name));
+                at = end;
+            }
+            Some(b'A') if !all => {
+                all = true;
+                at += 1;
+            }
+            Some(b'P') if !private => {
+                private = true;
+                at += 1;
+            }
+            Some(b'C') if !close => {
+                close = true;
+                at += 1;
+            }
+            Some(b'\n') => break,
+            _ => return Err(BadEntry),
+        }
+    }
+    let targets = match (all, names.is_empty()) {
+        (true, true) => Targets::All,
+        (false, false) => {
+            if !names.windows(2).all(|w| w[0] < w[1]) {
+                return Err(BadEntry);
+            }
+            Targets::Topics(names)
+        }
+        _ => return Err(BadEntry),
+    };
+    let fields = bytes.slice(at + 1..);
+    let fields = if fields.is_empty() && close {
+        None
+    } else {
+        // Checked now, so that a bad entry is refused whole, not half delivered.
+        stamp(&fields, 0).ok_or(BadEntry)?;
+        Some(fields)
+    };
+    Ok(Entry {
+        targets,
+        private,
+        close,
+        fields,
+    })
+}
+
+/// The event as subscribers get it: the stored fields, then `id: <pos>` last (so it is the id
+/// the client keeps). `None` when `fields` is not exactly one event's fields without the blank
+/// line's end: it must end with LF, have no blank line and no CR. Empty fields (an event that
+/// only had an id) give `id: <pos>` alone.
+pub(crate) fn stamp(fields: &[u8], pos: u64) -> Option<EncodedEvent> {
+    if !fields.is_empty()
+        && (!fields.ends_with(b"\n")
+            || fields.starts_with(b"\n")
+            || memchr::memmem::find(fields, b"\n\n").is_some()
+            || memchr::memchr(b'\r', fields).is_some())
+    {
+        return None;
+    }
+    let id = itoa_u64(pos);
+    let mut buf = BytesMut::with_capacity(fields.len() + id.len() + 6);
+    buf.put_slice(fields);
+    buf.put_slice(b"id: ");
+    let start = buf.len();
+    buf.put_slice(id.as_bytes());
+    buf.put_slice(b"\n\n");
+    Some(EncodedEvent::from_parts(
+        buf.freeze(),
+        Some(start..start + id.len()),
+    ))
+}
+
+fn itoa_u64(n: u64) -> String {
+    n.to_string()
+}
+
+/// The position an id of a broker names: its decimal digits (no sign, no leading zero, at
+/// least 1).
+pub(crate) fn position(id: &str) -> Option<u64> {
+    if id.is_empty()
+        || id.len() > 20
+        || id.starts_with('0')
+        || !id.bytes().all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    id.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn topics(names: &[&str]) -> Targets {
+        Targets::Topics(names.iter().map(|&n| n.into()).collect())
+    }
+
+    #[test]
+    fn round_trips() {
+        for (targets, private, close, fields) in [
+            (topics(&["a"]), false, false, Some(&b"data: x\n"[..])),
+            (
+                topics(&["", "T3:x\n", "a:b", "\u{e9}"]),
+                true,
+                false,
+                Some(b"event: e\ndata: \n"),
+            ),
+            (Targets::All, false, false, Some(b"")),
+            (Targets::All, false, false, Some(b"data: all\n")),
+            (topics(&["room"]), false, true, None),
+            (topics(&["room"]), false, true, Some(b"data: bye\n")),
+            (topics(&["a"]), false, false, Some(b"")),
+        ] {
+            let bytes = encode(&targets, private, close, fields);
+            let entry = decode(&bytes).unwrap();
+            assert_eq!(entry.targets, targets);
+            assert_eq!((entry.private, entry.close), (private, close));
+            assert_eq!(
+                entry.fields.as_deref(),
+                fields.filter(|f| !(f.is_empty() && close))
+            );
+        }
+    }
+
+    #[test]
+    fn refuses_what_it_did_not_write() {
+        for bad in [
+            &b""[..],
+            b"Ta",
+            b"T:a\n",
+            b"T1a\n",
+            b"T5:ab\n",
+            b"T1:a",
+            b"T99999999:a\n",
+            b"T-1:a\n",
+            b"\n",
+            b"AT1:a\n",
+            b"T1:bT1:a\n",
+            b"T1:aT1:a\n",
+            b"T1:aPP\n",
+            b"T1:aX\n",
+            b"T1:a\ndata: x",
+            b"T1:a\ndata: x\n\ndata: y\n",
+            b"T1:a\ndata: x\r\n",
+            b"T1:a\n\n",
+            b"T1:\xff\ndata: x\n",
+        ] {
+            assert_eq!(decode(&Bytes::from_static(bad)), Err(BadEntry), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn stamp_puts_the_position_last() {
+        let event = stamp(b"event: x\ndata: y\n", 42).unwrap();
+        assert_eq!(&event.as_bytes()[..], b"event: x\ndata: y\nid: 42\n\n");
+        assert_eq!(event.id(), Some("42"));
+        assert_eq!(&stamp(b"", 7).unwrap().as_bytes()[..], b"id: 7\n\n");
+    }
+
+    #[test]
+    fn positions_are_plain_decimals() {
+        assert_eq!(position("1"), Some(1));
+        assert_eq!(position("18446744073709551615"), Some(u64::MAX));
+        for bad in [
+            "",
+            "0",
+            "01",
+            "+1",
+            "-1",
+            "1-0",
+            "18446744073709551616",
+            "x",
+        ] {
+            assert_eq!(position(bad), None, "{bad:?}");
+        }
+    }
+}

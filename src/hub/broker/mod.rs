@@ -1,0 +1,571 @@
+//! The seam between the hub's local core and where events travel.
+//!
+//! ```text
+//!            Hub (mod.rs) ── every call goes through `Broker`, matched in this file only
+//!                 │
+//!      ┌──────────┴───────────────┐
+//!  Memory (memory.rs)          Remote (trait): redis/ (feature `redis`), nats/ (later)
+//!  ids: <epoch>-<seq>            ids: the broker's position (decimal), hub-wide ordered
+//!  publish = local push          publish = append to the broker's one log
+//!      │                            │ one reader per process ─► Feed::deliver (in order)
+//!      ▼                            ▼                          Feed::lost (a gap: never silent)
+//!              Local (local.rs): topics, patterns, rings, fan-out, subscriptions
+//! ```
+//!
+//! A remote broker knows nothing of the core beyond [`Feed`] (deliveries in, gaps signalled,
+//! client messages, back-pressure) and the entry format (`entry.rs`). The core knows nothing
+//! of a broker beyond [`Remote`]. A subscription with a `Last-Event-ID` that the process's
+//! caches do not cover is replayed from the broker's log ([`Remote::read`]) and handed over to
+//! live events under the core's order lock (`subscribe_remote` below).
+
+#[cfg(feature = "redis")]
+pub(crate) mod entry;
+pub(super) mod memory;
+#[cfg(feature = "redis")]
+pub(super) mod redis;
+
+use std::sync::Arc;
+#[cfg(feature = "redis")]
+use std::{future::Future, pin::Pin, sync::Weak, time::Duration};
+
+#[cfg(feature = "redis")]
+use self::entry::Targets;
+#[cfg(feature = "redis")]
+use super::auth::visible;
+use super::{
+    PrivateAccess, PublishError, SubscribeError, SubscribeRequest, Subscription,
+    local::{Local, Stamp},
+    select::Selection,
+};
+#[cfg(feature = "redis")]
+use crate::replay::Replay;
+use crate::{EncodedEvent, Event, replay::UnknownId};
+
+/// A boxed future, as the [`Remote`] methods return them.
+#[cfg(feature = "redis")]
+pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Where a hub's events travel.
+#[derive(Clone)]
+pub(super) enum Broker {
+    /// This process only: the local core is the whole hub.
+    Memory,
+    /// A broker's log, shared by every process on it.
+    #[cfg(feature = "redis")]
+    Remote(Arc<dyn Remote>),
+}
+
+impl std::fmt::Debug for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Memory => "memory",
+            #[cfg(feature = "redis")]
+            Self::Remote(_) => "remote",
+        })
+    }
+}
+
+#[cfg(feature = "redis")]
+/// What a remote broker does for a hub. Positions are the broker's, hub-wide ordered (a
+/// counter, a stream sequence), and the ids are their decimal form ([`entry::position`]).
+pub(crate) trait Remote: Send + Sync + 'static {
+    /// Starts the reader (and whatever else runs in the background), once; it delivers into
+    /// `feed`. Called on the first use of the hub, inside a runtime.
+    fn start(&self, feed: Feed);
+
+    /// Appends one entry; its position. `must_exist`: refuse ([`PublishError::UnknownTopic`])
+    /// when a topic was not made with [`create_topic`](Self::create_topic).
+    fn publish<'a>(
+        &'a self,
+        publication: Publication<'a>,
+    ) -> BoxFuture<'a, Result<u64, PublishError>>;
+
+    /// Sends `event` to every process's connections of `client_id` (live only); how many
+    /// processes listen.
+    fn send_to<'a>(
+        &'a self,
+        client_id: &'a str,
+        event: &'a EncodedEvent,
+    ) -> BoxFuture<'a, Result<usize, PublishError>>;
+
+    /// Registers `topic` (for hubs that do not create topics on demand); `true` if it was new.
+    fn create_topic<'a>(&'a self, topic: &'a str) -> BoxFuture<'a, Result<bool, PublishError>>;
+
+    /// Whether every topic was registered with [`create_topic`](Self::create_topic).
+    fn topics_exist<'a>(
+        &'a self,
+        topics: &'a [&'a str],
+    ) -> BoxFuture<'a, Result<bool, SubscribeError>>;
+
+    /// Entries after position `after` (at most `max`), or the newest `max` when `after` is
+    /// `None`.
+    fn read(&self, after: Option<u64>, max: usize) -> BoxFuture<'_, Result<Read, SubscribeError>>;
+
+    /// How long a call may wait for the broker.
+    fn timeout(&self) -> Duration;
+}
+
+#[cfg(feature = "redis")]
+/// A publication, as a broker stores it.
+pub(crate) struct Publication<'a> {
+    pub(crate) targets: Targets,
+    /// The event's fields without an id (`None`: a close without a final event).
+    pub(crate) fields: Option<&'a [u8]>,
+    pub(crate) private: bool,
+    pub(crate) close: bool,
+    pub(crate) must_exist: bool,
+    /// Publishing again with the same key within the broker's window stores nothing new and
+    /// answers the first position.
+    pub(crate) idempotency_key: Option<&'a str>,
+}
+
+#[cfg(feature = "redis")]
+/// What [`Remote::read`] found.
+pub(crate) struct Read {
+    /// Whether the entry at `after` is still in the log (so everything after it is).
+    pub(crate) found: bool,
+    /// The entries, oldest first, with their positions.
+    pub(crate) entries: Vec<(u64, entry::Entry)>,
+    /// Whether the log has more after the last entry (the read was cut at `max`).
+    pub(crate) more: bool,
+}
+
+#[cfg(feature = "redis")]
+/// The handle through which a broker's reader delivers into this process's hub.
+#[derive(Clone)]
+pub(crate) struct Feed {
+    local: Weak<Local>,
+}
+
+#[cfg(feature = "redis")]
+impl Feed {
+    /// Whether the hub is still in use (readers stop when it is not).
+    pub(crate) fn is_alive(&self) -> bool {
+        self.local.strong_count() > 0
+    }
+
+    /// The reader starts after position `last` (the newest in the log when it started).
+    pub(crate) fn started(&self, last: u64) {
+        if let Some(local) = self.local.upgrade() {
+            local.start_at(last);
+        }
+    }
+
+    /// Whether the reader is connected: subscriptions wait for it (at most the broker's
+    /// timeout, then `Unavailable`), so a client is told the broker is down rather than given
+    /// a stream that stays silent.
+    pub(crate) fn connected(&self, up: bool) {
+        if let Some(local) = self.local.upgrade() {
+            local.set_ready(up);
+        }
+    }
+
+    /// Delivers the entry at `pos` (greater than every position delivered before).
+    pub(crate) fn deliver(&self, pos: u64, entry: entry::Entry) {
+        let Some(local) = self.local.upgrade() else {
+            return;
+        };
+        let Some(fields) = entry.fields.as_deref() else {
+            if entry.close {
+                local.deliver_close(pos, &entry.targets, None);
+            }
+            return;
+        };
+        let Some(event) = entry::stamp(fields, pos) else {
+            // `decode` checked the fields.
+            local.lost(pos.saturating_add(1));
+            return;
+        };
+        if entry.close {
+            local.deliver_close(pos, &entry.targets, Some(event));
+        } else {
+            local.deliver(pos, &entry.targets, event, entry.private);
+        }
+    }
+
+    /// Events before position `next` were missed (trimmed before this process read them, or
+    /// unreadable): every live subscription ends, and resumes from before `next` say
+    /// `history-lost`.
+    pub(crate) fn lost(&self, next: u64) {
+        if let Some(local) = self.local.upgrade() {
+            local.lost(next);
+        }
+    }
+
+    /// Delivers `event` to this process's connections of `client_id`.
+    pub(crate) fn send_to(&self, client_id: &str, event: EncodedEvent) {
+        if let Some(local) = self.local.upgrade() {
+            local.deliver_to_client(client_id, event);
+        }
+    }
+
+    /// The most events any local ring holds that one of its subscribers has not read yet, and
+    /// the rings' capacity: a reader catching up waits while subscribers drain.
+    pub(crate) fn queued(&self) -> (usize, usize) {
+        self.local.upgrade().map_or((0, 1), |local| {
+            (local.queued(), local.config.subscriber_capacity)
+        })
+    }
+}
+
+impl Broker {
+    /// Starts a remote broker's background tasks (once; cheap after that).
+    #[cfg(feature = "redis")]
+    fn start(&self, local: &Arc<Local>) {
+        if let Self::Remote(remote) = self {
+            local.start_remote(|| {
+                remote.start(Feed {
+                    local: Arc::downgrade(local),
+                });
+            });
+        }
+    }
+
+    pub(super) fn is_remote(&self) -> bool {
+        match self {
+            Self::Memory => false,
+            #[cfg(feature = "redis")]
+            Self::Remote(_) => true,
+        }
+    }
+
+    /// Publishes to `topics` (one id, encoded once).
+    pub(super) async fn publish(
+        &self,
+        local: &Arc<Local>,
+        topics: &[&str],
+        event: Event,
+        private: bool,
+        idempotency_key: Option<&str>,
+    ) -> Result<EncodedEvent, PublishError> {
+        // The in-memory hub never answers "maybe stored": nothing to de-duplicate.
+        let _ = idempotency_key;
+        match self {
+            Self::Memory => memory::publish(local, topics, event, private),
+            #[cfg(feature = "redis")]
+            Self::Remote(remote) => {
+                self.start(local);
+                let mut names: Vec<Box<str>> = topics.iter().map(|&t| t.into()).collect();
+                names.sort_unstable();
+                names.dedup();
+                if names.is_empty() {
+                    return Ok(event.encode());
+                }
+                if names.len() > entry::MAX_TOPICS {
+                    return Err(PublishError::Unsupported);
+                }
+                let fields = fields_of(event);
+                let pos = remote
+                    .publish(Publication {
+                        targets: Targets::Topics(names),
+                        fields: Some(&fields),
+                        private,
+                        close: false,
+                        must_exist: !local.config.auto_create,
+                        idempotency_key,
+                    })
+                    .await?;
+                local.count_published();
+                entry::stamp(&fields, pos).ok_or(PublishError::Unavailable)
+            }
+        }
+    }
+
+    /// Publishes to every topic; how many topics (memory) or `1` (remote: every process's).
+    pub(super) async fn broadcast(
+        &self,
+        local: &Arc<Local>,
+        event: Event,
+    ) -> Result<usize, PublishError> {
+        match self {
+            Self::Memory => Ok(local.broadcast(Stamp::Next(event))),
+            #[cfg(feature = "redis")]
+            Self::Remote(remote) => {
+                self.start(local);
+                let fields = fields_of(event);
+                remote
+                    .publish(Publication {
+                        targets: Targets::All,
+                        fields: Some(&fields),
+                        private: false,
+                        close: false,
+                        must_exist: false,
+                        idempotency_key: None,
+                    })
+                    .await?;
+                local.count_published();
+                Ok(local.topic_count())
+            }
+        }
+    }
+
+    pub(super) async fn send_to(
+        &self,
+        local: &Arc<Local>,
+        client_id: &str,
+        event: Event,
+    ) -> Result<usize, PublishError> {
+        let event = event.encode();
+        match self {
+            Self::Memory => Ok(local.send_to(client_id, event)),
+            #[cfg(feature = "redis")]
+            Self::Remote(remote) => {
+                self.start(local);
+                let reached = remote.send_to(client_id, &event).await;
+                local.count_published();
+                reached
+            }
+        }
+    }
+
+    pub(super) async fn create_topic(
+        &self,
+        local: &Arc<Local>,
+        topic: &str,
+    ) -> Result<bool, PublishError> {
+        match self {
+            Self::Memory => Ok(local.create_topic(topic)),
+            #[cfg(feature = "redis")]
+            Self::Remote(remote) => remote.create_topic(topic).await,
+        }
+    }
+
+    pub(super) async fn close_topic(
+        &self,
+        local: &Arc<Local>,
+        topic: &str,
+        final_event: Option<Event>,
+    ) -> Result<bool, PublishError> {
+        match self {
+            Self::Memory => Ok(local.close_topic(topic, final_event.map(Stamp::Next))),
+            #[cfg(feature = "redis")]
+            Self::Remote(remote) => {
+                self.start(local);
+                let fields = final_event.map(fields_of);
+                let result = remote
+                    .publish(Publication {
+                        targets: Targets::Topics(vec![topic.into()]),
+                        fields: fields.as_deref(),
+                        private: false,
+                        close: true,
+                        must_exist: !local.config.auto_create,
+                        idempotency_key: None,
+                    })
+                    .await;
+                match result {
+                    Ok(_) => {
+                        if fields.is_some() {
+                            local.count_published();
+                        }
+                        Ok(true)
+                    }
+                    Err(PublishError::UnknownTopic) => Ok(false),
+                    Err(err) => Err(err),
+                }
+            }
+        }
+    }
+
+    /// Subscribes: authorization and limits were checked by the caller.
+    pub(super) async fn subscribe(
+        &self,
+        local: &Arc<Local>,
+        selection: &Selection<'_>,
+        request: &SubscribeRequest<'_>,
+        on_unknown_id: UnknownId,
+        access: Option<Arc<dyn PrivateAccess>>,
+    ) -> Result<Subscription, SubscribeError> {
+        match self {
+            Self::Memory => memory::subscribe(local, selection, request, on_unknown_id, access),
+            #[cfg(feature = "redis")]
+            Self::Remote(remote) => {
+                self.start(local);
+                subscribe_remote(&**remote, local, selection, request, on_unknown_id, access).await
+            }
+        }
+    }
+}
+
+/// An event's fields as a broker stores them: without an id and without the blank line
+/// that ends the event.
+#[cfg(feature = "redis")]
+fn fields_of(event: Event) -> bytes::Bytes {
+    let mut fields = event.encode().without_id();
+    if fields.ends_with(b"\n") {
+        fields.truncate(fields.len() - 1);
+    }
+    fields
+}
+
+#[cfg(feature = "redis")]
+/// How many entries one replay may read from a broker, in pages of [`PAGE`]: past this, a
+/// client is too far behind (or publishers too fast) and the replay is `history-lost`.
+const MAX_SCAN: usize = 100_000;
+#[cfg(feature = "redis")]
+const PAGE: usize = 1_000;
+
+#[cfg(feature = "redis")]
+/// A subscription on a remote broker: from this process's caches when they cover the
+/// `Last-Event-ID`, else from the broker's log, then handed over to live events under the
+/// core's order lock with no gap and no duplicate.
+async fn subscribe_remote(
+    remote: &dyn Remote,
+    local: &Arc<Local>,
+    selection: &Selection<'_>,
+    request: &SubscribeRequest<'_>,
+    on_unknown_id: UnknownId,
+    access: Option<Arc<dyn PrivateAccess>>,
+) -> Result<Subscription, SubscribeError> {
+    local
+        .ready(remote.timeout())
+        .await
+        .map_err(|()| SubscribeError::Unavailable)?;
+    if !local.config.auto_create
+        && !selection.topics.is_empty()
+        && !remote.topics_exist(&selection.topics).await?
+    {
+        return Err(SubscribeError::UnknownTopic);
+    }
+    let Some(id) = request.last_event_id else {
+        let live = Replay::NotRequested;
+        return local
+            .join_after(selection, request, live, Vec::new(), None, access)
+            .map_err(|_| SubscribeError::Unavailable);
+    };
+    let cursor = entry::position(id);
+    // This process's caches.
+    if let Some(cursor) = cursor {
+        let cached = Replay::Complete;
+        if let Ok(sub) = local.join_after(
+            selection,
+            request,
+            cached,
+            Vec::new(),
+            Some(cursor),
+            access.clone(),
+        ) {
+            return Ok(sub);
+        }
+    }
+    // The broker's log.
+    let keep = Keep {
+        selection,
+        access: access.as_deref(),
+    };
+    let mut backlog = Vec::new();
+    let mut replay = Replay::Complete;
+    let mut through = None;
+    let mut more = false;
+    if let Some(cursor) = cursor {
+        let read = remote.read(Some(cursor), PAGE).await?;
+        if read.found {
+            through = Some(read.entries.last().map_or(cursor, |(pos, _)| *pos));
+            more = read.more;
+            if keep.extend(&mut backlog, read.entries) {
+                replay = Replay::HistoryLost;
+            }
+        } else {
+            replay = Replay::HistoryLost;
+        }
+    } else {
+        replay = Replay::HistoryLost;
+    }
+    if through.is_none() {
+        // An unknown id: the newest events (or none), then live.
+        if on_unknown_id == UnknownId::SendHistory {
+            let read = remote.read(None, PAGE).await?;
+            through = read.entries.last().map(|(pos, _)| *pos);
+            keep.extend(&mut backlog, read.entries);
+            let cap = local
+                .config
+                .history
+                .events
+                .saturating_mul(selection.len())
+                .max(1);
+            if backlog.len() > cap {
+                backlog.drain(..backlog.len() - cap);
+            }
+        }
+    }
+    let mut scanned = 0;
+    loop {
+        if replay.is_lost() && on_unknown_id == UnknownId::LiveOnly {
+            backlog.clear();
+        }
+        if !more {
+            match local.join_after(selection, request, replay, backlog, through, access.clone()) {
+                Ok(sub) => return Ok(sub),
+                Err(given_back) => backlog = given_back,
+            }
+        }
+        // The reader has delivered past what was read (or the read was cut): read on.
+        let Some(after) = through else {
+            return Err(SubscribeError::Unavailable);
+        };
+        scanned += PAGE;
+        if scanned > MAX_SCAN {
+            // Published faster than a replay can read: the client comes back later.
+            return Err(SubscribeError::Unavailable);
+        }
+        let read = remote.read(Some(after), PAGE).await?;
+        if !read.found {
+            // Trimmed while this replay read it.
+            replay = Replay::HistoryLost;
+        }
+        more = read.more;
+        through = Some(read.entries.last().map_or(after, |(pos, _)| *pos));
+        if keep.extend(&mut backlog, read.entries) {
+            replay = Replay::HistoryLost;
+        }
+    }
+}
+
+#[cfg(feature = "redis")]
+/// Which entries of a broker's log a subscription replays.
+struct Keep<'a> {
+    selection: &'a Selection<'a>,
+    access: Option<&'a dyn PrivateAccess>,
+}
+
+#[cfg(feature = "redis")]
+impl Keep<'_> {
+    /// Appends the entries this subscription gets; `true` when one of its topics was closed
+    /// (what came before is then dropped, as a topic made again cannot replay the old one's).
+    fn extend(
+        &self,
+        backlog: &mut Vec<(u64, EncodedEvent)>,
+        entries: Vec<(u64, entry::Entry)>,
+    ) -> bool {
+        let mut closed = false;
+        for (pos, entry) in entries {
+            let names = match &entry.targets {
+                Targets::All => None,
+                Targets::Topics(names) => Some(names),
+            };
+            let selected =
+                names.is_none_or(|names| names.iter().any(|name| self.selection.selects(name)));
+            if !selected {
+                continue;
+            }
+            if entry.close {
+                // What came before went with the topic (a topic made again cannot replay the
+                // old one's events, as in memory); the final event was for the old one's
+                // subscribers.
+                closed = true;
+                backlog.clear();
+                continue;
+            }
+            let audience = entry
+                .private
+                .then(|| Arc::new(names.cloned().unwrap_or_default()));
+            if !visible(self.access, audience.as_ref()) {
+                continue;
+            }
+            let Some(event) = entry.fields.as_deref().and_then(|f| entry::stamp(f, pos)) else {
+                continue;
+            };
+            backlog.push((pos, event));
+        }
+        closed
+    }
+}
