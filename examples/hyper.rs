@@ -8,7 +8,8 @@
 //! Serves HTTP/1.1 and HTTP/2 (prior knowledge: `curl --http2-prior-knowledge -N ..`) on `ADDR`
 //! (default `127.0.0.1:3002`): a count from 1, one event a second, resumed after
 //! `Last-Event-ID`. Ctrl-C ends every stream and waits for the connections with hyper-util's
-//! `GracefulShutdown`.
+//! `GracefulShutdown`. HTTP/2 streams are spawned by `tower_sse::StallExecutor`, so a stream
+//! whose client grants no flow-control credit is reset after the layer's stall timeout.
 
 use std::{convert::Infallible, net::SocketAddr, time::Duration};
 
@@ -16,13 +17,13 @@ use futures_util::stream;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_util::{
-    rt::{TokioExecutor, TokioIo, TokioTimer},
+    rt::{TokioIo, TokioTimer},
     server::{conn::auto, graceful::GracefulShutdown},
     service::TowerToHyperService,
 };
 use tokio::net::TcpListener;
 use tower::ServiceBuilder;
-use tower_sse::{Event, EventStream, LastEventId, Shutdown, SseLayer};
+use tower_sse::{Event, EventStream, LastEventId, Shutdown, SseLayer, StallExecutor};
 
 /// The handler: any tower service whose response body is an `EventStream`.
 async fn count(
@@ -68,7 +69,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 let (io, _) = accepted?;
                 // A request head must arrive within 10 s (hyper needs a timer for that);
                 // `tower_sse::serve` also closes connections that send nothing at all.
-                let mut builder = auto::Builder::new(TokioExecutor::new());
+                let mut builder = auto::Builder::new(StallExecutor::new());
                 builder
                     .http1()
                     .timer(TokioTimer::new())

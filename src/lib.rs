@@ -104,6 +104,7 @@ pub mod io;
 pub mod layer;
 pub mod replay;
 pub mod shutdown;
+mod stall;
 pub mod stream;
 mod time;
 
@@ -112,6 +113,9 @@ mod time;
 mod serve;
 #[cfg(feature = "server")]
 pub use serve::{Serve, serve};
+#[cfg(feature = "server")]
+#[cfg_attr(docsrs, doc(cfg(feature = "server")))]
+pub use stall::StallExecutor;
 
 #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
 pub mod metrics;
