@@ -3,19 +3,25 @@
 //! The body side ([`Watch`]) and the task wrapper ([`Watched`]); what it detects and why it
 //! cannot live in the body alone is told on [`StallExecutor`], the public way in.
 
+#[cfg(feature = "server")]
 use std::{
     future::Future,
     pin::Pin,
+    task::{Context, Poll},
+};
+use std::{
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicU64, Ordering::Relaxed},
     },
-    task::{Context, Poll},
     time::Duration,
 };
 
+#[cfg(feature = "server")]
 use pin_project_lite::pin_project;
-use tokio::time::{Instant, Sleep, sleep_until};
+use tokio::time::Instant;
+#[cfg(feature = "server")]
+use tokio::time::{Sleep, sleep_until};
 
 use crate::time::later;
 
@@ -68,6 +74,7 @@ impl Watch {
         self.fired.load(Relaxed)
     }
 
+    #[cfg_attr(not(feature = "server"), allow(dead_code))]
     fn deadline(&self) -> Option<Instant> {
         match self.deadline.load(Relaxed) {
             0 => None,
@@ -76,7 +83,7 @@ impl Watch {
     }
 }
 
-#[cfg(any(feature = "server", test))]
+#[cfg(feature = "server")]
 pin_project! {
     /// A task whose body must make progress: dropped when the body has a frame out that is not
     /// taken by its deadline.
@@ -90,7 +97,7 @@ pin_project! {
     }
 }
 
-#[cfg(any(feature = "server", test))]
+#[cfg(feature = "server")]
 impl<F> Watched<F> {
     pub(crate) fn new(inner: F) -> Self {
         Self {
@@ -102,7 +109,7 @@ impl<F> Watched<F> {
     }
 }
 
-#[cfg(any(feature = "server", test))]
+#[cfg(feature = "server")]
 impl<F: Future<Output = ()>> Future for Watched<F> {
     type Output = ();
 
@@ -242,7 +249,7 @@ where
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "server"))]
 mod tests {
     use std::sync::{Mutex, atomic::AtomicUsize};
 
