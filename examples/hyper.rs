@@ -8,7 +8,10 @@
 //! Serves HTTP/1.1 and HTTP/2 (prior knowledge: `curl --http2-prior-knowledge -N ..`) on `ADDR`
 //! (default `127.0.0.1:3002`): a count from 1, one event a second, resumed after
 //! `Last-Event-ID`. Ctrl-C ends every stream and waits for the connections with hyper-util's
-//! `GracefulShutdown`.
+//! `GracefulShutdown`. HTTP/2 streams are spawned by `tower_sse::StallExecutor`, so a stream
+//! whose client grants no flow-control credit is reset after the layer's stall timeout. A
+//! connection that sends no complete request head within `HEADER_READ_TIMEOUT_MS` (default
+//! 10000) is closed, also one that sends nothing at all (as `tower_sse::serve` does).
 
 use std::{convert::Infallible, net::SocketAddr, time::Duration};
 
@@ -16,13 +19,13 @@ use futures_util::stream;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_util::{
-    rt::{TokioExecutor, TokioIo, TokioTimer},
+    rt::{TokioIo, TokioTimer},
     server::{conn::auto, graceful::GracefulShutdown},
     service::TowerToHyperService,
 };
 use tokio::net::TcpListener;
 use tower::ServiceBuilder;
-use tower_sse::{Event, EventStream, LastEventId, Shutdown, SseLayer};
+use tower_sse::{Event, EventStream, LastEventId, Shutdown, SseLayer, StallExecutor};
 
 /// The handler: any tower service whose response body is an `EventStream`.
 async fn count(
@@ -51,6 +54,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let addr: SocketAddr = std::env::var("ADDR")
         .unwrap_or_else(|_| "127.0.0.1:3002".into())
         .parse()?;
+    let header_read_timeout =
+        Duration::from_millis(match std::env::var("HEADER_READ_TIMEOUT_MS") {
+            Ok(ms) => ms.parse()?,
+            Err(_) => 10_000,
+        });
     let listener = TcpListener::bind(addr).await?;
     println!("listening on http://{}", listener.local_addr()?);
 
@@ -66,19 +74,26 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         tokio::select! {
             accepted = listener.accept() => {
                 let (io, _) = accepted?;
-                // A request head must arrive within 10 s (hyper needs a timer for that);
-                // `tower_sse::serve` also closes connections that send nothing at all.
-                let mut builder = auto::Builder::new(TokioExecutor::new());
-                builder
-                    .http1()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(Duration::from_secs(10));
-                let conn = builder
-                    .serve_connection(TokioIo::new(io), TowerToHyperService::new(service.clone()))
-                    .into_owned();
-                let conn = graceful.watch(conn);
+                let (service, watcher) = (service.clone(), graceful.watcher());
                 tokio::spawn(async move {
-                    if let Err(err) = conn.await {
+                    // hyper's header-read timer starts with the first byte (the auto builder
+                    // waits for it to tell HTTP/1.1 from HTTP/2): a connection that sends
+                    // nothing is closed here.
+                    let mut first = [0u8; 1];
+                    let peeked = tokio::time::timeout(header_read_timeout, io.peek(&mut first));
+                    if !matches!(peeked.await, Ok(Ok(n)) if n > 0) {
+                        return;
+                    }
+                    // Then a request head must arrive in time (hyper needs a timer for that).
+                    let mut builder = auto::Builder::new(StallExecutor::new());
+                    builder
+                        .http1()
+                        .timer(TokioTimer::new())
+                        .header_read_timeout(header_read_timeout);
+                    let conn = builder
+                        .serve_connection(TokioIo::new(io), TowerToHyperService::new(service))
+                        .into_owned();
+                    if let Err(err) = watcher.watch(conn).await {
                         eprintln!("connection error: {err}");
                     }
                 });

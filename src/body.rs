@@ -10,6 +10,12 @@
 //! event, if one is configured, and ends. An error from the stream ends the body cleanly (the
 //! client sees a normal end and reconnects) and is logged.
 //!
+//! When the task polling the body is watched for stalls (HTTP/2 streams under
+//! [`serve`](crate::serve) or a [`StallExecutor`](crate::StallExecutor)), the body tells the
+//! watch when it hands out a frame and when it is polled again; a frame not taken within the
+//! [stall timeout](crate::SseLayer::stall_timeout) gets the stream reset. (hyper does not poll
+//! a body while it waits for flow-control credit, so the body cannot time this out by itself.)
+//!
 //! The body needs a tokio runtime with the time driver when it is polled (for the keep-alive).
 //!
 //! # Example
@@ -49,6 +55,7 @@ use crate::{
         CloseReason,
         hooks::{Hooks, Lifecycle},
     },
+    stall::Watch,
     stream::SseItem,
     time::later,
 };
@@ -71,6 +78,9 @@ pub(crate) struct Config {
     pub(crate) max_batch: usize,
     /// Zero: write each event as soon as it is ready.
     pub(crate) min_write_interval: Duration,
+    /// How long a frame may wait for the connection to take it (HTTP/2 flow control) before
+    /// the stream is reset, where the task is watched (`crate::stall`); `None`: never.
+    pub(crate) stall_timeout: Option<Duration>,
     pub(crate) hooks: Hooks,
 }
 
@@ -85,6 +95,7 @@ impl Default for Config {
             shutdown_grace: Duration::ZERO,
             max_batch: DEFAULT_MAX_BATCH,
             min_write_interval: Duration::ZERO,
+            stall_timeout: Some(crate::SseLayer::DEFAULT_STALL_TIMEOUT),
             hooks: Hooks::default(),
         }
     }
@@ -134,6 +145,9 @@ pin_project! {
         open: crate::metrics::Open,
         // Hooks and the `tracing` span, when anything listens.
         life: Option<Box<Lifecycle>>,
+        // When the task polling the body is watched for stalls: told of every frame handed
+        // out and of every poll after it (see `crate::stall`).
+        stall: Option<Arc<Watch>>,
     }
 }
 
@@ -174,6 +188,7 @@ impl<S, P> SseBody<S, P> {
                     draining: false,
                     open: crate::metrics::Open::new(),
                     life,
+                    stall: None,
                 },
             },
         }
@@ -223,10 +238,15 @@ where
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Polled {
         match self.project().kind.project() {
-            KindProj::Events { events } => {
-                let polled = events.poll_events(cx);
+            KindProj::Events { mut events } => {
+                let polled = events.as_mut().poll_events(cx);
                 if let Poll::Ready(Some(Ok(frame))) = &polled {
                     crate::metrics::frame(frame.data_ref().map_or(0, Bytes::len));
+                    let this = events.project();
+                    if let (Some(watch), Some(timeout)) = (this.stall, this.config.stall_timeout) {
+                        // The frame must be taken (the body polled again) by then.
+                        watch.frame_out(later(Instant::now(), timeout));
+                    }
                 }
                 polled
             }
@@ -252,12 +272,21 @@ where
 impl<S: Stream<Item: SseItem>> Events<S> {
     fn poll_events(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Polled {
         let mut this = self.project();
+        if let Some(watch) = this.stall {
+            watch.polled();
+        }
         if *this.done {
             return Poll::Ready(None);
         }
         let config: &Config = this.config;
         if !*this.started {
             *this.started = true;
+            if config.stall_timeout.is_some() {
+                *this.stall = Watch::current();
+                if let (Some(watch), Some(life)) = (this.stall.as_ref(), this.life.as_mut()) {
+                    life.watch(watch.clone());
+                }
+            }
             if let Some(shutdown) = &config.shutdown {
                 *this.shutdown = Some(Box::pin(shutdown.wait()));
             }

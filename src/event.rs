@@ -110,6 +110,14 @@ impl Event {
     /// Adds `value`, serialized as JSON, as one `data:` line. The JSON is written straight into
     /// the event's buffer; compact JSON never contains a raw line break.
     ///
+    /// A value can still write one: a [`RawValue`](https://docs.rs/serde_json/latest/serde_json/value/struct.RawValue.html)
+    /// is written as it is (pretty-printed JSON has line breaks between tokens), and any
+    /// `Serialize` impl can ask serde_json for the same raw output. Such text is split into
+    /// `data:` lines, as [`data`](Self::data) splits text, so it cannot end the event early or
+    /// add a field: the receiver joins the lines with LF, and for valid JSON that is the same
+    /// JSON (a line break can only be whitespace between tokens; inside a JSON string it must be
+    /// escaped). Splitting rather than refusing keeps every valid `RawValue` sendable.
+    ///
     /// # Errors
     ///
     /// When `value` cannot be serialized; the partly built event is dropped with it.
@@ -134,6 +142,12 @@ impl Event {
         if let Err(err) = serde_json::to_writer(&mut self.buf, value) {
             self.buf.truncate(start);
             return Err(err);
+        }
+        let json = start + line_prefix(true).len();
+        if memchr::memchr2(b'\r', b'\n', &self.buf[json..]).is_some() {
+            // Raw output with line breaks (a `RawValue`): one `data:` line each.
+            split_json_lines(&mut self.buf, start, json);
+            return Ok(self);
         }
         self.buf.push(b'\n');
         Ok(self)
@@ -469,6 +483,16 @@ impl fmt::Display for EventError {
 }
 
 impl std::error::Error for EventError {}
+
+/// Rewrites the JSON written at `buf[json..]` (after a `data: ` at `start`) as one `data:` line
+/// per line, split on CRLF, CR and LF.
+#[cfg(feature = "json")]
+#[cold]
+fn split_json_lines(buf: &mut Vec<u8>, start: usize, json: usize) {
+    let text = buf.split_off(json);
+    buf.truncate(start);
+    write_field_lines::<true>(buf, &text);
+}
 
 /// What [`Event::json_data`] reserves up front: most JSON payloads fit without regrowing.
 #[cfg(feature = "json")]
@@ -895,5 +919,57 @@ mod tests {
             }
         }
         assert!(Event::new().event("e").json_data(&Fails).is_err());
+    }
+
+    /// Writes `0` as serde_json's raw output, as a `RawValue` does: no validation, no escaping.
+    #[cfg(feature = "json")]
+    struct Raw(&'static str);
+
+    #[cfg(feature = "json")]
+    impl serde::Serialize for Raw {
+        fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            use serde::ser::SerializeStruct as _;
+            // What serde_json's `RawValue` serializes as (`serde_json::raw::TOKEN`).
+            const TOKEN: &str = "$serde_json::private::RawValue";
+            let mut raw = serializer.serialize_struct(TOKEN, 1)?;
+            raw.serialize_field(TOKEN, self.0)?;
+            raw.end()
+        }
+    }
+
+    /// Raw JSON output with line breaks is split into `data:` lines: no blank line ends the
+    /// event early, no line becomes a field (it wrote `data: \n\nevent: evil\ndata: x\n`: an
+    /// empty event, then an `evil` one with data `x`).
+    #[cfg(feature = "json")]
+    #[test]
+    fn raw_json_with_line_breaks_cannot_add_fields_or_events() {
+        let evil = Raw("\n\nevent: evil\ndata: x");
+        let event = Event::new().id("1").json_data(&evil).unwrap().encode();
+        assert_eq!(
+            &event.as_bytes()[..],
+            b"id: 1\ndata:\ndata:\ndata: event: evil\ndata: data: x\n\n"
+        );
+        // A real `RawValue`: valid, pretty-printed JSON with blank lines and CRLF between tokens.
+        let raw =
+            serde_json::value::RawValue::from_string("{\"a\":\r\n\r\n[1,\r2]\n}".into()).unwrap();
+        let event = Event::new().json_data(&raw).unwrap().event("e").encode();
+        assert_eq!(
+            &event.as_bytes()[..],
+            b"data: {\"a\":\ndata:\ndata: [1,\ndata: 2]\ndata: }\nevent: e\n\n"
+        );
+        // Read back: one event, the same JSON.
+        #[cfg(feature = "client-plain")]
+        {
+            use crate::client::{Decoder, Frame};
+            let mut decoder = Decoder::new();
+            decoder.feed(event.as_bytes());
+            let Ok(Some(Frame::Event(got))) = decoder.decode() else {
+                panic!("one event");
+            };
+            assert_eq!(decoder.decode().unwrap(), None);
+            assert_eq!(got.event(), "e");
+            let data: serde_json::Value = serde_json::from_str(got.data()).unwrap();
+            assert_eq!(data, serde_json::json!({"a": [1, 2]}));
+        }
     }
 }

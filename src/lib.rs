@@ -84,7 +84,7 @@
 //! | `reqwest` | `client::Reqwest`: the client over a `reqwest::Client` |
 //! | `test-util` | `test::EventReader`: read events back from any response body (enables `client-plain`) |
 //! | `redis` | `hub::RedisBackend`: the hub on Redis Streams, so several processes act as one |
-//! | `server` | [`serve`]: HTTP/1.1 and h2c, header-read and write-stall timeouts, graceful shutdown |
+//! | `server` | [`serve`]: HTTP/1.1 and h2c, header-read and write-stall timeouts, stalled HTTP/2 streams reset ([`StallExecutor`]), graceful shutdown |
 //! | `metrics` | counters and gauges through the `metrics` facade (see [`metrics`]) |
 //!
 //! No feature is on by default.
@@ -104,6 +104,7 @@ pub mod io;
 pub mod layer;
 pub mod replay;
 pub mod shutdown;
+mod stall;
 pub mod stream;
 mod time;
 
@@ -116,6 +117,9 @@ mod backoff;
 mod serve;
 #[cfg(feature = "server")]
 pub use serve::{Serve, serve};
+#[cfg(feature = "server")]
+#[cfg_attr(docsrs, doc(cfg(feature = "server")))]
+pub use stall::StallExecutor;
 
 #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
 pub mod metrics;

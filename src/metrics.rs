@@ -8,6 +8,7 @@
 //! | `tower_sse_bytes_total` | counter | bytes of SSE frames written to clients, keep-alive comments included |
 //! | `tower_sse_hub_published_total` | counter | events published into a hub |
 //! | `tower_sse_slow_disconnects_total` | counter | hub subscriptions ended for falling behind |
+//! | `tower_sse_stalled_total` | counter | HTTP/2 streams reset because their client took no frame for the stall timeout ([`SseLayer::stall_timeout`](crate::SseLayer::stall_timeout)) |
 //! | `tower_sse_replays_total{outcome}` | counter | hub subscriptions by how their `Last-Event-ID` was honoured: `outcome` is `none`, `complete` or `history-lost` |
 //!
 //! No label carries a route, topic or client: their number is unbounded. Counting is done once
@@ -66,6 +67,14 @@ pub(crate) fn published() {
 pub(crate) fn slow_disconnect() {
     #[cfg(feature = "metrics")]
     ::metrics::counter!("tower_sse_slow_disconnects_total").increment(1);
+}
+
+/// A stream was reset for a stall (its client took no frame for the stall timeout).
+#[inline]
+#[cfg_attr(not(feature = "server"), allow(dead_code))]
+pub(crate) fn stalled() {
+    #[cfg(feature = "metrics")]
+    ::metrics::counter!("tower_sse_stalled_total").increment(1);
 }
 
 /// A hub subscription started, with this replay outcome.

@@ -13,14 +13,14 @@ use bytes::Bytes;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_util::{
-    rt::{TokioExecutor, TokioIo, TokioTimer},
+    rt::{TokioIo, TokioTimer},
     server::{conn::auto, graceful::GracefulShutdown},
     service::TowerToHyperService,
 };
 use tokio::net::TcpListener;
 use tower_service::Service;
 
-use crate::{BoxError, Shutdown, io::WriteTimeout};
+use crate::{BoxError, Shutdown, StallExecutor, io::WriteTimeout};
 
 /// Serves `service` on `listener`: HTTP/1.1 and HTTP/2 over cleartext (h2c), one shared
 /// service for every connection (no router per connection), with the timeouts a public SSE
@@ -31,6 +31,10 @@ use crate::{BoxError, Shutdown, io::WriteTimeout};
 ///   `axum::serve` a half-sent head held its connection forever);
 /// - **write stall** ([`write_timeout`](Serve::write_timeout), default 30 s, see
 ///   [`io::WriteTimeout`](crate::io::WriteTimeout)): a client that stops reading is dropped;
+/// - **stalled HTTP/2 streams**: every stream runs under a [`StallExecutor`], so an event
+///   stream whose client grants no flow-control credit is reset after the layer's
+///   [`stall_timeout`](crate::SseLayer::stall_timeout) (default 30 s), the connection's other
+///   streams going on;
 /// - **graceful shutdown** ([`shutdown`](Serve::shutdown)): when the [`Shutdown`] triggers,
 ///   no new connection is taken, and the call returns once every connection has closed (give
 ///   the [`SseLayer`](crate::SseLayer) the same `Shutdown`, so its streams end), or after the
@@ -153,7 +157,8 @@ impl<S> Serve<S> {
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
-        let mut builder = auto::Builder::new(TokioExecutor::new());
+        // HTTP/2 streams are spawned watched: a stalled event stream is reset.
+        let mut builder = auto::Builder::new(StallExecutor::new());
         builder
             .http1()
             .timer(TokioTimer::new())

@@ -329,6 +329,48 @@ async fn hyper_example_ids_never_wrap() {
     drop(server);
 }
 
+/// Connections to the bare hyper example that send nothing, or half a request head, are
+/// closed after its header-read timeout, as `tower_sse::serve` closes them. (One that sent
+/// nothing was held until the client left: hyper-util's auto builder waits for a first byte
+/// with no timer, and hyper's header-read timer only starts after it.)
+#[tokio::test]
+async fn hyper_example_closes_connections_that_send_no_request() {
+    let server = support::Example::start("hyper", &[("HEADER_READ_TIMEOUT_MS", "300")]).await;
+    let mut idle = vec![];
+    for n in 0..10 {
+        let mut stream = TcpStream::connect(server.addr()).await.unwrap();
+        if n % 2 == 0 {
+            stream
+                .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n")
+                .await
+                .unwrap();
+        }
+        idle.push((n, stream));
+    }
+    for (n, mut stream) in idle {
+        let mut buf = [0u8; 256];
+        // Closed by the server: end of stream (or a reset), long before this bound.
+        let closed = timeout(Duration::from_secs(10), async {
+            loop {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {} // e.g. a 408 answer before the close
+                }
+            }
+        })
+        .await;
+        let sent = if n % 2 == 0 { "half a head" } else { "nothing" };
+        assert!(
+            closed.is_ok(),
+            "a connection that sent {sent} was still open"
+        );
+    }
+    // A real request is still served.
+    let text = answer_after(server.addr(), "/", "18446744073709551614").await;
+    assert!(text.contains("id: 18446744073709551615\n"), "{text}");
+    drop(server);
+}
+
 /// The whole answer to a `GET path` with `Last-Event-ID: last`: read until a `204`, the end of
 /// a chunked body, or the connection's close (bounded in time).
 async fn answer_after(addr: std::net::SocketAddr, path: &str, last: &str) -> String {

@@ -1,7 +1,13 @@
 //! `tower_sse::serve` over real TCP: slowloris connections are closed, SSE over HTTP/1.1 and
-//! h2c, and graceful shutdown with open streams.
+//! h2c, graceful shutdown with open streams, and HTTP/2 streams that grant no credit are reset.
 
-use std::time::Duration;
+use std::{
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering::SeqCst},
+    },
+    time::Duration,
+};
 
 use axum::{Router, routing::get};
 use bytes::Bytes;
@@ -13,7 +19,10 @@ use tokio::{
     net::{TcpListener, TcpStream},
     time::{Instant, timeout},
 };
-use tower_sse::{Event, EventStream, Shutdown, SseLayer};
+use tower_sse::{
+    Event, EventStream, Shutdown, SseLayer,
+    layer::{CloseReason, StreamInfo},
+};
 
 fn app(shutdown: &Shutdown) -> Router {
     Router::new()
@@ -134,4 +143,208 @@ async fn sse_over_http1_and_h2c_then_a_graceful_shutdown() {
         TcpStream::connect(addr).await.is_err(),
         "no longer listening"
     );
+}
+
+/// Counts the open event streams (`on_open` / `on_close`) and keeps why each one closed.
+#[derive(Clone, Default)]
+struct Streams {
+    open: Arc<AtomicUsize>,
+    closed: Arc<Mutex<Vec<CloseReason>>>,
+}
+
+impl Streams {
+    fn open(&self) -> usize {
+        self.open.load(SeqCst)
+    }
+
+    /// Waits (bounded) until `n` streams are open.
+    async fn until_open(&self, n: usize) {
+        let waited = timeout(Duration::from_secs(15), async {
+            while self.open() != n {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        assert!(waited.is_ok(), "{} streams open, not {n}", self.open());
+    }
+}
+
+/// Events of about 500 bytes every 10 ms, with a short stall timeout and counting hooks.
+fn stalling_app(streams: &Streams, stall: Duration) -> Router {
+    let (opened, closed) = (streams.clone(), streams.clone());
+    Router::new()
+        .route(
+            "/events",
+            get(|| async {
+                let payload = "x".repeat(500);
+                EventStream::new(
+                    tokio_stream::wrappers::IntervalStream::new(tokio::time::interval(
+                        Duration::from_millis(10),
+                    ))
+                    .enumerate()
+                    .map(move |(n, _)| Event::new().id(n.to_string()).data(&payload)),
+                )
+            }),
+        )
+        .layer(
+            SseLayer::new()
+                .stall_timeout(stall)
+                .on_open(move |_: &StreamInfo| {
+                    opened.open.fetch_add(1, SeqCst);
+                })
+                .on_close(move |_: &StreamInfo, reason: CloseReason| {
+                    closed.closed.lock().unwrap().push(reason);
+                    closed.open.fetch_sub(1, SeqCst);
+                }),
+        )
+}
+
+/// An HTTP/2 connection to `addr` whose streams start with `window` bytes of credit.
+async fn h2_connect(addr: std::net::SocketAddr, window: u32) -> h2::client::SendRequest<Bytes> {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (client, connection) = h2::client::Builder::new()
+        .initial_window_size(window)
+        .handshake::<_, Bytes>(tcp)
+        .await
+        .unwrap();
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    client
+}
+
+/// `GET /events` on the connection; the response head (not flow-controlled) and its body.
+async fn h2_get(
+    client: h2::client::SendRequest<Bytes>,
+    addr: std::net::SocketAddr,
+) -> (h2::client::SendRequest<Bytes>, h2::RecvStream) {
+    let mut client = client.ready().await.unwrap();
+    let request = http::Request::get(format!("http://{addr}/events"))
+        .body(())
+        .unwrap();
+    let (response, _) = client.send_request(request, true).unwrap();
+    let response = timeout(Duration::from_secs(5), response)
+        .await
+        .expect("a response head")
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    (client, response.into_body())
+}
+
+/// Streams opened with `SETTINGS_INITIAL_WINDOW_SIZE = 0` that never grant credit are reset
+/// (`RST_STREAM`) after the stall timeout and released (their `on_close` runs, as
+/// `Stalled`); the connection stays up. Before `serve` watched its HTTP/2 streams they were
+/// held, and counted, for as long as the connection lived: hyper waits for credit without
+/// writing, so the socket's write-stall timeout never fires.
+#[tokio::test]
+async fn zero_window_http2_streams_are_reset_and_released() {
+    let streams = Streams::default();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let shutdown = Shutdown::new();
+    let app = stalling_app(&streams, Duration::from_millis(500));
+    let server = tokio::spawn(
+        tower_sse::serve(listener, app)
+            .shutdown(&shutdown)
+            .into_future(),
+    );
+
+    let mut client = h2_connect(addr, 0).await;
+    let mut bodies = vec![];
+    for _ in 0..5 {
+        let (next, body) = h2_get(client, addr).await;
+        client = next;
+        bodies.push(body);
+    }
+    // All five are released on the server (well within this bound; the timeout is 0.5 s)...
+    streams.until_open(0).await;
+    assert_eq!(*streams.closed.lock().unwrap(), [CloseReason::Stalled; 5]);
+    // ... and reset for the client, which never saw a byte of them.
+    for mut body in bodies {
+        let end = timeout(Duration::from_secs(5), body.data()).await.unwrap();
+        let err = end.expect("a reset, not a clean end").unwrap_err();
+        assert_eq!(err.reason(), Some(h2::Reason::CANCEL), "{err}");
+    }
+    // The connection itself is still up: another stream is answered.
+    let (_client, _body) = h2_get(client, addr).await;
+    streams.until_open(1).await;
+    shutdown.trigger();
+    timeout(Duration::from_secs(10), server)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}
+
+/// On one connection, streams whose reader stops granting credit are reset after the stall
+/// timeout while a stream that reads (and grants credit) keeps flowing.
+#[tokio::test]
+async fn stopped_http2_readers_are_reset_while_a_reading_stream_flows() {
+    let streams = Streams::default();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let shutdown = Shutdown::new();
+    let app = stalling_app(&streams, Duration::from_secs(1));
+    let server = tokio::spawn(
+        tower_sse::serve(listener, app)
+            .shutdown(&shutdown)
+            .into_future(),
+    );
+
+    // 4 KiB of credit per stream: a stream that is not read stalls after about 8 events.
+    let client = h2_connect(addr, 4096).await;
+    let (client, mut healthy) = h2_get(client, addr).await;
+    let read = Arc::new(AtomicUsize::new(0));
+    let counted = read.clone();
+    let reader = tokio::spawn(async move {
+        while let Some(data) = healthy.data().await {
+            let data = data.unwrap();
+            counted.fetch_add(data.len(), SeqCst);
+            healthy.flow_control().release_capacity(data.len()).unwrap();
+        }
+        panic!("the healthy stream ended");
+    });
+    let mut stopped = vec![];
+    let mut client = client;
+    for _ in 0..3 {
+        let (next, body) = h2_get(client, addr).await;
+        client = next;
+        stopped.push(body);
+    }
+    streams.until_open(1).await;
+    assert_eq!(*streams.closed.lock().unwrap(), [CloseReason::Stalled; 3]);
+    for mut body in stopped {
+        // What fit in the window, then the reset.
+        let end = timeout(Duration::from_secs(5), async {
+            loop {
+                match body.data().await {
+                    Some(Ok(_)) => {}
+                    Some(Err(err)) => return err,
+                    None => panic!("a clean end instead of a reset"),
+                }
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(end.reason(), Some(h2::Reason::CANCEL), "{end}");
+    }
+    // The reading stream goes on after the resets: 100 more events come.
+    let before = read.load(SeqCst);
+    let flowed = timeout(Duration::from_secs(15), async {
+        while read.load(SeqCst) < before + 100 * 500 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(flowed.is_ok(), "the reading stream stopped");
+    assert!(!reader.is_finished());
+    assert_eq!(streams.open(), 1);
+    drop(client);
+    reader.abort();
+    shutdown.trigger();
+    timeout(Duration::from_secs(10), server)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
 }

@@ -6,7 +6,7 @@ use std::{fmt, sync::Arc, time::Duration};
 use http::Uri;
 use tokio::time::Instant;
 
-use crate::BoxError;
+use crate::{BoxError, stall::Watch};
 
 /// Why an event stream ended, as [`OnClose`] and the stream's `tracing` span see it.
 ///
@@ -28,10 +28,14 @@ pub enum CloseReason {
     StreamEnded,
     /// The event stream failed (see [`OnError`]).
     Error,
+    /// The client granted no HTTP/2 flow-control credit for the stall timeout, so the stream
+    /// was reset ([`SseLayer::stall_timeout`](super::SseLayer::stall_timeout)).
+    Stalled,
 }
 
 impl CloseReason {
-    /// `"client_gone"`, `"shutdown"`, `"stream_ended"` or `"error"`: for logs and metrics.
+    /// `"client_gone"`, `"shutdown"`, `"stream_ended"`, `"error"` or `"stalled"`: for logs
+    /// and metrics.
     ///
     /// ```
     /// assert_eq!(tower_sse::layer::CloseReason::Shutdown.as_str(), "shutdown");
@@ -42,6 +46,7 @@ impl CloseReason {
             Self::Shutdown => "shutdown",
             Self::StreamEnded => "stream_ended",
             Self::Error => "error",
+            Self::Stalled => "stalled",
         }
     }
 }
@@ -148,6 +153,9 @@ pub(crate) struct Lifecycle {
     hooks: Hooks,
     span: tracing::Span,
     reason: Option<CloseReason>,
+    // The stall watch of the task serving the stream, if any: a stream dropped for a stall
+    // closes as `Stalled`, not `ClientGone`.
+    stall: Option<Arc<Watch>>,
 }
 
 impl Lifecycle {
@@ -170,12 +178,18 @@ impl Lifecycle {
             hooks: hooks.clone(),
             span,
             reason: None,
+            stall: None,
         }))
     }
 
     /// The stream ends for `reason` (the first reason given counts).
     pub(crate) fn end(&mut self, reason: CloseReason) {
         self.reason.get_or_insert(reason);
+    }
+
+    /// The task serving the stream is watched for stalls by `watch`.
+    pub(crate) fn watch(&mut self, watch: Arc<Watch>) {
+        self.stall = Some(watch);
     }
 
     pub(crate) fn error(&mut self, error: &BoxError) {
@@ -188,7 +202,12 @@ impl Lifecycle {
 
 impl Drop for Lifecycle {
     fn drop(&mut self) {
-        let reason = self.reason.unwrap_or(CloseReason::ClientGone);
+        let stalled = self.stall.as_ref().is_some_and(|watch| watch.fired());
+        let reason = self.reason.unwrap_or(if stalled {
+            CloseReason::Stalled
+        } else {
+            CloseReason::ClientGone
+        });
         self.span.in_scope(|| {
             tracing::debug!(
                 reason = reason.as_str(),

@@ -40,6 +40,7 @@ impl std::fmt::Debug for Config {
             .field("shutdown_grace", &self.shutdown_grace)
             .field("max_batch", &self.max_batch)
             .field("min_write_interval", &self.min_write_interval)
+            .field("stall_timeout", &self.stall_timeout)
             .field("hooks", &self.hooks)
             .finish_non_exhaustive()
     }
@@ -52,6 +53,10 @@ impl Default for SseLayer {
 }
 
 impl SseLayer {
+    /// The default [`stall_timeout`](Self::stall_timeout): 30 s, as `serve`'s write-stall
+    /// timeout.
+    pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(30);
+
     /// A layer with the defaults: keep-alive comment after 15 s idle, frames of up to 32 KiB of
     /// coalesced events, no shutdown handle, no CORS.
     ///
@@ -438,6 +443,41 @@ impl<C> SseLayer<C> {
     pub fn min_write_interval(mut self, interval: Duration) -> Self {
         self.config_mut().min_write_interval = interval;
         self
+    }
+
+    /// Resets an HTTP/2 stream whose client takes no frame for `timeout` (default
+    /// [`DEFAULT_STALL_TIMEOUT`](SseLayer::DEFAULT_STALL_TIMEOUT), 30 s): the stream has a
+    /// frame ready, and flow control (a client that opened it with a zero window, or stopped
+    /// granting credit) keeps it from being sent. The stream gets `RST_STREAM`, its body and
+    /// event stream are dropped, the [`on_close`](Self::on_close) hook sees
+    /// [`CloseReason::Stalled`](super::CloseReason::Stalled); the connection's other streams
+    /// go on.
+    ///
+    /// This needs the stream's task to be watched: [`serve`](crate::serve) does it, and with
+    /// hyper directly give its builder a [`StallExecutor`](crate::StallExecutor) (feature
+    /// `server`). Where nothing watches (`axum::serve`), the setting has no effect. The
+    /// [`stall` notes](crate::StallExecutor) say why the body alone cannot do it and what is
+    /// and is not detected. Over HTTP/1.1 a stalled client is a full socket:
+    /// [`io::WriteTimeout`](crate::io::WriteTimeout) handles that.
+    ///
+    /// `Duration::ZERO` turns it off (a stream waiting for any credit at all would be reset);
+    /// `Duration::MAX` is as good as off.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let layer = tower_sse::SseLayer::new().stall_timeout(Duration::from_secs(60));
+    /// # let _ = layer;
+    /// ```
+    #[must_use]
+    pub fn stall_timeout(mut self, timeout: Duration) -> Self {
+        self.config_mut().stall_timeout = (!timeout.is_zero()).then_some(timeout);
+        self
+    }
+
+    #[cfg(test)]
+    pub(crate) fn config(&self) -> &Config {
+        &self.config
     }
 }
 
