@@ -1,5 +1,5 @@
 //! A chat: rooms, a public feed of every room, direct messages, all over SSE from one
-//! [`Hub`]: in-process by default, or shared through Redis by several processes.
+//! [`Hub`]: in-process by default, or shared through Redis or NATS by several processes.
 //!
 //! Run it with
 //!
@@ -11,7 +11,7 @@
 //! other. Environment: `ADDR` (default `127.0.0.1:3000`), `KEEP_ALIVE_SECS` (default 15),
 //! `HISTORY` (events kept per room for replay, default 1000), `HISTORY_BYTES` (and at most this
 //! many bytes, default 1 MiB), `SUBSCRIBER_CAPACITY` (how far, in events, a stream may fall
-//! behind before it is disconnected, default 256), `REDIS_URL` (see below).
+//! behind before it is disconnected, default 256), `REDIS_URL` or `NATS_URL` (see below).
 //!
 //! # Several processes: `REDIS_URL`
 //!
@@ -25,6 +25,16 @@
 //! replay: a page can post on one and listen, or resume with its `Last-Event-ID`, on the other.
 //! Redis down at start-up: the process says so and exits with status 1. Redis down later:
 //! requests that need it answer `503` until it is back; open streams resume by themselves.
+//!
+//! # Several processes: `NATS_URL`
+//!
+//! ```text
+//! NATS_URL=nats://127.0.0.1:4222 ADDR=127.0.0.1:3010 cargo run --example chat
+//! NATS_URL=nats://127.0.0.1:4222 ADDR=127.0.0.1:3011 cargo run --example chat
+//! ```
+//!
+//! The same on NATS JetStream (`nats-server -js`): the hub on the stream `CHAT` (subjects
+//! `chat.>`), rooms and logins in the key-value buckets `CHAT_ROOMS` and `CHAT_TOKENS`.
 //!
 //! Errors are JSON: `{"error": "..."}`.
 //!
@@ -106,8 +116,8 @@ use tokio::net::TcpListener;
 use tower_sse::{
     EncodedEvent, Event, EventStream, LastEventId, Shutdown, SseLayer,
     hub::{
-        Hub, HubBuilder, Pattern, PublishError, RedisBackend, SubscribeError, SubscribeRequest,
-        Subscription,
+        Hub, HubBuilder, NatsBroker, Pattern, PublishError, RedisBackend, SubscribeError,
+        SubscribeRequest, Subscription,
     },
     replay::REPLAY_HEADER,
 };
@@ -178,6 +188,16 @@ enum Store {
         tokens: Mutex<HashMap<String, String>>,
     },
     Redis(redis::aio::ConnectionManager),
+    /// Key-value buckets on NATS JetStream: room id → name (JSON), user → token.
+    /// Boxed: the handles are large, and a store is made once.
+    Nats(Box<NatsStore>),
+}
+
+/// Key-value buckets on NATS JetStream: room id → name (JSON), user → token.
+struct NatsStore {
+    rooms: async_nats::jetstream::kv::Store,
+    tokens: async_nats::jetstream::kv::Store,
+    jetstream: async_nats::jetstream::Context,
 }
 
 /// Redis could not answer: the request gets `503`.
@@ -188,6 +208,48 @@ impl From<redis::RedisError> for StoreDown {
         tracing::warn!(error = %err, "redis store unavailable");
         Self
     }
+}
+
+impl StoreDown {
+    fn nats(err: impl std::fmt::Display) -> Self {
+        tracing::warn!(error = %err, "nats store unavailable");
+        Self
+    }
+}
+
+/// A name as a NATS key-value key: every byte outside `[A-Za-z0-9_-]` as `=XX`, after `_`.
+fn nats_key(name: &str) -> String {
+    let mut key = String::from("_");
+    for &b in name.as_bytes() {
+        if b.is_ascii_alphanumeric() || b == b'_' || b == b'-' {
+            key.push(char::from(b));
+        } else {
+            key.push_str(&format!("={b:02X}"));
+        }
+    }
+    key
+}
+
+/// Runs a NATS store call within 2 s.
+async fn nats_call<T, E: std::fmt::Display>(
+    call: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, StoreDown> {
+    match tokio::time::timeout(Duration::from_secs(2), call).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(err)) => Err(StoreDown::nats(err)),
+        Err(_) => Err(StoreDown::nats("timed out")),
+    }
+}
+
+/// How many keys a bucket holds (its stream's messages, read fresh: one per key, and a
+/// marker per purged key until it is written again).
+async fn nats_len(
+    jetstream: &async_nats::jetstream::Context,
+    bucket: &str,
+) -> Result<usize, StoreDown> {
+    let mut stream = nats_call(jetstream.get_stream(format!("KV_{bucket}"))).await?;
+    let info = nats_call(stream.info()).await?;
+    Ok(usize::try_from(info.state.messages).unwrap_or(usize::MAX))
 }
 
 const ROOMS_KEY: &str = "chat:rooms";
@@ -235,6 +297,17 @@ impl Store {
                     .await?;
                 Ok(true)
             }
+            Self::Nats(nats) => {
+                let NatsStore {
+                    rooms, jetstream, ..
+                } = &**nats;
+                if nats_len(jetstream, "CHAT_ROOMS").await? >= MAX_ROOMS {
+                    return Ok(false);
+                }
+                let value = serde_json::to_string(&name).unwrap_or_default();
+                nats_call(rooms.put(nats_key(id), value.into())).await?;
+                Ok(true)
+            }
         }
     }
 
@@ -246,6 +319,9 @@ impl Store {
             Self::Redis(conn) => {
                 let _ = Self::query::<()>(conn, redis::cmd("HDEL").arg(ROOMS_KEY).arg(id)).await;
             }
+            Self::Nats(nats) => {
+                let _ = nats_call(nats.rooms.purge(nats_key(id))).await;
+            }
         }
     }
 
@@ -255,6 +331,7 @@ impl Store {
             Self::Redis(conn) => {
                 Self::query(conn, redis::cmd("HEXISTS").arg(ROOMS_KEY).arg(id)).await
             }
+            Self::Nats(nats) => Ok(nats_call(nats.rooms.get(nats_key(id))).await?.is_some()),
         }
     }
 
@@ -292,6 +369,34 @@ impl Store {
                 // Someone else got there first.
                 Ok(Claim::Taken(self.token_of(user).await?.unwrap_or_default()))
             }
+            Self::Nats(nats) => {
+                let NatsStore {
+                    tokens, jetstream, ..
+                } = &**nats;
+                if let Some(existing) = self.token_of(user).await? {
+                    return Ok(Claim::Taken(existing));
+                }
+                if nats_len(jetstream, "CHAT_TOKENS").await? >= MAX_USERS {
+                    return Ok(Claim::Full);
+                }
+                // `create` only writes a key that does not exist: the first login wins.
+                let created = tokio::time::timeout(
+                    Duration::from_secs(2),
+                    tokens.create(nats_key(user), token.to_owned().into()),
+                )
+                .await
+                .map_err(|_| StoreDown::nats("timed out"))?;
+                match created {
+                    Ok(_) => Ok(Claim::New),
+                    Err(err)
+                        if err.kind()
+                            == async_nats::jetstream::kv::CreateErrorKind::AlreadyExists =>
+                    {
+                        Ok(Claim::Taken(self.token_of(user).await?.unwrap_or_default()))
+                    }
+                    Err(err) => Err(StoreDown::nats(err)),
+                }
+            }
         }
     }
 
@@ -301,6 +406,9 @@ impl Store {
             Self::Redis(conn) => {
                 Self::query(conn, redis::cmd("HGET").arg(TOKENS_KEY).arg(user)).await
             }
+            Self::Nats(nats) => Ok(nats_call(nats.tokens.get(nats_key(user)))
+                .await?
+                .map(|value| String::from_utf8_lossy(&value).into_owned())),
         }
     }
 
@@ -311,6 +419,10 @@ impl Store {
             Self::Redis(conn) => Ok((
                 Self::query(conn, redis::cmd("HLEN").arg(ROOMS_KEY)).await?,
                 Self::query(conn, redis::cmd("HLEN").arg(TOKENS_KEY)).await?,
+            )),
+            Self::Nats(nats) => Ok((
+                nats_len(&nats.jetstream, "CHAT_ROOMS").await?,
+                nats_len(&nats.jetstream, "CHAT_TOKENS").await?,
             )),
         }
     }
@@ -928,6 +1040,72 @@ pub async fn app_on_redis(
     ))
 }
 
+/// The whole application on NATS JetStream (`nats://host:port`): the hub on a stream
+/// (`CHAT`), rooms and logins in key-value buckets (`CHAT_ROOMS`, `CHAT_TOKENS`), shared with
+/// every process using the same NATS.
+///
+/// # Errors
+///
+/// A message naming the URL when NATS (or its JetStream) cannot be reached.
+pub async fn app_on_nats(
+    config: &Config,
+    shutdown: &Shutdown,
+    url: &str,
+) -> Result<(Router, Chat), String> {
+    let broker = NatsBroker::connect(url)
+        .await
+        .map_err(|err| err.to_string())?
+        .stream_name("CHAT")
+        .subject_prefix("chat");
+    let fail = |err: &dyn std::fmt::Display| format!("cannot use NATS at {url:?}: {err}");
+    let client = async_nats::connect(url).await.map_err(|e| fail(&e))?;
+    let mut jetstream = async_nats::jetstream::new(client);
+    jetstream.set_timeout(Duration::from_secs(2));
+    let mut buckets = Vec::new();
+    for bucket in ["CHAT_ROOMS", "CHAT_TOKENS"] {
+        if let Ok(store) = jetstream.get_key_value(bucket).await {
+            buckets.push(store);
+            continue;
+        }
+        // The bucket's stream, as the key-value convention has it (`create_key_value` asks
+        // for account details in a form older servers do not give).
+        let made = jetstream
+            .create_stream(async_nats::jetstream::stream::Config {
+                name: format!("KV_{bucket}"),
+                subjects: vec![format!("$KV.{bucket}.>")],
+                max_messages_per_subject: 1,
+                storage: async_nats::jetstream::stream::StorageType::File,
+                allow_rollup: true,
+                deny_delete: true,
+                allow_direct: true,
+                discard: async_nats::jetstream::stream::DiscardPolicy::New,
+                ..Default::default()
+            })
+            .await;
+        if let Err(err) = made {
+            tracing::debug!(error = %err, bucket, "creating the bucket (another process may have)");
+        }
+        buckets.push(
+            jetstream
+                .get_key_value(bucket)
+                .await
+                .map_err(|e| fail(&e))?,
+        );
+    }
+    let tokens = buckets.pop().ok_or("no bucket")?;
+    let rooms = buckets.pop().ok_or("no bucket")?;
+    Ok(build(
+        config,
+        shutdown,
+        Hub::builder().nats(broker),
+        Store::Nats(Box::new(NatsStore {
+            rooms,
+            tokens,
+            jetstream,
+        })),
+    ))
+}
+
 fn build(config: &Config, shutdown: &Shutdown, hub: HubBuilder, store: Store) -> (Router, Chat) {
     metrics_handle();
     let hub = hub
@@ -1009,18 +1187,26 @@ async fn main() {
         }
     };
     let shutdown = Shutdown::new();
-    let (app, _chat) = match std::env::var("REDIS_URL") {
-        Ok(url) if !url.is_empty() => match app_on_redis(&config, &shutdown, &url).await {
-            Ok(app) => {
-                println!("hub, rooms and logins on Redis at {url}");
-                app
-            }
-            Err(err) => {
-                eprintln!("error: {err}");
-                std::process::exit(1);
-            }
-        },
-        _ => app(&config, &shutdown),
+    let redis = std::env::var("REDIS_URL")
+        .ok()
+        .filter(|url| !url.is_empty());
+    let nats = std::env::var("NATS_URL").ok().filter(|url| !url.is_empty());
+    let made = match (redis, nats) {
+        (Some(_), Some(_)) => Err("set REDIS_URL or NATS_URL, not both".to_owned()),
+        (Some(url), None) => app_on_redis(&config, &shutdown, &url).await.inspect(|_| {
+            println!("hub, rooms and logins on Redis at {url}");
+        }),
+        (None, Some(url)) => app_on_nats(&config, &shutdown, &url).await.inspect(|_| {
+            println!("hub, rooms and logins on NATS JetStream at {url}");
+        }),
+        (None, None) => Ok(app(&config, &shutdown)),
+    };
+    let (app, _chat) = match made {
+        Ok(app) => app,
+        Err(err) => {
+            eprintln!("error: {err}");
+            std::process::exit(1);
+        }
     };
     println!(
         "listening on http://{}",

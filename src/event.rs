@@ -411,7 +411,7 @@ impl EncodedEvent {
 
     /// An event from bytes already in wire form. `bytes` must be one complete event (checked by
     /// the caller) and `id` the range of its id's value.
-    #[cfg(feature = "redis")]
+    #[cfg(feature = "_broker")]
     pub(crate) fn from_parts(bytes: Bytes, id: Option<Range<usize>>) -> Self {
         Self {
             bytes,
@@ -420,7 +420,7 @@ impl EncodedEvent {
     }
 
     /// The bytes without the `id:` line, if there is one (a broker gives its own ids).
-    #[cfg(feature = "redis")]
+    #[cfg(feature = "_broker")]
     pub(crate) fn without_id(&self) -> Bytes {
         let Some(range) = self.id.range() else {
             return self.bytes.clone();

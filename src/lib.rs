@@ -84,6 +84,7 @@
 //! | `reqwest` | `client::Reqwest`: the client over a `reqwest::Client` |
 //! | `test-util` | `test::EventReader`: read events back from any response body (enables `client-plain`) |
 //! | `redis` | `hub::RedisBackend`: the hub on Redis Streams, so several processes act as one |
+//! | `nats` | `hub::NatsBroker`: the hub on NATS JetStream, so several processes act as one |
 //! | `server` | [`serve`]: HTTP/1.1 and h2c, header-read and write-stall timeouts, stalled HTTP/2 streams reset ([`StallExecutor`]), graceful shutdown |
 //! | `metrics` | counters and gauges through the `metrics` facade (see [`metrics`]) |
 //!
@@ -109,7 +110,7 @@ pub mod stream;
 mod time;
 
 /// Reconnection delays, shared by the client and the brokers' readers.
-#[cfg(any(feature = "client-plain", feature = "redis"))]
+#[cfg(any(feature = "client-plain", feature = "_broker"))]
 mod backoff;
 
 #[cfg(feature = "server")]
@@ -150,6 +151,7 @@ pub use stream::{EventStream, SseItem, SseSource};
     feature = "json",
     feature = "client",
     feature = "redis",
+    feature = "nats",
     feature = "metrics",
     feature = "reqwest",
     feature = "server"

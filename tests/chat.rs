@@ -1401,3 +1401,144 @@ async fn redis_down_at_start_up_is_a_clear_error() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn two_processes_on_nats_share_rooms_direct_messages_multi_room_streams_and_replay() {
+    let Some(mut nats) = support::nats::NatsServer::start().await else {
+        return;
+    };
+    let url = nats.url();
+    let a = support::Example::start("chat", &[("NATS_URL", &url)]).await;
+    let b = support::Example::start("chat", &[("NATS_URL", &url)]).await;
+    let (a, b) = (a.addr(), b.addr());
+
+    // Rooms made on A exist on B; one stream of two rooms on B, and the public stream.
+    let (r1, r2) = (create_room(a).await, create_room(a).await);
+    let mut both = Sse::ok(b, &format!("/rooms/events?room={r1}&room={r2}"), &[]).await;
+    let mut public_b = Sse::ok(b, "/events", &[]).await;
+    let first = say(a, &r1, "ann", "one").await;
+    let second = say(a, &r2, "ann", "two").await;
+    for want in [&first, &second] {
+        assert_eq!(&both.expect().await.id, want);
+        assert_eq!(&public_b.expect().await.id, want);
+    }
+
+    // Posted on B while the client is away; it resumes on A with its Last-Event-ID, one cursor
+    // for both rooms.
+    drop(both);
+    let third = say(b, &r2, "bo", "three").await;
+    let fourth = say(b, &r1, "bo", "four").await;
+    let mut back = Sse::ok(
+        a,
+        &format!("/rooms/events?room={r1}&room={r2}"),
+        &[("last-event-id", &first)],
+    )
+    .await;
+    assert_eq!(back.replay(), "complete");
+    for want in [&second, &third, &fourth] {
+        assert_eq!(&back.expect().await.id, want);
+    }
+
+    // A retried post with the same Idempotency-Key is stored once.
+    let path = format!("/rooms/{r1}/messages");
+    let retry = || {
+        call(
+            a,
+            Method::POST,
+            &path,
+            &[
+                ("content-type", "application/json"),
+                ("idempotency-key", "msg-1"),
+            ],
+            json!({ "user": "ann", "text": "once" }).to_string(),
+        )
+    };
+    let (one, two) = (retry().await, retry().await);
+    assert_eq!(one.status, StatusCode::ACCEPTED, "{}", one.json);
+    assert_eq!(one.json["id"], two.json["id"]);
+    assert_eq!(back.expect().await.id, one.json["id"].as_str().unwrap());
+
+    // Logins are shared: the name is taken on B too, and direct messages cross processes.
+    let token = login(a, "alice").await;
+    assert_error(
+        &post_json(b, "/login", json!({ "user": "alice" })).await,
+        StatusCode::CONFLICT,
+    );
+    let bearer = format!("Bearer {token}");
+    let mut dms = Sse::ok(b, "/users/alice/events", &[("authorization", &bearer)]).await;
+    let sent = post_json(
+        a,
+        "/users/alice/messages",
+        json!({ "from": "bo", "text": "hi" }),
+    )
+    .await;
+    assert_eq!(sent.status, StatusCode::ACCEPTED, "{}", sent.json);
+    assert_eq!(dms.expect().await.json()["text"], "hi");
+    assert_eq!(stats(b).await["rooms"], 2);
+
+    // NATS goes away: posts get 503, quickly; back, and the open streams go on.
+    nats.kill().await;
+    let started = std::time::Instant::now();
+    let reply = post_json(
+        a,
+        &format!("/rooms/{r1}/messages"),
+        json!({ "user": "x", "text": "y" }),
+    )
+    .await;
+    assert_error(&reply, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "{:?}",
+        started.elapsed()
+    );
+    nats.restart().await;
+    let mut posted = None;
+    for _ in 0..200 {
+        let reply = post_json(
+            b,
+            &format!("/rooms/{r2}/messages"),
+            json!({ "user": "bo", "text": "back" }),
+        )
+        .await;
+        if reply.status == StatusCode::ACCEPTED {
+            posted = reply.json["id"].as_str().map(str::to_owned);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let posted = posted.expect("posting works again once NATS is back");
+    assert_eq!(back.expect().await.id, posted);
+}
+
+#[tokio::test]
+async fn nats_down_at_start_up_is_a_clear_error() {
+    if !support::external(
+        "nats-server",
+        support::program_available("nats-server"),
+        "apt-get install nats-server",
+    ) {
+        return;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("nats://127.0.0.1:{port}");
+    let output = tokio::time::timeout(
+        Duration::from_secs(20),
+        tokio::process::Command::new(support::example_path("chat"))
+            .env("ADDR", "127.0.0.1:0")
+            .env("NATS_URL", &url)
+            .output(),
+    )
+    .await
+    .expect("exits instead of hanging")
+    .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&url) && stderr.starts_with("error: "),
+        "{stderr}"
+    );
+}

@@ -252,6 +252,31 @@ impl HubBuilder {
         self
     }
 
+    /// Runs the hub on NATS JetStream, so every hub on the same NATS (stream and subject
+    /// prefix) acts as one: see [`NatsBroker`](super::NatsBroker). The history bound is then
+    /// the stream's ([`NatsBroker::max_events`](super::NatsBroker::max_events), bytes, age);
+    /// the `history_*` bounds apply to each process's cache of the topics it serves.
+    ///
+    /// Build the hub inside a tokio runtime: its reader starts on the first publish or
+    /// subscribe.
+    ///
+    /// ```no_run
+    /// use tower_sse::hub::{Hub, NatsBroker};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let nats = NatsBroker::connect("nats://127.0.0.1:4222").await.unwrap();
+    /// let hub = Hub::builder().nats(nats).build();
+    /// # drop(hub);
+    /// # }
+    /// ```
+    #[cfg(feature = "nats")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "nats")))]
+    pub fn nats(mut self, broker: super::NatsBroker) -> Self {
+        self.broker = Some(Broker::Remote(std::sync::Arc::new(broker)));
+        self
+    }
+
     /// Builds the hub. Each hub picks a fresh id epoch, so ids from another hub are recognised as
     /// unknown.
     ///

@@ -18,7 +18,7 @@ use tokio::{
     time::Instant,
 };
 
-#[cfg(feature = "redis")]
+#[cfg(feature = "_broker")]
 use super::broker::entry::Targets;
 use super::{
     Authorizer, HubStats, Matcher, PrivateAccess, PublishError, SubscribeError, SubscribeRequest,
@@ -60,10 +60,10 @@ pub(super) struct Local {
     forbidden: AtomicU64,
     gaps: AtomicU64,
     /// Remote: whether the reader knows where the log starts (subscriptions wait for it).
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    #[cfg_attr(not(feature = "_broker"), allow(dead_code))]
     ready: watch::Sender<bool>,
     /// Remote: the broker's background tasks were started.
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    #[cfg_attr(not(feature = "_broker"), allow(dead_code))]
     started: OnceLock<()>,
 }
 
@@ -72,7 +72,7 @@ pub(super) enum Stamp {
     /// The next of this hub's sequence, with an `<epoch>-<seq>` id unless it has one.
     Next(Event),
     /// A broker's position, already encoded with its id.
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    #[cfg_attr(not(feature = "_broker"), allow(dead_code))]
     At(u64, EncodedEvent),
 }
 
@@ -146,7 +146,7 @@ impl AsRef<str> for IdBuf {
 }
 
 /// A backlog of replayed events with their positions.
-#[cfg(feature = "redis")]
+#[cfg(feature = "_broker")]
 pub(super) type Backlog = Vec<(u64, EncodedEvent)>;
 
 impl Local {
@@ -631,7 +631,7 @@ impl Local {
     }
 
     /// Gives back the places of `sources` (a subscription that was not made after all).
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    #[cfg_attr(not(feature = "_broker"), allow(dead_code))]
     fn give_back(&self, sources: Vec<Source>) {
         for source in sources {
             match source.owner {
@@ -859,7 +859,7 @@ impl Local {
 }
 
 /// What a remote broker's reader and subscriptions need.
-#[cfg(feature = "redis")]
+#[cfg(feature = "_broker")]
 impl Local {
     /// A broker's entry at `pos` for `targets`: into the local topics that exist (they are
     /// caches of the log: a topic made later reads what it missed from the broker) and to

@@ -187,6 +187,8 @@ mod topic;
 
 use std::{fmt, sync::Arc};
 
+#[cfg(feature = "nats")]
+pub use self::broker::nats::{NatsBroker, NatsError};
 #[cfg(feature = "redis")]
 pub use self::broker::redis::{RedisBackend, RedisError};
 pub use self::{

@@ -84,7 +84,7 @@ impl Ring {
     }
 
     /// How many items the ring holds that its slowest receiver has not read.
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    #[cfg_attr(not(feature = "_broker"), allow(dead_code))]
     pub(super) fn queued(&self) -> usize {
         self.sender.len()
     }

@@ -288,7 +288,7 @@ impl Selection<'_> {
     }
 
     /// Whether an event of `topic` belongs to this selection.
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    #[cfg_attr(not(feature = "_broker"), allow(dead_code))]
     pub(super) fn selects(&self, topic: &str) -> bool {
         self.topics.contains(&topic) || self.patterns.iter().any(|p| p.matches(topic))
     }

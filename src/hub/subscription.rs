@@ -408,7 +408,7 @@ impl Subscription {
     }
 
     /// Skips live events at or before broker position `pos`, which the backlog holds.
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    #[cfg_attr(not(feature = "_broker"), allow(dead_code))]
     pub(super) fn skip_through(mut self, pos: u128) -> Self {
         if pos != 0 {
             self.handoff.set_overlap(Overlap::Through(pos));

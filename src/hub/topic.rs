@@ -142,7 +142,7 @@ impl TopicState {
 
     /// Events before `floor` were missed (a broker's gap): a new ring (the subscribers of the
     /// old one end after what it holds), and nothing before `floor` is covered.
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    #[cfg_attr(not(feature = "_broker"), allow(dead_code))]
     pub(super) fn restart(&mut self, floor: u128, capacity: usize) {
         if self.ring.is_some() {
             self.ring = Some(Ring::new(capacity));
@@ -151,7 +151,7 @@ impl TopicState {
     }
 
     /// How many events the ring holds that its slowest subscriber has not read.
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    #[cfg_attr(not(feature = "_broker"), allow(dead_code))]
     pub(super) fn queued(&self) -> usize {
         self.ring.as_ref().map_or(0, Ring::queued)
     }

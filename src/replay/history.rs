@@ -139,7 +139,7 @@ impl History {
 
     /// Positions before `floor` are no longer covered (events were missed): the entries
     /// before it go.
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    #[cfg_attr(not(feature = "_broker"), allow(dead_code))]
     pub(crate) fn raise_floor(&mut self, floor: u128) {
         while let Some(front) = self.entries.front() {
             if front.pos >= floor {

@@ -63,7 +63,7 @@ impl Handoff {
     }
 
     /// Which live events to drop from now on.
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    #[cfg_attr(not(feature = "_broker"), allow(dead_code))]
     pub(crate) fn set_overlap(&mut self, overlap: Overlap) {
         self.overlap = overlap;
     }

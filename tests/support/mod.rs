@@ -10,7 +10,9 @@
 //! * [`serve`] serves an `axum::Router` on an ephemeral loopback port.
 #![allow(dead_code)]
 
+pub mod nats;
 pub mod redis;
+pub mod stress;
 
 use std::ffi::OsString;
 use std::fmt;

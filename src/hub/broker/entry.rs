@@ -193,9 +193,52 @@ pub(crate) fn position(id: &str) -> Option<u64> {
     id.parse().ok()
 }
 
+/// The message for `client_id`: `<len>:<client id><event>`.
+pub(crate) fn direct(client_id: &str, event: &EncodedEvent) -> Vec<u8> {
+    let head = format!("{}:{client_id}", client_id.len());
+    let mut message = Vec::with_capacity(head.len() + event.len());
+    message.extend_from_slice(head.as_bytes());
+    message.extend_from_slice(event.as_bytes());
+    message
+}
+
+/// `<len>:<client id><event>` → (client id, event), when the event is one event without an
+/// id (events sent to a client keep the client's id).
+pub(crate) fn split_direct(payload: &[u8]) -> Option<(&str, EncodedEvent)> {
+    let (client_id, event) = split_head(payload)?;
+    Some((client_id, raw_event(event)?))
+}
+
+fn split_head(payload: &[u8]) -> Option<(&str, &[u8])> {
+    let colon = memchr::memchr(b':', payload)?;
+    let len: usize = std::str::from_utf8(&payload[..colon]).ok()?.parse().ok()?;
+    let start = colon + 1;
+    let end = start.checked_add(len)?;
+    let client_id = std::str::from_utf8(payload.get(start..end)?).ok()?;
+    Some((client_id, &payload[end..]))
+}
+
+/// One complete event, no id (events sent to a client keep the client's id), or `None`.
+fn raw_event(bytes: &[u8]) -> Option<EncodedEvent> {
+    let body = bytes.strip_suffix(b"\n")?;
+    if !body.ends_with(b"\n")
+        || memchr::memmem::find(body, b"\n\n").is_some()
+        || memchr::memchr(b'\r', bytes).is_some()
+        || memchr::memmem::find(bytes, b"\nid:").is_some()
+        || bytes.starts_with(b"id:")
+    {
+        return None;
+    }
+    Some(EncodedEvent::from_parts(
+        Bytes::copy_from_slice(bytes),
+        None,
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Event;
 
     fn topics(names: &[&str]) -> Targets {
         Targets::Topics(names.iter().map(|&n| n.into()).collect())
@@ -278,6 +321,41 @@ mod tests {
             "x",
         ] {
             assert_eq!(position(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn direct_messages_round_trip_and_split_without_panicking() {
+        let event = Event::new().data("x").encode();
+        let message = direct("bob", &event);
+        assert_eq!(split_head(&message), Some(("bob", &b"data: x\n\n"[..])));
+        assert_eq!(
+            split_head(b"0:data: x\n\n"),
+            Some(("", &b"data: x\n\n"[..]))
+        );
+        for bad in [
+            &b""[..],
+            b"3",
+            b"x:bob",
+            b"4:bob",
+            b"18446744073709551615:a",
+            b"99999999999999999999999:a",
+        ] {
+            assert_eq!(split_head(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn only_one_id_less_event_is_accepted() {
+        assert!(raw_event(b"data: x\n\n").is_some());
+        for bad in [
+            &b"data: x\n"[..],
+            b"data: x\n\ndata: y\n\n",
+            b"data: x\r\n\n",
+            b"id: 5\ndata: x\n\n",
+            b"data: x\nid: 5\n\n",
+        ] {
+            assert!(raw_event(bad).is_none(), "{bad:?}");
         }
     }
 }

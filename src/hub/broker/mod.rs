@@ -18,31 +18,33 @@
 //! caches do not cover is replayed from the broker's log ([`Remote::read`]) and handed over to
 //! live events under the core's order lock (`subscribe_remote` below).
 
-#[cfg(feature = "redis")]
+#[cfg(feature = "_broker")]
 pub(crate) mod entry;
 pub(super) mod memory;
+#[cfg(feature = "nats")]
+pub(super) mod nats;
 #[cfg(feature = "redis")]
 pub(super) mod redis;
 
 use std::sync::Arc;
-#[cfg(feature = "redis")]
+#[cfg(feature = "_broker")]
 use std::{future::Future, pin::Pin, sync::Weak, time::Duration};
 
-#[cfg(feature = "redis")]
+#[cfg(feature = "_broker")]
 use self::entry::Targets;
-#[cfg(feature = "redis")]
+#[cfg(feature = "_broker")]
 use super::auth::visible;
 use super::{
     PrivateAccess, PublishError, SubscribeError, SubscribeRequest, Subscription,
     local::{Local, Stamp},
     select::Selection,
 };
-#[cfg(feature = "redis")]
+#[cfg(feature = "_broker")]
 use crate::replay::Replay;
 use crate::{EncodedEvent, Event, replay::UnknownId};
 
 /// A boxed future, as the [`Remote`] methods return them.
-#[cfg(feature = "redis")]
+#[cfg(feature = "_broker")]
 pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Where a hub's events travel.
@@ -51,7 +53,7 @@ pub(super) enum Broker {
     /// This process only: the local core is the whole hub.
     Memory,
     /// A broker's log, shared by every process on it.
-    #[cfg(feature = "redis")]
+    #[cfg(feature = "_broker")]
     Remote(Arc<dyn Remote>),
 }
 
@@ -59,13 +61,13 @@ impl std::fmt::Debug for Broker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Self::Memory => "memory",
-            #[cfg(feature = "redis")]
+            #[cfg(feature = "_broker")]
             Self::Remote(_) => "remote",
         })
     }
 }
 
-#[cfg(feature = "redis")]
+#[cfg(feature = "_broker")]
 /// What a remote broker does for a hub. Positions are the broker's, hub-wide ordered (a
 /// counter, a stream sequence), and the ids are their decimal form ([`entry::position`]).
 pub(crate) trait Remote: Send + Sync + 'static {
@@ -105,7 +107,7 @@ pub(crate) trait Remote: Send + Sync + 'static {
     fn timeout(&self) -> Duration;
 }
 
-#[cfg(feature = "redis")]
+#[cfg(feature = "_broker")]
 /// A publication, as a broker stores it.
 pub(crate) struct Publication<'a> {
     pub(crate) targets: Targets,
@@ -119,7 +121,7 @@ pub(crate) struct Publication<'a> {
     pub(crate) idempotency_key: Option<&'a str>,
 }
 
-#[cfg(feature = "redis")]
+#[cfg(feature = "_broker")]
 /// What [`Remote::read`] found.
 pub(crate) struct Read {
     /// Whether the entry at `after` is still in the log (so everything after it is).
@@ -130,14 +132,14 @@ pub(crate) struct Read {
     pub(crate) more: bool,
 }
 
-#[cfg(feature = "redis")]
+#[cfg(feature = "_broker")]
 /// The handle through which a broker's reader delivers into this process's hub.
 #[derive(Clone)]
 pub(crate) struct Feed {
     local: Weak<Local>,
 }
 
-#[cfg(feature = "redis")]
+#[cfg(feature = "_broker")]
 impl Feed {
     /// Whether the hub is still in use (readers stop when it is not).
     pub(crate) fn is_alive(&self) -> bool {
@@ -199,6 +201,23 @@ impl Feed {
         }
     }
 
+    /// A reader catching up lets subscribers read what it just delivered before the next
+    /// batch: it yields, then waits (at most 20 ms) while the fullest ring that still drains is
+    /// more than half full and getting emptier. A ring that does not drain (a stalled
+    /// subscriber, cut when it overflows) never holds the reader up.
+    pub(crate) async fn drain(&self) {
+        tokio::task::yield_now().await;
+        let mut before = usize::MAX;
+        for _ in 0..20 {
+            let (queued, capacity) = self.queued();
+            if queued <= capacity / 2 || queued >= before {
+                return;
+            }
+            before = queued;
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
     /// The most events any local ring holds that one of its subscribers has not read yet, and
     /// the rings' capacity: a reader catching up waits while subscribers drain.
     pub(crate) fn queued(&self) -> (usize, usize) {
@@ -210,7 +229,7 @@ impl Feed {
 
 impl Broker {
     /// Starts a remote broker's background tasks (once; cheap after that).
-    #[cfg(feature = "redis")]
+    #[cfg(feature = "_broker")]
     fn start(&self, local: &Arc<Local>) {
         if let Self::Remote(remote) = self {
             local.start_remote(|| {
@@ -224,7 +243,7 @@ impl Broker {
     pub(super) fn is_remote(&self) -> bool {
         match self {
             Self::Memory => false,
-            #[cfg(feature = "redis")]
+            #[cfg(feature = "_broker")]
             Self::Remote(_) => true,
         }
     }
@@ -242,7 +261,7 @@ impl Broker {
         let _ = idempotency_key;
         match self {
             Self::Memory => memory::publish(local, topics, event, private),
-            #[cfg(feature = "redis")]
+            #[cfg(feature = "_broker")]
             Self::Remote(remote) => {
                 self.start(local);
                 let mut names: Vec<Box<str>> = topics.iter().map(|&t| t.into()).collect();
@@ -279,7 +298,7 @@ impl Broker {
     ) -> Result<usize, PublishError> {
         match self {
             Self::Memory => Ok(local.broadcast(Stamp::Next(event))),
-            #[cfg(feature = "redis")]
+            #[cfg(feature = "_broker")]
             Self::Remote(remote) => {
                 self.start(local);
                 let fields = fields_of(event);
@@ -308,7 +327,7 @@ impl Broker {
         let event = event.encode();
         match self {
             Self::Memory => Ok(local.send_to(client_id, event)),
-            #[cfg(feature = "redis")]
+            #[cfg(feature = "_broker")]
             Self::Remote(remote) => {
                 self.start(local);
                 let reached = remote.send_to(client_id, &event).await;
@@ -325,7 +344,7 @@ impl Broker {
     ) -> Result<bool, PublishError> {
         match self {
             Self::Memory => Ok(local.create_topic(topic)),
-            #[cfg(feature = "redis")]
+            #[cfg(feature = "_broker")]
             Self::Remote(remote) => remote.create_topic(topic).await,
         }
     }
@@ -338,7 +357,7 @@ impl Broker {
     ) -> Result<bool, PublishError> {
         match self {
             Self::Memory => Ok(local.close_topic(topic, final_event.map(Stamp::Next))),
-            #[cfg(feature = "redis")]
+            #[cfg(feature = "_broker")]
             Self::Remote(remote) => {
                 self.start(local);
                 let fields = final_event.map(fields_of);
@@ -377,7 +396,7 @@ impl Broker {
     ) -> Result<Subscription, SubscribeError> {
         match self {
             Self::Memory => memory::subscribe(local, selection, request, on_unknown_id, access),
-            #[cfg(feature = "redis")]
+            #[cfg(feature = "_broker")]
             Self::Remote(remote) => {
                 self.start(local);
                 subscribe_remote(&**remote, local, selection, request, on_unknown_id, access).await
@@ -388,7 +407,7 @@ impl Broker {
 
 /// An event's fields as a broker stores them: without an id and without the blank line
 /// that ends the event.
-#[cfg(feature = "redis")]
+#[cfg(feature = "_broker")]
 fn fields_of(event: Event) -> bytes::Bytes {
     let mut fields = event.encode().without_id();
     if fields.ends_with(b"\n") {
@@ -397,14 +416,14 @@ fn fields_of(event: Event) -> bytes::Bytes {
     fields
 }
 
-#[cfg(feature = "redis")]
+#[cfg(feature = "_broker")]
 /// How many entries one replay may read from a broker, in pages of [`PAGE`]: past this, a
 /// client is too far behind (or publishers too fast) and the replay is `history-lost`.
 const MAX_SCAN: usize = 100_000;
-#[cfg(feature = "redis")]
+#[cfg(feature = "_broker")]
 const PAGE: usize = 1_000;
 
-#[cfg(feature = "redis")]
+#[cfg(feature = "_broker")]
 /// A subscription on a remote broker: from this process's caches when they cover the
 /// `Last-Event-ID`, else from the broker's log, then handed over to live events under the
 /// core's order lock with no gap and no duplicate.
@@ -520,14 +539,14 @@ async fn subscribe_remote(
     }
 }
 
-#[cfg(feature = "redis")]
+#[cfg(feature = "_broker")]
 /// Which entries of a broker's log a subscription replays.
 struct Keep<'a> {
     selection: &'a Selection<'a>,
     access: Option<&'a dyn PrivateAccess>,
 }
 
-#[cfg(feature = "redis")]
+#[cfg(feature = "_broker")]
 impl Keep<'_> {
     /// Appends the entries this subscription gets; `true` when one of its topics was closed
     /// (what came before is then dropped, as a topic made again cannot replay the old one's).

@@ -363,7 +363,7 @@ impl Remote for RedisBackend {
         event: &'a EncodedEvent,
     ) -> BoxFuture<'a, Result<usize, PublishError>> {
         Box::pin(async move {
-            let message = listener::direct(client_id, event);
+            let message = crate::hub::broker::entry::direct(client_id, event);
             match self
                 .query::<i64>(redis::cmd("PUBLISH").arg(self.key("!send")).arg(message))
                 .await

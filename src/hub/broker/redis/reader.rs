@@ -128,25 +128,8 @@ pub(super) async fn run(client: Client, stream: String, meta: String, feed: Feed
                 }
             }
             if read >= batch.max(2) / 2 {
-                drain(&feed).await;
+                feed.drain().await;
             }
         }
-    }
-}
-
-/// A reader catching up lets subscribers read what it just delivered before the next batch:
-/// it yields, then waits (at most 20 ms) while the fullest ring that still drains is more
-/// than half full and getting emptier. A ring that does not drain (a stalled subscriber, cut
-/// when it overflows) never holds the reader up.
-async fn drain(feed: &Feed) {
-    tokio::task::yield_now().await;
-    let mut before = usize::MAX;
-    for _ in 0..20 {
-        let (queued, capacity) = feed.queued();
-        if queued <= capacity / 2 || queued >= before {
-            return;
-        }
-        before = queued;
-        tokio::time::sleep(Duration::from_millis(1)).await;
     }
 }

@@ -1,0 +1,619 @@
+//! The NATS JetStream broker (feature `nats`): every hub on the same NATS (and stream) acts as
+//! one.
+//!
+//! # Data path
+//!
+//! ```text
+//!  publish ── JetStream publish (Nats-Msg-Id = idempotency key) ──► stream "<name>"
+//!             subject <prefix>.t.<token> (one topic) or <prefix>.m (several, all, a close)
+//!                                             │   body = broker entry (topics, flags, fields)
+//!     one ordered consumer per process, from the stream's end when it started;
+//!     the stream sequence must follow on, else the gap is signalled
+//!                                             │  decode + encode once per process ("id: <seq>")
+//!                                             ▼
+//!                     broker::Feed ──► local topics and patterns ──► subscribers
+//!
+//!  send_to ── core NATS publish <prefix>.send ──► every process's subscription ──► Feed::send_to
+//! ```
+//!
+//! Files: `subject.rs` (topic names as subject tokens), `reader.rs` (the consumer task),
+//! `replay.rs` (reads for replays).
+
+mod reader;
+mod replay;
+mod subject;
+
+use std::{fmt, sync::Arc, time::Duration};
+
+use async_nats::{HeaderMap, jetstream};
+use tokio::sync::OnceCell;
+
+use super::{BoxFuture, Feed, Publication, Read, Remote, entry};
+use crate::{
+    EncodedEvent,
+    hub::{PublishError, SubscribeError},
+};
+
+/// A connection to NATS with JetStream for a [`Hub`](crate::hub::Hub): see
+/// [`HubBuilder::nats`](crate::hub::HubBuilder::nats).
+///
+/// # How it works
+///
+/// - **One JetStream stream per hub** ([`stream_name`](Self::stream_name), default `SSE`, file
+///   storage), on the subjects `<prefix>.t.>` and `<prefix>.m`
+///   ([`subject_prefix`](Self::subject_prefix), default `sse`). An event of one topic goes to
+///   `<prefix>.t.<token>`, where the token is the topic name with every byte outside
+///   `[A-Za-z0-9_-]` escaped (`=2F` for `/`): `.`, `*`, `>`, spaces and non-ASCII can never
+///   widen a subscription or split a subject. An event of several topics, a broadcast and a
+///   close go to `<prefix>.m`. The topics themselves travel in the message body.
+/// - **Ids are stream sequences**: hub-wide ordered, the same on every process and across
+///   restarts, so one `Last-Event-ID` resumes any set of topics and patterns.
+/// - **Reading**: each process has one ordered consumer from where the stream ended when it
+///   started (not one per client), decodes and encodes each message once, and fans out
+///   locally. It reads on as long as subscribers keep up (see `RedisBackend` for the rule).
+/// - **No silent gap**: the stream sequence must follow on. A message removed by the
+///   stream's limits before this process read it ends every live subscription of the process
+///   ([`HubStats::gaps`](crate::hub::HubStats::gaps)); the clients come back with their
+///   `Last-Event-ID` and are told `history-lost` if the stream no longer has what followed.
+/// - **Replay**: from the process's cache when it covers the id, else from the stream after
+///   it (filtered by topics, patterns and private-event access), then a hand-off to live with
+///   no gap and no duplicate. The id's message must still be in the stream.
+/// - **Bounds**: the stream keeps at most [`max_events`](Self::max_events) messages,
+///   [`max_bytes`](Self::max_bytes) bytes, none older than [`max_age`](Self::max_age), for the
+///   whole hub, discarding the oldest. Not per subject: a limit per subject removes messages
+///   from the middle of the log, after which one cursor over several topics cannot tell whether
+///   what follows it is complete; stream-wide limits keep "everything after a retained message
+///   is retained", which one cursor needs.
+/// - **Retries**: JetStream's de-duplication: a publish with an
+///   [`idempotency_key`](crate::hub::PublishBuilder::idempotency_key) (the `Nats-Msg-Id`)
+///   retried within [`idempotency_window`](Self::idempotency_window) is stored once and
+///   answers the first sequence.
+/// - **Faults**: while NATS is down, publishing and subscribing fail within the
+///   [`timeout`](Self::timeout) with `Unavailable`; the client reconnects by itself and the
+///   consumer goes on from the last sequence it delivered. With file storage, a restart of
+///   `nats-server` loses nothing it acknowledged.
+/// - [`Hub::broadcast`](crate::hub::Hub::broadcast) and
+///   [`Hub::close_topic`](crate::hub::Hub::close_topic) are messages of the stream (every
+///   process, in order, replayable); [`Hub::send_to`](crate::hub::Hub::send_to) is a core
+///   NATS message to every process, live only (its count is `0`: NATS does not say how many
+///   processes listen). With [`auto_create(false)`](crate::hub::HubBuilder::auto_create), the
+///   topics are keys of a key-value bucket `<stream name>_TOPICS`.
+///
+/// One NATS connection per process, whatever the number of clients or topics.
+///
+/// ```no_run
+/// use tower_sse::hub::{Hub, NatsBroker};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let nats = match NatsBroker::connect("nats://127.0.0.1:4222").await {
+///     Ok(nats) => nats.stream_name("CHAT").subject_prefix("chat"),
+///     Err(err) => {
+///         eprintln!("error: {err}");
+///         std::process::exit(1);
+///     }
+/// };
+/// let hub = Hub::builder().nats(nats).build();
+/// # drop(hub);
+/// # }
+/// ```
+pub struct NatsBroker {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    url: String,
+    client: async_nats::Client,
+    jetstream: jetstream::Context,
+    stream_name: String,
+    prefix: String,
+    timeout: Duration,
+    max_events: usize,
+    max_bytes: usize,
+    max_age: Duration,
+    idempotency_window: Duration,
+    stream: OnceCell<jetstream::stream::Stream>,
+    topics: OnceCell<jetstream::kv::Store>,
+}
+
+/// Why [`NatsBroker::connect`] failed: a bad URL, NATS cannot be reached, or it has no
+/// JetStream.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let err = tower_sse::hub::NatsBroker::connect("nats://127.0.0.1:1").await.unwrap_err();
+/// assert!(err.to_string().contains("nats://127.0.0.1:1"));
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct NatsError {
+    url: String,
+    message: String,
+}
+
+impl fmt::Display for NatsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "cannot use NATS at {:?}: {}", self.url, self.message)
+    }
+}
+
+impl std::error::Error for NatsError {}
+
+impl NatsBroker {
+    /// How long a call may take before the caller gets `Unavailable` (default 2 s).
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
+    /// Default for [`max_events`](Self::max_events): 100,000 messages.
+    pub const DEFAULT_MAX_EVENTS: usize = 100_000;
+    /// Default for [`max_bytes`](Self::max_bytes): 64 MiB.
+    pub const DEFAULT_MAX_BYTES: usize = 64 << 20;
+    /// Default for [`max_age`](Self::max_age): one hour.
+    pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(3600);
+    /// Default for [`idempotency_window`](Self::idempotency_window): five minutes.
+    pub const DEFAULT_IDEMPOTENCY_WINDOW: Duration = Duration::from_secs(300);
+
+    /// Connects to `url` (`nats://host:port`) and checks that JetStream answers.
+    ///
+    /// # Errors
+    ///
+    /// [`NatsError`], naming the URL, when it is invalid, NATS cannot be reached within
+    /// [`DEFAULT_TIMEOUT`](Self::DEFAULT_TIMEOUT), or JetStream is not enabled.
+    ///
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), tower_sse::hub::NatsError> {
+    /// let nats = tower_sse::hub::NatsBroker::connect("nats://127.0.0.1:4222").await?;
+    /// # drop(nats); Ok(())
+    /// # }
+    /// ```
+    pub async fn connect(url: &str) -> Result<Self, NatsError> {
+        let error = |message: String| NatsError {
+            url: url.to_owned(),
+            message,
+        };
+        let timeout = Self::DEFAULT_TIMEOUT;
+        let client = tokio::time::timeout(
+            timeout,
+            async_nats::ConnectOptions::new()
+                .connection_timeout(timeout)
+                .request_timeout(Some(timeout))
+                .connect(url),
+        )
+        .await
+        .map_err(|_| error("timed out".into()))?
+        .map_err(|err| error(err.to_string()))?;
+        let mut jetstream = jetstream::new(client.clone());
+        jetstream.set_timeout(timeout);
+        // A lookup of a stream that does not exist: "not found" means JetStream answers.
+        match tokio::time::timeout(timeout, jetstream.get_stream("TOWER_SSE_PROBE")).await {
+            Err(_) => return Err(error("JetStream did not answer".into())),
+            Ok(Ok(_)) => {}
+            Ok(Err(err)) => match err.kind() {
+                jetstream::context::GetStreamErrorKind::JetStream(js)
+                    if js.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND => {}
+                _ => return Err(error(format!("JetStream: {err}"))),
+            },
+        }
+        Ok(Self {
+            inner: Arc::new(Inner {
+                url: url.to_owned(),
+                client,
+                jetstream,
+                stream_name: "SSE".into(),
+                prefix: "sse".into(),
+                timeout,
+                max_events: Self::DEFAULT_MAX_EVENTS,
+                max_bytes: Self::DEFAULT_MAX_BYTES,
+                max_age: Self::DEFAULT_MAX_AGE,
+                idempotency_window: Self::DEFAULT_IDEMPOTENCY_WINDOW,
+                stream: OnceCell::new(),
+                topics: OnceCell::new(),
+            }),
+        })
+    }
+
+    fn with(mut self, change: impl FnOnce(&mut Inner)) -> Self {
+        // Only ever called before the broker is shared (builder methods).
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            change(inner);
+        }
+        self
+    }
+
+    /// The JetStream stream's name (default `SSE`). Hubs that should act as one use the same
+    /// stream and subject prefix.
+    ///
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let nats = tower_sse::hub::NatsBroker::connect("nats://127.0.0.1:4222").await.unwrap();
+    /// let nats = nats.stream_name("MYAPP_EVENTS");
+    /// # drop(nats);
+    /// # }
+    /// ```
+    pub fn stream_name(self, name: impl Into<String>) -> Self {
+        let name = name.into();
+        self.with(|inner| inner.stream_name = name)
+    }
+
+    /// The prefix of the stream's subjects (default `sse`): a topic's events go to
+    /// `<prefix>.t.<token>`.
+    ///
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let nats = tower_sse::hub::NatsBroker::connect("nats://127.0.0.1:4222").await.unwrap();
+    /// let nats = nats.subject_prefix("myapp.events");
+    /// # drop(nats);
+    /// # }
+    /// ```
+    pub fn subject_prefix(self, prefix: impl Into<String>) -> Self {
+        let prefix = prefix.into();
+        self.with(|inner| inner.prefix = prefix)
+    }
+
+    /// How long a publish or a replay read may wait for NATS before it fails with
+    /// `Unavailable` (default [`DEFAULT_TIMEOUT`](Self::DEFAULT_TIMEOUT)).
+    ///
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let nats = tower_sse::hub::NatsBroker::connect("nats://127.0.0.1:4222").await.unwrap();
+    /// let nats = nats.timeout(std::time::Duration::from_millis(500));
+    /// # drop(nats);
+    /// # }
+    /// ```
+    pub fn timeout(self, timeout: Duration) -> Self {
+        self.with(|inner| inner.timeout = timeout)
+    }
+
+    /// Keep at most `n` messages in the stream, for the whole hub (default
+    /// [`DEFAULT_MAX_EVENTS`](Self::DEFAULT_MAX_EVENTS)).
+    ///
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let nats = tower_sse::hub::NatsBroker::connect("nats://127.0.0.1:4222").await.unwrap();
+    /// let nats = nats.max_events(1_000_000);
+    /// # drop(nats);
+    /// # }
+    /// ```
+    pub fn max_events(self, n: usize) -> Self {
+        self.with(|inner| inner.max_events = n.max(1))
+    }
+
+    /// Keep at most `n` bytes of messages in the stream (default
+    /// [`DEFAULT_MAX_BYTES`](Self::DEFAULT_MAX_BYTES)).
+    ///
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let nats = tower_sse::hub::NatsBroker::connect("nats://127.0.0.1:4222").await.unwrap();
+    /// let nats = nats.max_bytes(256 << 20);
+    /// # drop(nats);
+    /// # }
+    /// ```
+    pub fn max_bytes(self, n: usize) -> Self {
+        self.with(|inner| inner.max_bytes = n.max(1))
+    }
+
+    /// Drop messages older than `age` (default [`DEFAULT_MAX_AGE`](Self::DEFAULT_MAX_AGE)).
+    ///
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let nats = tower_sse::hub::NatsBroker::connect("nats://127.0.0.1:4222").await.unwrap();
+    /// let nats = nats.max_age(std::time::Duration::from_secs(600));
+    /// # drop(nats);
+    /// # }
+    /// ```
+    pub fn max_age(self, age: Duration) -> Self {
+        self.with(|inner| inner.max_age = age.max(Duration::from_secs(1)))
+    }
+
+    /// How long JetStream remembers an
+    /// [`idempotency_key`](crate::hub::PublishBuilder::idempotency_key) (the stream's
+    /// duplicate window; default
+    /// [`DEFAULT_IDEMPOTENCY_WINDOW`](Self::DEFAULT_IDEMPOTENCY_WINDOW)).
+    ///
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let nats = tower_sse::hub::NatsBroker::connect("nats://127.0.0.1:4222").await.unwrap();
+    /// let nats = nats.idempotency_window(std::time::Duration::from_secs(60));
+    /// # drop(nats);
+    /// # }
+    /// ```
+    pub fn idempotency_window(self, window: Duration) -> Self {
+        self.with(|inner| inner.idempotency_window = window.max(Duration::from_millis(100)))
+    }
+}
+
+impl fmt::Debug for NatsBroker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let inner = &self.inner;
+        f.debug_struct("NatsBroker")
+            .field("url", &inner.url)
+            .field("stream_name", &inner.stream_name)
+            .field("prefix", &inner.prefix)
+            .field("timeout", &inner.timeout)
+            .field("max_events", &inner.max_events)
+            .field("max_bytes", &inner.max_bytes)
+            .field("max_age", &inner.max_age)
+            .finish_non_exhaustive()
+    }
+}
+
+fn unavailable(what: &str, err: &dyn fmt::Display) {
+    tracing::warn!(error = %err, "nats {what} failed");
+}
+
+impl Inner {
+    fn subject_one(&self, topic: &str) -> String {
+        format!("{}.t.{}", self.prefix, subject::token(topic))
+    }
+
+    fn subject_many(&self) -> String {
+        format!("{}.m", self.prefix)
+    }
+
+    fn subject_send(&self) -> String {
+        format!("{}.send", self.prefix)
+    }
+
+    /// The hub's stream, made (or brought to this configuration) on first use.
+    async fn stream(&self) -> Result<jetstream::stream::Stream, String> {
+        let made = self
+            .stream
+            .get_or_try_init(|| async {
+                let config = jetstream::stream::Config {
+                    name: self.stream_name.clone(),
+                    subjects: vec![format!("{}.t.>", self.prefix), self.subject_many()],
+                    max_messages: i64::try_from(self.max_events).unwrap_or(i64::MAX),
+                    max_bytes: i64::try_from(self.max_bytes).unwrap_or(i64::MAX),
+                    max_age: self.max_age,
+                    duplicate_window: self.idempotency_window.min(self.max_age),
+                    storage: jetstream::stream::StorageType::File,
+                    discard: jetstream::stream::DiscardPolicy::Old,
+                    ..Default::default()
+                };
+                let work = async {
+                    match self.jetstream.get_stream(&self.stream_name).await {
+                        Ok(_) => {
+                            self.jetstream
+                                .update_stream(&config)
+                                .await
+                                .map_err(|e| e.to_string())?;
+                            self.jetstream
+                                .get_stream(&self.stream_name)
+                                .await
+                                .map_err(|e| e.to_string())
+                        }
+                        Err(_) => self
+                            .jetstream
+                            .create_stream(config.clone())
+                            .await
+                            .map_err(|e| e.to_string()),
+                    }
+                };
+                tokio::time::timeout(self.timeout, work)
+                    .await
+                    .map_err(|_| "timed out".to_owned())?
+            })
+            .await?;
+        Ok(made.clone())
+    }
+
+    /// The topic registry (a key-value bucket), for hubs that do not create topics on demand.
+    async fn topics(&self) -> Result<jetstream::kv::Store, String> {
+        let store = self
+            .topics
+            .get_or_try_init(|| async {
+                let bucket = format!("{}_TOPICS", self.stream_name);
+                let work = async {
+                    if let Ok(store) = self.jetstream.get_key_value(&bucket).await {
+                        return Ok(store);
+                    }
+                    // The bucket's stream, made as the key-value convention has it
+                    // (`create_key_value` first reads account limits in a form older servers
+                    // do not answer in).
+                    let config = jetstream::stream::Config {
+                        name: format!("KV_{bucket}"),
+                        subjects: vec![format!("$KV.{bucket}.>")],
+                        max_messages_per_subject: 1,
+                        storage: jetstream::stream::StorageType::File,
+                        allow_rollup: true,
+                        deny_delete: true,
+                        allow_direct: true,
+                        discard: jetstream::stream::DiscardPolicy::New,
+                        ..Default::default()
+                    };
+                    if let Err(err) = self.jetstream.create_stream(config).await {
+                        tracing::debug!(error = %err, "nats topic registry: create");
+                    }
+                    self.jetstream
+                        .get_key_value(&bucket)
+                        .await
+                        .map_err(|e| e.to_string())
+                };
+                tokio::time::timeout(self.timeout, work)
+                    .await
+                    .map_err(|_| "timed out".to_owned())?
+            })
+            .await?;
+        Ok(store.clone())
+    }
+
+    async fn registered(&self, topic: &str) -> Result<bool, String> {
+        let store = self.topics().await?;
+        let key = subject::token(topic);
+        match tokio::time::timeout(self.timeout, store.get(key)).await {
+            Ok(Ok(value)) => Ok(value.is_some()),
+            Ok(Err(err)) => Err(err.to_string()),
+            Err(_) => Err("timed out".into()),
+        }
+    }
+
+    async fn publish(&self, publication: Publication<'_>) -> Result<u64, PublishError> {
+        let Publication {
+            targets,
+            fields,
+            private,
+            close,
+            must_exist,
+            idempotency_key,
+        } = publication;
+        let names = match &targets {
+            entry::Targets::Topics(names) => &names[..],
+            entry::Targets::All => &[],
+        };
+        if must_exist {
+            for name in names {
+                match self.registered(name).await {
+                    Ok(true) => {}
+                    Ok(false) => return Err(PublishError::UnknownTopic),
+                    Err(err) => {
+                        unavailable("publish", &err);
+                        return Err(PublishError::Unavailable);
+                    }
+                }
+            }
+        }
+        let subject = match names {
+            [one] if !close => self.subject_one(one),
+            _ => self.subject_many(),
+        };
+        let body = entry::encode(&targets, private, close, fields);
+        let mut headers = HeaderMap::new();
+        if let Some(key) = idempotency_key {
+            headers.insert("Nats-Msg-Id", key);
+        }
+        let send = async {
+            self.stream().await?;
+            let ack = self
+                .jetstream
+                .publish_with_headers(subject, headers, body)
+                .await
+                .map_err(|e| e.to_string())?;
+            ack.await.map_err(|e| e.to_string())
+        };
+        let ack = match tokio::time::timeout(self.timeout, send).await {
+            Ok(Ok(ack)) => ack,
+            Ok(Err(err)) => {
+                unavailable("publish", &err);
+                return Err(PublishError::Unavailable);
+            }
+            Err(_) => {
+                unavailable("publish", &"timed out");
+                return Err(PublishError::Unavailable);
+            }
+        };
+        if close && must_exist {
+            if let Ok(store) = self.topics().await {
+                for name in names {
+                    let _ =
+                        tokio::time::timeout(self.timeout, store.purge(subject::token(name))).await;
+                }
+            }
+        }
+        Ok(ack.sequence)
+    }
+}
+
+impl Remote for NatsBroker {
+    fn start(&self, feed: Feed) {
+        tokio::spawn(reader::run(Arc::clone(&self.inner), feed.clone()));
+        tokio::spawn(reader::listen(Arc::clone(&self.inner), feed));
+    }
+
+    fn publish<'a>(
+        &'a self,
+        publication: Publication<'a>,
+    ) -> BoxFuture<'a, Result<u64, PublishError>> {
+        Box::pin(self.inner.publish(publication))
+    }
+
+    fn send_to<'a>(
+        &'a self,
+        client_id: &'a str,
+        event: &'a EncodedEvent,
+    ) -> BoxFuture<'a, Result<usize, PublishError>> {
+        Box::pin(async move {
+            let inner = &self.inner;
+            let message = entry::direct(client_id, event);
+            let send = async {
+                inner
+                    .client
+                    .publish(inner.subject_send(), message.into())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                inner.client.flush().await.map_err(|e| e.to_string())
+            };
+            match tokio::time::timeout(inner.timeout, send).await {
+                Ok(Ok(())) => Ok(0),
+                Ok(Err(err)) => {
+                    unavailable("send_to", &err);
+                    Err(PublishError::Unavailable)
+                }
+                Err(_) => {
+                    unavailable("send_to", &"timed out");
+                    Err(PublishError::Unavailable)
+                }
+            }
+        })
+    }
+
+    fn create_topic<'a>(&'a self, topic: &'a str) -> BoxFuture<'a, Result<bool, PublishError>> {
+        Box::pin(async move {
+            let inner = &self.inner;
+            let made = async {
+                let store = inner.topics().await?;
+                match store
+                    .create(subject::token(topic), bytes::Bytes::new())
+                    .await
+                {
+                    Ok(_) => Ok(true),
+                    Err(err) if err.kind() == jetstream::kv::CreateErrorKind::AlreadyExists => {
+                        Ok(false)
+                    }
+                    Err(err) => Err(err.to_string()),
+                }
+            };
+            match tokio::time::timeout(inner.timeout, made).await {
+                Ok(Ok(made)) => Ok(made),
+                Ok(Err(err)) => {
+                    unavailable("create topic", &err);
+                    Err(PublishError::Unavailable)
+                }
+                Err(_) => Err(PublishError::Unavailable),
+            }
+        })
+    }
+
+    fn topics_exist<'a>(
+        &'a self,
+        topics: &'a [&'a str],
+    ) -> BoxFuture<'a, Result<bool, SubscribeError>> {
+        Box::pin(async move {
+            for topic in topics {
+                match self.inner.registered(topic).await {
+                    Ok(true) => {}
+                    Ok(false) => return Ok(false),
+                    Err(err) => {
+                        unavailable("subscribe", &err);
+                        return Err(SubscribeError::Unavailable);
+                    }
+                }
+            }
+            Ok(true)
+        })
+    }
+
+    fn read(&self, after: Option<u64>, max: usize) -> BoxFuture<'_, Result<Read, SubscribeError>> {
+        Box::pin(replay::read(&self.inner, after, max))
+    }
+
+    fn timeout(&self) -> Duration {
+        self.inner.timeout
+    }
+}
