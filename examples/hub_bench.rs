@@ -1,9 +1,9 @@
-//! Publish-to-deliver latency and delivered events/s through the hub: in memory against Redis,
-//! same run, same machine (the numbers in `BENCHMARKS.md`).
+//! Publish-to-deliver latency and delivered events/s through the hub: in memory, Redis and
+//! NATS JetStream, same run, same machine (the numbers in `BENCHMARKS.md`).
 //!
 //! ```text
-//! cargo run --release --example hub_bench                       # starts its own redis-server
-//! cargo run --release --example hub_bench -- redis://127.0.0.1:6379
+//! cargo run --release --example hub_bench       # starts its own redis-server and nats-server
+//! REDIS_URL=redis://127.0.0.1:6379 NATS_URL=nats://127.0.0.1:4222 cargo run --release --example hub_bench
 //! ```
 //!
 //! Environment: `SUBSCRIBERS` (default 100), `EVENTS` (per phase, default 20000), `RATE` (events
@@ -12,9 +12,9 @@
 //! For each backend two phases run: **paced** (one publisher at `RATE`, latency measured from
 //! a timestamp in each event to its arrival at every subscriber), then **flat out** (one
 //! publisher as fast as the backend takes events, delivered events/s over all subscribers).
-//! With Redis the publisher and the subscribers are on two different hubs, as two processes
-//! would be (each with its own connections), so every event crosses Redis. Bounded: the
-//! number of events is fixed and each phase gives up after 60 s.
+//! With a broker the publisher and the subscribers are on two different hubs, as two
+//! processes would be (each with its own connections), so every event crosses the broker.
+//! Bounded: the number of events is fixed and each phase gives up after 60 s.
 
 use std::{
     process::{Child, Command, Stdio},
@@ -24,7 +24,7 @@ use std::{
 use futures_util::StreamExt;
 use tower_sse::{
     Event,
-    hub::{Hub, RedisBackend},
+    hub::{Hub, NatsBroker, RedisBackend},
 };
 
 fn env_or(name: &str, default: usize) -> usize {
@@ -135,17 +135,56 @@ fn spawn_redis() -> (Child, String) {
     (child, format!("redis://127.0.0.1:{port}"))
 }
 
+/// A throw-away `nats-server -js` on a free loopback port, storing in a fresh directory.
+fn spawn_nats() -> (Child, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let dir = std::env::temp_dir().join(format!("hub-bench-nats-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let child = Command::new("nats-server")
+        .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+        .arg(&dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("nats-server (apt-get install nats-server)");
+    (child, format!("nats://127.0.0.1:{port}"))
+}
+
 #[tokio::main]
 async fn main() {
     let subscribers = env_or("SUBSCRIBERS", 100);
     let events = env_or("EVENTS", 20_000);
     let rate = env_or("RATE", 2000);
-    let (mut child, url) = match std::env::args().nth(1) {
-        Some(url) => (None, url),
-        None => {
+    let mut children = Vec::new();
+    let url = match std::env::var("REDIS_URL") {
+        Ok(url) => url,
+        Err(_) => {
             let (child, url) = spawn_redis();
-            (Some(child), url)
+            children.push(child);
+            url
         }
+    };
+    let nats_url = match std::env::var("NATS_URL") {
+        Ok(url) => url,
+        Err(_) => {
+            let (child, url) = spawn_nats();
+            children.push(child);
+            url
+        }
+    };
+    let connect_nats = async || {
+        for _ in 0..100 {
+            if let Ok(broker) = NatsBroker::connect(&nats_url).await {
+                let name = format!("HUB_BENCH_{}", std::process::id());
+                return broker.subject_prefix(name.to_lowercase()).stream_name(name);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        eprintln!("error: cannot reach NATS at {nats_url}");
+        std::process::exit(1);
     };
     let connect = async || {
         for _ in 0..100 {
@@ -171,6 +210,15 @@ async fn main() {
         .history_events(events)
         .redis(connect().await)
         .build();
+    let nats_publisher = Hub::builder()
+        .history_events(events)
+        .nats(connect_nats().await)
+        .build();
+    let nats_receiver = Hub::builder()
+        .subscriber_capacity(capacity)
+        .history_events(events)
+        .nats(connect_nats().await)
+        .build();
 
     println!(
         "{subscribers} subscribers, {events} events of ~120 B per phase, paced at {rate}/s, then flat out"
@@ -183,6 +231,7 @@ async fn main() {
     for (name, pub_hub, sub_hub) in [
         ("in memory", &memory, &memory),
         ("Redis (2 hubs)", &publisher, &receiver),
+        ("NATS JetStream (2 hubs)", &nats_publisher, &nats_receiver),
     ] {
         let paced = phase(pub_hub, sub_hub, "paced", subscribers, events, rate).await;
         let flat = phase(pub_hub, sub_hub, "flat", subscribers, events, 0).await;
@@ -202,7 +251,7 @@ async fn main() {
             },
         );
     }
-    if let Some(child) = &mut child {
+    for mut child in children {
         let _ = child.kill();
         let _ = child.wait();
     }
