@@ -51,7 +51,9 @@
 //!   and answers the first id.
 //! - `GET /rooms/events?room=R1&room=R2…`: one stream of every listed room (up to 32), in the
 //!   hub's order, resumable with one `Last-Event-ID`; `400` with no room or more than 32, `404`
-//!   when one is unknown. In memory and with `REDIS_URL` alike.
+//!   when one is unknown. With `user=U` and U's token (cookie or bearer; else `401`), U's
+//!   direct messages come on the same stream: the page uses one connection for its room and
+//!   its direct messages. In memory and with `REDIS_URL` alike.
 //! - `GET /events`: the public stream, every room's messages under their rooms' ids: a pattern
 //!   subscription (`room/*`), not a second publish.
 //! - `POST /login`, JSON `{"user": ".."}` → `200 {"user", "token"}`, the token also set as the
@@ -717,8 +719,32 @@ fn query_values(query: Option<&str>, name: &str) -> Vec<String> {
 async fn rooms_events(
     State(chat): State<Chat>,
     RawQuery(query): RawQuery,
+    headers: HeaderMap,
     last: Option<LastEventId>,
 ) -> Response {
+    // With `user=<name>` (and that user's token), the user's direct messages come on the same
+    // stream: one connection for the page.
+    let users = query_values(query.as_deref(), "user");
+    let user = match users.as_slice() {
+        [] => None,
+        [user] => Some(user.clone()),
+        _ => return error(StatusCode::BAD_REQUEST, "at most one user"),
+    };
+    if let Some(user) = &user {
+        let known = match chat.inner.store.token_of(user).await {
+            Ok(known) => known,
+            Err(StoreDown) => return unavailable(),
+        };
+        let authorized = token(&headers)
+            .zip(known)
+            .is_some_and(|(given, token)| same_token(&token, given));
+        if !authorized {
+            return error(
+                StatusCode::UNAUTHORIZED,
+                "a valid token for this user is needed",
+            );
+        }
+    }
     let mut rooms = query_values(query.as_deref(), "room");
     rooms.sort_unstable();
     rooms.dedup();
@@ -739,16 +765,24 @@ async fn rooms_events(
             Err(response) => return response,
         }
     }
-    let topics: Vec<String> = rooms.iter().map(|room| room_topic(room)).collect();
-    let mut subscription = chat.inner.hub.subscription();
+    let mut topics: Vec<String> = rooms.iter().map(|room| room_topic(room)).collect();
+    if let Some(user) = &user {
+        topics.push(user_topic(user));
+    }
+    let claims = LoggedIn(user.clone().unwrap_or_default());
+    let mut subscription = chat.inner.hub.subscription().claims(&claims);
     for topic in &topics {
         subscription = subscription.topic(topic);
+    }
+    if let Some(user) = &user {
+        subscription = subscription.client_id(user);
     }
     let last = last.as_ref().map(LastEventId::as_str);
     match subscription.last_event_id(last).subscribe().await {
         Ok(subscription) => chat.respond(subscription),
         Err(SubscribeError::Unavailable) => unavailable(),
         Err(SubscribeError::Selection(err)) => error(StatusCode::BAD_REQUEST, &err.to_string()),
+        Err(SubscribeError::Forbidden) => error(StatusCode::UNAUTHORIZED, "forbidden"),
         Err(_) => error(StatusCode::NOT_FOUND, "no such room"),
     }
 }
@@ -1312,16 +1346,18 @@ async function post(url, body) {
 // (readyState CONNECTING) it sends Last-Event-ID itself. If it gives up (CLOSED), a new
 // EventSource is made that carries the last id in the `lastEventId` query parameter, so the
 // server replays exactly what was missed: no gap, no duplicate, nothing to dedupe here.
-function follow(url, status, handlers) {
-  let source, lastId = '', stopped = false;
+function follow(url, statuses, handlers, from = '') {
+  let source, lastId = from, stopped = false;
+  const say = (text) => { for (const s of statuses) s.textContent = text; };
   function connect() {
     if (stopped) return;
-    status.textContent = 'connecting';
-    const u = lastId ? `${url}?lastEventId=${encodeURIComponent(lastId)}` : url;
+    say('connecting');
+    const sep = url.includes('?') ? '&' : '?';
+    const u = lastId ? `${url}${sep}lastEventId=${encodeURIComponent(lastId)}` : url;
     source = new EventSource(u);
     source.onopen = () => {
-      status.textContent = 'open';
-      status.dataset.opens = Number(status.dataset.opens || 0) + 1;
+      say('open');
+      for (const s of statuses) s.dataset.opens = Number(s.dataset.opens || 0) + 1;
     };
     for (const [type, handle] of Object.entries(handlers)) {
       source.addEventListener(type, (e) => {
@@ -1329,9 +1365,9 @@ function follow(url, status, handlers) {
         handle(e);
       });
     }
-    source.addEventListener('shutdown', () => { status.textContent = 'server stopping'; });
+    source.addEventListener('shutdown', () => say('server stopping'));
     source.onerror = async () => {
-      status.textContent = 'reconnecting';
+      say('reconnecting');
       if (source.readyState !== EventSource.CLOSED) return;
       source.close();
       // EventSource cannot tell why it failed: ask once. A 4xx (no such room, not logged in)
@@ -1341,7 +1377,7 @@ function follow(url, status, handlers) {
         const res = await fetch(u, { headers: { Accept: 'text/event-stream' }, signal: ctl.signal });
         ctl.abort();
         if (res.status >= 400 && res.status < 500) {
-          status.textContent = res.status === 404 ? 'not found' : `refused (${res.status})`;
+          say(res.status === 404 ? 'not found' : `refused (${res.status})`);
           stopped = true;
           return;
         }
@@ -1350,7 +1386,7 @@ function follow(url, status, handlers) {
     };
   }
   connect();
-  return { stop() { stopped = true; source.close(); } };
+  return { stop() { stopped = true; source.close(); return lastId; } };
 }
 
 function addLine(list, cls, id, who, text, ts) {
@@ -1367,9 +1403,35 @@ function addLine(list, cls, id, who, text, ts) {
   while (list.children.length > 500) list.firstChild.remove();
 }
 
-let room = null, roomStream = null;
+// One stream for the page: its room and, once logged in, its direct messages
+// (`/rooms/events?room=R&user=U`, one cursor for both). Changing either makes the stream again
+// from the last id it saw, so nothing is missed or repeated.
+let room = null, me = null, stream = null;
+function reconnect() {
+  const from = stream ? stream.stop() : '';
+  stream = null;
+  const handlers = {
+    message: (e) => {
+      const m = JSON.parse(e.data);
+      addLine($('messages'), 'msg', e.lastEventId, m.user, m.text, m.ts);
+    },
+    direct: (e) => {
+      const m = JSON.parse(e.data);
+      addLine($('dms'), 'dm', e.lastEventId, m.from, m.text, m.ts);
+    },
+    'history-lost': (e) => { $('notice').textContent = `(${e.data})`; },
+  };
+  if (room) {
+    const q = new URLSearchParams({ room });
+    if (me) q.set('user', me);
+    const statuses = me ? [$('status'), $('dm-status')] : [$('status')];
+    stream = follow(`/rooms/events?${q}`, statuses, handlers, from);
+  } else if (me) {
+    stream = follow(`/users/${encodeURIComponent(me)}/events`, [$('dm-status')], handlers, from);
+  }
+}
+
 function openRoom(id) {
-  roomStream?.stop();
   room = id;
   $('room').textContent = id;
   $('room-link').href = `/?room=${encodeURIComponent(id)}`;
@@ -1378,28 +1440,19 @@ function openRoom(id) {
   const p = new URLSearchParams(location.search);
   p.set('room', id);
   history.replaceState(null, '', `?${p}`);
-  roomStream = follow(`/rooms/${encodeURIComponent(id)}/events`, $('status'), {
-    message: (e) => {
-      const m = JSON.parse(e.data);
-      addLine($('messages'), 'msg', e.lastEventId, m.user, m.text, m.ts);
-    },
-    'history-lost': (e) => { $('notice').textContent = `(${e.data})`; },
-  });
+  // Another room: its own history, not the last one's cursor.
+  stream?.stop();
+  stream = null;
+  reconnect();
 }
 
-let dmStream = null;
 $('login').onclick = async () => {
   try {
     const user = $('user').value.trim();
-    const me = await post('/login', { user });
-    localStorage.setItem('chat-user', me.user);
-    dmStream?.stop();
-    dmStream = follow(`/users/${encodeURIComponent(me.user)}/events`, $('dm-status'), {
-      direct: (e) => {
-        const m = JSON.parse(e.data);
-        addLine($('dms'), 'dm', e.lastEventId, m.from, m.text, m.ts);
-      },
-    });
+    const login = await post('/login', { user });
+    localStorage.setItem('chat-user', login.user);
+    me = login.user;
+    reconnect();
     showError('');
   } catch (err) { showError(`login: ${err.message}`); }
 };

@@ -1542,3 +1542,62 @@ async fn nats_down_at_start_up_is_a_clear_error() {
         "{stderr}"
     );
 }
+
+/// The page's one connection: a room and the user's direct messages on one stream, one
+/// cursor; the user part needs that user's token.
+#[tokio::test]
+async fn one_stream_carries_a_room_and_the_users_direct_messages() {
+    let app = start_default().await;
+    let room = create_room(app.addr).await;
+    let token = login(app.addr, "alice").await;
+    let path = format!("/rooms/events?room={room}&user=alice");
+    // Without (or with another user's) token: 401, nothing streamed.
+    let bob = login(app.addr, "bob").await;
+    for headers in [vec![], vec![("authorization", format!("Bearer {bob}"))]] {
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let reply = call(app.addr, Method::GET, &path, &headers, "").await;
+        assert_error(&reply, StatusCode::UNAUTHORIZED);
+    }
+    let two_users = format!("/rooms/events?room={room}&user=alice&user=bob");
+    let bearer = format!("Bearer {token}");
+    let reply = call(
+        app.addr,
+        Method::GET,
+        &two_users,
+        &[("authorization", &bearer)],
+        "",
+    )
+    .await;
+    assert_error(&reply, StatusCode::BAD_REQUEST);
+
+    let mut stream = Sse::ok(app.addr, &path, &[("authorization", &bearer)]).await;
+    let first = say(app.addr, &room, "carol", "in the room").await;
+    let sent = post_json(
+        app.addr,
+        "/users/alice/messages",
+        json!({ "from": "carol", "text": "psst" }),
+    )
+    .await;
+    assert_eq!(sent.status, StatusCode::ACCEPTED, "{}", sent.json);
+    let got = stream.expect().await;
+    assert_eq!(
+        (got.event.as_str(), got.id.as_str()),
+        ("message", first.as_str())
+    );
+    let dm = stream.expect().await;
+    assert_eq!(dm.event, "direct");
+    assert_eq!(dm.json()["text"], "psst");
+    assert_eq!(stats(app.addr).await["connections"], 1);
+    // One cursor resumes both.
+    drop(stream);
+    let later = say(app.addr, &room, "carol", "later").await;
+    let mut back = Sse::ok(
+        app.addr,
+        &path,
+        &[("authorization", &bearer), ("last-event-id", &first)],
+    )
+    .await;
+    assert_eq!(back.replay(), "complete");
+    assert_eq!(back.expect().await.id, dm.id);
+    assert_eq!(back.expect().await.id, later);
+}
