@@ -1167,3 +1167,55 @@ async fn resuming_multi_topic_subscribers_on_two_processes_get_every_event_once_
         assert_eq!(seen, want, "{topics:?} {patterns:?}");
     }
 }
+
+/// A publish that answers an error stored nothing: the script refuses before it writes, even
+/// when a key it only touches after the append (the trim marks) holds something else, and
+/// when the idempotency window is longer than Redis can expire a key after.
+#[tokio::test]
+async fn a_publish_that_fails_stored_nothing() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let a = hub(&redis, "r1:").await;
+    let mut sub = a.subscribe("t").await.unwrap();
+    a.publish("t", Event::new().data("1")).await.unwrap();
+    redis.command(&["DEL", "r1:marks"]).await;
+    redis.command(&["SET", "r1:marks", "not a list"]).await;
+    assert_eq!(
+        a.publish("t", Event::new().data("refused"))
+            .await
+            .unwrap_err(),
+        PublishError::Unavailable
+    );
+    assert_eq!(
+        xlen(&redis, "r1:").await,
+        1,
+        "an error answered, an entry stored"
+    );
+    redis.command(&["DEL", "r1:marks"]).await;
+    a.publish("t", Event::new().data("2")).await.unwrap();
+    assert_eq!(take(&mut sub, 2).await, ["1", "2"]);
+
+    // "Remember keys forever": clamped to what Redis accepts, never an error after the append.
+    let b = on_backend(
+        &redis,
+        "r2:",
+        |b| b.idempotency_window(Duration::MAX),
+        |b| b,
+    )
+    .await;
+    let mut sub = b.subscribe("t").await.unwrap();
+    let first = b
+        .publisher(&["t"])
+        .idempotency_key("k")
+        .publish(Event::new().data("once"))
+        .await;
+    let again = b
+        .publisher(&["t"])
+        .idempotency_key("k")
+        .publish(Event::new().data("once"))
+        .await;
+    assert_eq!(xlen(&redis, "r2:").await, 1);
+    assert_eq!(first.unwrap().id(), again.unwrap().id());
+    assert_eq!(take(&mut sub, 1).await, ["once"]);
+}

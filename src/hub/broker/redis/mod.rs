@@ -291,7 +291,8 @@ impl RedisBackend {
     }
 
     /// How long Redis remembers an [`idempotency_key`](crate::hub::PublishBuilder::idempotency_key)
-    /// (default [`DEFAULT_IDEMPOTENCY_WINDOW`](Self::DEFAULT_IDEMPOTENCY_WINDOW)).
+    /// (default [`DEFAULT_IDEMPOTENCY_WINDOW`](Self::DEFAULT_IDEMPOTENCY_WINDOW); at most 100
+    /// years).
     ///
     /// ```no_run
     /// # #[tokio::main(flavor = "current_thread")]
