@@ -1272,3 +1272,31 @@ async fn restart_that_lost_entries(reader_first: bool) {
         assert_eq!(take(&mut back, 1).await, ["4"]);
     }
 }
+
+/// A resume from this process's caches over two followed topics: an event published into both
+/// (one entry) is replayed once.
+#[tokio::test]
+async fn a_resume_from_the_cache_of_two_topics_replays_a_shared_event_once() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let a = hub(&redis, "r4:").await;
+    // Keeps both topics (and their caches) on this process.
+    let mut follower = a.subscriber("x").topic("y").subscribe().await.unwrap();
+    let from = a.publish("x", Event::new().data("before")).await.unwrap();
+    a.publish_many(&["x", "y"], Event::new().data("both"))
+        .await
+        .unwrap();
+    a.publish("y", Event::new().data("after")).await.unwrap();
+    assert_eq!(take(&mut follower, 3).await, ["before", "both", "after"]);
+    let mut back = a
+        .subscriber("x")
+        .topic("y")
+        .last_event_id(from.id())
+        .subscribe()
+        .await
+        .unwrap();
+    assert_eq!(back.replay(), Replay::Complete);
+    a.publish("x", Event::new().data("live")).await.unwrap();
+    assert_eq!(take(&mut back, 3).await, ["both", "after", "live"]);
+}
