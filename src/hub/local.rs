@@ -86,9 +86,13 @@ struct Client {
 #[derive(Default)]
 struct Patterns {
     rings: HashMap<Box<str>, PatternRing>,
+    /// The number of the next ring made.
+    made: u64,
 }
 
 struct PatternRing {
+    /// Which ring this is (its subscribers leave this one, not one made later under its key).
+    id: u64,
     matcher: Arc<dyn Matcher>,
     ring: Ring,
     subscribers: usize,
@@ -614,18 +618,20 @@ impl Local {
         sources: &mut Vec<Source>,
     ) {
         for pattern in &selection.patterns {
-            let ring = order
-                .rings
-                .entry(pattern.key().into())
-                .or_insert_with(|| PatternRing {
+            let Patterns { rings, made } = order;
+            let ring = rings.entry(pattern.key().into()).or_insert_with(|| {
+                *made += 1;
+                PatternRing {
+                    id: *made,
                     matcher: Arc::clone(pattern),
                     ring: Ring::new(self.config.subscriber_capacity),
                     subscribers: 0,
-                });
+                }
+            });
             ring.subscribers += 1;
             sources.push(Source::new(
                 Recv::unbudgeted(ring.ring.receiver()),
-                Owner::Pattern(pattern.key().into()),
+                Owner::Pattern(pattern.key().into(), ring.id),
             ));
         }
     }
@@ -636,7 +642,7 @@ impl Local {
         for source in sources {
             match source.owner {
                 Owner::Topic(topic) => self.leave_topic(&topic),
-                Owner::Pattern(key) => self.leave_pattern(&key),
+                Owner::Pattern(key, ring) => self.leave_pattern(&key, ring),
             }
         }
     }
@@ -763,10 +769,11 @@ impl Local {
         self.subscribers.fetch_sub(1, Ordering::Relaxed);
     }
 
-    /// A subscriber of the pattern with this key is gone; its ring goes with its last one.
-    pub(super) fn leave_pattern(&self, key: &str) {
+    /// A subscriber of ring `id` of the pattern with this key is gone; the ring goes with its
+    /// last one.
+    pub(super) fn leave_pattern(&self, key: &str, id: u64) {
         let mut order = lock(&self.order);
-        if let Some(ring) = order.rings.get_mut(key) {
+        if let Some(ring) = order.rings.get_mut(key).filter(|ring| ring.id == id) {
             ring.subscribers = ring.subscribers.saturating_sub(1);
             if ring.subscribers == 0 {
                 order.rings.remove(key);
