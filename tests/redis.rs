@@ -1300,3 +1300,42 @@ async fn a_resume_from_the_cache_of_two_topics_replays_a_shared_event_once() {
     a.publish("x", Event::new().data("live")).await.unwrap();
     assert_eq!(take(&mut back, 3).await, ["both", "after", "live"]);
 }
+
+/// A client further back than one replay reads (more than 100,000 entries, on a stream bounded
+/// higher) is told `history-lost` and goes on live; it is not refused with `Unavailable` on
+/// every retry, forever.
+#[tokio::test]
+async fn resuming_further_back_than_a_replay_reads_is_history_lost_not_unavailable() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let a = on_backend(&redis, "r6:", |b| b.max_events(1_000_000), |b| b).await;
+    let mut marks = a.subscribe("mark").await.unwrap();
+    let from = a.publish("quiet", Event::new().data("from")).await.unwrap();
+    let n: u64 = from.id().unwrap().parse().unwrap();
+    // 101,500 entries of another topic after it, as a publisher would have appended them.
+    let script = "\
+        local n = tonumber(ARGV[1]) \
+        for i = 1, 101500 do \
+          redis.call('XADD', KEYS[1], '0-' .. string.format('%d', n + i), 'e', 'T4:busy\\ndata: x\\n') \
+        end \
+        redis.call('HSET', KEYS[2], 'n', string.format('%d', n + 101500)) return 1";
+    redis
+        .command(&["EVAL", script, "2", "r6:log", "r6:meta", &n.to_string()])
+        .await;
+    // This process has read all of them (its cache starts after them).
+    a.publish("mark", Event::new().data("read")).await.unwrap();
+    assert_eq!(take(&mut marks, 1).await, ["read"]);
+    for on_unknown_id in [UnknownId::SendHistory, UnknownId::LiveOnly] {
+        let mut back = a
+            .subscriber("quiet")
+            .last_event_id(from.id())
+            .on_unknown_id(on_unknown_id)
+            .subscribe()
+            .await
+            .expect("history-lost, not an error");
+        assert_eq!(back.replay(), Replay::HistoryLost);
+        a.publish("quiet", Event::new().data("live")).await.unwrap();
+        assert_eq!(take(&mut back, 1).await, ["live"]);
+    }
+}

@@ -470,24 +470,12 @@ async fn subscribe_remote(
     } else {
         replay = Replay::HistoryLost;
     }
-    if through.is_none() {
+    if through.is_none() && on_unknown_id == UnknownId::SendHistory {
         // An unknown id: the newest events (or none), then live.
-        if on_unknown_id == UnknownId::SendHistory {
-            let read = remote.read(None, PAGE).await?;
-            through = read.entries.last().map(|(pos, _)| *pos);
-            keep.extend(&mut backlog, read.entries);
-            let cap = local
-                .config
-                .history
-                .events
-                .saturating_mul(selection.len())
-                .max(1);
-            if backlog.len() > cap {
-                backlog.drain(..backlog.len() - cap);
-            }
-        }
+        through = newest(remote, local, &keep, &mut backlog).await?;
     }
     let mut scanned = 0;
+    let mut gave_up = false;
     loop {
         if replay.is_lost() && on_unknown_id == UnknownId::LiveOnly {
             backlog.clear();
@@ -504,8 +492,23 @@ async fn subscribe_remote(
         };
         scanned += PAGE;
         if scanned > MAX_SCAN {
-            // Published faster than a replay can read: the client comes back later.
-            return Err(SubscribeError::Unavailable);
+            if gave_up {
+                // Published faster than a replay can read even the newest: the client comes
+                // back later.
+                return Err(SubscribeError::Unavailable);
+            }
+            // Too far behind for one replay: history-lost, then as for an unknown id (the
+            // client would be refused again on every retry, further behind each time).
+            gave_up = true;
+            scanned = 0;
+            replay = Replay::HistoryLost;
+            backlog.clear();
+            more = false;
+            through = None;
+            if on_unknown_id == UnknownId::SendHistory {
+                through = newest(remote, local, &keep, &mut backlog).await?;
+            }
+            continue;
         }
         let read = remote.read(Some(after), PAGE).await?;
         if !read.found {
@@ -518,6 +521,30 @@ async fn subscribe_remote(
             replay = Replay::HistoryLost;
         }
     }
+}
+
+#[cfg(feature = "redis")]
+/// Appends the newest events of the log that `keep` keeps (at most what the histories of the
+/// selection's topics hold); the position read through.
+async fn newest(
+    remote: &dyn Remote,
+    local: &Local,
+    keep: &Keep<'_>,
+    backlog: &mut Vec<(u64, EncodedEvent)>,
+) -> Result<Option<u64>, SubscribeError> {
+    let read = remote.read(None, PAGE).await?;
+    let through = read.entries.last().map(|(pos, _)| *pos);
+    keep.extend(backlog, read.entries);
+    let cap = local
+        .config
+        .history
+        .events
+        .saturating_mul(keep.selection.len())
+        .max(1);
+    if backlog.len() > cap {
+        backlog.drain(..backlog.len() - cap);
+    }
+    Ok(through)
 }
 
 #[cfg(feature = "redis")]
