@@ -1339,3 +1339,33 @@ async fn resuming_further_back_than_a_replay_reads_is_history_lost_not_unavailab
         assert_eq!(take(&mut back, 1).await, ["live"]);
     }
 }
+
+/// A resume across the close of one of its topics: the closed topic's events before the close
+/// went with it (`history-lost`), the other topics' events are replayed, as in memory.
+#[tokio::test]
+async fn a_resume_across_a_closed_topic_keeps_the_other_topics_events() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let memory = Hub::new();
+    let a = hub(&redis, "r7:").await;
+    for hub in [&memory, &a] {
+        let b0 = hub.publish("b", Event::new().data("b0")).await.unwrap();
+        hub.publish("a", Event::new().data("a1")).await.unwrap();
+        hub.publish("b", Event::new().data("b-mid")).await.unwrap();
+        hub.close_topic("a", Some(Event::new().data("a closed")))
+            .await
+            .unwrap();
+        hub.publish("a", Event::new().data("a2")).await.unwrap();
+        hub.publish("b", Event::new().data("b1")).await.unwrap();
+        let mut back = hub
+            .subscriber("a")
+            .topic("b")
+            .last_event_id(b0.id())
+            .subscribe()
+            .await
+            .unwrap();
+        assert_eq!(back.replay(), Replay::HistoryLost);
+        assert_eq!(take(&mut back, 3).await, ["b-mid", "a2", "b1"], "{hub:?}");
+    }
+}

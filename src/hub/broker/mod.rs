@@ -453,6 +453,8 @@ async fn subscribe_remote(
         access: access.as_deref(),
     };
     let mut backlog = Vec::new();
+    // For each backlog entry, the followed topics it is in (see `Keep::extend`).
+    let mut owners = Vec::new();
     let mut replay = Replay::Complete;
     let mut through = None;
     let mut more = false;
@@ -461,7 +463,7 @@ async fn subscribe_remote(
         if read.found {
             through = Some(read.entries.last().map_or(cursor, |(pos, _)| *pos));
             more = read.more;
-            if keep.extend(&mut backlog, read.entries) {
+            if keep.extend(&mut backlog, &mut owners, read.entries) {
                 replay = Replay::HistoryLost;
             }
         } else {
@@ -472,13 +474,14 @@ async fn subscribe_remote(
     }
     if through.is_none() && on_unknown_id == UnknownId::SendHistory {
         // An unknown id: the newest events (or none), then live.
-        through = newest(remote, local, &keep, &mut backlog).await?;
+        through = newest(remote, local, &keep, &mut backlog, &mut owners).await?;
     }
     let mut scanned = 0;
     let mut gave_up = false;
     loop {
         if replay.is_lost() && on_unknown_id == UnknownId::LiveOnly {
             backlog.clear();
+            owners.clear();
         }
         if !more {
             match local.join_after(selection, request, replay, backlog, through, access.clone()) {
@@ -503,10 +506,11 @@ async fn subscribe_remote(
             scanned = 0;
             replay = Replay::HistoryLost;
             backlog.clear();
+            owners.clear();
             more = false;
             through = None;
             if on_unknown_id == UnknownId::SendHistory {
-                through = newest(remote, local, &keep, &mut backlog).await?;
+                through = newest(remote, local, &keep, &mut backlog, &mut owners).await?;
             }
             continue;
         }
@@ -517,7 +521,7 @@ async fn subscribe_remote(
         }
         more = read.more;
         through = Some(read.entries.last().map_or(after, |(pos, _)| *pos));
-        if keep.extend(&mut backlog, read.entries) {
+        if keep.extend(&mut backlog, &mut owners, read.entries) {
             replay = Replay::HistoryLost;
         }
     }
@@ -531,10 +535,11 @@ async fn newest(
     local: &Local,
     keep: &Keep<'_>,
     backlog: &mut Vec<(u64, EncodedEvent)>,
+    owners: &mut Vec<Option<Vec<Box<str>>>>,
 ) -> Result<Option<u64>, SubscribeError> {
     let read = remote.read(None, PAGE).await?;
     let through = read.entries.last().map(|(pos, _)| *pos);
-    keep.extend(backlog, read.entries);
+    keep.extend(backlog, owners, read.entries);
     let cap = local
         .config
         .history
@@ -542,7 +547,9 @@ async fn newest(
         .saturating_mul(keep.selection.len())
         .max(1);
     if backlog.len() > cap {
-        backlog.drain(..backlog.len() - cap);
+        let over = backlog.len() - cap;
+        backlog.drain(..over);
+        owners.drain(..over);
     }
     Ok(through)
 }
@@ -556,11 +563,37 @@ struct Keep<'a> {
 
 #[cfg(feature = "redis")]
 impl Keep<'_> {
-    /// Appends the entries this subscription gets; `true` when one of its topics was closed
-    /// (what came before is then dropped, as a topic made again cannot replay the old one's).
+    /// The followed topics an entry for `names` (`None`: every topic) is in, as far as closes
+    /// go: the selected ones; `None` (never dropped by a close) when a pattern may have it
+    /// from a topic that stays.
+    fn owners(&self, names: Option<&Vec<Box<str>>>) -> Option<Vec<Box<str>>> {
+        match names {
+            Some(names) => Some(
+                names
+                    .iter()
+                    .filter(|name| self.selection.selects(name))
+                    .cloned()
+                    .collect(),
+            ),
+            None if self.selection.patterns.is_empty() => Some(
+                self.selection
+                    .topics
+                    .iter()
+                    .map(|&name| name.into())
+                    .collect(),
+            ),
+            None => None,
+        }
+    }
+
+    /// Appends the entries this subscription gets, and in `owners` the followed topics each is
+    /// in (`None`: kept whatever closes); `true` when one of its topics was closed. A close
+    /// drops what came before in the closed topic (a topic made again cannot replay the old
+    /// one's events, as in memory), but not an event also in a followed topic still open.
     fn extend(
         &self,
         backlog: &mut Vec<(u64, EncodedEvent)>,
+        owners: &mut Vec<Option<Vec<Box<str>>>>,
         entries: Vec<(u64, entry::Entry)>,
     ) -> bool {
         let mut closed = false;
@@ -576,10 +609,25 @@ impl Keep<'_> {
             }
             if entry.close {
                 // What came before went with the topic (a topic made again cannot replay the
-                // old one's events, as in memory); the final event was for the old one's
-                // subscribers.
+                // old one's events, as in memory), unless a followed topic still open has it;
+                // the final event was for the old one's subscribers.
                 closed = true;
-                backlog.clear();
+                let gone = names.map_or(&[][..], |names| &names[..]);
+                owners.resize(backlog.len(), None);
+                let mut kept = 0;
+                for i in 0..backlog.len() {
+                    if let Some(in_topics) = &mut owners[i] {
+                        in_topics.retain(|name| !gone.contains(name));
+                        if in_topics.is_empty() {
+                            continue;
+                        }
+                    }
+                    backlog.swap(kept, i);
+                    owners.swap(kept, i);
+                    kept += 1;
+                }
+                backlog.truncate(kept);
+                owners.truncate(kept);
                 continue;
             }
             let audience = entry
@@ -592,6 +640,7 @@ impl Keep<'_> {
                 continue;
             };
             backlog.push((pos, event));
+            owners.push(self.owners(names));
         }
         closed
     }
