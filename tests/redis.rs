@@ -1369,3 +1369,25 @@ async fn a_resume_across_a_closed_topic_keeps_the_other_topics_events() {
         assert_eq!(take(&mut back, 3).await, ["b-mid", "a2", "b1"], "{hub:?}");
     }
 }
+
+/// The byte bound holds on a hub that has appended more than 10^14 bytes in its life (a
+/// count Lua wrote as `1e+14` in the trim marks, which then never matched: no more trimming
+/// by bytes or age).
+#[tokio::test]
+async fn the_byte_bound_holds_after_100_tb_appended() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    const MAX: usize = 8 * 1024;
+    redis
+        .command(&["HSET", "r8:meta", "bytes", "99999999999000"])
+        .await;
+    let a = on_backend(&redis, "r8:", |b| b.max_bytes(MAX), |b| b).await;
+    for _ in 0..300 {
+        a.publish("big", Event::new().data("x".repeat(100)))
+            .await
+            .unwrap();
+    }
+    let kept = xlen(&redis, "r8:").await;
+    assert!(kept * 115 <= MAX + MAX / 16 + 115, "{kept} entries kept");
+}

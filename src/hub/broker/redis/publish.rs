@@ -33,7 +33,8 @@ use crate::hub::{
 /// - **Bounds**: `MAXLEN ~` for the count; a mark `n:ms:bytes` is appended every 1/16 of
 ///   `max_bytes` or `max_age`, and the marks that are too old (or too many bytes back) are
 ///   dropped with the stream up to them (`XTRIM MINID`): bytes and age stay within 1/16 of
-///   their bounds, with O(1) work per publish.
+///   their bounds, with O(1) work per publish. Numbers are written with `%d`: Lua's `..`
+///   writes `%.14g` (`1e+14` for 10^14 bytes ever appended, which no mark would match).
 pub(super) const SCRIPT: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -78,7 +79,9 @@ if last then
     mark = false
   end
 end
-if mark then redis.call('RPUSH', KEYS[3], nid .. ':' .. now .. ':' .. bytes) end
+if mark then
+  redis.call('RPUSH', KEYS[3], nid .. ':' .. string.format('%d', now) .. ':' .. string.format('%d', bytes))
+end
 local cut = nil
 while true do
   local head = redis.call('LINDEX', KEYS[3], 0)
