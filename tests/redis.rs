@@ -1391,3 +1391,48 @@ async fn the_byte_bound_holds_after_100_tb_appended() {
     let kept = xlen(&redis, "r8:").await;
     assert!(kept * 115 <= MAX + MAX / 16 + 115, "{kept} entries kept");
 }
+
+/// A client resumes, on a process whose reader is still catching up on a burst, from an id
+/// another process just issued: nothing is lost (the reader will deliver what follows), so
+/// the replay is complete; it is neither refused nor `history-lost`.
+#[tokio::test]
+async fn a_resume_from_an_id_this_reader_has_not_reached_is_complete() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    // Rings of 2: this reader reads one entry per `XREAD`.
+    let a = on_backend(
+        &redis,
+        "r9:",
+        |b| b.max_events(1_000_000),
+        |b| b.subscriber_capacity(2),
+    )
+    .await;
+    let b = on_backend(&redis, "r9:", |b| b.max_events(1_000_000), |b| b).await;
+    // This process's reader is running (a subscription waits for it).
+    let mut seen_here = a.subscribe("t").await.unwrap();
+    let seen = a.publish("t", Event::new().data("seen")).await.unwrap();
+    assert_eq!(take(&mut seen_here, 1).await, ["seen"]);
+    drop(seen_here);
+    let n: u64 = seen.id().unwrap().parse().unwrap();
+    // A burst another process appended: this reader takes a while to read it.
+    let script = "\
+        local n = tonumber(ARGV[1]) \
+        for i = 1, 5000 do \
+          redis.call('XADD', KEYS[1], '0-' .. string.format('%d', n + i), 'e', 'T4:busy\\ndata: x\\n') \
+        end \
+        redis.call('HSET', KEYS[2], 'n', string.format('%d', n + 5000)) return 1";
+    redis
+        .command(&["EVAL", script, "2", "r9:log", "r9:meta", &n.to_string()])
+        .await;
+    let last = b.publish("t", Event::new().data("last")).await.unwrap();
+    let mut back = a
+        .subscriber("t")
+        .last_event_id(last.id())
+        .subscribe()
+        .await
+        .expect("a resume, not an error");
+    assert_eq!(back.replay(), Replay::Complete);
+    b.publish("t", Event::new().data("next")).await.unwrap();
+    assert_eq!(take(&mut back, 1).await, ["next"]);
+}

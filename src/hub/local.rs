@@ -942,6 +942,11 @@ impl Local {
         );
     }
 
+    /// Remote: one past the newest position delivered.
+    pub(super) fn delivered_next(&self) -> u64 {
+        self.seq.load(Ordering::Acquire)
+    }
+
     /// Remote: the reader starts after `last`.
     pub(super) fn start_at(&self, last: u64) {
         {
@@ -1000,7 +1005,8 @@ impl Local {
     /// delivered past `through`, the local topics must cover what came after it (then it is
     /// added to the backlog); when they do not (or patterns are followed, which have no local
     /// history), nothing is joined and the backlog is given back: the caller reads on.
-    /// `through: None`: live only.
+    /// `through: None`: live only. `through` must be a position the broker has (this process
+    /// may not have delivered it yet: what it delivers up to `through` is skipped).
     pub(super) fn join_after(
         self: &Arc<Self>,
         selection: &Selection<'_>,
@@ -1013,11 +1019,6 @@ impl Local {
         let now = Instant::now();
         let mut order = lock(&self.order);
         let next = self.seq.load(Ordering::Acquire);
-        if backlog.is_empty() && replay == Replay::Complete && through.is_some_and(|t| t >= next) {
-            // A cursor this process has not delivered yet: only the broker can tell whether it
-            // is real (another process may be ahead).
-            return Err(backlog);
-        }
         let bridge = through.filter(|&through| next > through.saturating_add(1));
         if bridge.is_some() && !selection.patterns.is_empty() {
             return Err(backlog);

@@ -433,8 +433,9 @@ async fn subscribe_remote(
             .map_err(|_| SubscribeError::Unavailable);
     };
     let cursor = entry::position(id);
-    // This process's caches.
-    if let Some(cursor) = cursor {
+    // This process's caches. A cursor this process has not delivered yet: only the broker can
+    // tell whether it is real (another process may be ahead).
+    if let Some(cursor) = cursor.filter(|&cursor| cursor < local.delivered_next()) {
         let cached = Replay::Complete;
         if let Ok(sub) = local.join_after(
             selection,
