@@ -1436,3 +1436,29 @@ async fn a_resume_from_an_id_this_reader_has_not_reached_is_complete() {
     b.publish("t", Event::new().data("next")).await.unwrap();
     assert_eq!(take(&mut back, 1).await, ["next"]);
 }
+
+/// A resume across the close (without a final event) of a followed topic that had no event
+/// since the client's id: nothing was lost, so the replay is complete, as in memory.
+#[tokio::test]
+async fn a_resume_across_the_close_of_a_quiet_topic_is_complete() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let memory = Hub::new();
+    let a = hub(&redis, "r10:").await;
+    for hub in [&memory, &a] {
+        hub.publish("a", Event::new().data("a0")).await.unwrap();
+        let b0 = hub.publish("b", Event::new().data("b0")).await.unwrap();
+        hub.close_topic("a", None).await.unwrap();
+        hub.publish("b", Event::new().data("b1")).await.unwrap();
+        let mut back = hub
+            .subscriber("a")
+            .topic("b")
+            .last_event_id(b0.id())
+            .subscribe()
+            .await
+            .unwrap();
+        assert_eq!(back.replay(), Replay::Complete, "{hub:?}");
+        assert_eq!(take(&mut back, 1).await, ["b1"]);
+    }
+}

@@ -588,7 +588,8 @@ impl Keep<'_> {
     }
 
     /// Appends the entries this subscription gets, and in `owners` the followed topics each is
-    /// in (`None`: kept whatever closes); `true` when one of its topics was closed. A close
+    /// in (`None`: kept whatever closes); `true` when a close of one of its topics took events
+    /// with it (its final event, or events since the cursor). A close
     /// drops what came before in the closed topic (a topic made again cannot replay the old
     /// one's events, as in memory), but not an event also in a followed topic still open.
     fn extend(
@@ -611,8 +612,9 @@ impl Keep<'_> {
             if entry.close {
                 // What came before went with the topic (a topic made again cannot replay the
                 // old one's events, as in memory), unless a followed topic still open has it;
-                // the final event was for the old one's subscribers.
-                closed = true;
+                // the final event was for the old one's subscribers. Lost only if something
+                // was dropped (a topic closed with nothing since the cursor loses nothing).
+                let before = backlog.len();
                 let gone = names.map_or(&[][..], |names| &names[..]);
                 owners.resize(backlog.len(), None);
                 let mut kept = 0;
@@ -629,6 +631,7 @@ impl Keep<'_> {
                 }
                 backlog.truncate(kept);
                 owners.truncate(kept);
+                closed |= kept < before || entry.fields.is_some();
                 continue;
             }
             let audience = entry
