@@ -769,3 +769,31 @@ async fn a_broadcast_has_an_id_and_is_not_sent_again_on_resume() {
         assert_eq!(back.backlog_len(), 0, "the broadcast came again");
     }
 }
+
+/// A pattern subscriber from before `close_all` that leaves afterwards does not take the
+/// pattern's new ring (made for a subscriber that came after) with it.
+#[tokio::test]
+async fn a_pattern_subscriber_from_before_close_all_leaves_the_new_ring_alone() {
+    let hub = Hub::new();
+    let old = hub
+        .subscription()
+        .pattern(glob("rooms/*"))
+        .subscribe()
+        .await
+        .unwrap();
+    hub.close_all();
+    let mut new = hub
+        .subscription()
+        .pattern(glob("rooms/*"))
+        .subscribe()
+        .await
+        .unwrap();
+    drop(old);
+    hub.publish("rooms/1", Event::new().data("after"))
+        .await
+        .unwrap();
+    assert_eq!(drain(&mut new), ["after"]);
+    assert_eq!(hub.total_subscribers(), 1);
+    drop(new);
+    assert_eq!(hub.total_subscribers(), 0);
+}

@@ -1034,3 +1034,338 @@ async fn resuming_multi_topic_subscribers_on_two_processes_get_every_event_once_
     ];
     support::stress::resuming_multi_topic_subscribers(hubs).await;
 }
+
+/// A publish that answers an error stored nothing: the script refuses before it writes, even
+/// when a key it only touches after the append (the trim marks) holds something else, and
+/// when the idempotency window is longer than Redis can expire a key after.
+#[tokio::test]
+async fn a_publish_that_fails_stored_nothing() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let a = hub(&redis, "r1:").await;
+    let mut sub = a.subscribe("t").await.unwrap();
+    a.publish("t", Event::new().data("1")).await.unwrap();
+    redis.command(&["DEL", "r1:marks"]).await;
+    redis.command(&["SET", "r1:marks", "not a list"]).await;
+    assert_eq!(
+        a.publish("t", Event::new().data("refused"))
+            .await
+            .unwrap_err(),
+        PublishError::Unavailable
+    );
+    assert_eq!(
+        xlen(&redis, "r1:").await,
+        1,
+        "an error answered, an entry stored"
+    );
+    redis.command(&["DEL", "r1:marks"]).await;
+    a.publish("t", Event::new().data("2")).await.unwrap();
+    assert_eq!(take(&mut sub, 2).await, ["1", "2"]);
+
+    // "Remember keys forever": clamped to what Redis accepts, never an error after the append.
+    let b = on_backend(
+        &redis,
+        "r2:",
+        |b| b.idempotency_window(Duration::MAX),
+        |b| b,
+    )
+    .await;
+    let mut sub = b.subscribe("t").await.unwrap();
+    let first = b
+        .publisher(&["t"])
+        .idempotency_key("k")
+        .publish(Event::new().data("once"))
+        .await;
+    let again = b
+        .publisher(&["t"])
+        .idempotency_key("k")
+        .publish(Event::new().data("once"))
+        .await;
+    assert_eq!(xlen(&redis, "r2:").await, 1);
+    assert_eq!(first.unwrap().id(), again.unwrap().id());
+    assert_eq!(take(&mut sub, 1).await, ["once"]);
+}
+
+/// A Redis restart that lost entries it had acknowledged (RDB, or AOF `everysec`): the counter
+/// comes back lower and ids are issued again. A live stream that saw the lost entries must not
+/// skip the new ones silently.
+#[tokio::test]
+async fn a_restart_that_lost_acknowledged_entries_is_never_a_silent_gap() {
+    // Publishing again before this process's reader is back (ids issued again that it has
+    // read), and after it.
+    for reader_first in [false, true] {
+        restart_that_lost_entries(reader_first).await;
+    }
+}
+
+async fn restart_that_lost_entries(reader_first: bool) {
+    let Some(mut redis) = RedisServer::start_with(&["--appendonly", "no"]).await else {
+        return;
+    };
+    let a = hub(&redis, "r3:").await;
+    let mut sub = a.subscribe("t").await.unwrap();
+    a.publish("t", Event::new().data("1")).await.unwrap();
+    assert!(redis.command(&["SAVE"]).await.starts_with("+OK"));
+    a.publish("t", Event::new().data("2")).await.unwrap();
+    let three = a.publish("t", Event::new().data("3")).await.unwrap();
+    assert_eq!(take(&mut sub, 3).await, ["1", "2", "3"]);
+    // Back as of the save: "2" and "3" are gone, and the counter went back with them.
+    if !reader_first {
+        // Down long enough for the reader's backoff to grow past a second (it sleeps at least
+        // half of it): the publishes below very likely come first. Not a timing assertion.
+        redis.kill().await;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    }
+    redis.restart().await;
+    if reader_first {
+        // Not a timing assertion: only lets the reader's reconnection come first.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while a.publish("t", Event::new().data("4")).await.is_err() {
+        assert!(tokio::time::Instant::now() < deadline, "redis is back");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    a.publish("t", Event::new().data("5")).await.unwrap();
+    a.publish("t", Event::new().data("6")).await.unwrap();
+    // "4" next, or the stream ends (a signalled gap): never "5" or "6" right after "3".
+    match timeout(WAIT, sub.next()).await.expect("not stuck") {
+        None => assert!(a.stats().gaps >= 1),
+        Some(event) => assert_eq!(data(&event), "4"),
+    }
+    // A client that saw "3" resumes: "4" first, or told history-lost.
+    let mut back = a
+        .subscriber("t")
+        .last_event_id(three.id())
+        .subscribe()
+        .await
+        .unwrap();
+    if back.replay() != Replay::HistoryLost {
+        assert_eq!(take(&mut back, 1).await, ["4"]);
+    }
+}
+
+/// A resume from this process's caches over two followed topics: an event published into both
+/// (one entry) is replayed once.
+#[tokio::test]
+async fn a_resume_from_the_cache_of_two_topics_replays_a_shared_event_once() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let a = hub(&redis, "r4:").await;
+    // Keeps both topics (and their caches) on this process.
+    let mut follower = a.subscriber("x").topic("y").subscribe().await.unwrap();
+    let from = a.publish("x", Event::new().data("before")).await.unwrap();
+    a.publish_many(&["x", "y"], Event::new().data("both"))
+        .await
+        .unwrap();
+    a.publish("y", Event::new().data("after")).await.unwrap();
+    assert_eq!(take(&mut follower, 3).await, ["before", "both", "after"]);
+    let mut back = a
+        .subscriber("x")
+        .topic("y")
+        .last_event_id(from.id())
+        .subscribe()
+        .await
+        .unwrap();
+    assert_eq!(back.replay(), Replay::Complete);
+    a.publish("x", Event::new().data("live")).await.unwrap();
+    assert_eq!(take(&mut back, 3).await, ["both", "after", "live"]);
+}
+
+/// A client further back than one replay reads (more than 100,000 entries, on a stream bounded
+/// higher) is told `history-lost` and goes on live; it is not refused with `Unavailable` on
+/// every retry, forever.
+#[tokio::test]
+async fn resuming_further_back_than_a_replay_reads_is_history_lost_not_unavailable() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let first = on_backend(&redis, "r6:", |b| b.max_events(1_000_000), |b| b).await;
+    let from = first
+        .publish("quiet", Event::new().data("from"))
+        .await
+        .unwrap();
+    let n: u64 = from.id().unwrap().parse().unwrap();
+    // 101,500 entries of another topic after it, as a publisher would have appended them.
+    let script = "\
+        local n = tonumber(ARGV[1]) \
+        for i = 1, 101500 do \
+          redis.call('XADD', KEYS[1], '0-' .. string.format('%d', n + i), 'e', 'T4:busy\\ndata: x\\n') \
+        end \
+        redis.call('HSET', KEYS[2], 'n', string.format('%d', n + 101500)) return 1";
+    redis
+        .command(&["EVAL", script, "2", "r6:log", "r6:meta", &n.to_string()])
+        .await;
+    // A process started after them (its cache starts after them; its reader has nothing to
+    // catch up on).
+    let a = on_backend(&redis, "r6:", |b| b.max_events(1_000_000), |b| b).await;
+    drop(a.subscribe("mark").await.unwrap());
+    for on_unknown_id in [UnknownId::SendHistory, UnknownId::LiveOnly] {
+        let mut back = a
+            .subscriber("quiet")
+            .last_event_id(from.id())
+            .on_unknown_id(on_unknown_id)
+            .subscribe()
+            .await
+            .expect("history-lost, not an error");
+        assert_eq!(back.replay(), Replay::HistoryLost);
+        a.publish("quiet", Event::new().data("live")).await.unwrap();
+        assert_eq!(take(&mut back, 1).await, ["live"]);
+    }
+}
+
+/// A resume across the close of one of its topics: the closed topic's events before the close
+/// went with it (`history-lost`), the other topics' events are replayed, as in memory.
+#[tokio::test]
+async fn a_resume_across_a_closed_topic_keeps_the_other_topics_events() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let memory = Hub::new();
+    let a = hub(&redis, "r7:").await;
+    for hub in [&memory, &a] {
+        let b0 = hub.publish("b", Event::new().data("b0")).await.unwrap();
+        hub.publish("a", Event::new().data("a1")).await.unwrap();
+        hub.publish("b", Event::new().data("b-mid")).await.unwrap();
+        hub.close_topic("a", Some(Event::new().data("a closed")))
+            .await
+            .unwrap();
+        hub.publish("a", Event::new().data("a2")).await.unwrap();
+        hub.publish("b", Event::new().data("b1")).await.unwrap();
+        let mut back = hub
+            .subscriber("a")
+            .topic("b")
+            .last_event_id(b0.id())
+            .subscribe()
+            .await
+            .unwrap();
+        assert_eq!(back.replay(), Replay::HistoryLost);
+        assert_eq!(take(&mut back, 3).await, ["b-mid", "a2", "b1"], "{hub:?}");
+    }
+}
+
+/// The byte bound holds on a hub that has appended more than 10^14 bytes in its life (a
+/// count Lua wrote as `1e+14` in the trim marks, which then never matched: no more trimming
+/// by bytes or age).
+#[tokio::test]
+async fn the_byte_bound_holds_after_100_tb_appended() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    const MAX: usize = 8 * 1024;
+    redis
+        .command(&["HSET", "r8:meta", "bytes", "99999999999000"])
+        .await;
+    let a = on_backend(&redis, "r8:", |b| b.max_bytes(MAX), |b| b).await;
+    for _ in 0..300 {
+        a.publish("big", Event::new().data("x".repeat(100)))
+            .await
+            .unwrap();
+    }
+    let kept = xlen(&redis, "r8:").await;
+    assert!(kept * 115 <= MAX + MAX / 16 + 115, "{kept} entries kept");
+}
+
+/// A client resumes, on a process whose reader is still catching up on a burst, from an id
+/// another process just issued: nothing is lost (the reader will deliver what follows), so
+/// the replay is complete; it is neither refused nor `history-lost`.
+#[tokio::test]
+async fn a_resume_from_an_id_this_reader_has_not_reached_is_complete() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    // Rings of 2: this reader reads one entry per `XREAD`.
+    let a = on_backend(
+        &redis,
+        "r9:",
+        |b| b.max_events(1_000_000),
+        |b| b.subscriber_capacity(2),
+    )
+    .await;
+    let b = on_backend(&redis, "r9:", |b| b.max_events(1_000_000), |b| b).await;
+    // This process's reader is running (a subscription waits for it).
+    let mut seen_here = a.subscribe("t").await.unwrap();
+    let seen = a.publish("t", Event::new().data("seen")).await.unwrap();
+    assert_eq!(take(&mut seen_here, 1).await, ["seen"]);
+    drop(seen_here);
+    let n: u64 = seen.id().unwrap().parse().unwrap();
+    // A burst another process appended: this reader takes a while to read it.
+    let script = "\
+        local n = tonumber(ARGV[1]) \
+        for i = 1, 5000 do \
+          redis.call('XADD', KEYS[1], '0-' .. string.format('%d', n + i), 'e', 'T4:busy\\ndata: x\\n') \
+        end \
+        redis.call('HSET', KEYS[2], 'n', string.format('%d', n + 5000)) return 1";
+    redis
+        .command(&["EVAL", script, "2", "r9:log", "r9:meta", &n.to_string()])
+        .await;
+    let last = b.publish("t", Event::new().data("last")).await.unwrap();
+    let mut back = a
+        .subscriber("t")
+        .last_event_id(last.id())
+        .subscribe()
+        .await
+        .expect("a resume, not an error");
+    assert_eq!(back.replay(), Replay::Complete);
+    b.publish("t", Event::new().data("next")).await.unwrap();
+    assert_eq!(take(&mut back, 1).await, ["next"]);
+}
+
+/// A resume across the close (without a final event) of a followed topic that had no event
+/// since the client's id: nothing was lost, so the replay is complete, as in memory.
+#[tokio::test]
+async fn a_resume_across_the_close_of_a_quiet_topic_is_complete() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let memory = Hub::new();
+    let a = hub(&redis, "r10:").await;
+    for hub in [&memory, &a] {
+        hub.publish("a", Event::new().data("a0")).await.unwrap();
+        let b0 = hub.publish("b", Event::new().data("b0")).await.unwrap();
+        hub.close_topic("a", None).await.unwrap();
+        hub.publish("b", Event::new().data("b1")).await.unwrap();
+        let mut back = hub
+            .subscriber("a")
+            .topic("b")
+            .last_event_id(b0.id())
+            .subscribe()
+            .await
+            .unwrap();
+        assert_eq!(back.replay(), Replay::Complete, "{hub:?}");
+        assert_eq!(take(&mut back, 1).await, ["b1"]);
+    }
+}
+
+/// Fault 5, replays from the stream: two clients resuming from the same id on a process whose
+/// cache does not cover it share the replayed bytes rather than each holding a copy.
+#[tokio::test]
+async fn replays_from_the_stream_share_memory_across_subscribers() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let a = hub(&redis, "r11:").await;
+    let from = a.publish("t", Event::new().data("from")).await.unwrap();
+    a.publish("t", Event::new().data("x".repeat(1000)))
+        .await
+        .unwrap();
+    // Another process, whose cache has nothing.
+    let b = hub(&redis, "r11:").await;
+    let mut one = b
+        .subscriber("t")
+        .last_event_id(from.id())
+        .subscribe()
+        .await
+        .unwrap();
+    let mut two = b
+        .subscriber("t")
+        .last_event_id(from.id())
+        .subscribe()
+        .await
+        .unwrap();
+    let (x, y) = (next(&mut one).await, next(&mut two).await);
+    assert_eq!(x.as_bytes(), y.as_bytes());
+    assert_eq!(x.as_bytes().as_ptr(), y.as_bytes().as_ptr(), "a copy each");
+}

@@ -59,12 +59,24 @@ pub(super) struct Local {
     slow_disconnects: AtomicU64,
     forbidden: AtomicU64,
     gaps: AtomicU64,
+    /// Remote: events read from the broker for replays, encoded once and shared by every
+    /// replay that needs them (bounded by `history.bytes`).
+    #[cfg(feature = "_broker")]
+    replayed: Mutex<Replayed>,
     /// Remote: whether the reader knows where the log starts (subscriptions wait for it).
     #[cfg_attr(not(feature = "_broker"), allow(dead_code))]
     ready: watch::Sender<bool>,
     /// Remote: the broker's background tasks were started.
     #[cfg_attr(not(feature = "_broker"), allow(dead_code))]
     started: OnceLock<()>,
+}
+
+/// Events read from a broker for replays, by position, oldest dropped first.
+#[cfg(feature = "_broker")]
+#[derive(Default)]
+struct Replayed {
+    events: std::collections::BTreeMap<u64, EncodedEvent>,
+    bytes: usize,
 }
 
 /// How a pushed event gets its position.
@@ -86,9 +98,13 @@ struct Client {
 #[derive(Default)]
 struct Patterns {
     rings: HashMap<Box<str>, PatternRing>,
+    /// The number of the next ring made.
+    made: u64,
 }
 
 struct PatternRing {
+    /// Which ring this is (its subscribers leave this one, not one made later under its key).
+    id: u64,
     matcher: Arc<dyn Matcher>,
     ring: Ring,
     subscribers: usize,
@@ -167,6 +183,8 @@ impl Local {
             slow_disconnects: AtomicU64::new(0),
             forbidden: AtomicU64::new(0),
             gaps: AtomicU64::new(0),
+            #[cfg(feature = "_broker")]
+            replayed: Mutex::default(),
             ready: watch::Sender::new(!remote),
             started: OnceLock::new(),
         }
@@ -614,18 +632,20 @@ impl Local {
         sources: &mut Vec<Source>,
     ) {
         for pattern in &selection.patterns {
-            let ring = order
-                .rings
-                .entry(pattern.key().into())
-                .or_insert_with(|| PatternRing {
+            let Patterns { rings, made } = order;
+            let ring = rings.entry(pattern.key().into()).or_insert_with(|| {
+                *made += 1;
+                PatternRing {
+                    id: *made,
                     matcher: Arc::clone(pattern),
                     ring: Ring::new(self.config.subscriber_capacity),
                     subscribers: 0,
-                });
+                }
+            });
             ring.subscribers += 1;
             sources.push(Source::new(
                 Recv::unbudgeted(ring.ring.receiver()),
-                Owner::Pattern(pattern.key().into()),
+                Owner::Pattern(pattern.key().into(), ring.id),
             ));
         }
     }
@@ -636,7 +656,7 @@ impl Local {
         for source in sources {
             match source.owner {
                 Owner::Topic(topic) => self.leave_topic(&topic),
-                Owner::Pattern(key) => self.leave_pattern(&key),
+                Owner::Pattern(key, ring) => self.leave_pattern(&key, ring),
             }
         }
     }
@@ -763,10 +783,11 @@ impl Local {
         self.subscribers.fetch_sub(1, Ordering::Relaxed);
     }
 
-    /// A subscriber of the pattern with this key is gone; its ring goes with its last one.
-    pub(super) fn leave_pattern(&self, key: &str) {
+    /// A subscriber of ring `id` of the pattern with this key is gone; the ring goes with its
+    /// last one.
+    pub(super) fn leave_pattern(&self, key: &str, id: u64) {
         let mut order = lock(&self.order);
-        if let Some(ring) = order.rings.get_mut(key) {
+        if let Some(ring) = order.rings.get_mut(key).filter(|ring| ring.id == id) {
             ring.subscribers = ring.subscribers.saturating_sub(1);
             if ring.subscribers == 0 {
                 order.rings.remove(key);
@@ -924,15 +945,22 @@ impl Local {
         for pattern in order.rings.values_mut() {
             pattern.ring = Ring::new(capacity);
         }
+        // Under the order lock (lock order: this, the topic map, a topic), so that no resume
+        // from the cache can join an old ring between the two steps.
         let topics: Vec<Arc<Topic>> = lock(&self.topics).values().cloned().collect();
-        drop(order);
         for topic in topics {
             topic.lock().restart(u128::from(next), capacity);
         }
+        drop(order);
         tracing::warn!(
             next,
             "hub missed events from its broker; live subscriptions end and resume as history-lost"
         );
+    }
+
+    /// Remote: one past the newest position delivered.
+    pub(super) fn delivered_next(&self) -> u64 {
+        self.seq.load(Ordering::Acquire)
     }
 
     /// Remote: the reader starts after `last`.
@@ -942,6 +970,26 @@ impl Local {
             self.seq.fetch_max(last.saturating_add(1), Ordering::AcqRel);
         }
         self.ready.send_replace(true);
+    }
+
+    /// The event at broker position `pos` with `fields`, as every replay shares it: encoded
+    /// once per process while it is among the last `history.bytes` bytes replayed, so clients
+    /// resuming from the broker together hold one copy, not one each.
+    pub(super) fn replayed(&self, pos: u64, fields: &[u8]) -> Option<EncodedEvent> {
+        let mut cache = lock(&self.replayed);
+        if let Some(event) = cache.events.get(&pos) {
+            return Some(event.clone());
+        }
+        let event = super::broker::entry::stamp(fields, pos)?;
+        cache.bytes += event.len();
+        cache.events.insert(pos, event.clone());
+        while cache.bytes > self.config.history.bytes {
+            let Some((_, oldest)) = cache.events.pop_first() else {
+                break;
+            };
+            cache.bytes -= oldest.len();
+        }
+        Some(event)
     }
 
     /// Remote: whether the reader is connected (see `Feed::connected`).
@@ -993,7 +1041,8 @@ impl Local {
     /// delivered past `through`, the local topics must cover what came after it (then it is
     /// added to the backlog); when they do not (or patterns are followed, which have no local
     /// history), nothing is joined and the backlog is given back: the caller reads on.
-    /// `through: None`: live only.
+    /// `through: None`: live only. `through` must be a position the broker has (this process
+    /// may not have delivered it yet: what it delivers up to `through` is skipped).
     pub(super) fn join_after(
         self: &Arc<Self>,
         selection: &Selection<'_>,
@@ -1006,11 +1055,6 @@ impl Local {
         let now = Instant::now();
         let mut order = lock(&self.order);
         let next = self.seq.load(Ordering::Acquire);
-        if backlog.is_empty() && replay == Replay::Complete && through.is_some_and(|t| t >= next) {
-            // A cursor this process has not delivered yet: only the broker can tell whether it
-            // is real (another process may be ahead).
-            return Err(backlog);
-        }
         let bridge = through.filter(|&through| next > through.saturating_add(1));
         if bridge.is_some() && !selection.patterns.is_empty() {
             return Err(backlog);

@@ -23,8 +23,9 @@ use super::{
 /// Whose ring a source reads, to give back its place when the subscription ends.
 pub(super) enum Owner {
     Topic(Arc<Topic>),
-    /// A pattern's ring, by the pattern's key.
-    Pattern(Box<str>),
+    /// A pattern's ring, by the pattern's key and the ring's number (a ring made again under
+    /// the same key, after `close_all`, is another one).
+    Pattern(Box<str>, u64),
 }
 
 pub(super) struct Source {

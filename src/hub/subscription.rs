@@ -530,7 +530,7 @@ impl Subscription {
                 for source in merge.take_sources() {
                     match source.owner {
                         Owner::Topic(topic) => self.hub.leave_topic(&topic),
-                        Owner::Pattern(key) => self.hub.leave_pattern(&key),
+                        Owner::Pattern(key, ring) => self.hub.leave_pattern(&key, ring),
                     }
                 }
                 self.hub.count_leave();

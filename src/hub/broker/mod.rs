@@ -452,8 +452,9 @@ async fn subscribe_remote(
             .map_err(|_| SubscribeError::Unavailable);
     };
     let cursor = entry::position(id);
-    // This process's caches.
-    if let Some(cursor) = cursor {
+    // This process's caches. A cursor this process has not delivered yet: only the broker can
+    // tell whether it is real (another process may be ahead).
+    if let Some(cursor) = cursor.filter(|&cursor| cursor < local.delivered_next()) {
         let cached = Replay::Complete;
         if let Ok(sub) = local.join_after(
             selection,
@@ -470,8 +471,11 @@ async fn subscribe_remote(
     let keep = Keep {
         selection,
         access: access.as_deref(),
+        local,
     };
     let mut backlog = Vec::new();
+    // For each backlog entry, the followed topics it is in (see `Keep::extend`).
+    let mut owners = Vec::new();
     let mut replay = Replay::Complete;
     let mut through = None;
     let mut more = false;
@@ -480,7 +484,7 @@ async fn subscribe_remote(
         if read.found {
             through = Some(read.entries.last().map_or(cursor, |(pos, _)| *pos));
             more = read.more;
-            if keep.extend(&mut backlog, read.entries) {
+            if keep.extend(&mut backlog, &mut owners, read.entries) {
                 replay = Replay::HistoryLost;
             }
         } else {
@@ -489,27 +493,16 @@ async fn subscribe_remote(
     } else {
         replay = Replay::HistoryLost;
     }
-    if through.is_none() {
+    if through.is_none() && on_unknown_id == UnknownId::SendHistory {
         // An unknown id: the newest events (or none), then live.
-        if on_unknown_id == UnknownId::SendHistory {
-            let read = remote.read(None, PAGE).await?;
-            through = read.entries.last().map(|(pos, _)| *pos);
-            keep.extend(&mut backlog, read.entries);
-            let cap = local
-                .config
-                .history
-                .events
-                .saturating_mul(selection.len())
-                .max(1);
-            if backlog.len() > cap {
-                backlog.drain(..backlog.len() - cap);
-            }
-        }
+        through = newest(remote, local, &keep, &mut backlog, &mut owners).await?;
     }
     let mut scanned = 0;
+    let mut gave_up = false;
     loop {
         if replay.is_lost() && on_unknown_id == UnknownId::LiveOnly {
             backlog.clear();
+            owners.clear();
         }
         if !more {
             match local.join_after(selection, request, replay, backlog, through, access.clone()) {
@@ -523,8 +516,24 @@ async fn subscribe_remote(
         };
         scanned += PAGE;
         if scanned > MAX_SCAN {
-            // Published faster than a replay can read: the client comes back later.
-            return Err(SubscribeError::Unavailable);
+            if gave_up {
+                // Published faster than a replay can read even the newest: the client comes
+                // back later.
+                return Err(SubscribeError::Unavailable);
+            }
+            // Too far behind for one replay: history-lost, then as for an unknown id (the
+            // client would be refused again on every retry, further behind each time).
+            gave_up = true;
+            scanned = 0;
+            replay = Replay::HistoryLost;
+            backlog.clear();
+            owners.clear();
+            more = false;
+            through = None;
+            if on_unknown_id == UnknownId::SendHistory {
+                through = newest(remote, local, &keep, &mut backlog, &mut owners).await?;
+            }
+            continue;
         }
         let read = remote.read(Some(after), PAGE).await?;
         if !read.found {
@@ -533,10 +542,37 @@ async fn subscribe_remote(
         }
         more = read.more;
         through = Some(read.entries.last().map_or(after, |(pos, _)| *pos));
-        if keep.extend(&mut backlog, read.entries) {
+        if keep.extend(&mut backlog, &mut owners, read.entries) {
             replay = Replay::HistoryLost;
         }
     }
+}
+
+#[cfg(feature = "_broker")]
+/// Appends the newest events of the log that `keep` keeps (at most what the histories of the
+/// selection's topics hold); the position read through.
+async fn newest(
+    remote: &dyn Remote,
+    local: &Local,
+    keep: &Keep<'_>,
+    backlog: &mut Vec<(u64, EncodedEvent)>,
+    owners: &mut Vec<Option<Vec<Box<str>>>>,
+) -> Result<Option<u64>, SubscribeError> {
+    let read = remote.read(None, PAGE).await?;
+    let through = read.entries.last().map(|(pos, _)| *pos);
+    keep.extend(backlog, owners, read.entries);
+    let cap = local
+        .config
+        .history
+        .events
+        .saturating_mul(keep.selection.len())
+        .max(1);
+    if backlog.len() > cap {
+        let over = backlog.len() - cap;
+        backlog.drain(..over);
+        owners.drain(..over);
+    }
+    Ok(through)
 }
 
 #[cfg(feature = "_broker")]
@@ -544,15 +580,44 @@ async fn subscribe_remote(
 struct Keep<'a> {
     selection: &'a Selection<'a>,
     access: Option<&'a dyn PrivateAccess>,
+    /// For the events shared by every replay (`Local::replayed`).
+    local: &'a Local,
 }
 
 #[cfg(feature = "_broker")]
 impl Keep<'_> {
-    /// Appends the entries this subscription gets; `true` when one of its topics was closed
-    /// (what came before is then dropped, as a topic made again cannot replay the old one's).
+    /// The followed topics an entry for `names` (`None`: every topic) is in, as far as closes
+    /// go: the selected ones; `None` (never dropped by a close) when a pattern may have it
+    /// from a topic that stays.
+    fn owners(&self, names: Option<&Vec<Box<str>>>) -> Option<Vec<Box<str>>> {
+        match names {
+            Some(names) => Some(
+                names
+                    .iter()
+                    .filter(|name| self.selection.selects(name))
+                    .cloned()
+                    .collect(),
+            ),
+            None if self.selection.patterns.is_empty() => Some(
+                self.selection
+                    .topics
+                    .iter()
+                    .map(|&name| name.into())
+                    .collect(),
+            ),
+            None => None,
+        }
+    }
+
+    /// Appends the entries this subscription gets, and in `owners` the followed topics each is
+    /// in (`None`: kept whatever closes); `true` when a close of one of its topics took events
+    /// with it (its final event, or events since the cursor). A close
+    /// drops what came before in the closed topic (a topic made again cannot replay the old
+    /// one's events, as in memory), but not an event also in a followed topic still open.
     fn extend(
         &self,
         backlog: &mut Vec<(u64, EncodedEvent)>,
+        owners: &mut Vec<Option<Vec<Box<str>>>>,
         entries: Vec<(u64, entry::Entry)>,
     ) -> bool {
         let mut closed = false;
@@ -568,10 +633,27 @@ impl Keep<'_> {
             }
             if entry.close {
                 // What came before went with the topic (a topic made again cannot replay the
-                // old one's events, as in memory); the final event was for the old one's
-                // subscribers.
-                closed = true;
-                backlog.clear();
+                // old one's events, as in memory), unless a followed topic still open has it;
+                // the final event was for the old one's subscribers. Lost only if something
+                // was dropped (a topic closed with nothing since the cursor loses nothing).
+                let before = backlog.len();
+                let gone = names.map_or(&[][..], |names| &names[..]);
+                owners.resize(backlog.len(), None);
+                let mut kept = 0;
+                for i in 0..backlog.len() {
+                    if let Some(in_topics) = &mut owners[i] {
+                        in_topics.retain(|name| !gone.contains(name));
+                        if in_topics.is_empty() {
+                            continue;
+                        }
+                    }
+                    backlog.swap(kept, i);
+                    owners.swap(kept, i);
+                    kept += 1;
+                }
+                backlog.truncate(kept);
+                owners.truncate(kept);
+                closed |= kept < before || entry.fields.is_some();
                 continue;
             }
             let audience = entry
@@ -580,10 +662,15 @@ impl Keep<'_> {
             if !visible(self.access, audience.as_ref()) {
                 continue;
             }
-            let Some(event) = entry.fields.as_deref().and_then(|f| entry::stamp(f, pos)) else {
+            let Some(event) = entry
+                .fields
+                .as_deref()
+                .and_then(|f| self.local.replayed(pos, f))
+            else {
                 continue;
             };
             backlog.push((pos, event));
+            owners.push(self.owners(names));
         }
         closed
     }

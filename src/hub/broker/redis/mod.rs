@@ -54,7 +54,12 @@ use crate::{
 ///   read it (it stalled while others published), or one it cannot decode, ends every live
 ///   subscription of the process ([`HubStats::gaps`](crate::hub::HubStats::gaps)); the
 ///   clients come back with their `Last-Event-ID` and are told `history-lost` if the stream no
-///   longer has what followed it.
+///   longer has what followed it. A Redis that comes back without entries it had
+///   acknowledged (RDB, AOF `everysec`, a failover to a lagging replica) would issue their
+///   ids again: a reader that reconnects and finds the counter below what it read, or its
+///   last entry holding another event, moves the counter past both and drops the stream up to
+///   there (ids issued before are `history-lost`, never replayed as another event), and the
+///   gap is signalled as above.
 /// - **Replay**: from the process's cache (the local topics' histories) when it covers the
 ///   `Last-Event-ID`; otherwise `XRANGE` on the stream after it (filtered by the
 ///   subscription's topics, patterns and private-event access), then a hand-off to live
@@ -291,7 +296,8 @@ impl RedisBackend {
     }
 
     /// How long Redis remembers an [`idempotency_key`](crate::hub::PublishBuilder::idempotency_key)
-    /// (default [`DEFAULT_IDEMPOTENCY_WINDOW`](Self::DEFAULT_IDEMPOTENCY_WINDOW)).
+    /// (default [`DEFAULT_IDEMPOTENCY_WINDOW`](Self::DEFAULT_IDEMPOTENCY_WINDOW); at most 100
+    /// years).
     ///
     /// ```no_run
     /// # #[tokio::main(flavor = "current_thread")]

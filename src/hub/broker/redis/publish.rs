@@ -26,12 +26,15 @@ use crate::hub::{
 ///   Redis) starts from the time in ms × 1024, so ids go on increasing after a wipe (readers
 ///   then see a gap, and say so). Lua numbers are doubles: exact up to 2^53, which ms × 1024
 ///   stays under until the year 2248.
-/// - **Everything that can refuse runs before anything is written**, so a refusal (wrong key
-///   type, unknown topic) writes nothing and never skips a counter value.
+/// - **Everything that can refuse runs before anything is written**, so a refusal (a key of
+///   the wrong type, unknown topic) writes nothing and never skips a counter value: Redis does
+///   not roll a script back, and an error after the append would answer "failed" for an event
+///   that is stored and delivered (and a retry would store it twice).
 /// - **Bounds**: `MAXLEN ~` for the count; a mark `n:ms:bytes` is appended every 1/16 of
 ///   `max_bytes` or `max_age`, and the marks that are too old (or too many bytes back) are
 ///   dropped with the stream up to them (`XTRIM MINID`): bytes and age stay within 1/16 of
-///   their bounds, with O(1) work per publish.
+///   their bounds, with O(1) work per publish. Numbers are written with `%d`: Lua's `..`
+///   writes `%.14g` (`1e+14` for 10^14 bytes ever appended, which no mark would match).
 pub(super) const SCRIPT: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -45,9 +48,15 @@ if ARGV[6] ~= '0' then
     if redis.call('SISMEMBER', KEYS[4], ARGV[i]) == 0 then return {0, 2} end
   end
 end
-local kind = redis.call('TYPE', KEYS[1])['ok']
-if kind ~= 'stream' and kind ~= 'none' then
-  return redis.error_reply('WRONGTYPE ' .. KEYS[1] .. ' is not a stream')
+for i, want in ipairs({'stream', 'hash', 'list'}) do
+  local kind = redis.call('TYPE', KEYS[i])['ok']
+  if kind ~= want and kind ~= 'none' then
+    return redis.error_reply('WRONGTYPE ' .. KEYS[i] .. ' is not a ' .. want)
+  end
+end
+local total = redis.call('HGET', KEYS[2], 'bytes')
+if total and not string.match(total, '^%d+$') then
+  return redis.error_reply('WRONGTYPE ' .. KEYS[2] .. ' bytes is not a count')
 end
 local stored = redis.call('HGET', KEYS[2], 'n')
 if stored then stored = tonumber(stored) else stored = now * 1024 end
@@ -55,7 +64,7 @@ local n = stored + 1
 local nid = string.format('%d', n)
 redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '0-' .. nid, 'e', ARGV[1])
 redis.call('HSET', KEYS[2], 'n', nid)
-if window > 0 then redis.call('SET', KEYS[5], nid, 'PX', window) end
+if window > 0 then redis.call('SET', KEYS[5], nid, 'PX', ARGV[5]) end
 if ARGV[6] == '2' then
   for i = 7, #ARGV do redis.call('SREM', KEYS[4], ARGV[i]) end
 end
@@ -70,7 +79,9 @@ if last then
     mark = false
   end
 end
-if mark then redis.call('RPUSH', KEYS[3], nid .. ':' .. now .. ':' .. bytes) end
+if mark then
+  redis.call('RPUSH', KEYS[3], nid .. ':' .. string.format('%d', now) .. ':' .. string.format('%d', bytes))
+end
 local cut = nil
 while true do
   local head = redis.call('LINDEX', KEYS[3], 0)
@@ -90,6 +101,9 @@ if cut then
 end
 return {n, 0}
 ";
+
+/// The longest idempotency window Redis is asked for: 100 years, in ms.
+const MAX_WINDOW_MS: u64 = 100 * 366 * 24 * 3600 * 1000;
 
 /// Appends `publication`; its position.
 pub(super) async fn publish(
@@ -124,7 +138,11 @@ pub(super) async fn publish(
         .arg(redis.max_bytes)
         .arg(u64::try_from(redis.max_age.as_millis()).unwrap_or(u64::MAX))
         .arg(if idempotency.is_some() {
-            u64::try_from(redis.idempotency_window.as_millis()).unwrap_or(u64::MAX)
+            // Redis refuses an expiry past its clock's range (after the append: the publish
+            // would be stored and answered as failed).
+            u64::try_from(redis.idempotency_window.as_millis())
+                .unwrap_or(u64::MAX)
+                .min(MAX_WINDOW_MS)
         } else {
             0
         })

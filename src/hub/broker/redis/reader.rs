@@ -26,11 +26,43 @@ end
 return tonumber(n)
 ";
 
+/// Whether the log went back behind this reader (a Redis restarted without entries it had
+/// acknowledged: RDB, AOF `everysec`, a failover to a lagging replica): the counter is below
+/// the last entry read, or that entry now holds another event (its id was issued again). Then
+/// ids are ambiguous: the counter moves past both, and every entry up to it goes (a resume
+/// from an old id is `history-lost`, never a replay of another event under its id). Answers
+/// the new counter value, or 0.
+///
+/// `ARGV`: the last counter value read, its entry's body (empty: not known).
+const REWOUND: &str = r"
+local c = tonumber(redis.call('HGET', KEYS[2], 'n') or '0')
+local last = tonumber(ARGV[1])
+local rewound = c < last
+if not rewound and ARGV[2] ~= '' then
+  local at = redis.call('XRANGE', KEYS[1], '0-' .. ARGV[1], '0-' .. ARGV[1])
+  if at[1] then
+    local body = nil
+    local fields = at[1][2]
+    for i = 1, #fields, 2 do
+      if fields[i] == 'e' then body = fields[i + 1] end
+    end
+    rewound = body ~= ARGV[2]
+  end
+end
+if not rewound then return 0 end
+local n = math.max(c, last) + 1
+local nid = string.format('%d', n)
+redis.call('HSET', KEYS[2], 'n', nid)
+redis.call('XTRIM', KEYS[1], 'MINID', '0-' .. string.format('%d', n + 1))
+return n
+";
+
 /// Reads the stream from where it ended when the reader started, for as long as the hub is
 /// in use; reconnects with backoff and goes on from the last entry read.
 pub(super) async fn run(client: Client, stream: String, meta: String, feed: Feed) {
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5), true);
     let start = redis::Script::new(START);
+    let rewound = redis::Script::new(REWOUND);
     // A block returns within BLOCK_MS; a reply that takes much longer means the connection is
     // gone without a reset (it is then dropped and made again).
     let config = AsyncConnectionConfig::new()
@@ -40,6 +72,8 @@ pub(super) async fn run(client: Client, stream: String, meta: String, feed: Feed
         ));
     // The id of the last entry read, and the counter value it had.
     let mut last: Option<(String, u64)> = None;
+    // The body of the entry at that counter value (`None`: not known).
+    let mut last_body: Option<bytes::Bytes> = None;
     'connect: loop {
         if !feed.is_alive() {
             return;
@@ -55,7 +89,33 @@ pub(super) async fn run(client: Client, stream: String, meta: String, feed: Feed
                 continue;
             }
         };
-        if last.is_some() {
+        if let Some((last_id, last_n)) = &mut last {
+            let answer = rewound
+                .key(&stream)
+                .key(&meta)
+                .arg(*last_n)
+                .arg(last_body.as_deref().unwrap_or_default())
+                .invoke_async::<u64>(&mut conn)
+                .await;
+            match answer {
+                Ok(0) => {}
+                Ok(n) => {
+                    tracing::warn!(
+                        last = *last_n,
+                        "redis lost entries this process had read (a restart without them); \
+                         the stream starts over after {n}"
+                    );
+                    feed.lost(n.saturating_add(1));
+                    *last_id = format!("0-{n}");
+                    *last_n = n;
+                    last_body = None;
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "redis reader cannot check the stream; retrying");
+                    tokio::time::sleep(backoff.next_delay()).await;
+                    continue;
+                }
+            }
             feed.connected(true);
         } else {
             match start.key(&meta).invoke_async::<u64>(&mut conn).await {
@@ -119,6 +179,7 @@ pub(super) async fn run(client: Client, stream: String, meta: String, feed: Feed
                     feed.lost(n);
                 }
                 *last_n = n;
+                last_body.clone_from(&raw.body);
                 match raw.body.as_ref().map(entry::decode) {
                     Some(Ok(decoded)) => feed.deliver(n, decoded),
                     _ => {
