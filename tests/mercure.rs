@@ -891,7 +891,21 @@ async fn two_processes_on_one_redis_act_as_one() {
         "Bearer {}",
         sign(&claims(vec![detail(&["subscribe"], &[("t", "exact")])]))
     );
+    // Subscription events are updates too: a subscription on B is announced on A.
+    let mut watching_a = Sub::ok(
+        a.addr(),
+        &format!(
+            "match_urlpattern={}",
+            q("/.well-known/mercure/subscriptions/*")
+        ),
+        &[("authorization", &watcher())],
+    )
+    .await;
     let mut on_b = Sub::ok(b.addr(), "match=t", &[]).await;
+    assert_eq!(
+        subscription_event(&mut watching_a, "t").await["active"],
+        true
+    );
     let mut private_on_b = Sub::ok(b.addr(), "match=t", &[("authorization", &granted)]).await;
     let first = publish(
         a.addr(),
@@ -924,4 +938,195 @@ async fn two_processes_on_one_redis_act_as_one() {
     )
     .await;
     assert_eq!(resumed.until("2").await, ["secret", "2"]);
+}
+
+/// `/.well-known/mercure/subscriptions/{match_type}/{match}/{subscriber}`, each part
+/// percent-encoded once.
+fn subscription_topic(kind: &str, matcher: &str, subscriber: &str) -> String {
+    const SET: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~');
+    let enc = |s: &str| percent_encoding::utf8_percent_encode(s, SET).to_string();
+    format!(
+        "{HUB}/subscriptions/{kind}/{}/{}",
+        enc(matcher),
+        enc(subscriber)
+    )
+}
+
+/// The next `mercure` event about `matcher`, as JSON.
+async fn subscription_event(sub: &mut Sub, matcher: &str) -> Value {
+    loop {
+        let event = sub.next().await;
+        if event.event() != "mercure" {
+            continue;
+        }
+        let doc: Value = serde_json::from_str(event.data()).unwrap();
+        assert!(!event.id().is_empty());
+        if doc["match"] == matcher {
+            return doc;
+        }
+    }
+}
+
+/// A token that may read subscription events and the subscription API.
+fn watcher() -> String {
+    format!(
+        "Bearer {}",
+        sign(&claims(vec![detail(
+            &["subscribe"],
+            &[("/.well-known/mercure/subscriptions{/*}?", "urlpattern")],
+        )]))
+    )
+}
+
+#[tokio::test]
+async fn subscription_events_announce_start_and_end() {
+    let hub = start(&[]).await;
+    let addr = hub.addr();
+    let query = format!(
+        "match_urlpattern={}&match=marker",
+        q("/.well-known/mercure/subscriptions/*")
+    );
+    let mut watching = Sub::ok(addr, &query, &[("authorization", &watcher())]).await;
+    let mut anonymous = Sub::ok(addr, &query, &[]).await;
+
+    let payload = json!({ "tenant": "t1" });
+    let mut with_payload = claims(vec![
+        json!({
+            "type": "https://mercure.rocks/authorization-detail",
+            "actions": ["subscribe"],
+            "topics": [{ "match": "https://example.com/books/:id", "match_type": "urlpattern" }],
+            "payload": { "specific": true },
+        }),
+        json!({
+            "type": "https://mercure.rocks/authorization-detail",
+            "actions": ["subscribe"],
+            "topics": [{ "match": "*" }],
+            "payload": payload,
+        }),
+    ]);
+    with_payload["sub"] = json!("reader");
+    let bearer = format!("Bearer {}", sign(&with_payload));
+    let matcher = "https://example.com/a b?c=%41";
+    let subscriber = Sub::ok(
+        addr,
+        &format!("match={}", q(matcher)),
+        &[("authorization", &bearer)],
+    )
+    .await;
+
+    let joined = subscription_event(&mut watching, matcher).await;
+    let id = joined["subscriber"].as_str().unwrap().to_owned();
+    assert!(id.starts_with("urn:uuid:"), "{id}");
+    assert_eq!(
+        joined,
+        json!({
+            "id": subscription_topic("exact", matcher, &id),
+            "type": "subscription",
+            "match_type": "exact",
+            "match": matcher,
+            "subscriber": id,
+            "active": true,
+            "payload": payload,
+        })
+    );
+    drop(subscriber);
+    let left = subscription_event(&mut watching, matcher).await;
+    assert_eq!(left["active"], false);
+    assert_eq!(left["id"], joined["id"]);
+
+    // A URL pattern subscription gets the payload of the first detail that matches it.
+    let books = "https://example.com/books/:id";
+    let _books = Sub::ok(
+        addr,
+        &format!("match_urlpattern={}", q(books)),
+        &[("authorization", &bearer)],
+    )
+    .await;
+    let joined = subscription_event(&mut watching, books).await;
+    assert_eq!(joined["match_type"], "urlpattern");
+    assert_eq!(joined["payload"], json!({ "specific": true }));
+
+    // Private: the anonymous watcher sees none of it.
+    publish(addr, &[("topic", "marker"), ("data", "marker")]).await;
+    assert_eq!(anonymous.until("marker").await, ["marker"]);
+}
+
+#[tokio::test]
+async fn the_subscription_api_lists_active_subscriptions() {
+    let hub = start(&[]).await;
+    let addr = hub.addr();
+    let base = format!("{HUB}/subscriptions");
+    let reply = call(addr, Method::GET, &base, &[], "").await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    let elsewhere = format!(
+        "Bearer {}",
+        sign(&claims(vec![detail(&["subscribe"], &[("books", "exact")])]))
+    );
+    let reply = call(
+        addr,
+        Method::GET,
+        &base,
+        &[("authorization", &elsewhere)],
+        "",
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
+    assert_eq!(challenge(&reply), "Bearer error=\"insufficient_scope\"");
+
+    let mut watching = Sub::ok(
+        addr,
+        &format!(
+            "match_urlpattern={}",
+            q("/.well-known/mercure/subscriptions/*")
+        ),
+        &[("authorization", &watcher())],
+    )
+    .await;
+    let _books = Sub::ok(addr, "match=books", &[]).await;
+    let joined = subscription_event(&mut watching, "books").await;
+    let subscriber = joined["subscriber"].as_str().unwrap();
+
+    let auth = watcher();
+    let reply = call(addr, Method::GET, &base, &[("authorization", &auth)], "").await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert_eq!(reply.headers[header::CONTENT_TYPE], "application/json");
+    let link = reply.headers[header::LINK].to_str().unwrap();
+    assert!(
+        link.starts_with(
+            "<https://localhost/.well-known/mercure>; rel=\"mercure\"; last-event-id=\""
+        ),
+        "{link}"
+    );
+    let all: Value = serde_json::from_str(&reply.body).unwrap();
+    assert_eq!(
+        (&all["id"], &all["type"]),
+        (&json!(base), &json!("subscriptions"))
+    );
+    let docs = all["subscriptions"].as_array().unwrap();
+    assert!(docs.contains(&joined), "{all}");
+    assert_eq!(docs.len(), 2, "the watcher's and books': {all}");
+
+    let per_matcher = format!("{base}/exact/books");
+    let reply = call(
+        addr,
+        Method::GET,
+        &per_matcher,
+        &[("authorization", &auth)],
+        "",
+    )
+    .await;
+    let some: Value = serde_json::from_str(&reply.body).unwrap();
+    assert_eq!(some["subscriptions"], json!([joined]));
+
+    let single = joined["id"].as_str().unwrap();
+    let reply = call(addr, Method::GET, single, &[("authorization", &auth)], "").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(serde_json::from_str::<Value>(&reply.body).unwrap(), joined);
+    let unknown = subscription_topic("exact", "books", &format!("{subscriber}0"));
+    let reply = call(addr, Method::GET, &unknown, &[("authorization", &auth)], "").await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND);
 }

@@ -11,7 +11,7 @@ use std::{
 use axum::{
     Router,
     body::Bytes,
-    extract::{DefaultBodyLimit, RawQuery, State, rejection::BytesRejection},
+    extract::{DefaultBodyLimit, OriginalUri, RawQuery, State, rejection::BytesRejection},
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{Html, IntoResponse, Response},
     routing::get,
@@ -26,6 +26,7 @@ use tower_sse::{
 
 use crate::{
     auth::{Auth, Grants, Role, TokenError, now_secs},
+    presence::{Entry, Guard, Presence, subscriber_id},
     topic::{
         Everything, MAX_MATCHERS, MAX_TOPIC_LEN, MatchType, TopicMatcher, form_pairs,
         is_match_param, is_reserved, valid_text,
@@ -63,21 +64,29 @@ struct Inner {
     hub: Hub,
     auth: Auth,
     max_lifetime: Duration,
+    presence: Arc<Presence>,
 }
 
 /// The router: the hub's endpoints, under an [`SseLayer`] (keep-alive, shutdown).
 pub fn app(config: Config, hub: Hub, shutdown: &Shutdown) -> Router {
     let keep_alive = config.keep_alive;
+    let presence = Presence::new(hub.clone(), config.auth.hub.path());
     let mercure = Mercure {
         inner: Arc::new(Inner {
             hub,
             auth: config.auth,
             max_lifetime: config.max_lifetime,
+            presence,
         }),
     };
     Router::new()
         .route("/", get(|| async { Html(PAGE) }))
         .route("/.well-known/mercure", get(subscribe).post(publish))
+        .route("/.well-known/mercure/subscriptions", get(subscriptions))
+        .route(
+            "/.well-known/mercure/subscriptions/{*rest}",
+            get(subscriptions),
+        )
         .with_state(mercure)
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(SseLayer::new().keep_alive(keep_alive).shutdown(shutdown))
@@ -112,6 +121,8 @@ fn token_error(err: TokenError) -> Response {
 
 /// What a subscription request asks for.
 struct Selection {
+    /// Every matcher as given (type and value), duplicates once: the subscriptions announced.
+    entries: Vec<(MatchType, String)>,
     topics: Vec<String>,
     patterns: Vec<crate::topic::UrlPatternMatcher>,
     everything: bool,
@@ -123,6 +134,7 @@ struct Selection {
 fn selection(query: &[u8], hub: &url::Url) -> Result<Selection, String> {
     let pairs = form_pairs(query).map_err(|_| "query is not UTF-8".to_owned())?;
     let mut selection = Selection {
+        entries: Vec::new(),
         topics: Vec::new(),
         patterns: Vec::new(),
         everything: false,
@@ -137,7 +149,15 @@ fn selection(query: &[u8], hub: &url::Url) -> Result<Selection, String> {
             if count > MAX_MATCHERS {
                 return Err(format!("more than {MAX_MATCHERS} matchers"));
             }
-            match TopicMatcher::parse(kind, &value, hub).map_err(|err| err.to_string())? {
+            let matcher = TopicMatcher::parse(kind, &value, hub).map_err(|err| err.to_string())?;
+            if !selection
+                .entries
+                .iter()
+                .any(|(k, v)| *k == kind && *v == value)
+            {
+                selection.entries.push((kind, value));
+            }
+            match matcher {
                 TopicMatcher::Any => selection.everything = true,
                 TopicMatcher::Exact(topic) => selection.topics.push(topic),
                 TopicMatcher::UrlPattern(pattern) => selection.patterns.push(pattern),
@@ -219,9 +239,22 @@ async fn subscribe(
         _ => "earliest".to_owned(),
     });
     let deadline = mercure.deadline(grants.as_ref());
+    // Announced once the subscription is live, so a subscriber of its own subscription events
+    // sees them.
+    let entries = selection
+        .entries
+        .into_iter()
+        .map(|(kind, matcher)| Entry {
+            kind,
+            payload: grants.as_ref().and_then(|g| g.payload_for(&matcher)),
+            matcher,
+        })
+        .collect();
+    let presence = inner.presence.join(entries, subscriber_id()).await;
     let stream = Expiring {
         subscription,
         deadline: Box::pin(tokio::time::sleep_until(deadline)),
+        _presence: presence,
     };
     let mut response = EventStream::new(stream).into_response();
     if let Some(id) = resumed_from.and_then(|id| HeaderValue::from_str(&id).ok()) {
@@ -251,6 +284,8 @@ impl Mercure {
 struct Expiring {
     subscription: Subscription,
     deadline: Pin<Box<Sleep>>,
+    /// Announces the end of the subscriptions when the stream goes.
+    _presence: Guard,
 }
 
 impl Stream for Expiring {
@@ -414,4 +449,75 @@ async fn publish(
         Err(PublishError::Unavailable) => error(StatusCode::SERVICE_UNAVAILABLE, "hub unavailable"),
         Err(err) => error(err.status(), &err.to_string()),
     }
+}
+
+/// `GET /.well-known/mercure/subscriptions[/{match_type}/{match}[/{subscriber}]]`: this
+/// process's active subscriptions, for a token that grants `subscribe` on the requested path.
+async fn subscriptions(
+    State(mercure): State<Mercure>,
+    headers: HeaderMap,
+    OriginalUri(uri): OriginalUri,
+) -> Response {
+    let inner = &*mercure.inner;
+    let path = uri.path();
+    let grants = match inner.auth.token(&headers) {
+        Err(err) => return token_error(err),
+        Ok(None) => return challenge(StatusCode::UNAUTHORIZED, None),
+        Ok(Some(token)) => match inner.auth.verify(Role::Subscriber, token) {
+            Ok(grants) => grants,
+            Err(err) => return token_error(err),
+        },
+    };
+    if !grants.may_subscribe(path) {
+        return challenge(StatusCode::FORBIDDEN, Some("insufficient_scope"));
+    }
+    let base = format!("{}/subscriptions", inner.auth.hub.path());
+    let rest = path.strip_prefix(&base).unwrap_or_default();
+    let segments: Option<Vec<String>> = rest
+        .split('/')
+        .skip(1)
+        .map(|segment| {
+            percent_encoding::percent_decode_str(segment)
+                .decode_utf8()
+                .ok()
+                .map(|s| s.into_owned())
+        })
+        .collect();
+    let Some(segments) = segments else {
+        return error(StatusCode::NOT_FOUND, "no such subscription");
+    };
+    let presence = &inner.presence;
+    let body = match segments.as_slice() {
+        [] => collection(path, presence.list(None, None)),
+        [kind, matcher] => collection(path, presence.list(Some((kind, matcher)), None)),
+        [kind, matcher, subscriber] => {
+            match presence.list(Some((kind, matcher)), Some(subscriber)).pop() {
+                Some(doc) => doc,
+                None => return error(StatusCode::NOT_FOUND, "no such subscription"),
+            }
+        }
+        _ => return error(StatusCode::NOT_FOUND, "no such subscription"),
+    };
+    let link = format!(
+        "<{}>; rel=\"mercure\"; last-event-id=\"{}\"; type=\"mercure\"; content-type=\"application/json\"",
+        inner.auth.hub,
+        presence.last_event_id().replace(['"', '\\'], ""),
+    );
+    let mut response = (
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response();
+    if let Ok(link) = HeaderValue::from_str(&link) {
+        response.headers_mut().insert(header::LINK, link);
+    }
+    response
+}
+
+fn collection(path: &str, subscriptions: Vec<serde_json::Value>) -> serde_json::Value {
+    serde_json::json!({
+        "id": path,
+        "type": "subscriptions",
+        "subscriptions": subscriptions,
+    })
 }

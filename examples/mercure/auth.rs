@@ -115,6 +115,8 @@ pub struct Auth {
 pub struct Grants {
     publish: Vec<TopicMatcher>,
     subscribe: Vec<TopicMatcher>,
+    /// The `subscribe` details' matchers and payloads, in the token's order.
+    payloads: Vec<(Vec<TopicMatcher>, Option<Value>)>,
     /// `exp`, in seconds since the Unix epoch.
     pub expires: u64,
 }
@@ -123,6 +125,15 @@ impl Grants {
     /// Whether the token may publish to `topic`.
     pub fn may_publish(&self, topic: &str) -> bool {
         self.publish.iter().any(|m| m.matches(topic))
+    }
+
+    /// The payload of the first `subscribe` detail that matches a subscription's own matcher
+    /// (taken as a topic).
+    pub fn payload_for(&self, matcher: &str) -> Option<Value> {
+        self.payloads
+            .iter()
+            .find(|(matchers, _)| matchers.iter().any(|m| m.matches(matcher)))
+            .and_then(|(_, payload)| payload.clone())
     }
 
     /// Whether the token may receive private updates of `topic`.
@@ -194,22 +205,32 @@ impl Auth {
         if data.header.crit.is_some() {
             return Err(TokenError::Invalid);
         }
-        let (publish, subscribe) = details(data.claims.authorization_details.as_ref(), &self.hub)
-            .ok_or(TokenError::Invalid)?;
+        let (publish, subscribe, payloads) =
+            details(data.claims.authorization_details.as_ref(), &self.hub)
+                .ok_or(TokenError::Invalid)?;
         Ok(Grants {
             publish,
             subscribe,
+            payloads,
             expires: data.claims.exp,
         })
     }
 }
 
-/// The `publish` and `subscribe` matchers of the Mercure details; `None` when any detail is
-/// malformed or over a limit (no partial acceptance). Details of other types are skipped.
-fn details(value: Option<&Value>, hub: &Url) -> Option<(Vec<TopicMatcher>, Vec<TopicMatcher>)> {
-    let (mut publish, mut subscribe) = (Vec::new(), Vec::new());
+/// What the Mercure details of a token grant: `publish` matchers, `subscribe` matchers, and
+/// each `subscribe` detail's matchers with its payload.
+type Details = (
+    Vec<TopicMatcher>,
+    Vec<TopicMatcher>,
+    Vec<(Vec<TopicMatcher>, Option<Value>)>,
+);
+
+/// The grants of the Mercure details; `None` when any detail is malformed or over a limit (no
+/// partial acceptance). Details of other types are skipped.
+fn details(value: Option<&Value>, hub: &Url) -> Option<Details> {
+    let (mut publish, mut subscribe, mut payloads) = (Vec::new(), Vec::new(), Vec::new());
     let Some(value) = value else {
-        return Some((publish, subscribe));
+        return Some((publish, subscribe, payloads));
     };
     let details = value.as_array()?;
     if details.len() > MAX_DETAILS {
@@ -244,13 +265,16 @@ fn details(value: Option<&Value>, hub: &Url) -> Option<(Vec<TopicMatcher>, Vec<T
         for action in actions {
             match action.as_str()? {
                 "publish" => publish.extend(matchers.iter().cloned()),
-                "subscribe" => subscribe.extend(matchers.iter().cloned()),
+                "subscribe" => {
+                    subscribe.extend(matchers.iter().cloned());
+                    payloads.push((matchers.clone(), detail.get("payload").cloned()));
+                }
                 // Unknown actions grant nothing.
                 _ => {}
             }
         }
     }
-    Some((publish, subscribe))
+    Some((publish, subscribe, payloads))
 }
 
 /// Seconds since the Unix epoch.

@@ -57,6 +57,7 @@
 
 mod app;
 mod auth;
+mod presence;
 mod topic;
 
 use std::{net::SocketAddr, time::Duration};
@@ -161,6 +162,18 @@ async fn main() {
         std::process::exit(1);
     });
     let shutdown = Shutdown::new();
+    // Topics come and go (one per subscription event): drop those left with neither
+    // subscribers nor history (kept an hour by default).
+    tokio::spawn({
+        let hub = hub.clone();
+        async move {
+            let mut every = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                every.tick().await;
+                hub.purge();
+            }
+        }
+    });
     let app = app::app(config, hub, &shutdown);
     println!(
         "listening on http://{}",

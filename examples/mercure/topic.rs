@@ -74,6 +74,14 @@ impl MatchType {
         }
     }
 
+    /// The type's name (`exact`, `urlpattern`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Exact => "exact",
+            Self::UrlPattern => "urlpattern",
+        }
+    }
+
     /// A `match_type` of an authorization detail.
     pub fn from_name(name: &str) -> Option<Self> {
         match name {
