@@ -1130,3 +1130,40 @@ async fn the_subscription_api_lists_active_subscriptions() {
     let reply = call(addr, Method::GET, &unknown, &[("authorization", &auth)], "").await;
     assert_eq!(reply.status, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn the_debugging_page_subscribes_and_publishes_in_chromium() {
+    if !support::require_chromium() {
+        return;
+    }
+    let hub = start(&[]).await;
+    let token = sign(&claims(vec![detail(
+        &["publish"],
+        &[("https://example.com/books/1", "exact")],
+    )]));
+    let out = support::run_node(
+        "mercure_page.mjs",
+        &[&hub.url("/"), &token],
+        support::BROWSER_TIMEOUT,
+    )
+    .await;
+    out.assert_success();
+    let seen = out.json();
+    let published: Vec<&str> = seen["published"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap())
+        .collect();
+    assert_eq!(published.len(), 2, "{out}");
+    assert!(published.iter().all(|p| p.starts_with("200 ")), "{out}");
+    let public_id = published[1].trim_start_matches("200 ");
+    // The page's EventSource has no token: the private update never shows, the public one
+    // does (it came after the private one, on the same stream).
+    assert_eq!(
+        seen["events"],
+        json!([format!("message id={public_id}\nhello\nworld")]),
+        "{out}"
+    );
+    assert_eq!(seen["state"], "open");
+}
