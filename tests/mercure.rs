@@ -884,9 +884,14 @@ async fn two_processes_on_one_redis_act_as_one() {
     let Some(redis) = support::redis::RedisServer::start().await else {
         return;
     };
-    let url = redis.url();
-    let a = start(&[("REDIS_URL", &url)]).await;
-    let b = start(&[("REDIS_URL", &url)]).await;
+    two_processes(&[("REDIS_URL", &redis.url())]).await;
+}
+
+/// Two hubs on one broker: publish on A, receive and resume on B, private updates private,
+/// subscription events across, the broker's ids.
+async fn two_processes(broker: &[(&str, &str)]) {
+    let a = start(broker).await;
+    let b = start(broker).await;
     let granted = format!(
         "Bearer {}",
         sign(&claims(vec![detail(&["subscribe"], &[("t", "exact")])]))
@@ -909,11 +914,11 @@ async fn two_processes_on_one_redis_act_as_one() {
     let mut private_on_b = Sub::ok(b.addr(), "match=t", &[("authorization", &granted)]).await;
     let first = publish(
         a.addr(),
-        &[("topic", "t"), ("id", "ignored-on-redis"), ("data", "1")],
+        &[("topic", "t"), ("id", "ignored-on-a-broker"), ("data", "1")],
     )
     .await;
     // The broker's position replaces the publisher's id, the same on every process.
-    assert_ne!(first, "ignored-on-redis");
+    assert_ne!(first, "ignored-on-a-broker");
     publish(
         a.addr(),
         &[("topic", "t"), ("private", "on"), ("data", "secret")],
@@ -938,6 +943,15 @@ async fn two_processes_on_one_redis_act_as_one() {
     )
     .await;
     assert_eq!(resumed.until("2").await, ["secret", "2"]);
+}
+
+/// Two processes on one `nats-server -js`, as on Redis.
+#[tokio::test]
+async fn two_processes_on_one_nats_act_as_one() {
+    let Some(nats) = support::nats::NatsServer::start().await else {
+        return;
+    };
+    two_processes(&[("NATS_URL", &nats.url())]).await;
 }
 
 /// `/.well-known/mercure/subscriptions/{match_type}/{match}/{subscriber}`, each part
@@ -1166,4 +1180,70 @@ async fn the_debugging_page_subscribes_and_publishes_in_chromium() {
         "{out}"
     );
     assert_eq!(seen["state"], "open");
+}
+
+#[tokio::test]
+async fn cors_for_listed_origins_only() {
+    let hub = start(&[(
+        "MERCURE_CORS_ORIGINS",
+        "https://app.example,https://other.example",
+    )])
+    .await;
+    let addr = hub.addr();
+    let sub = Sub::ok(
+        addr,
+        "match=t&last_event_id=x",
+        &[("origin", "https://app.example")],
+    )
+    .await;
+    assert_eq!(
+        sub.header("access-control-allow-origin"),
+        Some("https://app.example")
+    );
+    assert_eq!(sub.header("access-control-allow-credentials"), Some("true"));
+    let exposed = sub
+        .header("access-control-expose-headers")
+        .unwrap()
+        .to_ascii_lowercase();
+    assert!(
+        exposed.contains("link") && exposed.contains("mercure-last-event-id"),
+        "{exposed}"
+    );
+    let evil = Sub::ok(addr, "match=t", &[("origin", "https://evil.example")]).await;
+    assert_eq!(evil.header("access-control-allow-origin"), None);
+    // A preflight for a publication with a bearer token.
+    let reply = call(
+        addr,
+        Method::OPTIONS,
+        HUB,
+        &[
+            ("origin", "https://other.example"),
+            ("access-control-request-method", "POST"),
+            (
+                "access-control-request-headers",
+                "authorization,content-type",
+            ),
+        ],
+        "",
+    )
+    .await;
+    assert!(reply.status.is_success(), "{}", reply.status);
+    assert_eq!(
+        reply.headers["access-control-allow-origin"],
+        "https://other.example"
+    );
+    let allowed = reply.headers["access-control-allow-headers"]
+        .to_str()
+        .unwrap()
+        .to_ascii_lowercase();
+    assert!(allowed.contains("authorization"), "{allowed}");
+    // Without the setting: no CORS at all.
+    let plain = start(&[]).await;
+    let sub = Sub::ok(
+        plain.addr(),
+        "match=t",
+        &[("origin", "https://app.example")],
+    )
+    .await;
+    assert_eq!(sub.header("access-control-allow-origin"), None);
 }

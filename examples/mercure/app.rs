@@ -12,12 +12,13 @@ use axum::{
     Router,
     body::Bytes,
     extract::{DefaultBodyLimit, OriginalUri, RawQuery, State, rejection::BytesRejection},
-    http::{HeaderMap, HeaderValue, StatusCode, header},
+    http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header},
     response::{Html, IntoResponse, Response},
     routing::get,
 };
 use futures_core::Stream;
 use tokio::time::{Instant, Sleep};
+use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_sse::{
     EncodedEvent, Event, EventStream, Shutdown, SseLayer,
     hub::{Hub, PrivateEvent, PublishError, SubscribeError, Subscription},
@@ -52,6 +53,9 @@ pub struct Config {
     pub keep_alive: Duration,
     /// The longest a subscription stays open, whatever its token's `exp`.
     pub max_lifetime: Duration,
+    /// Origins allowed to use the hub from a browser, with credentials (none: same origin
+    /// only).
+    pub cors_origins: Vec<HeaderValue>,
 }
 
 /// The application's state; a cheap handle.
@@ -70,6 +74,7 @@ struct Inner {
 /// The router: the hub's endpoints, under an [`SseLayer`] (keep-alive, shutdown).
 pub fn app(config: Config, hub: Hub, shutdown: &Shutdown) -> Router {
     let keep_alive = config.keep_alive;
+    let cors = cors(config.cors_origins);
     let presence = Presence::new(hub.clone(), config.auth.hub.path());
     let mercure = Mercure {
         inner: Arc::new(Inner {
@@ -90,6 +95,29 @@ pub fn app(config: Config, hub: Hub, shutdown: &Shutdown) -> Router {
         .with_state(mercure)
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(SseLayer::new().keep_alive(keep_alive).shutdown(shutdown))
+        .layer(cors)
+}
+
+/// CORS for an explicit list of origins, with credentials (the cookie): never `*`, never an
+/// origin reflected from the request. The `Link` and `Mercure-Last-Event-ID` response headers
+/// are exposed to those origins.
+fn cors(origins: Vec<HeaderValue>) -> tower::util::Either<CorsLayer, tower::layer::util::Identity> {
+    if origins.is_empty() {
+        return tower::util::Either::Right(tower::layer::util::Identity::new());
+    }
+    let last_event_id = HeaderName::from_static("last-event-id");
+    let cors = CorsLayer::new()
+        .allow_origin(AllowOrigin::list(origins))
+        .allow_credentials(true)
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::CACHE_CONTROL,
+            last_event_id,
+        ])
+        .expose_headers([header::LINK, HeaderName::from_static(LAST_EVENT_ID_HEADER)]);
+    tower::util::Either::Left(cors)
 }
 
 /// A plain-text error.

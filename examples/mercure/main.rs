@@ -1,7 +1,8 @@
 //! A [Mercure](https://mercure.rocks) hub on `tower_sse::hub::Hub`: subscriptions with
 //! `exact` and URL Pattern matchers on one stream, publication, JWT access tokens, private
 //! updates (re-authorized on replay), `Last-Event-ID` reconciliation, and, with `REDIS_URL` or
-//! `NATS_URL`, several processes that act as one hub.
+//! `NATS_URL`, several processes that act as one hub; subscription events, the subscription
+//! API, CORS for listed origins and a debugging page.
 //!
 //! Run it with
 //!
@@ -26,6 +27,9 @@
 //!   reserved namespace (default: `MERCURE_AUDIENCE`).
 //! - `MERCURE_COOKIE_NAME`: the cookie that carries a token when there is no `Authorization`
 //!   header (default `__Secure-mercure_access_token`).
+//! - `MERCURE_CORS_ORIGINS`: origins (comma-separated, exact) allowed to subscribe, publish
+//!   and read the subscription API from a browser, with credentials; none by default (same
+//!   origin only). `*` is not accepted: the cookie makes every request credentialed.
 //! - `KEEP_ALIVE_SECS`: keep-alive comment interval (default 15).
 //! - `MAX_LIFETIME_SECS`: the longest a subscription stays open, whatever its token (default
 //!   3600); a stream with a token also ends at the token's `exp`.
@@ -50,6 +54,20 @@
 //!   characters; `413` over a limit (1 MiB body, 32 topics, 1024-byte topics, 256-byte `id`
 //!   and `type`); `401` without a valid token, `403` when it does not grant `publish` on every
 //!   topic.
+//!
+//! - Active subscriptions: each matcher of each connection is announced when the stream opens
+//!   and when it ends, as a private update of type `mercure` on
+//!   `/.well-known/mercure/subscriptions/{match_type}/{match}/{subscriber}` (JSON `id`, `type`,
+//!   `match_type`, `match`, `subscriber`: a random `urn:uuid` per connection, `active`, and the
+//!   `payload` of the token's first `subscribe` detail that matches the matcher).
+//!   `GET /.well-known/mercure/subscriptions`, `…/{match_type}/{match}` and
+//!   `…/{match_type}/{match}/{subscriber}` list them (`application/json`, a `Link` header with
+//!   `last-event-id`) for a token that grants `subscribe` on the requested path. With a broker
+//!   the events reach every process, but the API lists the answering process's subscriptions
+//!   only, and a crashed process's subscriptions are never announced as ended (presence across
+//!   processes needs a registry in the crate, not there yet).
+//! - `GET /`: a debugging page that subscribes (anonymously, or with the cookie) and publishes
+//!   (with a token pasted in).
 //!
 //! Ids: in memory, the publisher's `id`, else `<epoch>-<seq>` from the hub. On Redis and NATS
 //! the broker's position (a decimal number, the same on every process) replaces the
@@ -117,6 +135,19 @@ fn config() -> Config {
         },
         keep_alive: Duration::from_secs(env_or("KEEP_ALIVE_SECS", 15)),
         max_lifetime: Duration::from_secs(env_or("MAX_LIFETIME_SECS", 3600)),
+        cors_origins: env("MERCURE_CORS_ORIGINS")
+            .unwrap_or_default()
+            .split([',', ' '])
+            .filter(|origin| !origin.is_empty())
+            .map(|origin| {
+                if origin == "*" {
+                    fail("MERCURE_CORS_ORIGINS: list origins, not `*`");
+                }
+                origin.parse().unwrap_or_else(|_| {
+                    fail(&format!("MERCURE_CORS_ORIGINS: bad origin {origin:?}"))
+                })
+            })
+            .collect(),
     }
 }
 
