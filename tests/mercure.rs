@@ -484,6 +484,17 @@ async fn malformed_publications_are_400_and_limits_413() {
     assert_eq!(sub.next().await.data(), "only");
 }
 
+/// Where the protected resource metadata of the default audience is.
+const METADATA: &str = "https://localhost/.well-known/oauth-protected-resource/.well-known/mercure";
+
+/// The expected `WWW-Authenticate` challenge.
+fn bearer(error: Option<&str>) -> String {
+    match error {
+        Some(error) => format!("Bearer error=\"{error}\", resource_metadata=\"{METADATA}\""),
+        None => format!("Bearer resource_metadata=\"{METADATA}\""),
+    }
+}
+
 /// The `WWW-Authenticate` header of a reply.
 fn challenge(reply: &Reply) -> &str {
     reply.headers[header::WWW_AUTHENTICATE].to_str().unwrap()
@@ -497,7 +508,7 @@ async fn publishing_needs_a_valid_token() {
 
     let reply = publish_as(addr, None, &fields).await;
     assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
-    assert_eq!(challenge(&reply), "Bearer");
+    assert_eq!(challenge(&reply), bearer(None));
 
     let everything = || vec![detail(&["publish"], &[("*", "exact")])];
     let mut no_exp = claims(everything());
@@ -542,7 +553,7 @@ async fn publishing_needs_a_valid_token() {
         assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "token {i}");
         assert_eq!(
             challenge(&reply),
-            "Bearer error=\"invalid_token\"",
+            bearer(Some("invalid_token")),
             "token {i}"
         );
     }
@@ -570,7 +581,7 @@ async fn publishing_needs_a_valid_token() {
         )
         .await;
         assert_eq!(reply.status, StatusCode::FORBIDDEN);
-        assert_eq!(challenge(&reply), "Bearer error=\"insufficient_scope\"");
+        assert_eq!(challenge(&reply), bearer(Some("insufficient_scope")));
     }
     // A URL pattern grant, and an unknown action that grants nothing.
     let pattern = sign(&claims(vec![
@@ -606,7 +617,7 @@ async fn publishing_needs_a_valid_token() {
     )
     .await;
     assert_eq!(reply.status, StatusCode::BAD_REQUEST);
-    assert_eq!(challenge(&reply), "Bearer error=\"invalid_request\"");
+    assert_eq!(challenge(&reply), bearer(Some("invalid_request")));
 }
 
 #[tokio::test]
@@ -682,7 +693,7 @@ async fn subscribing_with_a_bad_token_is_401() {
         assert_eq!(sub.status, StatusCode::UNAUTHORIZED);
         assert_eq!(
             sub.header("www-authenticate"),
-            Some("Bearer error=\"invalid_token\"")
+            Some(bearer(Some("invalid_token")).as_str())
         );
         let cookie = format!("__Secure-mercure_access_token={token}");
         let sub = Sub::open(addr, "match=t", &[("cookie", &cookie)]).await;
@@ -1089,7 +1100,7 @@ async fn the_subscription_api_lists_active_subscriptions() {
     )
     .await;
     assert_eq!(reply.status, StatusCode::FORBIDDEN);
-    assert_eq!(challenge(&reply), "Bearer error=\"insufficient_scope\"");
+    assert_eq!(challenge(&reply), bearer(Some("insufficient_scope")));
 
     let mut watching = Sub::ok(
         addr,
@@ -1246,4 +1257,41 @@ async fn cors_for_listed_origins_only() {
     )
     .await;
     assert_eq!(sub.header("access-control-allow-origin"), None);
+}
+
+#[tokio::test]
+async fn protected_resource_metadata() {
+    let hub = start(&[]).await;
+    let path = "/.well-known/oauth-protected-resource/.well-known/mercure";
+    let reply = call(hub.addr(), Method::GET, path, &[], "").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(
+        serde_json::from_str::<Value>(&reply.body).unwrap(),
+        json!({
+            "resource": AUDIENCE,
+            "authorization_details_types_supported": ["https://mercure.rocks/authorization-detail"],
+            "bearer_methods_supported": ["header"],
+            "mercure_cookie": "__Secure-mercure_access_token",
+            "mercure_subscriptions": true,
+        })
+    );
+    // Another resource identifier, another place.
+    let other = start(&[("MERCURE_AUDIENCE", "https://hub.example/hub")]).await;
+    let reply = call(
+        other.addr(),
+        Method::GET,
+        "/.well-known/oauth-protected-resource/hub",
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(
+        serde_json::from_str::<Value>(&reply.body).unwrap()["resource"],
+        "https://hub.example/hub"
+    );
+    let reply = publish_as(other.addr(), None, &[("topic", "t")]).await;
+    assert_eq!(
+        challenge(&reply),
+        "Bearer resource_metadata=\"https://hub.example/.well-known/oauth-protected-resource/hub\""
+    );
 }

@@ -69,6 +69,9 @@ struct Inner {
     auth: Auth,
     max_lifetime: Duration,
     presence: Arc<Presence>,
+    /// Where the protected resource metadata is served (path) and its URL (RFC 9728: the
+    /// well-known prefix inserted before the resource identifier's path).
+    metadata: Option<(String, String)>,
 }
 
 /// The router: the hub's endpoints, under an [`SseLayer`] (keep-alive, shutdown).
@@ -76,15 +79,29 @@ pub fn app(config: Config, hub: Hub, shutdown: &Shutdown) -> Router {
     let keep_alive = config.keep_alive;
     let cors = cors(config.cors_origins);
     let presence = Presence::new(hub.clone(), config.auth.hub.path());
+    let metadata = url::Url::parse(&config.auth.audience).ok().map(|resource| {
+        let path = format!("/.well-known/oauth-protected-resource{}", resource.path());
+        let mut url = resource.clone();
+        url.set_path(&path);
+        url.set_query(None);
+        url.set_fragment(None);
+        (path, url.to_string())
+    });
+    let metadata_path = metadata.as_ref().map(|(path, _)| path.clone());
     let mercure = Mercure {
         inner: Arc::new(Inner {
             hub,
             auth: config.auth,
             max_lifetime: config.max_lifetime,
             presence,
+            metadata,
         }),
     };
-    Router::new()
+    let mut router = Router::new();
+    if let Some(path) = metadata_path {
+        router = router.route(&path, get(resource_metadata));
+    }
+    router
         .route("/", get(|| async { Html(PAGE) }))
         .route("/.well-known/mercure", get(subscribe).post(publish))
         .route("/.well-known/mercure/subscriptions", get(subscriptions))
@@ -125,11 +142,20 @@ fn error(status: StatusCode, message: &str) -> Response {
     (status, format!("{message}\n")).into_response()
 }
 
-/// A `401` / `403` / `400` with its `WWW-Authenticate: Bearer` challenge.
-fn challenge(status: StatusCode, error: Option<&str>) -> Response {
-    let value = match error {
-        Some(error) => format!("Bearer error=\"{error}\""),
-        None => "Bearer".to_owned(),
+/// A `401` / `403` / `400` with its `WWW-Authenticate: Bearer` challenge, pointing at the
+/// protected resource metadata.
+fn challenge(inner: &Inner, status: StatusCode, error: Option<&str>) -> Response {
+    let mut params = Vec::new();
+    if let Some(error) = error {
+        params.push(format!("error=\"{error}\""));
+    }
+    if let Some((_, url)) = &inner.metadata {
+        params.push(format!("resource_metadata=\"{url}\""));
+    }
+    let value = if params.is_empty() {
+        "Bearer".to_owned()
+    } else {
+        format!("Bearer {}", params.join(", "))
     };
     let mut response = (status, format!("{}\n", error.unwrap_or("unauthorized"))).into_response();
     if let Ok(value) = HeaderValue::from_str(&value) {
@@ -140,10 +166,10 @@ fn challenge(status: StatusCode, error: Option<&str>) -> Response {
     response
 }
 
-fn token_error(err: TokenError) -> Response {
+fn token_error(inner: &Inner, err: TokenError) -> Response {
     match err {
-        TokenError::Malformed => challenge(StatusCode::BAD_REQUEST, Some("invalid_request")),
-        TokenError::Invalid => challenge(StatusCode::UNAUTHORIZED, Some("invalid_token")),
+        TokenError::Malformed => challenge(inner, StatusCode::BAD_REQUEST, Some("invalid_request")),
+        TokenError::Invalid => challenge(inner, StatusCode::UNAUTHORIZED, Some("invalid_token")),
     }
 }
 
@@ -208,11 +234,11 @@ async fn subscribe(
 ) -> Response {
     let inner = &*mercure.inner;
     let grants = match inner.auth.token(&headers) {
-        Err(err) => return token_error(err),
+        Err(err) => return token_error(inner, err),
         Ok(None) => None,
         Ok(Some(token)) => match inner.auth.verify(Role::Subscriber, token) {
             Ok(grants) => Some(grants),
-            Err(err) => return token_error(err),
+            Err(err) => return token_error(inner, err),
         },
     };
     let mut selection = match selection(query.unwrap_or_default().as_bytes(), &inner.auth.hub) {
@@ -438,16 +464,16 @@ async fn publish(
         Err((status, message)) => return error(status, &message),
     };
     let grants = match inner.auth.token(&headers) {
-        Err(err) => return token_error(err),
-        Ok(None) => return challenge(StatusCode::UNAUTHORIZED, None),
+        Err(err) => return token_error(inner, err),
+        Ok(None) => return challenge(inner, StatusCode::UNAUTHORIZED, None),
         Ok(Some(token)) => match inner.auth.verify(Role::Publisher, token) {
             Ok(grants) => grants,
-            Err(err) => return token_error(err),
+            Err(err) => return token_error(inner, err),
         },
     };
     // Every topic, canonical and alternate, must be granted.
     if !update.topics.iter().all(|topic| grants.may_publish(topic)) {
-        return challenge(StatusCode::FORBIDDEN, Some("insufficient_scope"));
+        return challenge(inner, StatusCode::FORBIDDEN, Some("insufficient_scope"));
     }
 
     let mut event = Event::new();
@@ -489,15 +515,15 @@ async fn subscriptions(
     let inner = &*mercure.inner;
     let path = uri.path();
     let grants = match inner.auth.token(&headers) {
-        Err(err) => return token_error(err),
-        Ok(None) => return challenge(StatusCode::UNAUTHORIZED, None),
+        Err(err) => return token_error(inner, err),
+        Ok(None) => return challenge(inner, StatusCode::UNAUTHORIZED, None),
         Ok(Some(token)) => match inner.auth.verify(Role::Subscriber, token) {
             Ok(grants) => grants,
-            Err(err) => return token_error(err),
+            Err(err) => return token_error(inner, err),
         },
     };
     if !grants.may_subscribe(path) {
-        return challenge(StatusCode::FORBIDDEN, Some("insufficient_scope"));
+        return challenge(inner, StatusCode::FORBIDDEN, Some("insufficient_scope"));
     }
     let base = format!("{}/subscriptions", inner.auth.hub.path());
     let rest = path.strip_prefix(&base).unwrap_or_default();
@@ -548,4 +574,17 @@ fn collection(path: &str, subscriptions: Vec<serde_json::Value>) -> serde_json::
         "type": "subscriptions",
         "subscriptions": subscriptions,
     })
+}
+
+/// RFC 9728 protected resource metadata, as the specification profiles it.
+async fn resource_metadata(State(mercure): State<Mercure>) -> Response {
+    let auth = &mercure.inner.auth;
+    axum::Json(serde_json::json!({
+        "resource": auth.audience,
+        "authorization_details_types_supported": [crate::auth::DETAIL_TYPE],
+        "bearer_methods_supported": ["header"],
+        "mercure_cookie": auth.cookie,
+        "mercure_subscriptions": true,
+    }))
+    .into_response()
 }

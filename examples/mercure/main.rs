@@ -66,12 +66,25 @@
 //!   the events reach every process, but the API lists the answering process's subscriptions
 //!   only, and a crashed process's subscriptions are never announced as ended (presence across
 //!   processes needs a registry in the crate, not there yet).
+//! - `GET /.well-known/oauth-protected-resource/.well-known/mercure` (the path follows
+//!   `MERCURE_AUDIENCE`): RFC 9728 protected resource metadata; every `401` / `403` challenge
+//!   names it in `resource_metadata`.
 //! - `GET /`: a debugging page that subscribes (anonymously, or with the cookie) and publishes
 //!   (with a token pasted in).
 //!
 //! Ids: in memory, the publisher's `id`, else `<epoch>-<seq>` from the hub. On Redis and NATS
 //! the broker's position (a decimal number, the same on every process) replaces the
 //! publisher's `id`; the response body says which id the update got.
+//!
+//! # Where it departs from the specification
+//!
+//! - Ids the hub generates are `<epoch>-<seq>` (memory) or decimal positions (brokers), not
+//!   IRIs or `#` fragments as the specification asks: they are the hub's own cursors.
+//! - On Redis and NATS a publisher's `id` is replaced (the specification allows a hub to
+//!   ignore it; the conformance suite expects it kept).
+//! - A `Last-Event-ID` that several updates share resumes after the newest of them (the hub's
+//!   rule), not the earliest.
+//! - The subscription API lists this process's subscriptions only (see above).
 
 mod app;
 mod auth;
