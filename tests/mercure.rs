@@ -843,7 +843,7 @@ async fn a_stream_closes_at_its_tokens_exp() {
     let hub = start(&[("KEEP_ALIVE_SECS", "1")]).await;
     let addr = hub.addr();
     let mut short = claims(vec![detail(&["subscribe"], &[("*", "exact")])]);
-    short["exp"] = json!(now() + 4);
+    short["exp"] = json!(now() + 5);
     let bearer = format!("Bearer {}", sign(&short));
     let mut sub = Sub::ok(addr, "match=t", &[("authorization", &bearer)]).await;
     let mut anonymous = Sub::ok(addr, "match=t", &[]).await;
@@ -860,7 +860,7 @@ async fn a_stream_closes_at_its_tokens_exp() {
 
 #[tokio::test]
 async fn a_stream_closes_after_the_maximum_lifetime() {
-    let hub = start(&[("MAX_LIFETIME_SECS", "2"), ("KEEP_ALIVE_SECS", "1")]).await;
+    let hub = start(&[("MAX_LIFETIME_SECS", "3"), ("KEEP_ALIVE_SECS", "1")]).await;
     let addr = hub.addr();
     let mut sub = Sub::ok(addr, "match=t", &[]).await;
     publish(addr, &[("topic", "t"), ("data", "x")]).await;
@@ -1294,4 +1294,13 @@ async fn protected_resource_metadata() {
         challenge(&reply),
         "Bearer resource_metadata=\"https://hub.example/.well-known/oauth-protected-resource/hub\""
     );
+}
+
+#[tokio::test]
+async fn sigterm_ends_open_streams_and_exits() {
+    let hub = start(&[]).await;
+    let mut sub = Sub::ok(hub.addr(), "match=t", &[]).await;
+    let status = hub.terminate_within(Duration::from_secs(10)).await;
+    assert!(status.success(), "{status}");
+    assert!(sub.ended().await);
 }
