@@ -1304,3 +1304,31 @@ async fn sigterm_ends_open_streams_and_exits() {
     assert!(status.success(), "{status}");
     assert!(sub.ended().await);
 }
+
+#[tokio::test]
+async fn too_many_subscriptions_are_429() {
+    let hub = start(&[("MAX_CONNECTIONS", "2")]).await;
+    let addr = hub.addr();
+    let first = Sub::ok(addr, "match=a", &[]).await;
+    let _second = Sub::ok(addr, "match=b", &[]).await;
+    let third = Sub::open(addr, "match=c", &[]).await;
+    assert_eq!(third.status, StatusCode::TOO_MANY_REQUESTS);
+    // A closed stream gives its place back (the server notices the closed connection, then the
+    // next subscription fits).
+    drop(first);
+    let retry = async {
+        loop {
+            let sub = Sub::open(addr, "match=c", &[]).await;
+            if sub.status == StatusCode::OK {
+                return sub;
+            }
+            assert_eq!(sub.status, StatusCode::TOO_MANY_REQUESTS);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let mut watching = timeout(WAIT, retry)
+        .await
+        .expect("the place was never given back");
+    publish(addr, &[("topic", "c"), ("data", "fits")]).await;
+    assert_eq!(watching.next().await.data(), "fits");
+}

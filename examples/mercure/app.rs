@@ -3,7 +3,10 @@
 
 use std::{
     pin::Pin,
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
     task::{Context, Poll},
     time::Duration,
 };
@@ -56,6 +59,8 @@ pub struct Config {
     /// Origins allowed to use the hub from a browser, with credentials (none: same origin
     /// only).
     pub cors_origins: Vec<HeaderValue>,
+    /// The most subscriptions open at once in this process (more: `429`).
+    pub max_connections: usize,
 }
 
 /// The application's state; a cheap handle.
@@ -69,6 +74,9 @@ struct Inner {
     auth: Auth,
     max_lifetime: Duration,
     presence: Arc<Presence>,
+    /// Subscriptions open now, and the most allowed.
+    connections: Arc<AtomicUsize>,
+    max_connections: usize,
     /// Where the protected resource metadata is served (path) and its URL (RFC 9728: the
     /// well-known prefix inserted before the resource identifier's path).
     metadata: Option<(String, String)>,
@@ -95,6 +103,8 @@ pub fn app(config: Config, hub: Hub, shutdown: &Shutdown) -> Router {
             max_lifetime: config.max_lifetime,
             presence,
             metadata,
+            connections: Arc::new(AtomicUsize::new(0)),
+            max_connections: config.max_connections,
         }),
     };
     let mut router = Router::new();
@@ -253,6 +263,10 @@ async fn subscribe(
     }
     .filter(|id| !id.is_empty());
 
+    // A place among the open subscriptions, given back when the stream goes.
+    let Some(slot) = Slot::take(&inner.connections, inner.max_connections) else {
+        return error(StatusCode::TOO_MANY_REQUESTS, "too many subscriptions");
+    };
     let hub = &inner.hub;
     let mut builder = hub.subscription();
     for topic in &selection.topics {
@@ -309,6 +323,7 @@ async fn subscribe(
         subscription,
         deadline: Box::pin(tokio::time::sleep_until(deadline)),
         _presence: presence,
+        _slot: slot,
     };
     let mut response = EventStream::new(stream).into_response();
     if let Some(id) = resumed_from.and_then(|id| HeaderValue::from_str(&id).ok()) {
@@ -340,6 +355,26 @@ struct Expiring {
     deadline: Pin<Box<Sleep>>,
     /// Announces the end of the subscriptions when the stream goes.
     _presence: Guard,
+    _slot: Slot,
+}
+
+/// One of the process's open subscriptions (see [`Config::max_connections`]).
+struct Slot(Arc<AtomicUsize>);
+
+impl Slot {
+    fn take(open: &Arc<AtomicUsize>, max: usize) -> Option<Self> {
+        open.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            (n < max).then_some(n + 1)
+        })
+        .ok()
+        .map(|_| Self(open.clone()))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl Stream for Expiring {

@@ -33,6 +33,9 @@
 //! - `KEEP_ALIVE_SECS`: keep-alive comment interval (default 15).
 //! - `MAX_LIFETIME_SECS`: the longest a subscription stays open, whatever its token (default
 //!   3600); a stream with a token also ends at the token's `exp`.
+//! - `MAX_CONNECTIONS`: the most subscriptions open at once in the process; more are answered
+//!   `429` (default 10,000). This also bounds the distinct URL patterns every publication is
+//!   matched against.
 //! - `REDIS_URL` or `NATS_URL`: the hub on Redis Streams (keys `mercure:*`) or NATS JetStream
 //!   (stream `MERCURE`, subjects `mercure.>`), so several processes act as one.
 //!
@@ -148,6 +151,7 @@ fn config() -> Config {
         },
         keep_alive: Duration::from_secs(env_or("KEEP_ALIVE_SECS", 15)),
         max_lifetime: Duration::from_secs(env_or("MAX_LIFETIME_SECS", 3600)),
+        max_connections: env_or("MAX_CONNECTIONS", 10_000),
         cors_origins: env("MERCURE_CORS_ORIGINS")
             .unwrap_or_default()
             .split([',', ' '])
