@@ -831,10 +831,41 @@ async fn reconciliation_and_mercure_last_event_id() {
     let mut sub = Sub::ok(addr, "match=t", &[("last-event-id", "gone")]).await;
     assert_eq!(sub.header(LAST_ID), Some("earliest"));
     assert_eq!(sub.until("3").await, ["1", "2", "3"]);
+    // A non-ASCII id (an IRI), sent as UTF-8 bytes as browsers do.
+    let iri = publish(
+        addr,
+        &[
+            ("topic", "t"),
+            ("id", "https://example.com/é/1"),
+            ("data", "4"),
+        ],
+    )
+    .await;
+    publish(addr, &[("topic", "t"), ("data", "5")]).await;
+    let request = Request::get(format!("http://{addr}{HUB}?match=t"))
+        .header(
+            "last-event-id",
+            http::HeaderValue::from_bytes(iri.as_bytes()).unwrap(),
+        )
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let response = timeout(WAIT, client().request(request))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()[LAST_ID].as_bytes(), iri.as_bytes());
+    let mut reader = EventReader::new(response.into_body());
+    let next = timeout(WAIT, reader.next_event())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(next.data(), "5");
     // `earliest` itself.
     let mut sub = Sub::ok(addr, "match=t&last_event_id=earliest", &[]).await;
     assert_eq!(sub.header(LAST_ID), Some("earliest"));
-    assert_eq!(sub.until("3").await, ["1", "2", "3"]);
+    assert_eq!(sub.until("5").await, ["1", "2", "3", "4", "5"]);
 }
 
 #[tokio::test]

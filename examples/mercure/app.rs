@@ -255,8 +255,10 @@ async fn subscribe(
         Ok(selection) => selection,
         Err(message) => return error(StatusCode::BAD_REQUEST, &message),
     };
-    // The `Last-Event-ID` header wins over the query.
-    let last = match headers.get("last-event-id").map(HeaderValue::to_str) {
+    // The `Last-Event-ID` header wins over the query. Its bytes are UTF-8 (ids may be IRIs
+    // with non-ASCII characters), not necessarily visible ASCII.
+    let header = headers.get("last-event-id");
+    let last = match header.map(|value| std::str::from_utf8(value.as_bytes())) {
         Some(Ok(id)) => Some(id.to_owned()),
         Some(Err(_)) => return error(StatusCode::BAD_REQUEST, "Last-Event-ID is not UTF-8"),
         None => selection.last_event_id.take(),
