@@ -406,3 +406,44 @@ async fn resuming_multi_topic_subscribers_on_two_processes_get_every_event_once_
     ];
     support::stress::resuming_multi_topic_subscribers(hubs).await;
 }
+
+/// An id from another stream (another hub on the same NATS) is history-lost, never misread as
+/// one of this stream's: ids are offset by each stream's creation time.
+#[tokio::test]
+async fn an_id_from_another_stream_is_history_lost() {
+    let Some(nats) = NatsServer::start().await else {
+        return;
+    };
+    let one = hub(&nats, "T9A").await;
+    // A millisecond apart at least: the two streams' ids do not meet.
+    one.publish("t", Event::new().data("in A")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let two = hub(&nats, "T9B").await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let sent = two
+            .publish("t", Event::new().data(i.to_string()))
+            .await
+            .unwrap();
+        ids.push(sent.id().unwrap().to_owned());
+    }
+    let from_a = one.publish("t", Event::new().data("a")).await.unwrap();
+    for id in [from_a.id().unwrap(), "1", "2"] {
+        let sub = two
+            .subscriber("t")
+            .last_event_id(Some(id))
+            .on_unknown_id(UnknownId::LiveOnly)
+            .subscribe()
+            .await
+            .unwrap();
+        assert_eq!(sub.replay(), Replay::HistoryLost, "{id}");
+    }
+    let sub = two
+        .subscriber("t")
+        .last_event_id(Some(&ids[2]))
+        .subscribe()
+        .await
+        .unwrap();
+    assert_eq!(sub.replay(), Replay::Complete);
+    assert_eq!(sub.backlog_len(), 2);
+}

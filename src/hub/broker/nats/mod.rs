@@ -46,8 +46,11 @@ use crate::{
 ///   `[A-Za-z0-9_-]` escaped (`=2F` for `/`): `.`, `*`, `>`, spaces and non-ASCII can never
 ///   widen a subscription or split a subject. An event of several topics, a broadcast and a
 ///   close go to `<prefix>.m`. The topics themselves travel in the message body.
-/// - **Ids are stream sequences**: hub-wide ordered, the same on every process and across
-///   restarts, so one `Last-Event-ID` resumes any set of topics and patterns.
+/// - **Ids are stream sequences**, offset by the stream's creation time in ms × 1024: hub-wide
+///   ordered, the same on every process and across restarts, so one `Last-Event-ID` resumes
+///   any set of topics and patterns; and an id from another stream (another hub, or this one
+///   deleted and made again) falls outside this stream's range and is `history-lost`, never
+///   misread as one of its own.
 /// - **Reading**: each process has one ordered consumer from where the stream ended when it
 ///   started (not one per client), decodes and encodes each message once, and fans out
 ///   locally. It reads on as long as subscribers keep up (see `RedisBackend` for the rule).
@@ -60,10 +63,11 @@ use crate::{
 ///   no gap and no duplicate. The id's message must still be in the stream.
 /// - **Bounds**: the stream keeps at most [`max_events`](Self::max_events) messages,
 ///   [`max_bytes`](Self::max_bytes) bytes, none older than [`max_age`](Self::max_age), for the
-///   whole hub, discarding the oldest. Not per subject: a limit per subject removes messages
-///   from the middle of the log, after which one cursor over several topics cannot tell whether
-///   what follows it is complete; stream-wide limits keep "everything after a retained message
-///   is retained", which one cursor needs.
+///   whole hub, discarding the oldest. A limit per topic is there too
+///   ([`max_events_per_topic`](Self::max_events_per_topic)) but off by default: it removes
+///   messages from the middle of the log, after which one cursor over several topics cannot
+///   tell whether what follows it is complete (such resumes say `history-lost`); stream-wide
+///   limits keep "everything after a retained message is retained", which one cursor needs.
 /// - **Retries**: JetStream's de-duplication: a publish with an
 ///   [`idempotency_key`](crate::hub::PublishBuilder::idempotency_key) (the `Nats-Msg-Id`)
 ///   retried within [`idempotency_window`](Self::idempotency_window) is stored once and
@@ -109,10 +113,12 @@ struct Inner {
     prefix: String,
     timeout: Duration,
     max_events: usize,
+    max_events_per_topic: Option<usize>,
     max_bytes: usize,
     max_age: Duration,
     idempotency_window: Duration,
-    stream: OnceCell<jetstream::stream::Stream>,
+    /// The stream, and the offset of its ids (see `offset`).
+    stream: OnceCell<(jetstream::stream::Stream, u64)>,
     topics: OnceCell<jetstream::kv::Store>,
 }
 
@@ -203,6 +209,7 @@ impl NatsBroker {
                 prefix: "sse".into(),
                 timeout,
                 max_events: Self::DEFAULT_MAX_EVENTS,
+                max_events_per_topic: None,
                 max_bytes: Self::DEFAULT_MAX_BYTES,
                 max_age: Self::DEFAULT_MAX_AGE,
                 idempotency_window: Self::DEFAULT_IDEMPOTENCY_WINDOW,
@@ -282,6 +289,24 @@ impl NatsBroker {
         self.with(|inner| inner.max_events = n.max(1))
     }
 
+    /// Keep also at most `n` messages per topic (JetStream's limit per subject; off by
+    /// default), so that a busy topic does not push a quiet one's history out. The cost: such
+    /// a limit removes messages from the middle of the log, and a resume whose range has a
+    /// removed message in it (of any topic) is `history-lost`, because one cursor cannot tell
+    /// whose it was. (Events of several topics at once share one subject, and so one limit.)
+    ///
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let nats = tower_sse::hub::NatsBroker::connect("nats://127.0.0.1:4222").await.unwrap();
+    /// let nats = nats.max_events_per_topic(1_000);
+    /// # drop(nats);
+    /// # }
+    /// ```
+    pub fn max_events_per_topic(self, n: usize) -> Self {
+        self.with(|inner| inner.max_events_per_topic = Some(n.max(1)))
+    }
+
     /// Keep at most `n` bytes of messages in the stream (default
     /// [`DEFAULT_MAX_BYTES`](Self::DEFAULT_MAX_BYTES)).
     ///
@@ -338,10 +363,20 @@ impl fmt::Debug for NatsBroker {
             .field("prefix", &inner.prefix)
             .field("timeout", &inner.timeout)
             .field("max_events", &inner.max_events)
+            .field("max_events_per_topic", &inner.max_events_per_topic)
             .field("max_bytes", &inner.max_bytes)
             .field("max_age", &inner.max_age)
             .finish_non_exhaustive()
     }
+}
+
+/// The offset of a stream's ids: its creation time in ms × 1024 (made once, kept by NATS,
+/// the same for every process), so that streams made at different times give ids in ranges
+/// that do not meet unless one of them carries more than 1,024 messages per millisecond of
+/// the time between them.
+fn offset(created_unix_nanos: i128) -> u64 {
+    let ms = created_unix_nanos / 1_000_000;
+    u64::try_from(ms).unwrap_or(0).saturating_mul(1024)
 }
 
 fn unavailable(what: &str, err: &dyn fmt::Display) {
@@ -361,8 +396,9 @@ impl Inner {
         format!("{}.send", self.prefix)
     }
 
-    /// The hub's stream, made (or brought to this configuration) on first use.
-    async fn stream(&self) -> Result<jetstream::stream::Stream, String> {
+    /// The hub's stream, made (or brought to this configuration) on first use, and the offset
+    /// of its ids: position = offset + sequence.
+    async fn stream(&self) -> Result<(jetstream::stream::Stream, u64), String> {
         let made = self
             .stream
             .get_or_try_init(|| async {
@@ -370,6 +406,9 @@ impl Inner {
                     name: self.stream_name.clone(),
                     subjects: vec![format!("{}.t.>", self.prefix), self.subject_many()],
                     max_messages: i64::try_from(self.max_events).unwrap_or(i64::MAX),
+                    max_messages_per_subject: self
+                        .max_events_per_topic
+                        .map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX)),
                     max_bytes: i64::try_from(self.max_bytes).unwrap_or(i64::MAX),
                     max_age: self.max_age,
                     duplicate_window: self.idempotency_window.min(self.max_age),
@@ -396,9 +435,11 @@ impl Inner {
                             .map_err(|e| e.to_string()),
                     }
                 };
-                tokio::time::timeout(self.timeout, work)
+                let stream = tokio::time::timeout(self.timeout, work)
                     .await
-                    .map_err(|_| "timed out".to_owned())?
+                    .map_err(|_| "timed out".to_owned())??;
+                let offset = offset(stream.cached_info().created.unix_timestamp_nanos());
+                Ok::<_, String>((stream, offset))
             })
             .await?;
         Ok(made.clone())
@@ -489,16 +530,17 @@ impl Inner {
             headers.insert("Nats-Msg-Id", key);
         }
         let send = async {
-            self.stream().await?;
+            let (_, offset) = self.stream().await?;
             let ack = self
                 .jetstream
                 .publish_with_headers(subject, headers, body)
                 .await
                 .map_err(|e| e.to_string())?;
-            ack.await.map_err(|e| e.to_string())
+            let ack = ack.await.map_err(|e| e.to_string())?;
+            Ok::<_, String>(ack.sequence + offset)
         };
-        let ack = match tokio::time::timeout(self.timeout, send).await {
-            Ok(Ok(ack)) => ack,
+        let pos = match tokio::time::timeout(self.timeout, send).await {
+            Ok(Ok(pos)) => pos,
             Ok(Err(err)) => {
                 unavailable("publish", &err);
                 return Err(PublishError::Unavailable);
@@ -516,7 +558,7 @@ impl Inner {
                 }
             }
         }
-        Ok(ack.sequence)
+        Ok(pos)
     }
 }
 

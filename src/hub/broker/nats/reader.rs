@@ -32,8 +32,8 @@ pub(super) async fn run(inner: Arc<Inner>, feed: Feed) {
         if !feed.is_alive() {
             return;
         }
-        let stream = match inner.stream().await {
-            Ok(stream) => stream,
+        let (stream, offset) = match inner.stream().await {
+            Ok(made) => made,
             Err(err) => {
                 feed.connected(false);
                 tracing::warn!(error = %err, "nats reader cannot reach its stream; retrying");
@@ -49,7 +49,7 @@ pub(super) async fn run(inner: Arc<Inner>, feed: Feed) {
                     Ok(Ok(info)) => {
                         let end = info.state.last_sequence;
                         last = Some(end);
-                        feed.started(end);
+                        feed.started(offset + end);
                         end
                     }
                     _ => {
@@ -128,24 +128,26 @@ pub(super) async fn run(inner: Arc<Inner>, feed: Feed) {
             };
             let seq = info.stream_sequence;
             let previous = last.unwrap_or(0);
-            if seq <= previous {
-                continue;
-            }
-            if seq != previous + 1 {
-                // Removed by the stream's limits before this process read it: never silent.
-                tracing::warn!(
-                    expected = previous + 1,
-                    got = seq,
-                    "nats reader missed messages"
-                );
-                feed.lost(seq);
+            match step(previous, seq) {
+                Step::Old => continue,
+                Step::Gap => {
+                    // Removed by the stream's limits before this process read it: never silent.
+                    tracing::warn!(
+                        expected = previous + 1,
+                        got = seq,
+                        "nats reader missed messages"
+                    );
+                    feed.lost(offset + seq);
+                }
+                Step::Next => {}
             }
             last = Some(seq);
+            let pos = offset + seq;
             match entry::decode(&message.payload) {
-                Ok(decoded) => feed.deliver(seq, decoded),
+                Ok(decoded) => feed.deliver(pos, decoded),
                 Err(_) => {
                     tracing::warn!(seq, "nats message is not a hub event; signalled as a gap");
-                    feed.lost(seq.saturating_add(1));
+                    feed.lost(pos.saturating_add(1));
                 }
             }
             in_batch += 1;
@@ -187,5 +189,41 @@ pub(super) async fn listen(inner: Arc<Inner>, feed: Feed) {
                 }
             }
         }
+    }
+}
+
+/// What a message with stream sequence `seq` is, after `previous`.
+#[derive(Debug, PartialEq, Eq)]
+enum Step {
+    /// Already delivered (a consumer made again may repeat some).
+    Old,
+    /// The next one.
+    Next,
+    /// Messages between were removed before they were read.
+    Gap,
+}
+
+fn step(previous: u64, seq: u64) -> Step {
+    if seq <= previous {
+        Step::Old
+    } else if seq == previous + 1 {
+        Step::Next
+    } else {
+        Step::Gap
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sequence_must_follow_on() {
+        assert_eq!(step(0, 1), Step::Next);
+        assert_eq!(step(41, 42), Step::Next);
+        assert_eq!(step(41, 41), Step::Old);
+        assert_eq!(step(41, 7), Step::Old);
+        assert_eq!(step(41, 43), Step::Gap);
+        assert_eq!(step(u64::MAX - 1, u64::MAX), Step::Next);
     }
 }

@@ -37,7 +37,18 @@ pub(super) async fn read(
 }
 
 async fn read_inner(inner: &Inner, after: Option<u64>, max: usize) -> Result<Read, String> {
-    let stream = inner.stream().await?;
+    let (stream, offset) = inner.stream().await?;
+    // Positions are the offset plus the sequence; one at or below the offset is not ours.
+    let after = match after {
+        Some(pos) if pos <= offset => {
+            return Ok(Read {
+                found: false,
+                entries: Vec::new(),
+                more: false,
+            });
+        }
+        other => other.map(|pos| pos - offset),
+    };
     let mut info_handle = stream.clone();
     let state = info_handle
         .info()
@@ -106,7 +117,7 @@ async fn read_inner(inner: &Inner, after: Option<u64>, max: usize) -> Result<Rea
         }
         expected = seq + 1;
         match entry::decode(&message.payload) {
-            Ok(decoded) => read.entries.push((seq, decoded)),
+            Ok(decoded) => read.entries.push((offset + seq, decoded)),
             Err(_) => read.found = false,
         }
         if seq >= to {
