@@ -1546,11 +1546,18 @@ function follow(url, statuses, handlers, from = '') {
       if (source.readyState !== EventSource.CLOSED) return;
       source.close();
       // EventSource cannot tell why it failed: ask once. A 4xx (no such room, not logged in)
-      // is final; anything else (server restarting, 503) is retried.
+      // is final, but a 429 (too many streams from here) is retried after its Retry-After;
+      // anything else (server restarting, 503) is retried.
       try {
         const ctl = new AbortController();
         const res = await fetch(u, { headers: { Accept: 'text/event-stream' }, signal: ctl.signal });
         ctl.abort();
+        if (res.status === 429) {
+          say('too many streams: waiting');
+          const wait = Number(res.headers.get('retry-after')) || 5;
+          setTimeout(connect, wait * 1000);
+          return;
+        }
         if (res.status >= 400 && res.status < 500) {
           say(res.status === 404 ? 'not found' : `refused (${res.status})`);
           stopped = true;

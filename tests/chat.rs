@@ -1652,6 +1652,43 @@ async fn the_stream_over_the_per_client_cap_gets_429_until_one_closes() {
     timeout(WAIT, server).await.unwrap().unwrap().unwrap();
 }
 
+/// The page, refused with `429` (its address already has the one stream allowed), waits for
+/// `Retry-After` and connects once the other stream is gone, where it gives up on other 4xx.
+#[tokio::test]
+async fn chromium_page_waits_out_a_429_then_connects() {
+    if !support::require_chromium() {
+        return;
+    }
+    let shutdown = Shutdown::new();
+    let config = chat::Config {
+        max_streams_per_client: Some(1),
+        ..chat::Config::default()
+    };
+    let (router, _chat) = chat::app(&config, &shutdown);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(
+        tower_sse::serve(listener, router)
+            .shutdown(&shutdown)
+            .into_future(),
+    );
+    let room = create_room(addr).await;
+    let out = support::run_node(
+        "chat_page_429.mjs",
+        &[&format!("http://{addr}"), &room],
+        support::BROWSER_TIMEOUT,
+    )
+    .await;
+    out.assert_success();
+    assert_eq!(
+        out.json(),
+        json!({ "waited": true, "opened": true }),
+        "{out}"
+    );
+    shutdown.trigger();
+    timeout(WAIT, server).await.unwrap().unwrap().unwrap();
+}
+
 /// One request to the in-process router (no TCP, so a paused clock moves only when told).
 async fn send(
     router: &Router,
