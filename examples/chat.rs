@@ -11,7 +11,11 @@
 //! other. Environment: `ADDR` (default `127.0.0.1:3000`), `KEEP_ALIVE_SECS` (default 15),
 //! `HISTORY` (events kept per room for replay, default 1000), `HISTORY_BYTES` (and at most this
 //! many bytes, default 1 MiB), `SUBSCRIBER_CAPACITY` (how far, in events, a stream may fall
-//! behind before it is disconnected, default 256), `REDIS_URL` or `NATS_URL` (see below).
+//! behind before it is disconnected, default 256), `MAX_STREAMS` (open event streams in all,
+//! default 10000) and `MAX_STREAMS_PER_CLIENT` (from one IP address, default 16; `0` turns
+//! either off), `CLAIM_IDLE_SECS` (a claimed name is freed after this long unused, default
+//! 86400) and `ROOM_IDLE_SECS` (a room without messages or streams is removed after this long,
+//! default 3600), `REDIS_URL` or `NATS_URL` (see below).
 //!
 //! # Several processes: `REDIS_URL`
 //!
@@ -76,6 +80,23 @@
 //! - SIGINT or SIGTERM: every stream gets a final `shutdown` event and ends; the process exits
 //!   within 5 s even with clients connected.
 //!
+//! # Limits and expiry
+//!
+//! A stream over `MAX_STREAMS`, or over `MAX_STREAMS_PER_CLIENT` from one address, is answered
+//! `429` with `Retry-After` (`SseLayer::max_streams`; `tower_sse::serve` gives the layer each
+//! request's address). Behind a reverse proxy every client has the proxy's address: raise
+//! `MAX_STREAMS_PER_CLIENT` or set it to `0`.
+//!
+//! In memory, a claimed name whose token was not used (to post, to stream, to log in again)
+//! for `CLAIM_IDLE_SECS`, with no open stream of its direct messages, is freed, and its direct
+//! messages' history goes with it (a new owner of the name never reads the old one's); a room
+//! without a message or a stream for `ROOM_IDLE_SECS` is removed with its history (`404`
+//! after). A task sweeps every quarter of the shorter time (1 s to 1 min). With `REDIS_URL` or
+//! `NATS_URL` the names and rooms are only capped at 10,000 each, not expired: shared by every
+//! process, they would need the store's own expiry (a key per name with `EXPIRE` refreshed on
+//! use, or `HEXPIRE` on Redis 7.4+; a bucket `max_age` with a re-`put` on use on NATS) and a
+//! check that no process has a stream open; that is not done here.
+//!
 //! # Replay and "history lost"
 //!
 //! Every stream answers with an `Sse-Replay` header (`none`, `complete` or `history-lost`, see
@@ -101,6 +122,8 @@ use std::{
     task::{Context, Poll},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
+
+use tokio::time::Instant;
 
 use axum::{
     Json, Router,
@@ -152,6 +175,16 @@ pub struct Config {
     pub subscriber_capacity: usize,
     /// Mark the login cookie `Secure` (only sent over HTTPS), for a chat behind TLS.
     pub secure_cookie: bool,
+    /// Most open event streams in all (`429` beyond), `None`: no cap.
+    pub max_streams: Option<usize>,
+    /// Most open event streams from one client address (`429` beyond), `None`: no cap.
+    pub max_streams_per_client: Option<usize>,
+    /// A claimed name is freed after this long without its token being used (and without an
+    /// open stream of its direct messages). In memory only.
+    pub claim_idle: Duration,
+    /// A room is removed after this long without a message, a stream opened to it or an open
+    /// stream. In memory only.
+    pub room_idle: Duration,
 }
 
 impl Default for Config {
@@ -162,6 +195,10 @@ impl Default for Config {
             history_bytes: 1024 * 1024,
             subscriber_capacity: 256,
             secure_cookie: false,
+            max_streams: Some(10_000),
+            max_streams_per_client: Some(16),
+            claim_idle: Duration::from_secs(24 * 60 * 60),
+            room_idle: Duration::from_secs(60 * 60),
         }
     }
 }
@@ -179,15 +216,19 @@ struct ChatInner {
     secure_cookie: bool,
     /// Open SSE responses.
     connections: AtomicUsize,
+    /// See [`Config::claim_idle`].
+    claim_idle: Duration,
+    /// See [`Config::room_idle`].
+    room_idle: Duration,
 }
 
 /// Where rooms and logins live: this process, or Redis (shared by every process).
 enum Store {
     Memory {
-        /// Room id → name.
-        rooms: Mutex<HashMap<String, Option<String>>>,
-        /// User → token.
-        tokens: Mutex<HashMap<String, String>>,
+        /// Room id → name, last activity.
+        rooms: Mutex<HashMap<String, MemoryRoom>>,
+        /// User → token, last use.
+        tokens: Mutex<HashMap<String, MemoryClaim>>,
     },
     Redis(redis::aio::ConnectionManager),
     /// Key-value buckets on NATS JetStream: room id → name (JSON), user → token.
@@ -254,6 +295,21 @@ async fn nats_len(
     Ok(usize::try_from(info.state.messages).unwrap_or(usize::MAX))
 }
 
+/// A room in memory.
+struct MemoryRoom {
+    #[allow(dead_code)] // kept as the other stores keep it
+    name: Option<String>,
+    /// The last message, or stream opened to it; see [`Chat::expire_idle`].
+    active: Instant,
+}
+
+/// A claimed name in memory.
+struct MemoryClaim {
+    token: String,
+    /// The last use of the token; see [`Chat::expire_idle`].
+    used: Instant,
+}
+
 const ROOMS_KEY: &str = "chat:rooms";
 const TOKENS_KEY: &str = "chat:tokens";
 
@@ -286,7 +342,11 @@ impl Store {
                 if rooms.len() >= MAX_ROOMS {
                     return Ok(false);
                 }
-                rooms.insert(id.to_owned(), name.map(str::to_owned));
+                let room = MemoryRoom {
+                    name: name.map(str::to_owned),
+                    active: Instant::now(),
+                };
+                rooms.insert(id.to_owned(), room);
                 Ok(true)
             }
             Self::Redis(conn) => {
@@ -327,9 +387,13 @@ impl Store {
         }
     }
 
+    /// Whether the room exists; in memory, a room asked for (to post or to stream) is active.
     async fn room_exists(&self, id: &str) -> Result<bool, StoreDown> {
         match self {
-            Self::Memory { rooms, .. } => Ok(lock(rooms).contains_key(id)),
+            Self::Memory { rooms, .. } => Ok(lock(rooms)
+                .get_mut(id)
+                .map(|room| room.active = Instant::now())
+                .is_some()),
             Self::Redis(conn) => {
                 Self::query(conn, redis::cmd("HEXISTS").arg(ROOMS_KEY).arg(id)).await
             }
@@ -343,10 +407,14 @@ impl Store {
             Self::Memory { tokens, .. } => {
                 let mut tokens = lock(tokens);
                 Ok(match tokens.get(user) {
-                    Some(existing) => Claim::Taken(existing.clone()),
+                    Some(existing) => Claim::Taken(existing.token.clone()),
                     None if tokens.len() >= MAX_USERS => Claim::Full,
                     None => {
-                        tokens.insert(user.to_owned(), token.to_owned());
+                        let claim = MemoryClaim {
+                            token: token.to_owned(),
+                            used: Instant::now(),
+                        };
+                        tokens.insert(user.to_owned(), claim);
                         Claim::New
                     }
                 })
@@ -404,13 +472,22 @@ impl Store {
 
     async fn token_of(&self, user: &str) -> Result<Option<String>, StoreDown> {
         match self {
-            Self::Memory { tokens, .. } => Ok(lock(tokens).get(user).cloned()),
+            Self::Memory { tokens, .. } => Ok(lock(tokens).get(user).map(|c| c.token.clone())),
             Self::Redis(conn) => {
                 Self::query(conn, redis::cmd("HGET").arg(TOKENS_KEY).arg(user)).await
             }
             Self::Nats(nats) => Ok(nats_call(nats.tokens.get(nats_key(user)))
                 .await?
                 .map(|value| String::from_utf8_lossy(&value).into_owned())),
+        }
+    }
+
+    /// `user`'s token was used: in memory, the claim is not idle.
+    fn touch_claim(&self, user: &str) {
+        if let Self::Memory { tokens, .. } = self {
+            if let Some(claim) = lock(tokens).get_mut(user) {
+                claim.used = Instant::now();
+            }
         }
     }
 
@@ -444,6 +521,57 @@ impl Chat {
         self.inner.connections.load(Ordering::Relaxed)
     }
 
+    /// Frees the claimed names whose token was not used for [`Config::claim_idle`] and removes
+    /// the rooms without a message or a stream opened for [`Config::room_idle`], with their
+    /// topics (so a new owner of a name never reads the old owner's direct messages). A name
+    /// with an open stream of its direct messages, and a room with an open stream, count as
+    /// in use. Returns how many names and rooms went. A task calls it every so often (see
+    /// [`app`]); tests call it after moving a paused clock.
+    ///
+    /// In memory only: with `REDIS_URL` or `NATS_URL`, names and rooms are shared by every
+    /// process and only capped ([`MAX_USERS`], [`MAX_ROOMS`]), not expired; see the module
+    /// docs.
+    pub async fn expire_idle(&self) -> (usize, usize) {
+        let Store::Memory { rooms, tokens } = &self.inner.store else {
+            return (0, 0);
+        };
+        let hub = &self.inner.hub;
+        let now = Instant::now();
+        let mut gone_users = Vec::new();
+        lock(tokens).retain(|user, claim| {
+            if hub.client_connections(user) > 0 || hub.subscriber_count(&user_topic(user)) > 0 {
+                claim.used = now;
+            }
+            let keep = now.duration_since(claim.used) < self.inner.claim_idle;
+            if !keep {
+                gone_users.push(user_topic(user));
+            }
+            keep
+        });
+        let mut gone_rooms = Vec::new();
+        lock(rooms).retain(|id, room| {
+            if hub.subscriber_count(&room_topic(id)) > 0 {
+                room.active = now;
+            }
+            let keep = now.duration_since(room.active) < self.inner.room_idle;
+            if !keep {
+                gone_rooms.push(room_topic(id));
+            }
+            keep
+        });
+        for topic in gone_users.iter().chain(&gone_rooms) {
+            let _ = hub.close_topic(topic, None).await;
+        }
+        if !gone_users.is_empty() || !gone_rooms.is_empty() {
+            tracing::info!(
+                names = gone_users.len(),
+                rooms = gone_rooms.len(),
+                "idle names and rooms expired"
+            );
+        }
+        (gone_users.len(), gone_rooms.len())
+    }
+
     /// `words` × 64 bits from the operating system's CSPRNG (`getrandom`), as hex: tokens and
     /// room ids nobody can guess from earlier ones.
     fn random_hex(&self, words: usize) -> String {
@@ -459,6 +587,7 @@ impl Chat {
         match self.inner.store.token_of(name).await {
             Ok(None) => Ok(()),
             Ok(Some(known)) if token(headers).is_some_and(|given| same_token(&known, given)) => {
+                self.inner.store.touch_claim(name);
                 Ok(())
             }
             Ok(Some(_)) => Err(error(
@@ -744,6 +873,7 @@ async fn rooms_events(
                 "a valid token for this user is needed",
             );
         }
+        chat.inner.store.touch_claim(user);
     }
     let mut rooms = query_values(query.as_deref(), "room");
     rooms.sort_unstable();
@@ -894,6 +1024,7 @@ async fn login(
         Ok(Claim::Taken(existing))
             if token(&headers).is_some_and(|given| same_token(&existing, given)) =>
         {
+            chat.inner.store.touch_claim(&user);
             existing
         }
         Ok(Claim::Taken(_)) => return error(StatusCode::CONFLICT, "that user name is taken"),
@@ -958,6 +1089,7 @@ async fn user_events(
             "a valid token for this user is needed",
         );
     }
+    chat.inner.store.touch_claim(&user);
     let claims = LoggedIn(user.clone());
     let last = last.as_ref().map(LastEventId::as_str);
     match chat
@@ -1160,8 +1292,29 @@ fn build(config: &Config, shutdown: &Shutdown, hub: HubBuilder, store: Store) ->
             secure_cookie: config.secure_cookie,
             store,
             connections: AtomicUsize::new(0),
+            claim_idle: config.claim_idle,
+            room_idle: config.room_idle,
         }),
     };
+    if matches!(chat.inner.store, Store::Memory { .. }) {
+        tokio::spawn(expire_every(
+            Arc::downgrade(&chat.inner),
+            config.claim_idle.min(config.room_idle),
+            shutdown.clone(),
+        ));
+    }
+    let mut sse = SseLayer::new()
+        .keep_alive(config.keep_alive)
+        .retry(Duration::from_secs(1))
+        .shutdown(shutdown)
+        .shutdown_event(Event::new().event("shutdown").data("server stopping"));
+    if let Some(max) = config.max_streams {
+        sse = sse.max_streams(max);
+    }
+    // `serve` gives the layer each request's address.
+    if let Some(max) = config.max_streams_per_client {
+        sse = sse.max_streams_per_client(max);
+    }
     let router = Router::new()
         .route("/", get(|| async { Html(PAGE) }))
         .route("/rooms", post(create_room))
@@ -1176,14 +1329,26 @@ fn build(config: &Config, shutdown: &Shutdown, hub: HubBuilder, store: Store) ->
         .route("/metrics", get(prometheus))
         .with_state(chat.clone())
         .layer(DefaultBodyLimit::max(MAX_BODY))
-        .layer(
-            SseLayer::new()
-                .keep_alive(config.keep_alive)
-                .retry(Duration::from_secs(1))
-                .shutdown(shutdown)
-                .shutdown_event(Event::new().event("shutdown").data("server stopping")),
-        );
+        .layer(sse);
     (router, chat)
+}
+
+/// Runs [`Chat::expire_idle`] every quarter of `idle` (between 1 s and 1 min) until the
+/// shutdown, or until the application is dropped.
+async fn expire_every(chat: std::sync::Weak<ChatInner>, idle: Duration, shutdown: Shutdown) {
+    let period = (idle / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
+    let mut ticks = tokio::time::interval_at(Instant::now() + period, period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let stop = shutdown.triggered();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            () = &mut stop => return,
+        }
+        let Some(inner) = chat.upgrade() else { return };
+        Chat { inner }.expire_idle().await;
+    }
 }
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -1211,6 +1376,16 @@ async fn main() {
         history_bytes: env_or("HISTORY_BYTES", defaults.history_bytes),
         subscriber_capacity: env_or("SUBSCRIBER_CAPACITY", defaults.subscriber_capacity),
         secure_cookie: env_or("SECURE_COOKIE", false),
+        // 0 turns a cap off.
+        max_streams: Some(env_or("MAX_STREAMS", defaults.max_streams.unwrap_or(0)))
+            .filter(|&max| max > 0),
+        max_streams_per_client: Some(env_or(
+            "MAX_STREAMS_PER_CLIENT",
+            defaults.max_streams_per_client.unwrap_or(0),
+        ))
+        .filter(|&max| max > 0),
+        claim_idle: Duration::from_secs(env_or("CLAIM_IDLE_SECS", defaults.claim_idle.as_secs())),
+        room_idle: Duration::from_secs(env_or("ROOM_IDLE_SECS", defaults.room_idle.as_secs())),
     };
 
     let listener = match TcpListener::bind(addr).await {
@@ -1371,11 +1546,18 @@ function follow(url, statuses, handlers, from = '') {
       if (source.readyState !== EventSource.CLOSED) return;
       source.close();
       // EventSource cannot tell why it failed: ask once. A 4xx (no such room, not logged in)
-      // is final; anything else (server restarting, 503) is retried.
+      // is final, but a 429 (too many streams from here) is retried after its Retry-After;
+      // anything else (server restarting, 503) is retried.
       try {
         const ctl = new AbortController();
         const res = await fetch(u, { headers: { Accept: 'text/event-stream' }, signal: ctl.signal });
         ctl.abort();
+        if (res.status === 429) {
+          say('too many streams: waiting');
+          const wait = Number(res.headers.get('retry-after')) || 5;
+          setTimeout(connect, wait * 1000);
+          return;
+        }
         if (res.status >= 400 && res.status < 500) {
           say(res.status === 404 ? 'not found' : `refused (${res.status})`);
           stopped = true;

@@ -54,6 +54,7 @@ use crate::{
     layer::{
         CloseReason,
         hooks::{Hooks, Lifecycle},
+        limit::{Limits, Permit},
     },
     stall::Watch,
     stream::SseItem,
@@ -82,6 +83,8 @@ pub(crate) struct Config {
     /// the stream is reset, where the task is watched (`crate::stall`); `None`: never.
     pub(crate) stall_timeout: Option<Duration>,
     pub(crate) hooks: Hooks,
+    /// Caps on open streams (`SseLayer::max_streams`), `None`: no cap.
+    pub(crate) limits: Option<Limits>,
 }
 
 impl Default for Config {
@@ -97,6 +100,7 @@ impl Default for Config {
             min_write_interval: Duration::ZERO,
             stall_timeout: Some(crate::SseLayer::DEFAULT_STALL_TIMEOUT),
             hooks: Hooks::default(),
+            limits: None,
         }
     }
 }
@@ -116,6 +120,8 @@ pin_project! {
     enum Kind<S, P> {
         Events { #[pin] events: Events<S> },
         Passthrough { #[pin] body: P },
+        // The short text of a refusal (`429`), sent once.
+        Refused { message: Option<Bytes> },
     }
 }
 
@@ -141,6 +147,9 @@ pin_project! {
         delay: Option<Pin<Box<Sleep>>>,
         // The last frame was cut at `max_batch`: more is ready, send it without a delay.
         draining: bool,
+        // Counts the stream against the layer's caps while the body lives. Declared before
+        // `life`, so its slot is free by the time `on_close` runs.
+        _permit: Option<Permit>,
         // Counts the body in `tower_sse_connections` (feature `metrics`) while it lives.
         open: crate::metrics::Open,
         // Hooks and the `tracing` span, when anything listens.
@@ -160,7 +169,7 @@ impl<S> SseBody<S> {
     /// # let _ = body;
     /// ```
     pub fn new(stream: S) -> Self {
-        Self::events(stream, Arc::default(), None, None)
+        Self::events(stream, Arc::default(), None, None, None)
     }
 }
 
@@ -170,6 +179,7 @@ impl<S, P> SseBody<S, P> {
         config: Arc<Config>,
         guard: Option<DisconnectGuard>,
         life: Option<Box<Lifecycle>>,
+        permit: Option<Permit>,
     ) -> Self {
         Self {
             kind: Kind::Events {
@@ -189,6 +199,7 @@ impl<S, P> SseBody<S, P> {
                     open: crate::metrics::Open::new(),
                     life,
                     stall: None,
+                    _permit: permit,
                 },
             },
         }
@@ -197,6 +208,15 @@ impl<S, P> SseBody<S, P> {
     pub(crate) fn passthrough(body: P) -> Self {
         Self {
             kind: Kind::Passthrough { body },
+        }
+    }
+
+    /// The body of a `429` for a stream over a cap: `message`, then the end.
+    pub(crate) fn refused(message: Bytes) -> Self {
+        Self {
+            kind: Kind::Refused {
+                message: Some(message),
+            },
         }
     }
 
@@ -251,6 +271,7 @@ where
                 polled
             }
             KindProj::Passthrough { body } => body.poll_frame(cx).map_err(Into::into),
+            KindProj::Refused { message } => Poll::Ready(message.take().map(Frame::data).map(Ok)),
         }
     }
 
@@ -258,6 +279,7 @@ where
         match &self.kind {
             Kind::Events { events } => events.done,
             Kind::Passthrough { body } => body.is_end_stream(),
+            Kind::Refused { message } => message.is_none(),
         }
     }
 
@@ -265,6 +287,9 @@ where
         match &self.kind {
             Kind::Events { .. } => SizeHint::default(),
             Kind::Passthrough { body } => body.size_hint(),
+            Kind::Refused { message } => {
+                SizeHint::with_exact(message.as_ref().map_or(0, |m| m.len() as u64))
+            }
         }
     }
 }
@@ -601,7 +626,7 @@ mod tests {
 
     /// An event-stream body over `stream` with `config`.
     fn body<S>(stream: S, config: Config) -> SseBody<S> {
-        SseBody::events(stream, Arc::new(config), None, None)
+        SseBody::events(stream, Arc::new(config), None, None, None)
     }
 
     fn frames<S: Stream<Item: SseItem>>(stream: S, max_batch: usize) -> Vec<Bytes> {

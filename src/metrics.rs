@@ -9,6 +9,7 @@
 //! | `tower_sse_hub_published_total` | counter | events published into a hub |
 //! | `tower_sse_slow_disconnects_total` | counter | hub subscriptions ended for falling behind |
 //! | `tower_sse_stalled_total` | counter | HTTP/2 streams reset because their client took no frame for the stall timeout ([`SseLayer::stall_timeout`](crate::SseLayer::stall_timeout)) |
+//! | `tower_sse_refused_total{limit}` | counter | event streams answered `429` for a cap ([`SseLayer::max_streams`](crate::SseLayer::max_streams)): `limit` is `total` or `client` |
 //! | `tower_sse_replays_total{outcome}` | counter | hub subscriptions by how their `Last-Event-ID` was honoured: `outcome` is `none`, `complete` or `history-lost` |
 //!
 //! No label carries a route, topic or client: their number is unbounded. Counting is done once
@@ -75,6 +76,15 @@ pub(crate) fn slow_disconnect() {
 pub(crate) fn stalled() {
     #[cfg(feature = "metrics")]
     ::metrics::counter!("tower_sse_stalled_total").increment(1);
+}
+
+/// An event stream was refused (`429`) for the cap named by `limit` (`total`, `client`).
+#[inline]
+pub(crate) fn refused(limit: &'static str) {
+    #[cfg(feature = "metrics")]
+    ::metrics::counter!("tower_sse_refused_total", "limit" => limit).increment(1);
+    #[cfg(not(feature = "metrics"))]
+    let _ = limit;
 }
 
 /// A hub subscription started, with this replay outcome.

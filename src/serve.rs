@@ -5,7 +5,9 @@ use std::{
     fmt,
     future::{Future, IntoFuture},
     io,
+    net::SocketAddr,
     pin::Pin,
+    task::{Context, Poll},
     time::Duration,
 };
 
@@ -35,6 +37,11 @@ use crate::{BoxError, Shutdown, StallExecutor, io::WriteTimeout};
 ///   stream whose client grants no flow-control credit is reset after the layer's
 ///   [`stall_timeout`](crate::SseLayer::stall_timeout) (default 30 s), the connection's other
 ///   streams going on;
+/// - **the peer's address** in every request's extensions, as a [`SocketAddr`] (and, with
+///   feature `axum`, as axum's `ConnectInfo<SocketAddr>`, so that extractor works without
+///   `into_make_service_with_connect_info`):
+///   [`SseLayer::max_streams_per_client`](crate::SseLayer::max_streams_per_client) counts
+///   streams by it;
 /// - **graceful shutdown** ([`shutdown`](Serve::shutdown)): when the [`Shutdown`] triggers,
 ///   no new connection is taken, and the call returns once every connection has closed (give
 ///   the [`SseLayer`](crate::SseLayer) the same `Shutdown`, so its streams end), or after the
@@ -173,7 +180,7 @@ impl<S> Serve<S> {
         };
         tokio::pin!(stop);
         loop {
-            let (tcp, _) = tokio::select! {
+            let (tcp, peer) = tokio::select! {
                 accepted = self.listener.accept() => match accepted {
                     Ok(accepted) => accepted,
                     // Out of file descriptors and the like: wait a moment, keep serving.
@@ -199,7 +206,13 @@ impl<S> Serve<S> {
                     return;
                 }
                 let connection = builder
-                    .serve_connection(TokioIo::new(io), TowerToHyperService::new(service))
+                    .serve_connection(
+                        TokioIo::new(io),
+                        TowerToHyperService::new(WithPeer {
+                            inner: service,
+                            peer,
+                        }),
+                    )
                     .into_owned();
                 if let Err(err) = watcher.watch(connection).await {
                     tracing::debug!(error = %err, "connection ended with an error");
@@ -214,6 +227,34 @@ impl<S> Serve<S> {
             tracing::warn!("connections still open after the shutdown grace; returning anyway");
         }
         Ok(())
+    }
+}
+
+/// Puts the peer's address into every request's extensions.
+#[derive(Clone)]
+struct WithPeer<S> {
+    inner: S,
+    peer: SocketAddr,
+}
+
+impl<S, B> Service<Request<B>> for WithPeer<S>
+where
+    S: Service<Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        req.extensions_mut().insert(self.peer);
+        #[cfg(feature = "axum")]
+        req.extensions_mut()
+            .insert(axum::extract::ConnectInfo(self.peer));
+        self.inner.call(req)
     }
 }
 

@@ -307,7 +307,13 @@ mod tests {
             Some((Event::new().data(n.to_string()), n + 1))
         });
         let life = crate::layer::hooks::Lifecycle::open(&config.hooks, &"/".parse().unwrap());
-        let body = Box::pin(SseBody::<_>::events(events, Arc::new(config), None, life));
+        let body = Box::pin(SseBody::<_>::events(
+            events,
+            Arc::new(config),
+            None,
+            life,
+            None,
+        ));
         let frames = Arc::default();
         // Counts how often the task is polled (a timer that fires again and again would show).
         let polls = Arc::new(AtomicUsize::new(0));
@@ -378,7 +384,13 @@ mod tests {
             stall_timeout: Some(Duration::from_secs(1)),
             ..Config::default()
         };
-        let body = SseBody::<_>::events(stream::pending::<Event>(), Arc::new(config), None, None);
+        let body = SseBody::<_>::events(
+            stream::pending::<Event>(),
+            Arc::new(config),
+            None,
+            None,
+            None,
+        );
         let task = tokio::spawn(Watched::new(async move {
             let mut body = std::pin::pin!(body);
             let _ = std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)).await;

@@ -1601,3 +1601,261 @@ async fn one_stream_carries_a_room_and_the_users_direct_messages() {
     assert_eq!(back.expect().await.id, dm.id);
     assert_eq!(back.expect().await.id, later);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Limits and expiry
+// ---------------------------------------------------------------------------------------------
+
+/// Over `tower_sse::serve` (which gives the layer each request's address), with
+/// `max_streams_per_client: 2`: the third stream from 127.0.0.1 gets `429` with `Retry-After`,
+/// posting still works, and a closed stream frees its slot.
+#[tokio::test]
+async fn the_stream_over_the_per_client_cap_gets_429_until_one_closes() {
+    let shutdown = Shutdown::new();
+    let config = chat::Config {
+        max_streams_per_client: Some(2),
+        ..chat::Config::default()
+    };
+    let (router, chat) = chat::app(&config, &shutdown);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(
+        tower_sse::serve(listener, router)
+            .shutdown(&shutdown)
+            .into_future(),
+    );
+    let room = create_room(addr).await;
+    let path = format!("/rooms/{room}/events");
+    let accept = [("accept", "text/event-stream")];
+    let first = Sse::ok(addr, &path, &accept).await;
+    let mut second = Sse::ok(addr, "/events", &[]).await;
+    for headers in [&accept[..], &[]] {
+        let refused = Sse::open(addr, &path, headers).await;
+        assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(refused.headers["retry-after"], "5");
+    }
+    let id = say(addr, &room, "u", "still posting").await;
+    assert_eq!(second.expect().await.id, id);
+
+    drop(first);
+    eventually("the closed stream released", async || {
+        match chat.connections() {
+            1 => Ok(()),
+            n => Err(format!("{n} open")),
+        }
+    })
+    .await;
+    let mut third = Sse::ok(addr, &path, &accept).await;
+    let id = say(addr, &room, "u", "after the close").await;
+    assert_eq!(third.expect().await.id, id);
+    shutdown.trigger();
+    timeout(WAIT, server).await.unwrap().unwrap().unwrap();
+}
+
+/// The page, refused with `429` (its address already has the one stream allowed), waits for
+/// `Retry-After` and connects once the other stream is gone, where it gives up on other 4xx.
+#[tokio::test]
+async fn chromium_page_waits_out_a_429_then_connects() {
+    if !support::require_chromium() {
+        return;
+    }
+    let shutdown = Shutdown::new();
+    let config = chat::Config {
+        max_streams_per_client: Some(1),
+        ..chat::Config::default()
+    };
+    let (router, _chat) = chat::app(&config, &shutdown);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(
+        tower_sse::serve(listener, router)
+            .shutdown(&shutdown)
+            .into_future(),
+    );
+    let room = create_room(addr).await;
+    let out = support::run_node(
+        "chat_page_429.mjs",
+        &[&format!("http://{addr}"), &room],
+        support::BROWSER_TIMEOUT,
+    )
+    .await;
+    out.assert_success();
+    assert_eq!(
+        out.json(),
+        json!({ "waited": true, "opened": true }),
+        "{out}"
+    );
+    shutdown.trigger();
+    timeout(WAIT, server).await.unwrap().unwrap().unwrap();
+}
+
+/// One request to the in-process router (no TCP, so a paused clock moves only when told).
+async fn send(
+    router: &Router,
+    method: Method,
+    path: &str,
+    token: Option<&str>,
+    body: Value,
+) -> (StatusCode, Value) {
+    use tower::ServiceExt as _;
+    let mut request = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("content-type", "application/json");
+    if let Some(token) = token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    let body = if body.is_null() {
+        axum::body::Body::empty()
+    } else {
+        axum::body::Body::from(body.to_string())
+    };
+    let response = router
+        .clone()
+        .oneshot(request.body(body).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    if response.headers()["content-type"] == "text/event-stream" {
+        return (status, Value::Null);
+    }
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+/// With a paused clock: a claimed name unused for `claim_idle` is freed (anyone may log in as
+/// it, and its direct messages' history is gone), one whose token was used is kept; a room
+/// without messages or streams for `room_idle` is removed (`404`), one with a recent message or
+/// an open stream is kept, until the stream closes and the time passes.
+#[tokio::test(start_paused = true)]
+async fn idle_claims_and_empty_rooms_expire() {
+    use axum::http::StatusCode as S;
+    let shutdown = Shutdown::new();
+    let config = chat::Config {
+        claim_idle: Duration::from_secs(60),
+        room_idle: Duration::from_secs(60),
+        ..chat::Config::default()
+    };
+    let (router, chat) = chat::app(&config, &shutdown);
+    let hub = chat.hub().clone();
+    let post = Method::POST;
+    let (_, alice) = send(
+        &router,
+        post.clone(),
+        "/login",
+        None,
+        json!({"user": "alice"}),
+    )
+    .await;
+    let alice = alice["token"].as_str().unwrap().to_owned();
+    let (status, _) = send(
+        &router,
+        post.clone(),
+        "/login",
+        None,
+        json!({"user": "bob"}),
+    )
+    .await;
+    assert_eq!(status, S::OK);
+    let mut rooms = vec![];
+    for _ in 0..3 {
+        let (status, room) = send(&router, post.clone(), "/rooms", None, Value::Null).await;
+        assert_eq!(status, S::CREATED);
+        rooms.push(room["room"].as_str().unwrap().to_owned());
+    }
+    let (talked, watched, empty) = (&rooms[0], &rooms[1], &rooms[2]);
+    let dm = json!({"from": "alice", "text": "secret"});
+    let (status, _) = send(
+        &router,
+        post.clone(),
+        "/users/bob/messages",
+        Some(&alice),
+        dm,
+    )
+    .await;
+    assert_eq!(status, S::ACCEPTED);
+    // A stream open on `watched` (the response's body holds the subscription).
+    let stream = {
+        use tower::ServiceExt as _;
+        let request = Request::get(format!("/rooms/{watched}/events"))
+            .body(axum::body::Body::empty())
+            .unwrap();
+        router.clone().oneshot(request).await.unwrap()
+    };
+    assert_eq!(stream.status(), S::OK);
+
+    tokio::time::advance(Duration::from_secs(40)).await;
+    let message = json!({"user": "alice", "text": "hi"});
+    let path = format!("/rooms/{talked}/messages");
+    let (status, _) = send(&router, post.clone(), &path, Some(&alice), message.clone()).await;
+    assert_eq!(status, S::ACCEPTED);
+    assert_eq!(
+        chat.expire_idle().await,
+        (0, 0),
+        "nothing is idle for 60 s yet"
+    );
+
+    tokio::time::advance(Duration::from_secs(40)).await;
+    chat.expire_idle().await;
+    // bob (unused for 80 s) and the empty room went; alice and the other rooms stayed.
+    let (status, _) = send(
+        &router,
+        post.clone(),
+        &format!("/rooms/{empty}/messages"),
+        None,
+        message.clone(),
+    )
+    .await;
+    assert_eq!(status, S::NOT_FOUND);
+    assert!(!hub.topics().contains(&format!("room/{empty}")));
+    assert!(
+        !hub.topics().contains(&"user/bob".to_owned()),
+        "bob's messages went too"
+    );
+    let (status, _) = send(
+        &router,
+        post.clone(),
+        "/login",
+        None,
+        json!({"user": "bob"}),
+    )
+    .await;
+    assert_eq!(status, S::OK, "bob's name is free again");
+    let (status, _) = send(
+        &router,
+        post.clone(),
+        "/login",
+        None,
+        json!({"user": "alice"}),
+    )
+    .await;
+    assert_eq!(status, S::CONFLICT, "alice's name is still hers");
+    for room in [talked, watched] {
+        let path = format!("/rooms/{room}/messages");
+        let (status, _) = send(&router, post.clone(), &path, Some(&alice), message.clone()).await;
+        assert_eq!(status, S::ACCEPTED, "{room}");
+    }
+
+    // The stream closes; after another idle period everything unused goes.
+    drop(stream);
+    tokio::time::advance(Duration::from_secs(61)).await;
+    chat.expire_idle().await;
+    let (_, stats) = send(&router, Method::GET, "/stats", None, Value::Null).await;
+    assert_eq!(
+        (stats["rooms"].clone(), stats["users"].clone()),
+        (json!(0), json!(0)),
+        "{stats}"
+    );
+    let (status, _) = send(
+        &router,
+        post,
+        &format!("/rooms/{watched}/messages"),
+        None,
+        message,
+    )
+    .await;
+    assert_eq!(status, S::NOT_FOUND);
+}

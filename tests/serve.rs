@@ -348,3 +348,113 @@ async fn stopped_http2_readers_are_reset_while_a_reading_stream_flows() {
         .unwrap()
         .unwrap();
 }
+
+/// With `max_streams_per_client(2)` behind `serve` (which gives the layer the peer's
+/// address): the third stream from one address gets `429` with `Retry-After`, over HTTP/1.1
+/// (one stream per connection) and over HTTP/2 (three streams on one connection: streams are
+/// counted, not connections); a request that is not a stream is never refused; a closed
+/// stream frees its slot (awaited through `on_close`, which runs after the slot is freed).
+#[tokio::test]
+async fn streams_over_the_per_client_cap_get_429_and_a_closed_one_frees_its_slot() {
+    let (closed_tx, mut closed) = tokio::sync::mpsc::unbounded_channel();
+    let app = Router::new()
+        .route(
+            "/events",
+            get(|| async {
+                EventStream::new(
+                    futures_util::stream::iter([Event::new().id("1").data("hello")])
+                        .chain(futures_util::stream::pending()),
+                )
+            }),
+        )
+        .route("/other", get(|| async { "ok" }))
+        .layer(SseLayer::new().max_streams_per_client(2).on_close(
+            move |_: &StreamInfo, _: CloseReason| {
+                let _ = closed_tx.send(());
+            },
+        ));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let shutdown = Shutdown::new();
+    let server = tokio::spawn(
+        tower_sse::serve(listener, app)
+            .shutdown(&shutdown)
+            .grace(Duration::from_secs(1))
+            .into_future(),
+    );
+    let h1 = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+    let get = |path: &str, accept: bool| {
+        let mut request = http::Request::get(format!("http://{addr}{path}"));
+        if accept {
+            request = request.header("accept", "text/event-stream");
+        }
+        h1.request(request.body(Empty::new()).unwrap())
+    };
+    let open = |response: http::Response<hyper::body::Incoming>| async move {
+        assert_eq!(response.status(), 200);
+        let mut body = response.into_body();
+        let frame = timeout(Duration::from_secs(5), body.frame())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(&frame.into_data().unwrap()[..], b"id: 1\ndata: hello\n\n");
+        body
+    };
+
+    let first = open(get("/events", true).await.unwrap()).await;
+    let second = open(get("/events", false).await.unwrap()).await;
+    for accept in [true, false] {
+        let refused = get("/events", accept).await.unwrap();
+        assert_eq!(refused.status(), 429, "accept: {accept}");
+        assert_eq!(refused.headers()["retry-after"], "5");
+        let text = refused.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(
+            &text[..],
+            b"too many open event streams from this address\n"
+        );
+    }
+    let other = get("/other", false).await.unwrap();
+    assert_eq!(other.status(), 200);
+
+    // Closing a stream (its connection) frees its slot.
+    drop(first);
+    timeout(Duration::from_secs(5), closed.recv())
+        .await
+        .expect("the server saw the close")
+        .unwrap();
+    let third = open(get("/events", true).await.unwrap()).await;
+    drop((second, third));
+    for _ in 0..2 {
+        timeout(Duration::from_secs(5), closed.recv())
+            .await
+            .expect("the server saw the close")
+            .unwrap();
+    }
+
+    // HTTP/2: the streams of one connection count one each.
+    let mut client = h2_connect(addr, 65_535).await;
+    let mut bodies = vec![];
+    for n in 0..3 {
+        client = client.ready().await.unwrap();
+        let request = http::Request::get(format!("http://{addr}/events"))
+            .header("accept", "text/event-stream")
+            .body(())
+            .unwrap();
+        let (response, _) = client.send_request(request, true).unwrap();
+        let response = timeout(Duration::from_secs(5), response)
+            .await
+            .expect("a response head")
+            .unwrap();
+        let expected = if n < 2 { 200 } else { 429 };
+        assert_eq!(response.status(), expected, "stream {n}");
+        bodies.push(response.into_body());
+    }
+    drop(bodies);
+    shutdown.trigger();
+    timeout(Duration::from_secs(5), server)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}

@@ -409,4 +409,65 @@ mod tests {
             Pattern::glob("a").unwrap().key()
         );
     }
+
+    mod properties {
+        //! Matching as a property: `Pattern::glob` / `prefix` never panic on any text and
+        //! agree with a plain backtracking matcher written from the definition.
+
+        use proptest::prelude::*;
+
+        use super::*;
+
+        /// The definition: `**` takes any run of bytes, `*` any run without `/`, every other
+        /// byte itself. Exponential in the worst case, so only for short inputs.
+        fn reference(pattern: &[u8], topic: &[u8]) -> bool {
+            match pattern {
+                [] => topic.is_empty(),
+                [b'*', b'*', rest @ ..] => (0..=topic.len()).any(|k| reference(rest, &topic[k..])),
+                [b'*', rest @ ..] => (0..=topic.len())
+                    .take_while(|&k| !topic[..k].contains(&b'/'))
+                    .any(|k| reference(rest, &topic[k..])),
+                [p, rest @ ..] => topic.first() == Some(p) && reference(rest, &topic[1..]),
+            }
+        }
+
+        /// Short texts over a small alphabet, so patterns and topics meet often.
+        fn short(max: usize) -> impl Strategy<Value = String> {
+            let chars = prop_oneof![Just('a'), Just('b'), Just('/'), Just('*'), Just('é')];
+            prop::collection::vec(chars, 0..max).prop_map(String::from_iter)
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 2048, failure_persistence: None, ..ProptestConfig::default() })]
+
+            #[test]
+            fn glob_agrees_with_the_reference(pattern in short(10), topic in short(12)) {
+                let topic = topic.replace('*', "");
+                if let Ok(glob) = Pattern::glob(&pattern) {
+                    prop_assert_eq!(
+                        glob.matches(&topic),
+                        reference(pattern.as_bytes(), topic.as_bytes()),
+                        "{} vs {}", pattern, topic
+                    );
+                }
+            }
+
+            #[test]
+            fn prefix_agrees_with_starts_with(pattern in short(6), topic in short(10)) {
+                if let Ok(prefix) = Pattern::prefix(&pattern) {
+                    prop_assert_eq!(prefix.matches(&topic), topic.starts_with(&pattern));
+                }
+            }
+
+            /// Any text: a pattern is refused with an error or made, and matching never panics
+            /// (bounded work: at most pattern × topic steps).
+            #[test]
+            fn patterns_never_panic(pattern in any::<String>(), topic in any::<String>()) {
+                for made in [Pattern::glob(&pattern), Pattern::prefix(&pattern)].into_iter().flatten() {
+                    let _ = made.matches(&topic);
+                    prop_assert_eq!(made.as_str(), pattern.as_str());
+                }
+            }
+        }
+    }
 }

@@ -3,6 +3,7 @@
 use std::{
     fmt,
     future::Future,
+    net::IpAddr,
     pin::Pin,
     sync::Arc,
     task::{Context, Poll, ready},
@@ -11,19 +12,37 @@ use std::{
 use http::{HeaderMap, HeaderValue, Response, Version, header};
 use pin_project_lite::pin_project;
 
-use super::hooks::Lifecycle;
+use super::{
+    hooks::Lifecycle,
+    limit::{Permit, Refusal},
+};
 use crate::{SseBody, SseSource, body::Config, extension::DisconnectGuard, stream::Source};
 
 pin_project! {
     /// Response future of [`Sse`](crate::Sse).
     pub struct ResponseFuture<F> {
         #[pin]
-        inner: F,
-        config: Arc<Config>,
-        version: Version,
-        guard: Option<DisconnectGuard>,
-        // The request's URI, kept only when hooks or the stream's span need it.
-        uri: Option<http::Uri>,
+        state: State<F>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F> {
+        Call {
+            #[pin]
+            inner: F,
+            config: Arc<Config>,
+            version: Version,
+            guard: Option<DisconnectGuard>,
+            // The request's URI, kept only when hooks or the stream's span need it.
+            uri: Option<http::Uri>,
+            // Taken before the call for a request that asked for an event stream.
+            permit: Option<Permit>,
+            client: Option<IpAddr>,
+        },
+        // Over a cap before the inner service was called: `429`.
+        Refused { refusal: Refusal },
     }
 }
 
@@ -34,13 +53,25 @@ impl<F> ResponseFuture<F> {
         version: Version,
         guard: DisconnectGuard,
         uri: Option<http::Uri>,
+        permit: Option<Permit>,
+        client: Option<IpAddr>,
     ) -> Self {
         Self {
-            inner,
-            config,
-            version,
-            guard: Some(guard),
-            uri,
+            state: State::Call {
+                inner,
+                config,
+                version,
+                guard: Some(guard),
+                uri,
+                permit,
+                client,
+            },
+        }
+    }
+
+    pub(crate) fn refused(refusal: Refusal) -> Self {
+        Self {
+            state: State::Refused { refusal },
         }
     }
 }
@@ -59,20 +90,50 @@ where
     type Output = Result<Response<SseBody<B::Stream, B::Passthrough>>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let response = ready!(this.inner.poll(cx))?;
+        let (inner, config, version, guard, uri, permit, client) =
+            match self.project().state.project() {
+                StateProj::Refused { refusal } => {
+                    return Poll::Ready(Ok(refusal.response(SseBody::refused)));
+                }
+                StateProj::Call {
+                    inner,
+                    config,
+                    version,
+                    guard,
+                    uri,
+                    permit,
+                    client,
+                } => (inner, config, version, guard, uri, permit, client),
+            };
+        let response = ready!(inner.poll(cx))?;
         let (mut parts, body) = response.into_parts();
         let body = match body.into_source(&mut parts) {
             Source::Events(stream) => {
-                set_headers(&mut parts.headers, *this.version);
-                let life = this
-                    .uri
+                // Not counted yet (the request did not say it wanted a stream): count it now,
+                // or drop the stream and refuse.
+                let permit = match (config.limits.as_ref(), permit.take()) {
+                    (Some(limits), None) => match limits.acquire(*client) {
+                        Ok(permit) => Some(permit),
+                        Err(refusal) => {
+                            drop(stream);
+                            if let Some(guard) = guard.take() {
+                                guard.finish();
+                            }
+                            return Poll::Ready(Ok(refusal.response(SseBody::refused)));
+                        }
+                    },
+                    (_, permit) => permit,
+                };
+                set_headers(&mut parts.headers, *version);
+                let life = uri
                     .take()
-                    .and_then(|uri| Lifecycle::open(&this.config.hooks, &uri));
-                SseBody::events(stream, this.config.clone(), this.guard.take(), life)
+                    .and_then(|uri| Lifecycle::open(&config.hooks, &uri));
+                SseBody::events(stream, config.clone(), guard.take(), life, permit)
             }
             Source::Passthrough(body) => {
-                if let Some(guard) = this.guard.take() {
+                // Not a stream after all: a permit taken for it is released here.
+                drop(permit.take());
+                if let Some(guard) = guard.take() {
                     guard.finish();
                 }
                 SseBody::passthrough(body)

@@ -5,7 +5,7 @@ use http::{HeaderName, HeaderValue, Method};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_layer::{Identity, Layer};
 
-use super::Sse;
+use super::{Sse, limit::Limits};
 use crate::{Event, Shutdown, body::Config, event::write_lines};
 
 /// Turns a service whose responses carry event streams into one that serves them as
@@ -42,6 +42,7 @@ impl std::fmt::Debug for Config {
             .field("min_write_interval", &self.min_write_interval)
             .field("stall_timeout", &self.stall_timeout)
             .field("hooks", &self.hooks)
+            .field("limits", &self.limits)
             .finish_non_exhaustive()
     }
 }
@@ -362,7 +363,8 @@ impl<C> SseLayer<C> {
     }
 
     /// Calls `hook` once when an event stream ends, with why: the client went away (or was
-    /// dropped for not reading), [`Shutdown`], the stream ended, or it failed.
+    /// dropped for not reading), [`Shutdown`], the stream ended, or it failed. With
+    /// [`max_streams`](Self::max_streams) caps, the stream's slot is free when it runs.
     ///
     /// ```
     /// use tower_sse::{SseLayer, layer::{CloseReason, StreamInfo}};
@@ -472,6 +474,71 @@ impl<C> SseLayer<C> {
     #[must_use]
     pub fn stall_timeout(mut self, timeout: Duration) -> Self {
         self.config_mut().stall_timeout = (!timeout.is_zero()).then_some(timeout);
+        self
+    }
+
+    /// Answers `429 Too Many Requests` (with `Retry-After: 5`) to a request for an event
+    /// stream while `max` streams are open through this layer (default: no cap). Streams are
+    /// counted, not connections: the streams an HTTP/2 connection multiplexes count one each,
+    /// and a request that gets no event stream counts nothing. A stream is counted until its
+    /// body is dropped, however it ended (the client left, a shutdown, the stream ended, a
+    /// stall reset). The count is shared by this layer's clones and every service they make.
+    ///
+    /// A request that says `Accept: text/event-stream` (every `EventSource` does) is counted
+    /// before the inner service is called, so a refused one costs no handler work (no hub
+    /// subscription, no presence change), and at the cap it is refused whatever the handler
+    /// would have answered; any other request is counted only when its response turns out to
+    /// be an event stream, and when refused its stream is dropped unread.
+    ///
+    /// Why here and not in [`serve`](crate::serve): only the layer knows which responses are
+    /// event streams and when each one ends; the server loop sees TCP connections. The server
+    /// loop's part is the client address, for
+    /// [`max_streams_per_client`](Self::max_streams_per_client).
+    ///
+    /// A browser's `EventSource` does not retry after a `429`: it fires `error` and closes
+    /// (`readyState` 2). A page that should try again later does so itself.
+    ///
+    /// ```
+    /// let layer = tower_sse::SseLayer::new().max_streams(10_000);
+    /// # let _ = layer;
+    /// ```
+    #[must_use]
+    pub fn max_streams(mut self, max: usize) -> Self {
+        let per_client = self.config.limits.as_ref().and_then(|l| l.max_per_client);
+        self.config_mut().limits = Some(Limits::new(Some(max), per_client));
+        self
+    }
+
+    /// Answers `429 Too Many Requests` (with `Retry-After: 5`) to a request for an event
+    /// stream while `max` streams are open from the same client IP address (default: no cap).
+    /// Counted as [`max_streams`](Self::max_streams) counts (streams, not connections, until
+    /// the body is dropped); both caps can be set.
+    ///
+    /// The address is read from the request extensions: a [`SocketAddr`](std::net::SocketAddr)
+    /// (which [`serve`](crate::serve) inserts for every request), else axum's
+    /// `ConnectInfo<SocketAddr>` (`axum::serve` with `into_make_service_with_connect_info`).
+    /// A request with neither is held only to `max_streams`. Behind a reverse proxy every
+    /// client has the proxy's address: insert the real one as a `SocketAddr` extension in a
+    /// middleware before this layer (from a header only the proxy can set), or leave this cap
+    /// off. IPv6 clients are counted by full address, so one host with a /64 has many.
+    ///
+    /// ```
+    /// use axum::{Router, routing::get};
+    /// use tower_sse::SseLayer;
+    ///
+    /// # async fn run() -> std::io::Result<()> {
+    /// let app = Router::new()
+    ///     .route("/events", get(|| async { "…" }))
+    ///     .layer(SseLayer::new().max_streams(10_000).max_streams_per_client(8));
+    /// let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+    /// // `serve` gives every request its peer's address.
+    /// tower_sse::serve(listener, app).await
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn max_streams_per_client(mut self, max: usize) -> Self {
+        let total = self.config.limits.as_ref().and_then(|l| l.max_streams);
+        self.config_mut().limits = Some(Limits::new(total, Some(max)));
         self
     }
 

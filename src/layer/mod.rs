@@ -48,6 +48,7 @@ mod layer;
 mod service;
 
 pub(crate) mod hooks;
+pub(crate) mod limit;
 
 pub use self::{
     hooks::{CloseReason, OnClose, OnError, OnOpen, StreamInfo},

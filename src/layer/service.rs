@@ -6,7 +6,7 @@ use std::{
 use http::{Request, Response};
 use tower_service::Service;
 
-use super::{SseLayer, future::ResponseFuture};
+use super::{SseLayer, future::ResponseFuture, limit};
 use crate::{Disconnect, LastEventId, SseBody, SseSource, body::Config};
 
 /// The service made by [`SseLayer`]. See the [module docs](crate::layer).
@@ -77,6 +77,23 @@ where
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
         let version = req.version();
+        // With caps: a request that asks for an event stream is counted before the handler
+        // runs (refused, it costs no handler work); any other is counted if its response
+        // turns out to be an event stream.
+        let mut permit = None;
+        let client = self
+            .config
+            .limits
+            .as_ref()
+            .and_then(|_| limit::client_addr(&req));
+        if let Some(limits) = &self.config.limits {
+            if limit::wants_event_stream(&req) {
+                match limits.acquire(client) {
+                    Ok(acquired) => permit = Some(acquired),
+                    Err(refusal) => return ResponseFuture::refused(refusal),
+                }
+            }
+        }
         // Only kept when a hook or the stream's `tracing` span will read it.
         let uri = (!self.config.hooks.is_empty() || tracing::enabled!(tracing::Level::DEBUG))
             .then(|| req.uri().clone());
@@ -92,6 +109,8 @@ where
             version,
             guard,
             uri,
+            permit,
+            client,
         )
     }
 }

@@ -358,4 +358,170 @@ mod tests {
             assert!(raw_event(bad).is_none(), "{bad:?}");
         }
     }
+
+    // Reads events back with the crate's decoder (feature `client-plain`).
+    #[cfg(feature = "client-plain")]
+    mod properties {
+        //! The codec as a property: what any broker hands back (written by anyone) never
+        //! panics the reader, and what the hub writes comes back exactly.
+
+        use proptest::prelude::*;
+
+        use super::*;
+        use crate::client::Decoder;
+
+        /// Strings rich in the codec's own bytes (`T`, digits, `:`, LF) and in line breaks.
+        fn text() -> impl Strategy<Value = String> {
+            let special = prop_oneof![
+                Just('T'),
+                Just('A'),
+                Just('P'),
+                Just('C'),
+                Just('1'),
+                Just(':'),
+                Just('\n'),
+                Just('\r'),
+                Just(' '),
+                Just('\0'),
+                any::<char>(),
+            ];
+            prop_oneof![
+                prop::collection::vec(special, 0..16).prop_map(String::from_iter),
+                any::<String>(),
+            ]
+        }
+
+        /// An event as the crate's `Event` encoder makes it, from any strings (fields the
+        /// encoder refuses are left out).
+        fn event() -> impl Strategy<Value = Event> {
+            (
+                prop::option::of(text()),
+                prop::option::of(text()),
+                prop::option::of(text()),
+                prop::option::of(text()),
+                prop::option::of(0u64..100_000),
+            )
+                .prop_map(|(comment, kind, id, data, retry)| {
+                    let mut event = Event::new();
+                    if let Some(comment) = comment {
+                        event = event.comment(comment);
+                    }
+                    if let Some(retry) = retry {
+                        event = event.retry(std::time::Duration::from_millis(retry));
+                    }
+                    if let Some(kind) = kind.filter(|k| !k.contains(['\r', '\n'])) {
+                        event = event.event(kind);
+                    }
+                    if let Some(id) = id.filter(|i| !i.contains(['\r', '\n', '\0'])) {
+                        event = event.id(id);
+                    }
+                    if let Some(data) = data {
+                        event = event.data(data);
+                    }
+                    event
+                })
+        }
+
+        /// The fields a broker stores for `event` (as `broker::fields_of` makes them): no id,
+        /// no final blank line.
+        fn fields_of(event: Event) -> Bytes {
+            let mut fields = event.encode().without_id();
+            if fields.ends_with(b"\n") {
+                fields.truncate(fields.len() - 1);
+            }
+            fields
+        }
+
+        /// Every frame a fresh decoder reads from `bytes` (ids aside).
+        fn frames(bytes: &[u8]) -> Vec<crate::client::Frame> {
+            let mut decoder = Decoder::new();
+            decoder.feed(bytes);
+            let mut out = Vec::new();
+            while let Some(frame) = decoder.decode_eof().unwrap() {
+                out.push(frame);
+            }
+            out
+        }
+
+        fn targets() -> impl Strategy<Value = Targets> {
+            prop_oneof![
+                1 => Just(Targets::All),
+                4 => prop::collection::btree_set(text(), 1..6)
+                    .prop_map(|names| Targets::Topics(names.into_iter().map(Into::into).collect())),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 512, failure_persistence: None, ..ProptestConfig::default() })]
+
+            #[test]
+            fn decode_never_panics_on_any_bytes(bytes in any::<Vec<u8>>()) {
+                let _ = decode(&Bytes::from(bytes));
+            }
+
+            /// Valid entries with bytes changed, cut or added: refused or read, never a panic;
+            /// what is read is what an encoder would write for it.
+            #[test]
+            fn decode_never_panics_on_damaged_entries(
+                targets in targets(),
+                private in any::<bool>(),
+                event in event(),
+                cut in any::<prop::sample::Index>(),
+                at in any::<prop::sample::Index>(),
+                byte in any::<u8>(),
+            ) {
+                let mut bytes = encode(&targets, private, false, Some(&fields_of(event))).to_vec();
+                if !bytes.is_empty() {
+                    let at = at.index(bytes.len());
+                    bytes[at] = byte;
+                    bytes.truncate(cut.index(bytes.len() + 1).max(at));
+                }
+                if let Ok(entry) = decode(&Bytes::from(bytes.clone())) {
+                    let again = encode(&entry.targets, entry.private, entry.close, entry.fields.as_deref());
+                    prop_assert_eq!(&again[..], &bytes[..]);
+                }
+            }
+
+            /// encode → decode gives back the topics, flags and fields, for any topics and any
+            /// event the crate's encoder makes; stamped with a position, the event reads back
+            /// as the original with that id.
+            #[test]
+            fn encode_then_decode_round_trips(
+                targets in targets(),
+                private in any::<bool>(),
+                close in any::<bool>(),
+                event in prop::option::of(event()),
+                pos in 1u64..u64::MAX,
+            ) {
+                // The hub writes no fields only for a close without a final event.
+                prop_assume!(event.is_some() || close);
+                let original = event.clone().map(|e| frames(&e.encode().into_bytes()));
+                let fields = event.map(fields_of);
+                let bytes = encode(&targets, private, close, fields.as_deref());
+                let entry = match decode(&bytes) {
+                    Ok(entry) => entry,
+                    Err(BadEntry) => return Err(TestCaseError::fail(format!("refused {bytes:?}"))),
+                };
+                prop_assert_eq!(&entry.targets, &targets);
+                prop_assert_eq!((entry.private, entry.close), (private, close));
+                let kept = fields.clone().filter(|f| !(f.is_empty() && close));
+                prop_assert_eq!(&entry.fields, &kept);
+                if let (Some(fields), Some(original)) = (entry.fields, original) {
+                    let stamped = stamp(&fields, pos).expect("decode checked the fields");
+                    let id = pos.to_string();
+                    prop_assert_eq!(stamped.id(), Some(id.as_str()));
+                    let mut read = frames(stamped.as_bytes());
+                    let mut want = original;
+                    // The stored event carries the position as its id; events without data
+                    // dispatch nothing, with or without it.
+                    for frame in want.iter_mut().chain(read.iter_mut()) {
+                        if let crate::client::Frame::Event(e) = frame {
+                            *e = crate::client::MessageEvent::new(e.event(), e.data(), "");
+                        }
+                    }
+                    prop_assert_eq!(read, want);
+                }
+            }
+        }
+    }
 }
