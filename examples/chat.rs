@@ -859,21 +859,10 @@ async fn rooms_events(
         [user] => Some(user.clone()),
         _ => return error(StatusCode::BAD_REQUEST, "at most one user"),
     };
-    if let Some(user) = &user {
-        let known = match chat.inner.store.token_of(user).await {
-            Ok(known) => known,
-            Err(StoreDown) => return unavailable(),
-        };
-        let authorized = token(&headers)
-            .zip(known)
-            .is_some_and(|(given, token)| same_token(&token, given));
-        if !authorized {
-            return error(
-                StatusCode::UNAUTHORIZED,
-                "a valid token for this user is needed",
-            );
-        }
-        chat.inner.store.touch_claim(user);
+    if let Some(user) = &user
+        && let Err(response) = chat.check_token(&headers, user).await
+    {
+        return response;
     }
     let mut rooms = query_values(query.as_deref(), "room");
     rooms.sort_unstable();
@@ -1070,26 +1059,37 @@ fn same_token(a: &str, b: &str) -> bool {
             == 0
 }
 
+impl Chat {
+    /// The request carries `user`'s token (cookie or bearer): else a `401` (or a `503` when the
+    /// store is down). Using the token keeps the claim from expiring.
+    async fn check_token(&self, headers: &HeaderMap, user: &str) -> Result<(), Response> {
+        let known = match self.inner.store.token_of(user).await {
+            Ok(known) => known,
+            Err(StoreDown) => return Err(unavailable()),
+        };
+        let authorized = token(headers)
+            .zip(known)
+            .is_some_and(|(given, token)| same_token(&token, given));
+        if !authorized {
+            return Err(error(
+                StatusCode::UNAUTHORIZED,
+                "a valid token for this user is needed",
+            ));
+        }
+        self.inner.store.touch_claim(user);
+        Ok(())
+    }
+}
+
 async fn user_events(
     State(chat): State<Chat>,
     Path(user): Path<String>,
     headers: HeaderMap,
     last: Option<LastEventId>,
 ) -> Response {
-    let known = match chat.inner.store.token_of(&user).await {
-        Ok(known) => known,
-        Err(StoreDown) => return unavailable(),
-    };
-    let authorized = token(&headers)
-        .zip(known)
-        .is_some_and(|(given, token)| same_token(&token, given));
-    if !authorized {
-        return error(
-            StatusCode::UNAUTHORIZED,
-            "a valid token for this user is needed",
-        );
+    if let Err(response) = chat.check_token(&headers, &user).await {
+        return response;
     }
-    chat.inner.store.touch_claim(&user);
     let claims = LoggedIn(user.clone());
     let last = last.as_ref().map(LastEventId::as_str);
     match chat
