@@ -15,7 +15,8 @@
 //! default 10000) and `MAX_STREAMS_PER_CLIENT` (from one IP address, default 16; `0` turns
 //! either off), `CLAIM_IDLE_SECS` (a claimed name is freed after this long unused, default
 //! 86400) and `ROOM_IDLE_SECS` (a room without messages or streams is removed after this long,
-//! default 3600), `REDIS_URL` or `NATS_URL` (see below).
+//! default 3600), `COMPRESSION` (event streams compressed per event as the browser asks:
+//! zstd, br, gzip or deflate; default `true`), `REDIS_URL` or `NATS_URL` (see below).
 //!
 //! # Several processes: `REDIS_URL`
 //!
@@ -139,7 +140,7 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::net::TcpListener;
 use tower_sse::{
-    EncodedEvent, Event, EventStream, LastEventId, Shutdown, SseLayer,
+    Compression, EncodedEvent, Event, EventStream, LastEventId, Shutdown, SseLayer,
     hub::{
         Hub, HubBuilder, NatsBroker, Pattern, PublishError, RedisBackend, SubscribeError,
         SubscribeRequest, Subscription,
@@ -185,6 +186,8 @@ pub struct Config {
     /// A room is removed after this long without a message, a stream opened to it or an open
     /// stream. In memory only.
     pub room_idle: Duration,
+    /// Compress event streams per event (gzip, deflate, br, zstd, as the browser asks).
+    pub compression: bool,
 }
 
 impl Default for Config {
@@ -199,6 +202,7 @@ impl Default for Config {
             max_streams_per_client: Some(16),
             claim_idle: Duration::from_secs(24 * 60 * 60),
             room_idle: Duration::from_secs(60 * 60),
+            compression: true,
         }
     }
 }
@@ -1308,6 +1312,9 @@ fn build(config: &Config, shutdown: &Shutdown, hub: HubBuilder, store: Store) ->
         .retry(Duration::from_secs(1))
         .shutdown(shutdown)
         .shutdown_event(Event::new().event("shutdown").data("server stopping"));
+    if config.compression {
+        sse = sse.compression(Compression::new());
+    }
     if let Some(max) = config.max_streams {
         sse = sse.max_streams(max);
     }
@@ -1386,6 +1393,7 @@ async fn main() {
         .filter(|&max| max > 0),
         claim_idle: Duration::from_secs(env_or("CLAIM_IDLE_SECS", defaults.claim_idle.as_secs())),
         room_idle: Duration::from_secs(env_or("ROOM_IDLE_SECS", defaults.room_idle.as_secs())),
+        compression: env_or("COMPRESSION", defaults.compression),
     };
 
     let listener = match TcpListener::bind(addr).await {

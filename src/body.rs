@@ -85,6 +85,9 @@ pub(crate) struct Config {
     pub(crate) hooks: Hooks,
     /// Caps on open streams (`SseLayer::max_streams`), `None`: no cap.
     pub(crate) limits: Option<Limits>,
+    /// Per-event compression (`SseLayer::compression`), `None`: off.
+    #[cfg(feature = "compression")]
+    pub(crate) compression: Option<crate::Compression>,
 }
 
 impl Default for Config {
@@ -101,6 +104,8 @@ impl Default for Config {
             stall_timeout: Some(crate::SseLayer::DEFAULT_STALL_TIMEOUT),
             hooks: Hooks::default(),
             limits: None,
+            #[cfg(feature = "compression")]
+            compression: None,
         }
     }
 }
@@ -157,6 +162,8 @@ pin_project! {
         // When the task polling the body is watched for stalls: told of every frame handed
         // out and of every poll after it (see `crate::stall`).
         stall: Option<Arc<Watch>>,
+        // The response's compressor, when one was negotiated (feature `compression`).
+        compress: crate::compress::Slot,
     }
 }
 
@@ -169,7 +176,14 @@ impl<S> SseBody<S> {
     /// # let _ = body;
     /// ```
     pub fn new(stream: S) -> Self {
-        Self::events(stream, Arc::default(), None, None, None)
+        Self::events(
+            stream,
+            Arc::default(),
+            None,
+            None,
+            None,
+            crate::compress::Slot::none(),
+        )
     }
 }
 
@@ -180,6 +194,7 @@ impl<S, P> SseBody<S, P> {
         guard: Option<DisconnectGuard>,
         life: Option<Box<Lifecycle>>,
         permit: Option<Permit>,
+        compress: crate::compress::Slot,
     ) -> Self {
         Self {
             kind: Kind::Events {
@@ -200,6 +215,7 @@ impl<S, P> SseBody<S, P> {
                     life,
                     stall: None,
                     _permit: permit,
+                    compress,
                 },
             },
         }
@@ -259,14 +275,24 @@ where
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Polled {
         match self.project().kind.project() {
             KindProj::Events { mut events } => {
-                let polled = events.as_mut().poll_events(cx);
-                if let Poll::Ready(Some(Ok(frame))) = &polled {
-                    crate::metrics::frame(frame.data_ref().map_or(0, Bytes::len));
+                let mut polled = events.as_mut().poll_events(cx);
+                if let Poll::Ready(Some(Ok(frame))) = polled {
                     let this = events.project();
+                    let frame = match this.compress.apply(frame) {
+                        Ok(frame) => frame,
+                        Err(err) => {
+                            // A compressor that fails cannot go on: the stream ends with it.
+                            tracing::warn!(error = %err, "compressing the event stream failed; ending the response");
+                            *this.done = true;
+                            return Poll::Ready(Some(Err(err)));
+                        }
+                    };
+                    crate::metrics::frame(frame.data_ref().map_or(0, Bytes::len));
                     if let (Some(watch), Some(timeout)) = (this.stall, this.config.stall_timeout) {
                         // The frame must be taken (the body polled again) by then.
                         watch.frame_out(later(Instant::now(), timeout));
                     }
+                    polled = Poll::Ready(Some(Ok(frame)));
                 }
                 polled
             }
@@ -626,7 +652,14 @@ mod tests {
 
     /// An event-stream body over `stream` with `config`.
     fn body<S>(stream: S, config: Config) -> SseBody<S> {
-        SseBody::events(stream, Arc::new(config), None, None, None)
+        SseBody::events(
+            stream,
+            Arc::new(config),
+            None,
+            None,
+            None,
+            crate::compress::Slot::none(),
+        )
     }
 
     fn frames<S: Stream<Item: SseItem>>(stream: S, max_batch: usize) -> Vec<Bytes> {

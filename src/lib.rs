@@ -87,6 +87,7 @@
 //! | `nats` | `hub::NatsBroker`: the hub on NATS JetStream, so several processes act as one |
 //! | `server` | [`serve`]: HTTP/1.1 and h2c, header-read and write-stall timeouts, stalled HTTP/2 streams reset ([`StallExecutor`]), graceful shutdown |
 //! | `metrics` | counters and gauges through the `metrics` facade (see [`metrics`]) |
+//! | `compression` | `SseLayer::compression`: per-event gzip, deflate, br or zstd, negotiated from `Accept-Encoding` |
 //!
 //! No feature is on by default.
 //!
@@ -125,6 +126,51 @@ pub use stall::StallExecutor;
 #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
 pub mod metrics;
 
+#[cfg(feature = "compression")]
+#[cfg_attr(docsrs, doc(cfg(feature = "compression")))]
+pub mod compress;
+#[cfg(feature = "compression")]
+pub use compress::Compression;
+/// Without the `compression` feature: no response is compressed.
+#[cfg(not(feature = "compression"))]
+mod compress {
+    use bytes::Bytes;
+    use http::HeaderMap;
+    use http_body::Frame;
+
+    /// Nothing is ever negotiated.
+    #[derive(Debug, Clone, Copy)]
+    pub(crate) struct Chosen;
+
+    impl Chosen {
+        pub(crate) fn negotiate(_: &crate::body::Config, _: &HeaderMap) -> Self {
+            Self
+        }
+    }
+
+    /// No compressor: frames pass as they are.
+    #[derive(Debug)]
+    pub(crate) struct Slot;
+
+    impl Slot {
+        pub(crate) fn none() -> Self {
+            Self
+        }
+
+        pub(crate) fn start(_: Chosen, _: &mut HeaderMap) -> Self {
+            Self
+        }
+
+        #[inline(always)]
+        pub(crate) fn apply(
+            &mut self,
+            frame: Frame<Bytes>,
+        ) -> Result<Frame<Bytes>, crate::BoxError> {
+            Ok(frame)
+        }
+    }
+}
+
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub mod axum;
@@ -154,7 +200,8 @@ pub use stream::{EventStream, SseItem, SseSource};
     feature = "nats",
     feature = "metrics",
     feature = "reqwest",
-    feature = "server"
+    feature = "server",
+    feature = "compression"
 ))]
 #[doc = include_str!("../README.md")]
 mod readme {}

@@ -313,6 +313,7 @@ mod tests {
             None,
             life,
             None,
+            crate::compress::Slot::none(),
         ));
         let frames = Arc::default();
         // Counts how often the task is polled (a timer that fires again and again would show).
@@ -390,6 +391,7 @@ mod tests {
             None,
             None,
             None,
+            crate::compress::Slot::none(),
         );
         let task = tokio::spawn(Watched::new(async move {
             let mut body = std::pin::pin!(body);

@@ -1267,6 +1267,17 @@ async fn chromium_two_pages_chat_and_catch_up_exactly_once() {
         counts.values().all(|&n| n == 2),
         "each id once per page: {counts:?}"
     );
+    // The chat compresses its streams: chromium asked for and decoded them, event by event
+    // (the messages above arrived while the streams stayed open).
+    let encodings: HashMap<String, u64> =
+        serde_json::from_value(seen["encodings"].clone()).unwrap();
+    assert!(
+        !encodings.is_empty()
+            && encodings
+                .keys()
+                .all(|e| ["zstd", "br", "gzip", "deflate"].contains(&e.as_str())),
+        "every event stream compressed: {encodings:?}\n{out}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

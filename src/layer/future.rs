@@ -40,22 +40,37 @@ pin_project! {
             // Taken before the call for a request that asked for an event stream.
             permit: Option<Permit>,
             client: Option<IpAddr>,
+            // The compression negotiated from the request (feature `compression`).
+            chosen: crate::compress::Chosen,
         },
         // Over a cap before the inner service was called: `429`.
         Refused { refusal: Refusal },
     }
 }
 
+/// What the service took from the request, for when the response comes.
+pub(crate) struct FromRequest {
+    pub(crate) version: Version,
+    pub(crate) guard: DisconnectGuard,
+    /// The request's URI, kept only when hooks or the stream's span need it.
+    pub(crate) uri: Option<http::Uri>,
+    /// Taken before the call for a request that asked for an event stream.
+    pub(crate) permit: Option<Permit>,
+    pub(crate) client: Option<IpAddr>,
+    /// The compression negotiated from the request's headers.
+    pub(crate) chosen: crate::compress::Chosen,
+}
+
 impl<F> ResponseFuture<F> {
-    pub(crate) fn new(
-        inner: F,
-        config: Arc<Config>,
-        version: Version,
-        guard: DisconnectGuard,
-        uri: Option<http::Uri>,
-        permit: Option<Permit>,
-        client: Option<IpAddr>,
-    ) -> Self {
+    pub(crate) fn new(inner: F, config: Arc<Config>, request: FromRequest) -> Self {
+        let FromRequest {
+            version,
+            guard,
+            uri,
+            permit,
+            client,
+            chosen,
+        } = request;
         Self {
             state: State::Call {
                 inner,
@@ -65,6 +80,7 @@ impl<F> ResponseFuture<F> {
                 uri,
                 permit,
                 client,
+                chosen,
             },
         }
     }
@@ -90,7 +106,7 @@ where
     type Output = Result<Response<SseBody<B::Stream, B::Passthrough>>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let (inner, config, version, guard, uri, permit, client) =
+        let (inner, config, version, guard, uri, permit, client, chosen) =
             match self.project().state.project() {
                 StateProj::Refused { refusal } => {
                     return Poll::Ready(Ok(refusal.response(SseBody::refused)));
@@ -103,7 +119,8 @@ where
                     uri,
                     permit,
                     client,
-                } => (inner, config, version, guard, uri, permit, client),
+                    chosen,
+                } => (inner, config, version, guard, uri, permit, client, *chosen),
             };
         let response = ready!(inner.poll(cx))?;
         let (mut parts, body) = response.into_parts();
@@ -128,7 +145,8 @@ where
                 let life = uri
                     .take()
                     .and_then(|uri| Lifecycle::open(&config.hooks, &uri));
-                SseBody::events(stream, config.clone(), guard.take(), life, permit)
+                let compress = crate::compress::Slot::start(chosen, &mut parts.headers);
+                SseBody::events(stream, config.clone(), guard.take(), life, permit, compress)
             }
             Source::Passthrough(body) => {
                 // Not a stream after all: a permit taken for it is released here.

@@ -477,6 +477,31 @@ impl<C> SseLayer<C> {
         self
     }
 
+    /// Compresses event streams, event by event (feature `compression`; off by default).
+    ///
+    /// The encoding is negotiated from the request's `Accept-Encoding` among those
+    /// `compression` allows (gzip, deflate, br, zstd; q-values honoured). Each frame is
+    /// compressed and **flushed**, so every event decodes the moment it arrives, while the
+    /// compressor's window spans the whole stream (repeated field names and JSON keys cost a
+    /// few bytes). The response gets `Content-Encoding` and `Vary: Accept-Encoding`; a response
+    /// that already has a `Content-Encoding`, and every response that is not an event stream,
+    /// is left alone. See [`compress`](crate::compress) for the trade-offs (a compressor's
+    /// state per open stream; CPU per event).
+    ///
+    /// ```
+    /// use tower_sse::{Compression, SseLayer};
+    ///
+    /// let layer = SseLayer::new().compression(Compression::new());
+    /// # let _ = layer;
+    /// ```
+    #[cfg(feature = "compression")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "compression")))]
+    #[must_use]
+    pub fn compression(mut self, compression: crate::Compression) -> Self {
+        self.config_mut().compression = Some(compression);
+        self
+    }
+
     /// Answers `429 Too Many Requests` (with `Retry-After: 5`) to a request for an event
     /// stream while `max` streams are open through this layer (default: no cap). Streams are
     /// counted, not connections: the streams an HTTP/2 connection multiplexes count one each,

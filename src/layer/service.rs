@@ -6,7 +6,11 @@ use std::{
 use http::{Request, Response};
 use tower_service::Service;
 
-use super::{SseLayer, future::ResponseFuture, limit};
+use super::{
+    SseLayer,
+    future::{FromRequest, ResponseFuture},
+    limit,
+};
 use crate::{Disconnect, LastEventId, SseBody, SseSource, body::Config};
 
 /// The service made by [`SseLayer`]. See the [module docs](crate::layer).
@@ -100,17 +104,21 @@ where
         if let Some(id) = LastEventId::from_request(&req) {
             req.extensions_mut().insert(id);
         }
+        let chosen = crate::compress::Chosen::negotiate(&self.config, req.headers());
         let disconnect = Disconnect::new();
         let guard = disconnect.guard();
         req.extensions_mut().insert(disconnect);
         ResponseFuture::new(
             self.inner.call(req),
             self.config.clone(),
-            version,
-            guard,
-            uri,
-            permit,
-            client,
+            FromRequest {
+                version,
+                guard,
+                uri,
+                permit,
+                client,
+                chosen,
+            },
         )
     }
 }

@@ -14,7 +14,7 @@
 // ones are `#dms li.dm[data-text]`; `#status[data-opens]` counts the room stream's opens.
 //
 // Prints one JSON line {"a": [texts], "b": [texts], "a_opens", "b_opens", "dm": [texts],
-// "ids": {id: count over both pages}} and exits 0; on failure prints the pages and console to
+// "ids": {id: count over both pages}, "encodings": {content-encoding: event streams}} and exits 0; on failure prints the pages and console to
 // stderr and exits 1. Two browser contexts, so each page has its own login cookie.
 import { chromium } from 'playwright-core';
 import { parseArgs } from 'node:util';
@@ -38,6 +38,7 @@ const watchdog = setTimeout(() => {
 watchdog.unref();
 
 const log = [];
+const encodings = {};
 const step = (s) => log.push(`step: ${s}`);
 let browser;
 let pages = [];
@@ -93,6 +94,14 @@ try {
     const page = await context.newPage();
     page.on('console', (m) => log.push(`${name} console.${m.type()}: ${m.text()}`));
     page.on('pageerror', (e) => log.push(`${name} pageerror: ${e.message}`));
+    // The Content-Encoding of every event stream the page opened (the chat compresses them).
+    page.on('response', (r) => {
+      const headers = r.headers();
+      if ((headers['content-type'] || '').startsWith('text/event-stream')) {
+        const encoding = headers['content-encoding'] || 'identity';
+        encodings[encoding] = (encodings[encoding] || 0) + 1;
+      }
+    });
     page.on('requestfailed', (r) => log.push(`${name} requestfailed: ${r.url()} ${r.failure()?.errorText ?? ''}`));
     pages.push([name, page]);
     return page;
@@ -176,6 +185,7 @@ try {
       dm,
       ids,
       unknown_room: unknownRoom,
+      encodings,
     }) + '\n',
   );
   exitCode = 0;
