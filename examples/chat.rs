@@ -103,7 +103,7 @@
 //! Every stream answers with an `Sse-Replay` header (`none`, `complete` or `history-lost`, see
 //! `tower_sse::replay::REPLAY_HEADER`). When the page's last id is unknown (evicted from the
 //! `HISTORY` window, or from before a restart) the stream starts with an
-//! `event: history-lost` (no id), then sends the retained history and live messages.
+//! `event: history-lost` (no id), then sends the newest 100 retained messages and live ones.
 //!
 //! # Slow clients
 //!

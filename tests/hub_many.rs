@@ -209,6 +209,67 @@ async fn an_unknown_cursor_is_history_lost_then_all_or_nothing() {
     assert_eq!(lost.replay(), Replay::HistoryLost);
 }
 
+/// The default for an unknown id is bounded: the newest `UnknownId::DEFAULT_RECENT` events of
+/// everything selected, in hub order (it was the whole history: up to 1 MiB per topic for a
+/// made-up id). `SendHistory` still sends it all; `SendRecent(n)` the newest `n`.
+#[tokio::test]
+async fn an_unknown_id_gets_the_newest_events_by_default() {
+    let hub = Hub::new();
+    for n in 0..150 {
+        let topic = if n % 2 == 0 { "a" } else { "b" };
+        hub.publish(topic, Event::new().data(n.to_string()))
+            .await
+            .unwrap();
+    }
+    let newest = |n: usize| (150 - n..150).map(|i| i.to_string()).collect::<Vec<_>>();
+    let evens = |n: usize| {
+        (0..150)
+            .step_by(2)
+            .map(|i| i.to_string())
+            .collect::<Vec<_>>()
+            .split_off(75 - n)
+    };
+    // Several topics (the merged path) and one topic (the single-ring path).
+    let mut many = hub
+        .subscriber("a")
+        .topic("b")
+        .last_event_id(Some("made-up"))
+        .subscribe()
+        .await
+        .unwrap();
+    assert_eq!(many.replay(), Replay::HistoryLost);
+    assert_eq!(drain(&mut many), newest(UnknownId::DEFAULT_RECENT));
+    let mut one = hub
+        .subscriber("a")
+        .last_event_id(Some("made-up"))
+        .on_unknown_id(UnknownId::SendRecent(5))
+        .subscribe()
+        .await
+        .unwrap();
+    assert_eq!(one.replay(), Replay::HistoryLost);
+    assert_eq!(drain(&mut one), evens(5));
+    let mut all = hub
+        .subscriber("a")
+        .topic("b")
+        .last_event_id(Some("made-up"))
+        .on_unknown_id(UnknownId::SendHistory)
+        .subscribe()
+        .await
+        .unwrap();
+    assert_eq!(drain(&mut all), newest(150));
+    let mut one_default = hub
+        .subscriber("b")
+        .last_event_id(Some("made-up"))
+        .subscribe()
+        .await
+        .unwrap();
+    assert_eq!(
+        drain(&mut one_default).len(),
+        75,
+        "fewer retained than the bound"
+    );
+}
+
 #[tokio::test]
 async fn a_publisher_id_positions_the_subscription_too() {
     let hub = Hub::new();
@@ -500,13 +561,18 @@ fn resuming_multi_topic_subscribers_get_every_event_once_in_order() {
                             builder = builder.pattern(Pattern::glob(pattern).unwrap());
                         }
                         // Cut before its first event: it has no id, so it asks with one no hub
-                        // issued and gets the whole history (which holds everything here).
+                        // issued and asks for the whole history (which holds everything here).
                         let cursor = match (&last, subscribed.is_some()) {
                             (Some(id), _) => Some(id.as_str()),
                             (None, true) => None,
                             (None, false) => Some("\u{1}none"),
                         };
-                        let mut sub = builder.last_event_id(cursor).subscribe().await.unwrap();
+                        let mut sub = builder
+                            .last_event_id(cursor)
+                            .on_unknown_id(UnknownId::SendHistory)
+                            .subscribe()
+                            .await
+                            .unwrap();
                         if let Some(subscribed) = subscribed.take() {
                             let _ = subscribed.send(());
                         }

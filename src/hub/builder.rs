@@ -27,7 +27,7 @@ impl Default for Config {
             subscriber_capacity: HubBuilder::DEFAULT_SUBSCRIBER_CAPACITY,
             client_capacity: HubBuilder::DEFAULT_CLIENT_CAPACITY,
             auto_create: true,
-            on_unknown_id: UnknownId::SendHistory,
+            on_unknown_id: UnknownId::DEFAULT,
             max_topics: HubBuilder::DEFAULT_MAX_TOPICS,
         }
     }
@@ -178,7 +178,8 @@ impl HubBuilder {
     }
 
     /// What to send when a `Last-Event-ID` is not in the history (default
-    /// [`UnknownId::SendHistory`]). Can be overridden per subscription.
+    /// [`UnknownId::SendRecent`]`(100)`: the newest 100 events the subscription selects, so a
+    /// made-up id cannot fetch the whole history). Can be overridden per subscription.
     ///
     /// ```
     /// use tower_sse::{hub::Hub, replay::UnknownId};

@@ -31,7 +31,7 @@ use super::{
 };
 use crate::{
     EncodedEvent, Event,
-    replay::{Replay, UnknownId},
+    replay::{Replay, UnknownId, keep_newest},
 };
 
 /// The local core of a hub (see the module docs).
@@ -575,7 +575,7 @@ impl Local {
         let mut entries: Vec<(u128, EncodedEvent)> = Vec::new();
         if last.is_some() {
             let from = cursor.unwrap_or(0);
-            let take_all = cursor.is_none() && on_unknown_id == UnknownId::SendHistory;
+            let take_all = cursor.is_none() && on_unknown_id.newest() > 0;
             for topic in &replayed {
                 let mut state = topic.lock();
                 state.evict(&self.config.history, now);
@@ -615,8 +615,8 @@ impl Local {
             (Some(_), Some(_)) if covered => Replay::Complete,
             _ => Replay::HistoryLost,
         };
-        if replay.is_lost() && on_unknown_id == UnknownId::LiveOnly {
-            entries.clear();
+        if replay.is_lost() {
+            keep_newest(&mut entries, on_unknown_id.newest());
         }
         let through = entries.last().map_or(0, |(pos, _)| *pos);
         let backlog = entries.into_iter().map(|(_, event)| event).collect();

@@ -11,7 +11,7 @@ use super::{
 };
 use crate::{
     EncodedEvent,
-    replay::{History, Limits, Replay, Stored, UnknownId},
+    replay::{History, Limits, Replay, Stored, UnknownId, keep_newest},
 };
 
 pub(super) struct Topic {
@@ -181,13 +181,14 @@ impl TopicState {
             None => (Replay::NotRequested, Vec::new()),
             Some(id) => match self.resume_after(id, own_seq, issued) {
                 Some(after) => (Replay::Complete, after.filter_map(visible).collect()),
-                None => match on_unknown_id {
-                    UnknownId::SendHistory => (
-                        Replay::HistoryLost,
-                        self.history.entries().filter_map(visible).collect(),
-                    ),
-                    UnknownId::LiveOnly => (Replay::HistoryLost, Vec::new()),
-                },
+                None => {
+                    let mut backlog: Vec<_> = match on_unknown_id.newest() {
+                        0 => Vec::new(),
+                        _ => self.history.entries().filter_map(visible).collect(),
+                    };
+                    keep_newest(&mut backlog, on_unknown_id.newest());
+                    (Replay::HistoryLost, backlog)
+                }
             },
         };
         self.subscribers += 1;

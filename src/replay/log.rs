@@ -11,6 +11,7 @@ use tokio::time::Instant;
 use super::{
     Replay, UnknownId,
     history::{History, Limits},
+    outcome::keep_newest,
     resume::{Handoff, Overlap, Resume},
 };
 use crate::EncodedEvent;
@@ -63,7 +64,7 @@ impl ReplayLog {
     /// Default for [`max_age`](Self::max_age): one hour.
     pub const DEFAULT_MAX_AGE: Duration = Limits::DEFAULT.age;
 
-    /// An empty log with the default bounds, sending the whole log for an unknown id.
+    /// An empty log with the default bounds, sending the newest 100 events for an unknown id.
     ///
     /// ```
     /// assert!(tower_sse::replay::ReplayLog::new().is_empty());
@@ -124,7 +125,7 @@ impl ReplayLog {
     }
 
     /// What [`resume`](Self::resume) sends for an id the log does not have (default
-    /// [`UnknownId::SendHistory`]).
+    /// [`UnknownId::SendRecent`]`(100)`).
     ///
     /// ```
     /// use tower_sse::replay::{ReplayLog, UnknownId};
@@ -180,7 +181,7 @@ impl ReplayLog {
     /// taken here or still to come on `live`.
     ///
     /// `None` or an empty id: live events only ([`Replay::NotRequested`]). An id the log does
-    /// not have: [`Replay::HistoryLost`], then the whole log or only live events, per
+    /// not have: [`Replay::HistoryLost`], then the newest events of the log or only live events, per
     /// [`on_unknown_id`](Self::on_unknown_id).
     ///
     /// ```
@@ -220,10 +221,12 @@ impl ReplayLog {
             state.history.evict(&limits, Instant::now());
             match state.history.after_id(id) {
                 Some(after) => (Replay::Complete, after.cloned().collect()),
-                None => match state.on_unknown_id {
-                    UnknownId::LiveOnly => (Replay::HistoryLost, Vec::new()),
-                    UnknownId::SendHistory => {
-                        (Replay::HistoryLost, state.history.all().cloned().collect())
+                None => match state.on_unknown_id.newest() {
+                    0 => (Replay::HistoryLost, Vec::new()),
+                    newest => {
+                        let mut backlog: Vec<_> = state.history.all().cloned().collect();
+                        keep_newest(&mut backlog, newest);
+                        (Replay::HistoryLost, backlog)
                     }
                 },
             }
@@ -267,6 +270,16 @@ mod tests {
         assert_eq!(backlog_ids(&log, "1"), (Replay::HistoryLost, 3));
         let live_only = log.clone().on_unknown_id(UnknownId::LiveOnly);
         assert_eq!(backlog_ids(&live_only, "garbage"), (Replay::HistoryLost, 0));
+        // The default is bounded: a made-up id gets the newest 100, not the whole log.
+        let log = ReplayLog::new();
+        for n in 1..=150 {
+            log.record(Event::new().id(n.to_string()).data("x"));
+        }
+        assert_eq!(backlog_ids(&log, "garbage"), (Replay::HistoryLost, 100));
+        let all = log.clone().on_unknown_id(UnknownId::SendHistory);
+        assert_eq!(backlog_ids(&all, "garbage"), (Replay::HistoryLost, 150));
+        let three = log.clone().on_unknown_id(UnknownId::SendRecent(3));
+        assert_eq!(backlog_ids(&three, "garbage"), (Replay::HistoryLost, 3));
     }
 
     #[test]

@@ -22,8 +22,8 @@
 //! is still in the log, everything after it is either in the replay snapshot or arrives live
 //! after the handler subscribed, and the overlap of the two is removed by id. The log is
 //! bounded by count, bytes and age (one history type serves the log and the hub's topics); an
-//! id that was evicted (or never recorded) is reported as `history-lost`, then the whole log or
-//! nothing is sent, per [`UnknownId`].
+//! id that was evicted (or never recorded) is reported as `history-lost`, then the newest events
+//! (100 by default), the whole log or nothing is sent, per [`UnknownId`].
 //!
 //! # Example
 //!
@@ -76,6 +76,7 @@ mod resume;
 
 pub(crate) use self::{
     history::{Audience, History, Limits, Stored},
+    outcome::keep_newest,
     resume::{Handoff, Overlap},
 };
 pub use self::{

@@ -76,6 +76,12 @@ impl Replay {
 /// Either way the stream reports [`Replay::HistoryLost`], so the caller can tell the client (a
 /// response header, an event) instead of skipping silently.
 ///
+/// The default, [`SendRecent`](Self::SendRecent)`(`[`DEFAULT_RECENT`](Self::DEFAULT_RECENT)`)`,
+/// is bounded: an unknown id costs at most the newest 100 events, not the whole history (a
+/// 100-byte request with a made-up id would otherwise fetch up to `history_bytes`, 1 MiB by
+/// default, per topic). A client that fell behind the history gets the newest events and the
+/// history-lost signal, which tells it to reload what it shows.
+///
 /// ```
 /// use tower_sse::{Event, hub::Hub, replay::{Replay, UnknownId}};
 ///
@@ -86,16 +92,58 @@ impl Replay {
 /// let sub = hub.subscriber("t").last_event_id(Some("garbage")).subscribe().await.unwrap();
 /// assert_eq!(sub.replay(), Replay::HistoryLost);
 /// assert_eq!(sub.backlog_len(), 0);
+///
+/// // The default: at most the newest `DEFAULT_RECENT` events.
+/// let hub = Hub::builder().build();
+/// for n in 0..150 {
+///     hub.publish("t", Event::new().data(n.to_string())).await.unwrap();
+/// }
+/// let sub = hub.subscriber("t").last_event_id(Some("garbage")).subscribe().await.unwrap();
+/// assert_eq!(sub.replay(), Replay::HistoryLost);
+/// assert_eq!(sub.backlog_len(), UnknownId::DEFAULT_RECENT);
 /// # }
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UnknownId {
-    /// Send the whole retained history, then live events (the default). When the id was
+    /// Send the newest `n` retained events (fewer if fewer are retained), then live events.
+    /// The default, with `n` = [`DEFAULT_RECENT`](Self::DEFAULT_RECENT). When the id was
     /// evicted, every retained event is newer than it, so nothing is sent twice.
-    #[default]
+    SendRecent(usize),
+    /// Send the whole retained history, then live events: as much as the history bounds
+    /// allow, to any client that names an unknown id.
     SendHistory,
     /// Send only live events.
     LiveOnly,
+}
+
+impl Default for UnknownId {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
+impl UnknownId {
+    /// The default: [`SendRecent`](Self::SendRecent)`(`[`DEFAULT_RECENT`](Self::DEFAULT_RECENT)`)`.
+    pub const DEFAULT: Self = Self::SendRecent(Self::DEFAULT_RECENT);
+
+    /// The default number of events [`SendRecent`](Self::SendRecent) sends: 100.
+    pub const DEFAULT_RECENT: usize = 100;
+
+    /// How many of the newest retained events to send (`usize::MAX`: all, `0`: none).
+    pub(crate) fn newest(self) -> usize {
+        match self {
+            Self::SendRecent(n) => n,
+            Self::SendHistory => usize::MAX,
+            Self::LiveOnly => 0,
+        }
+    }
+}
+
+/// Keeps the newest `n` of `items` (ordered oldest first).
+pub(crate) fn keep_newest<T>(items: &mut Vec<T>, n: usize) {
+    if items.len() > n {
+        items.drain(..items.len() - n);
+    }
 }
 
 /// The response header that says how the request's `Last-Event-ID` was honoured: `none`,

@@ -41,7 +41,10 @@ use super::{
 };
 #[cfg(feature = "_broker")]
 use crate::replay::Replay;
-use crate::{EncodedEvent, Event, replay::UnknownId};
+use crate::{
+    EncodedEvent, Event,
+    replay::{UnknownId, keep_newest},
+};
 
 /// A boxed future, as the [`Remote`] methods return them.
 #[cfg(feature = "_broker")]
@@ -493,16 +496,19 @@ async fn subscribe_remote(
     } else {
         replay = Replay::HistoryLost;
     }
-    if through.is_none() && on_unknown_id == UnknownId::SendHistory {
+    if through.is_none() && on_unknown_id.newest() > 0 {
         // An unknown id: the newest events (or none), then live.
         through = newest(remote, local, &keep, &mut backlog, &mut owners).await?;
     }
     let mut scanned = 0;
     let mut gave_up = false;
     loop {
-        if replay.is_lost() && on_unknown_id == UnknownId::LiveOnly {
-            backlog.clear();
-            owners.clear();
+        if replay.is_lost() {
+            // `owners` runs beside `backlog`, one entry each.
+            owners.resize(backlog.len(), None);
+            let newest_n = on_unknown_id.newest();
+            keep_newest(&mut backlog, newest_n);
+            keep_newest(&mut owners, newest_n);
         }
         if !more {
             match local.join_after(selection, request, replay, backlog, through, access.clone()) {
@@ -530,7 +536,7 @@ async fn subscribe_remote(
             owners.clear();
             more = false;
             through = None;
-            if on_unknown_id == UnknownId::SendHistory {
+            if on_unknown_id.newest() > 0 {
                 through = newest(remote, local, &keep, &mut backlog, &mut owners).await?;
             }
             continue;
