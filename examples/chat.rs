@@ -88,15 +88,17 @@
 //! request's address). Behind a reverse proxy every client has the proxy's address: raise
 //! `MAX_STREAMS_PER_CLIENT` or set it to `0`.
 //!
-//! In memory, a claimed name whose token was not used (to post, to stream, to log in again)
-//! for `CLAIM_IDLE_SECS`, with no open stream of its direct messages, is freed, and its direct
+//! A claimed name whose token was not used (to post, to stream, to log in again) for
+//! `CLAIM_IDLE_SECS`, with no open stream of its direct messages, is freed, and its direct
 //! messages' history goes with it (a new owner of the name never reads the old one's); a room
 //! without a message or a stream for `ROOM_IDLE_SECS` is removed with its history (`404`
 //! after). A task sweeps every quarter of the shorter time (1 s to 1 min). With `REDIS_URL` or
-//! `NATS_URL` the names and rooms are only capped at 10,000 each, not expired: shared by every
-//! process, they would need the store's own expiry (a key per name with `EXPIRE` refreshed on
-//! use, or `HEXPIRE` on Redis 7.4+; a bucket `max_age` with a re-`put` on use on NATS) and a
-//! check that no process has a stream open; that is not done here.
+//! `NATS_URL` (names and rooms also capped at 10,000 each) the uses are recorded in the store
+//! (the sorted set `chat:active`; the bucket `CHAT_ACTIVE`), at most once per eighth of the idle
+//! time per name or room, and each sweep also records the streams its process has open; any
+//! process that finds a record idle removes it, checked in the store against a use meanwhile (a
+//! Lua script; a revision-checked delete), and closes its topic on every process. The
+//! processes' clocks must agree to well within the idle times.
 //!
 //! # Replay and "history lost"
 //!
@@ -181,10 +183,10 @@ pub struct Config {
     /// Most open event streams from one client address (`429` beyond), `None`: no cap.
     pub max_streams_per_client: Option<usize>,
     /// A claimed name is freed after this long without its token being used (and without an
-    /// open stream of its direct messages). In memory only.
+    /// open stream of its direct messages).
     pub claim_idle: Duration,
     /// A room is removed after this long without a message, a stream opened to it or an open
-    /// stream. In memory only.
+    /// stream.
     pub room_idle: Duration,
     /// Compress event streams per event (gzip, deflate, br, zstd, as the browser asks).
     pub compression: bool,
@@ -224,6 +226,9 @@ struct ChatInner {
     claim_idle: Duration,
     /// See [`Config::room_idle`].
     room_idle: Duration,
+    /// With a shared store: when this process last recorded a use of a room or a claim there
+    /// (so a busy room costs one write per eighth of its idle time, not one per message).
+    touched: Mutex<HashMap<(Kind, String), Instant>>,
 }
 
 /// Where rooms and logins live: this process, or Redis (shared by every process).
@@ -244,6 +249,8 @@ enum Store {
 struct NatsStore {
     rooms: async_nats::jetstream::kv::Store,
     tokens: async_nats::jetstream::kv::Store,
+    /// `r<key>` / `u<key>` → `"<last use, Unix ms> <name>"`, for expiry.
+    active: async_nats::jetstream::kv::Store,
     jetstream: async_nats::jetstream::Context,
 }
 
@@ -316,6 +323,45 @@ struct MemoryClaim {
 
 const ROOMS_KEY: &str = "chat:rooms";
 const TOKENS_KEY: &str = "chat:tokens";
+/// Sorted set: `r:<room>` / `u:<user>` → last use (Unix ms), for expiry.
+const ACTIVE_KEY: &str = "chat:active";
+
+/// Removes a room or a claim if its last use is not after the cutoff, atomically (a process
+/// that used it meanwhile wins): `KEYS` = the activity set and the room or token hash, `ARGV`
+/// = the member, the cutoff (Unix ms), the hash field. Returns 1 when it removed it.
+const EXPIRE_SCRIPT: &str = r"
+local used = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if used and tonumber(used) <= tonumber(ARGV[2]) then
+  redis.call('ZREM', KEYS[1], ARGV[1])
+  redis.call('HDEL', KEYS[2], ARGV[3])
+  return 1
+end
+return 0
+";
+
+/// What an activity record is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Kind {
+    Room,
+    User,
+}
+
+impl Kind {
+    fn tag(self) -> char {
+        match self {
+            Self::Room => 'r',
+            Self::User => 'u',
+        }
+    }
+
+    fn of(tag: char) -> Option<Self> {
+        match tag {
+            'r' => Some(Self::Room),
+            'u' => Some(Self::User),
+            _ => None,
+        }
+    }
+}
 
 /// The outcome of a login.
 enum Claim {
@@ -361,6 +407,7 @@ impl Store {
                 let value = serde_json::to_string(&name).unwrap_or_default();
                 Self::query::<()>(conn, redis::cmd("HSET").arg(ROOMS_KEY).arg(id).arg(value))
                     .await?;
+                self.touch(Kind::Room, id).await?;
                 Ok(true)
             }
             Self::Nats(nats) => {
@@ -372,6 +419,7 @@ impl Store {
                 }
                 let value = serde_json::to_string(&name).unwrap_or_default();
                 nats_call(rooms.put(nats_key(id), value.into())).await?;
+                self.touch(Kind::Room, id).await?;
                 Ok(true)
             }
         }
@@ -438,6 +486,7 @@ impl Store {
                 )
                 .await?;
                 if set {
+                    self.touch(Kind::User, user).await?;
                     return Ok(Claim::New);
                 }
                 // Someone else got there first.
@@ -461,7 +510,10 @@ impl Store {
                 .await
                 .map_err(|_| StoreDown::nats("timed out"))?;
                 match created {
-                    Ok(_) => Ok(Claim::New),
+                    Ok(_) => {
+                        self.touch(Kind::User, user).await?;
+                        Ok(Claim::New)
+                    }
                     Err(err)
                         if err.kind()
                             == async_nats::jetstream::kv::CreateErrorKind::AlreadyExists =>
@@ -491,6 +543,141 @@ impl Store {
         if let Self::Memory { tokens, .. } = self {
             if let Some(claim) = lock(tokens).get_mut(user) {
                 claim.used = Instant::now();
+            }
+        }
+    }
+
+    /// Records a use of a room or a claim now (shared stores; in memory the records are
+    /// touched where they live).
+    async fn touch(&self, kind: Kind, name: &str) -> Result<(), StoreDown> {
+        match self {
+            Self::Memory { .. } => Ok(()),
+            Self::Redis(conn) => {
+                let member = format!("{}:{name}", kind.tag());
+                Self::query(
+                    conn,
+                    redis::cmd("ZADD").arg(ACTIVE_KEY).arg(now_ms()).arg(member),
+                )
+                .await
+            }
+            Self::Nats(nats) => {
+                let key = format!("{}{}", kind.tag(), nats_key(name));
+                let value = format!("{} {name}", now_ms());
+                nats_call(nats.active.put(key, value.into())).await?;
+                Ok(())
+            }
+        }
+    }
+
+    /// Every activity record of a shared store: what, its name, its last use (Unix ms).
+    async fn activity(&self) -> Result<Vec<(Kind, String, u64)>, StoreDown> {
+        match self {
+            Self::Memory { .. } => Ok(Vec::new()),
+            Self::Redis(conn) => {
+                let records: Vec<(String, u64)> = Self::query(
+                    conn,
+                    redis::cmd("ZRANGE")
+                        .arg(ACTIVE_KEY)
+                        .arg(0)
+                        .arg(-1)
+                        .arg("WITHSCORES"),
+                )
+                .await?;
+                Ok(records
+                    .into_iter()
+                    .filter_map(|(member, used)| {
+                        let (tag, name) = member.split_once(':')?;
+                        let kind = Kind::of(tag.chars().next()?)?;
+                        Some((kind, name.to_owned(), used))
+                    })
+                    .collect())
+            }
+            Self::Nats(nats) => {
+                use futures_util::TryStreamExt as _;
+                let keys: Vec<String> = nats_call(async {
+                    nats.active
+                        .keys()
+                        .await
+                        .map_err(|err| err.to_string())?
+                        .try_collect()
+                        .await
+                        .map_err(|err| err.to_string())
+                })
+                .await?;
+                let mut records = Vec::with_capacity(keys.len());
+                for key in keys {
+                    let Some(value) = nats_call(nats.active.get(&key)).await? else {
+                        continue;
+                    };
+                    let value = String::from_utf8_lossy(&value);
+                    let (Some(kind), Some((used, name))) =
+                        (key.chars().next().and_then(Kind::of), value.split_once(' '))
+                    else {
+                        continue;
+                    };
+                    if let Ok(used) = used.parse() {
+                        records.push((kind, name.to_owned(), used));
+                    }
+                }
+                Ok(records)
+            }
+        }
+    }
+
+    /// Removes a room or a claim, with its activity record, if it was not used after `cutoff`
+    /// (Unix ms), atomically against a use on another process. `true` when it went.
+    async fn remove_if_idle(&self, kind: Kind, name: &str, cutoff: u64) -> Result<bool, StoreDown> {
+        match self {
+            Self::Memory { .. } => Ok(false),
+            Self::Redis(conn) => {
+                let hash = match kind {
+                    Kind::Room => ROOMS_KEY,
+                    Kind::User => TOKENS_KEY,
+                };
+                let mut conn = conn.clone();
+                let script = redis::Script::new(EXPIRE_SCRIPT);
+                let mut invocation = script.key(ACTIVE_KEY);
+                invocation
+                    .key(hash)
+                    .arg(format!("{}:{name}", kind.tag()))
+                    .arg(cutoff)
+                    .arg(name);
+                let call = invocation.invoke_async::<i64>(&mut conn);
+                match tokio::time::timeout(Duration::from_secs(2), call).await {
+                    Ok(result) => Ok(result? == 1),
+                    Err(_) => Err(StoreDown),
+                }
+            }
+            Self::Nats(nats) => {
+                let key = format!("{}{}", kind.tag(), nats_key(name));
+                let Some(entry) = nats_call(nats.active.entry(key.clone())).await? else {
+                    return Ok(false);
+                };
+                let used = String::from_utf8_lossy(&entry.value)
+                    .split_once(' ')
+                    .and_then(|(used, _)| used.parse::<u64>().ok());
+                if entry.operation != async_nats::jetstream::kv::Operation::Put
+                    || used.is_none_or(|used| used > cutoff)
+                {
+                    return Ok(false);
+                }
+                // Only if nobody wrote it since: another process's use keeps it.
+                let deleted = tokio::time::timeout(
+                    Duration::from_secs(2),
+                    nats.active
+                        .delete_expect_revision(&key, Some(entry.revision)),
+                )
+                .await
+                .map_err(|_| StoreDown::nats("timed out"))?;
+                if deleted.is_err() {
+                    return Ok(false);
+                }
+                let bucket = match kind {
+                    Kind::Room => &nats.rooms,
+                    Kind::User => &nats.tokens,
+                };
+                nats_call(bucket.purge(nats_key(name))).await?;
+                Ok(true)
             }
         }
     }
@@ -532,12 +719,15 @@ impl Chat {
     /// in use. Returns how many names and rooms went. A task calls it every so often (see
     /// [`app`]); tests call it after moving a paused clock.
     ///
-    /// In memory only: with `REDIS_URL` or `NATS_URL`, names and rooms are shared by every
-    /// process and only capped ([`MAX_USERS`], [`MAX_ROOMS`]), not expired; see the module
-    /// docs.
+    /// With `REDIS_URL` or `NATS_URL` the names and rooms are shared: each process records
+    /// the uses it sees (posts, logins, streams opened; and, at every run of this, the streams
+    /// it has open) in the store, and whichever process finds a record idle removes it, with
+    /// a check in the store that nobody used it meanwhile (a Lua script on Redis, a
+    /// revision-checked delete on NATS). The processes' clocks must agree to well within the
+    /// idle times.
     pub async fn expire_idle(&self) -> (usize, usize) {
         let Store::Memory { rooms, tokens } = &self.inner.store else {
-            return (0, 0);
+            return self.expire_shared().await;
         };
         let hub = &self.inner.hub;
         let now = Instant::now();
@@ -576,6 +766,73 @@ impl Chat {
         (gone_users.len(), gone_rooms.len())
     }
 
+    /// [`expire_idle`](Self::expire_idle) on a shared store.
+    async fn expire_shared(&self) -> (usize, usize) {
+        let hub = &self.inner.hub;
+        let store = &self.inner.store;
+        {
+            // Forget old throttle marks (the map stays as small as what was used lately).
+            let now = Instant::now();
+            let longest = self.inner.claim_idle.max(self.inner.room_idle);
+            lock(&self.inner.touched).retain(|_, at| now.duration_since(*at) < longest);
+        }
+        let records = match store.activity().await {
+            Ok(records) => records,
+            Err(StoreDown) => return (0, 0),
+        };
+        let now = now_ms();
+        let (mut gone_users, mut gone_rooms) = (0, 0);
+        for (kind, name, used) in records {
+            let open_here = match kind {
+                Kind::User => {
+                    hub.client_connections(&name) > 0
+                        || hub.subscriber_count(&user_topic(&name)) > 0
+                }
+                Kind::Room => hub.subscriber_count(&room_topic(&name)) > 0,
+            };
+            if open_here {
+                // In use on this process: tell the others (this runs at least four times per
+                // idle time, so a record with an open stream anywhere never looks idle).
+                let _ = store.touch(kind, &name).await;
+                continue;
+            }
+            let idle = u64::try_from(self.idle(kind).as_millis()).unwrap_or(u64::MAX);
+            let Some(cutoff) = now.checked_sub(idle) else {
+                continue;
+            };
+            if used > cutoff {
+                continue;
+            }
+            match store.remove_if_idle(kind, &name, cutoff).await {
+                Ok(true) => {
+                    // Its topic goes too, on every process: a new owner of the name never
+                    // reads the old owner's direct messages.
+                    let topic = match kind {
+                        Kind::User => {
+                            gone_users += 1;
+                            user_topic(&name)
+                        }
+                        Kind::Room => {
+                            gone_rooms += 1;
+                            room_topic(&name)
+                        }
+                    };
+                    let _ = hub.close_topic(&topic, None).await;
+                }
+                Ok(false) => {}
+                Err(StoreDown) => break,
+            }
+        }
+        if gone_users + gone_rooms > 0 {
+            tracing::info!(
+                names = gone_users,
+                rooms = gone_rooms,
+                "idle names and rooms expired"
+            );
+        }
+        (gone_users, gone_rooms)
+    }
+
     /// `words` × 64 bits from the operating system's CSPRNG (`getrandom`), as hex: tokens and
     /// room ids nobody can guess from earlier ones.
     fn random_hex(&self, words: usize) -> String {
@@ -591,7 +848,7 @@ impl Chat {
         match self.inner.store.token_of(name).await {
             Ok(None) => Ok(()),
             Ok(Some(known)) if token(headers).is_some_and(|given| same_token(&known, given)) => {
-                self.inner.store.touch_claim(name);
+                self.used(Kind::User, name).await;
                 Ok(())
             }
             Ok(Some(_)) => Err(error(
@@ -602,13 +859,54 @@ impl Chat {
         }
     }
 
-    /// Whether the room exists, or the store's `503`.
+    /// Whether the room exists (and so is in use), or the store's `503`.
     async fn room_exists(&self, room: &str) -> Result<bool, Response> {
-        self.inner
+        let exists = self
+            .inner
             .store
             .room_exists(room)
             .await
-            .map_err(|StoreDown| unavailable())
+            .map_err(|StoreDown| unavailable())?;
+        if exists {
+            self.used(Kind::Room, room).await;
+        }
+        Ok(exists)
+    }
+
+    /// How long a room or a claim may go unused.
+    fn idle(&self, kind: Kind) -> Duration {
+        match kind {
+            Kind::Room => self.inner.room_idle,
+            Kind::User => self.inner.claim_idle,
+        }
+    }
+
+    /// A room or a claim was used. In memory its record notes it; a shared store gets the use
+    /// written, at most once per eighth of the idle time (a failed write is retried by the
+    /// next use, or by the expiry task while a stream is open).
+    async fn used(&self, kind: Kind, name: &str) {
+        if kind == Kind::User {
+            self.inner.store.touch_claim(name);
+        }
+        if matches!(self.inner.store, Store::Memory { .. }) {
+            return;
+        }
+        let every = self.idle(kind) / 8;
+        {
+            let now = Instant::now();
+            let mut touched = lock(&self.inner.touched);
+            let key = (kind, name.to_owned());
+            if touched
+                .get(&key)
+                .is_some_and(|at| now.duration_since(*at) < every)
+            {
+                return;
+            }
+            touched.insert(key, now);
+        }
+        if self.inner.store.touch(kind, name).await.is_err() {
+            lock(&self.inner.touched).remove(&(kind, name.to_owned()));
+        }
     }
 
     /// Publishes a message to its room (the public stream follows every room with a pattern).
@@ -621,7 +919,7 @@ impl Chat {
         idempotency_key: Option<&str>,
     ) -> Result<EncodedEvent, PublishError> {
         match self.inner.store.room_exists(room).await {
-            Ok(true) => {}
+            Ok(true) => self.used(Kind::Room, room).await,
             Ok(false) => return Err(PublishError::UnknownTopic),
             Err(StoreDown) => return Err(PublishError::Unavailable),
         }
@@ -1017,7 +1315,7 @@ async fn login(
         Ok(Claim::Taken(existing))
             if token(&headers).is_some_and(|given| same_token(&existing, given)) =>
         {
-            chat.inner.store.touch_claim(&user);
+            chat.used(Kind::User, &user).await;
             existing
         }
         Ok(Claim::Taken(_)) => return error(StatusCode::CONFLICT, "that user name is taken"),
@@ -1080,7 +1378,7 @@ impl Chat {
                 "a valid token for this user is needed",
             ));
         }
-        self.inner.store.touch_claim(user);
+        self.used(Kind::User, user).await;
         Ok(())
     }
 }
@@ -1232,7 +1530,7 @@ pub async fn app_on_nats(
     let mut jetstream = async_nats::jetstream::new(client);
     jetstream.set_timeout(Duration::from_secs(2));
     let mut buckets = Vec::new();
-    for bucket in ["CHAT_ROOMS", "CHAT_TOKENS"] {
+    for bucket in ["CHAT_ROOMS", "CHAT_TOKENS", "CHAT_ACTIVE"] {
         if let Ok(store) = jetstream.get_key_value(bucket).await {
             buckets.push(store);
             continue;
@@ -1262,6 +1560,7 @@ pub async fn app_on_nats(
                 .map_err(|e| fail(&e))?,
         );
     }
+    let active = buckets.pop().ok_or("no bucket")?;
     let tokens = buckets.pop().ok_or("no bucket")?;
     let rooms = buckets.pop().ok_or("no bucket")?;
     Ok(build(
@@ -1271,6 +1570,7 @@ pub async fn app_on_nats(
         Store::Nats(Box::new(NatsStore {
             rooms,
             tokens,
+            active,
             jetstream,
         })),
     ))
@@ -1298,9 +1598,10 @@ fn build(config: &Config, shutdown: &Shutdown, hub: HubBuilder, store: Store) ->
             connections: AtomicUsize::new(0),
             claim_idle: config.claim_idle,
             room_idle: config.room_idle,
+            touched: Mutex::default(),
         }),
     };
-    if matches!(chat.inner.store, Store::Memory { .. }) {
+    {
         tokio::spawn(expire_every(
             Arc::downgrade(&chat.inner),
             config.claim_idle.min(config.room_idle),

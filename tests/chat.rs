@@ -1870,3 +1870,161 @@ async fn idle_claims_and_empty_rooms_expire() {
     .await;
     assert_eq!(status, S::NOT_FOUND);
 }
+
+/// With a shared store (Redis, NATS) two processes expire idle names and rooms together: a use
+/// on either keeps a record (a post, a login, a stream open on the other process), and once
+/// nothing used it for the idle time, whichever process looks first removes it, with its
+/// topic, for both. Wall-clock times with margins of over a second.
+async fn shared_idle_claims_and_empty_rooms_expire(
+    a: (Router, chat::Chat),
+    b: (Router, chat::Chat),
+) {
+    use axum::http::StatusCode as S;
+    let ((router_a, chat_a), (router_b, chat_b)) = (a, b);
+    let post = Method::POST;
+    let login = |router: Router, user: &'static str| async move {
+        send(
+            &router,
+            Method::POST,
+            "/login",
+            None,
+            json!({ "user": user }),
+        )
+        .await
+    };
+    let (status, alice) = login(router_a.clone(), "alice").await;
+    assert_eq!(status, S::OK);
+    let alice = alice["token"].as_str().unwrap().to_owned();
+    assert_eq!(login(router_a.clone(), "bob").await.0, S::OK);
+    let mut rooms = vec![];
+    for _ in 0..3 {
+        let (status, room) = send(&router_a, post.clone(), "/rooms", None, Value::Null).await;
+        assert_eq!(status, S::CREATED);
+        rooms.push(room["room"].as_str().unwrap().to_owned());
+    }
+    let (talked, watched, empty) = (&rooms[0], &rooms[1], &rooms[2]);
+    // A stream open on `watched` on B only.
+    let stream = {
+        use tower::ServiceExt as _;
+        let request = Request::get(format!("/rooms/{watched}/events"))
+            .body(axum::body::Body::empty())
+            .unwrap();
+        router_b.clone().oneshot(request).await.unwrap()
+    };
+    assert_eq!(stream.status(), S::OK);
+
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    // alice posts to `talked` on B: both records are used now.
+    let message = json!({"user": "alice", "text": "hi"});
+    let path = format!("/rooms/{talked}/messages");
+    let (status, _) = send(
+        &router_b,
+        post.clone(),
+        &path,
+        Some(&alice),
+        message.clone(),
+    )
+    .await;
+    assert_eq!(status, S::ACCEPTED);
+    assert_eq!(
+        chat_a.expire_idle().await,
+        (0, 0),
+        "nothing is idle for 3 s yet"
+    );
+    assert_eq!(
+        chat_b.expire_idle().await,
+        (0, 0),
+        "nothing is idle for 3 s yet"
+    );
+
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    // B looks first (and, with its stream open, marks `watched` used), then A. (The
+    // processes' own expiry tasks run too, every second: they may have been first.)
+    chat_b.expire_idle().await;
+    chat_a.expire_idle().await;
+    for router in [&router_a, &router_b] {
+        let path = format!("/rooms/{empty}/messages");
+        let (status, _) = send(router, post.clone(), &path, None, message.clone()).await;
+        assert_eq!(status, S::NOT_FOUND, "the empty room is gone everywhere");
+    }
+    assert_eq!(
+        login(router_b.clone(), "bob").await.0,
+        S::OK,
+        "bob is free again"
+    );
+    assert_eq!(
+        login(router_b.clone(), "alice").await.0,
+        S::CONFLICT,
+        "alice's name is still hers"
+    );
+    for room in [talked, watched] {
+        let path = format!("/rooms/{room}/messages");
+        let (status, _) = send(
+            &router_a,
+            post.clone(),
+            &path,
+            Some(&alice),
+            message.clone(),
+        )
+        .await;
+        assert_eq!(status, S::ACCEPTED, "{room} is kept");
+    }
+
+    // The stream closes; after another idle time everything unused goes.
+    drop(stream);
+    tokio::time::sleep(Duration::from_millis(3200)).await;
+    chat_a.expire_idle().await;
+    chat_b.expire_idle().await;
+    for room in [talked, watched] {
+        let path = format!("/rooms/{room}/messages");
+        let (status, _) = send(&router_b, post.clone(), &path, None, message.clone()).await;
+        assert_eq!(status, S::NOT_FOUND, "{room} is gone");
+    }
+    assert_eq!(
+        login(router_a, "alice").await.0,
+        S::OK,
+        "alice is free again"
+    );
+}
+
+fn short_idle() -> chat::Config {
+    chat::Config {
+        claim_idle: Duration::from_secs(3),
+        room_idle: Duration::from_secs(3),
+        ..chat::Config::default()
+    }
+}
+
+#[tokio::test]
+async fn on_redis_idle_claims_and_empty_rooms_expire() {
+    let Some(redis) = support::redis::RedisServer::start().await else {
+        return;
+    };
+    let shutdown = Shutdown::new();
+    let config = short_idle();
+    let a = chat::app_on_redis(&config, &shutdown, &redis.url())
+        .await
+        .unwrap();
+    let b = chat::app_on_redis(&config, &shutdown, &redis.url())
+        .await
+        .unwrap();
+    shared_idle_claims_and_empty_rooms_expire(a, b).await;
+    shutdown.trigger();
+}
+
+#[tokio::test]
+async fn on_nats_idle_claims_and_empty_rooms_expire() {
+    let Some(nats) = support::nats::NatsServer::start().await else {
+        return;
+    };
+    let shutdown = Shutdown::new();
+    let config = short_idle();
+    let a = chat::app_on_nats(&config, &shutdown, &nats.url())
+        .await
+        .unwrap();
+    let b = chat::app_on_nats(&config, &shutdown, &nats.url())
+        .await
+        .unwrap();
+    shared_idle_claims_and_empty_rooms_expire(a, b).await;
+    shutdown.trigger();
+}
