@@ -10,9 +10,13 @@
 //! | `tower_sse_slow_disconnects_total` | counter | hub subscriptions ended for falling behind |
 //! | `tower_sse_stalled_total` | counter | HTTP/2 streams reset because their client took no frame for the stall timeout ([`SseLayer::stall_timeout`](crate::SseLayer::stall_timeout)) |
 //! | `tower_sse_refused_total{limit}` | counter | event streams answered `429` for a cap ([`SseLayer::max_streams`](crate::SseLayer::max_streams)): `limit` is `total` or `client` |
+//! | `tower_sse_broker_connected{broker}` | gauge | 1 while the hub's reader is connected to its broker (`broker`: `redis`, `nats`), 0 while it reconnects (subscriptions then answer `Unavailable`) |
+//! | `tower_sse_broker_gaps_total{broker}` | counter | gaps the broker's reader signalled (entries it could not deliver: trimmed before it read them, unreadable, or a broker that lost them); each ends the affected streams with `history-lost` on resume |
 //! | `tower_sse_replays_total{outcome}` | counter | hub subscriptions by how their `Last-Event-ID` was honoured: `outcome` is `none`, `complete` or `history-lost` |
 //!
-//! No label carries a route, topic or client: their number is unbounded. Counting is done once
+//! No label carries a route, topic or client: their number is unbounded. (Per route, wrap
+//! the route's service in a layer of your own, or count in the layer's `on_open` / `on_close`
+//! hooks, which see the request's URI.) Counting is done once
 //! per frame (not per byte) and once per publish, so it stays off the per-subscriber path
 //! except for one counter update per frame.
 
@@ -68,6 +72,27 @@ pub(crate) fn published() {
 pub(crate) fn slow_disconnect() {
     #[cfg(feature = "metrics")]
     ::metrics::counter!("tower_sse_slow_disconnects_total").increment(1);
+}
+
+/// The broker's reader connected (`true`) or lost its connection (`false`).
+#[inline]
+#[cfg_attr(not(feature = "_broker"), allow(dead_code))]
+pub(crate) fn broker_connected(broker: &'static str, up: bool) {
+    #[cfg(feature = "metrics")]
+    ::metrics::gauge!("tower_sse_broker_connected", "broker" => broker)
+        .set(f64::from(u8::from(up)));
+    #[cfg(not(feature = "metrics"))]
+    let _ = (broker, up);
+}
+
+/// The broker's reader signalled a gap.
+#[inline]
+#[cfg_attr(not(feature = "_broker"), allow(dead_code))]
+pub(crate) fn broker_gap(broker: &'static str) {
+    #[cfg(feature = "metrics")]
+    ::metrics::counter!("tower_sse_broker_gaps_total", "broker" => broker).increment(1);
+    #[cfg(not(feature = "metrics"))]
+    let _ = broker;
 }
 
 /// A stream was reset for a stall (its client took no frame for the stall timeout).

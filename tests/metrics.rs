@@ -1,5 +1,7 @@
 //! The `metrics` feature, read back through a real exporter (Prometheus text format).
 
+mod support;
+
 use std::task::Context;
 
 use futures_util::{FutureExt, task::noop_waker_ref};
@@ -110,4 +112,58 @@ fn slow_disconnects_are_counted() {
         Some(1.0),
         "{text}"
     );
+}
+
+/// The broker's health: `tower_sse_broker_connected{broker="redis"}` follows the reader (1,
+/// 0 while its Redis is down, 1 again), and a Redis that comes back without the entries the
+/// reader had read (wiped, then restarted) is a signalled gap,
+/// `tower_sse_broker_gaps_total{broker="redis"}`.
+#[test]
+fn broker_connection_and_gaps_are_counted() {
+    let recorder = PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    metrics::with_local_recorder(&recorder, || {
+        runtime.block_on(async {
+            let Some(mut redis) = support::redis::RedisServer::start().await else {
+                return;
+            };
+            let connected = r#"tower_sse_broker_connected{broker="redis"}"#;
+            let gaps = r#"tower_sse_broker_gaps_total{broker="redis"}"#;
+            // Polls the exporter until `series` has `want` (at most 20 s).
+            let until = |series: &'static str, want: f64| {
+                let handle = handle.clone();
+                async move {
+                    for _ in 0..200 {
+                        if value(&handle.render(), series) == Some(want) {
+                            return;
+                        }
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    }
+                    panic!("{series} never became {want}:\n{}", handle.render());
+                }
+            };
+            let backend = tower_sse::hub::RedisBackend::connect(&redis.url())
+                .await
+                .unwrap();
+            let hub = Hub::builder().redis(backend).build();
+            let _sub = hub.subscribe("t").await.unwrap();
+            until(connected, 1.0).await;
+            for n in 0..3 {
+                hub.publish("t", Event::new().data(n.to_string()))
+                    .await
+                    .unwrap();
+            }
+            assert_eq!(value(&handle.render(), gaps), None, "no gap yet");
+            redis.command(&["FLUSHALL"]).await;
+            redis.kill().await;
+            until(connected, 0.0).await;
+            redis.restart().await;
+            until(connected, 1.0).await;
+            until(gaps, 1.0).await;
+        });
+    });
 }

@@ -40,11 +40,8 @@ use super::{
     select::Selection,
 };
 #[cfg(feature = "_broker")]
-use crate::replay::Replay;
-use crate::{
-    EncodedEvent, Event,
-    replay::{UnknownId, keep_newest},
-};
+use crate::replay::{Replay, keep_newest};
+use crate::{EncodedEvent, Event, replay::UnknownId};
 
 /// A boxed future, as the [`Remote`] methods return them.
 #[cfg(feature = "_broker")]
@@ -74,6 +71,9 @@ impl std::fmt::Debug for Broker {
 /// What a remote broker does for a hub. Positions are the broker's, hub-wide ordered (a
 /// counter, a stream sequence), and the ids are their decimal form ([`entry::position`]).
 pub(crate) trait Remote: Send + Sync + 'static {
+    /// The broker's name, for metrics labels (`redis`, `nats`).
+    fn name(&self) -> &'static str;
+
     /// Starts the reader (and whatever else runs in the background), once; it delivers into
     /// `feed`. Called on the first use of the hub, inside a runtime.
     fn start(&self, feed: Feed);
@@ -140,6 +140,8 @@ pub(crate) struct Read {
 #[derive(Clone)]
 pub(crate) struct Feed {
     local: Weak<Local>,
+    /// The broker's name ([`Remote::name`]), for metrics.
+    broker: &'static str,
 }
 
 #[cfg(feature = "_broker")]
@@ -163,6 +165,7 @@ impl Feed {
         if let Some(local) = self.local.upgrade() {
             local.set_ready(up);
         }
+        crate::metrics::broker_connected(self.broker, up);
     }
 
     /// Delivers the entry at `pos` (greater than every position delivered before).
@@ -192,6 +195,7 @@ impl Feed {
     /// unreadable): every live subscription ends, and resumes from before `next` say
     /// `history-lost`.
     pub(crate) fn lost(&self, next: u64) {
+        crate::metrics::broker_gap(self.broker);
         if let Some(local) = self.local.upgrade() {
             local.lost(next);
         }
@@ -238,6 +242,7 @@ impl Broker {
             local.start_remote(|| {
                 remote.start(Feed {
                     local: Arc::downgrade(local),
+                    broker: remote.name(),
                 });
             });
         }

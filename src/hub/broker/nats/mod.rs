@@ -563,6 +563,10 @@ impl Inner {
 }
 
 impl Remote for NatsBroker {
+    fn name(&self) -> &'static str {
+        "nats"
+    }
+
     fn start(&self, feed: Feed) {
         tokio::spawn(reader::run(Arc::clone(&self.inner), feed.clone()));
         tokio::spawn(reader::listen(Arc::clone(&self.inner), feed));

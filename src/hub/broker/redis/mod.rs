@@ -346,6 +346,10 @@ fn unavailable(what: &str, err: &redis::RedisError) {
 }
 
 impl Remote for RedisBackend {
+    fn name(&self) -> &'static str {
+        "redis"
+    }
+
     fn start(&self, feed: Feed) {
         tokio::spawn(reader::run(
             self.client.clone(),
