@@ -85,9 +85,11 @@ pub(crate) fn decode(bytes: &Bytes) -> Result<Entry, BadEntry> {
     let mut names = Vec::new();
     let (mut all, mut private, mut close) = (false, false, false);
     let mut at = 0;
+    // In the order the encoder writes them (topics, then `A`, `P`, `C`), each flag once: one
+    // entry has one spelling (the `broker_entry` fuzz target found a flag before a topic).
     loop {
         match bytes.get(at) {
-            Some(b'T') => {
+            Some(b'T') if !(all || private || close) => {
                 let start = at + 1;
                 let colon = start
                     + memchr::memchr(b':', bytes.get(start..).ok_or(BadEntry)?).ok_or(BadEntry)?;
@@ -114,11 +116,11 @@ pub(crate) fn decode(bytes: &Bytes) -> Result<Entry, BadEntry> {
                 names.push(Box::<str>::from(name));
                 at = end;
             }
-            Some(b'A') if !all => {
+            Some(b'A') if !(all || private || close) => {
                 all = true;
                 at += 1;
             }
-            Some(b'P') if !private => {
+            Some(b'P') if !(private || close) => {
                 private = true;
                 at += 1;
             }
@@ -344,6 +346,11 @@ mod tests {
             // (the `broker_entry` fuzz target's find, `fuzz/corpus/broker_entry/leading_zero`).
             b"T01:a\ndata: x\n",
             b"T00:\ndata: x\n",
+            // Flags out of the encoder's order (`CT6:roomCa` was the fuzz target's find).
+            b"CT6:roomCa\nretry: 5\n",
+            b"T1:aCP\n",
+            b"PA\ndata: x\n",
+            b"T1:aPT1:b\n",
         ] {
             assert_eq!(decode(&Bytes::from_static(bad)), Err(BadEntry), "{bad:?}");
         }
