@@ -85,6 +85,8 @@ pub(crate) struct Config {
     pub(crate) hooks: Hooks,
     /// Caps on open streams (`SseLayer::max_streams`), `None`: no cap.
     pub(crate) limits: Option<Limits>,
+    /// The `route` label of this layer's metrics (`SseLayer::metrics_route`).
+    pub(crate) metrics_route: crate::metrics::Route,
     /// Per-event compression (`SseLayer::compression`), `None`: off.
     #[cfg(feature = "compression")]
     pub(crate) compression: Option<crate::Compression>,
@@ -104,6 +106,7 @@ impl Default for Config {
             stall_timeout: Some(crate::SseLayer::DEFAULT_STALL_TIMEOUT),
             hooks: Hooks::default(),
             limits: None,
+            metrics_route: None,
             #[cfg(feature = "compression")]
             compression: None,
         }
@@ -196,6 +199,7 @@ impl<S, P> SseBody<S, P> {
         permit: Option<Permit>,
         compress: crate::compress::Slot,
     ) -> Self {
+        let open = crate::metrics::Open::new(config.metrics_route);
         Self {
             kind: Kind::Events {
                 events: Events {
@@ -211,7 +215,7 @@ impl<S, P> SseBody<S, P> {
                     held: None,
                     delay: None,
                     draining: false,
-                    open: crate::metrics::Open::new(),
+                    open,
                     life,
                     stall: None,
                     _permit: permit,
@@ -287,7 +291,10 @@ where
                             return Poll::Ready(Some(Err(err)));
                         }
                     };
-                    crate::metrics::frame(frame.data_ref().map_or(0, Bytes::len));
+                    crate::metrics::frame(
+                        frame.data_ref().map_or(0, Bytes::len),
+                        this.config.metrics_route,
+                    );
                     if let (Some(watch), Some(timeout)) = (this.stall, this.config.stall_timeout) {
                         // The frame must be taken (the body polled again) by then.
                         watch.frame_out(later(Instant::now(), timeout));
@@ -437,7 +444,7 @@ impl<S: Stream<Item: SseItem>> Events<S> {
         }
         let events = batch.count;
         if let Some(bytes) = batch.into_frame() {
-            crate::metrics::events(events);
+            crate::metrics::events(events, config.metrics_route);
             if this.keep_alive.is_some() || !config.min_write_interval.is_zero() {
                 *this.last_frame = Instant::now();
             }

@@ -14,23 +14,42 @@
 //! | `tower_sse_broker_gaps_total{broker}` | counter | gaps the broker's reader signalled (entries it could not deliver: trimmed before it read them, unreadable, or a broker that lost them); each ends the affected streams with `history-lost` on resume |
 //! | `tower_sse_replays_total{outcome}` | counter | hub subscriptions by how their `Last-Event-ID` was honoured: `outcome` is `none`, `complete` or `history-lost` |
 //!
-//! No label carries a route, topic or client: their number is unbounded. (Per route, wrap
-//! the route's service in a layer of your own, or count in the layer's `on_open` / `on_close`
-//! hooks, which see the request's URI.) Counting is done once
+//! No label carries a topic, a client or a request path: their number is unbounded. A route
+//! label is opt-in and fixed per layer: [`SseLayer::metrics_route`](crate::SseLayer::metrics_route)
+//! gives `tower_sse_connections`, `tower_sse_events_total` and `tower_sse_bytes_total` of the
+//! streams it serves a `route` label with a name you choose (one layer per route, so as many
+//! values as you have layers). Counting is done once
 //! per frame (not per byte) and once per publish, so it stays off the per-subscriber path
 //! except for one counter update per frame.
 
 use crate::replay::Replay;
 
+/// The `route` label a layer gives its streams' metrics
+/// ([`SseLayer::metrics_route`](crate::SseLayer::metrics_route)), if any.
+pub(crate) type Route = Option<&'static str>;
+
 /// Counts one open SSE body for as long as it lives.
-pub(crate) struct Open(());
+pub(crate) struct Open {
+    #[cfg(feature = "metrics")]
+    route: Route,
+}
 
 impl Open {
     #[inline]
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(route: Route) -> Self {
         #[cfg(feature = "metrics")]
-        ::metrics::gauge!("tower_sse_connections").increment(1.0);
-        Self(())
+        match route {
+            None => ::metrics::gauge!("tower_sse_connections").increment(1.0),
+            Some(route) => {
+                ::metrics::gauge!("tower_sse_connections", "route" => route).increment(1.0);
+            }
+        }
+        #[cfg(not(feature = "metrics"))]
+        let _ = route;
+        Self {
+            #[cfg(feature = "metrics")]
+            route,
+        }
     }
 }
 
@@ -38,26 +57,42 @@ impl Drop for Open {
     #[inline]
     fn drop(&mut self) {
         #[cfg(feature = "metrics")]
-        ::metrics::gauge!("tower_sse_connections").decrement(1.0);
+        match self.route {
+            None => ::metrics::gauge!("tower_sse_connections").decrement(1.0),
+            Some(route) => {
+                ::metrics::gauge!("tower_sse_connections", "route" => route).decrement(1.0);
+            }
+        }
     }
 }
 
 /// A frame of `bytes` bytes went to a client.
 #[inline]
-pub(crate) fn frame(bytes: usize) {
+pub(crate) fn frame(bytes: usize, route: Route) {
     #[cfg(feature = "metrics")]
-    ::metrics::counter!("tower_sse_bytes_total").increment(bytes as u64);
+    match route {
+        None => ::metrics::counter!("tower_sse_bytes_total").increment(bytes as u64),
+        Some(route) => {
+            ::metrics::counter!("tower_sse_bytes_total", "route" => route).increment(bytes as u64);
+        }
+    }
     #[cfg(not(feature = "metrics"))]
-    let _ = bytes;
+    let _ = (bytes, route);
 }
 
 /// A frame with `events` events went to a client.
 #[inline]
-pub(crate) fn events(events: usize) {
+pub(crate) fn events(events: usize, route: Route) {
     #[cfg(feature = "metrics")]
-    ::metrics::counter!("tower_sse_events_total").increment(events as u64);
+    match route {
+        None => ::metrics::counter!("tower_sse_events_total").increment(events as u64),
+        Some(route) => {
+            ::metrics::counter!("tower_sse_events_total", "route" => route)
+                .increment(events as u64);
+        }
+    }
     #[cfg(not(feature = "metrics"))]
-    let _ = events;
+    let _ = (events, route);
 }
 
 /// An event was published into a hub.

@@ -4,7 +4,7 @@ mod support;
 
 use std::task::Context;
 
-use futures_util::{FutureExt, task::noop_waker_ref};
+use futures_util::{FutureExt, StreamExt, task::noop_waker_ref};
 use http_body::Body;
 use metrics_exporter_prometheus::PrometheusBuilder;
 use tower_sse::{Event, SseBody, hub::Hub};
@@ -164,6 +164,52 @@ fn broker_connection_and_gaps_are_counted() {
             redis.restart().await;
             until(connected, 1.0).await;
             until(gaps, 1.0).await;
+        });
+    });
+}
+
+/// `SseLayer::metrics_route`: the layer's streams are counted under `route="rooms"`, apart from
+/// the unlabelled series.
+#[test]
+fn a_layer_can_label_its_streams_with_a_route() {
+    use tower::{ServiceBuilder, ServiceExt};
+    let recorder = PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    metrics::with_local_recorder(&recorder, || {
+        runtime.block_on(async {
+            let service = ServiceBuilder::new()
+                .layer(tower_sse::SseLayer::new().metrics_route("rooms"))
+                .service_fn(|_: http::Request<()>| async {
+                    let events = futures_util::stream::iter([Event::new().data("x")])
+                        .chain(futures_util::stream::pending());
+                    Ok::<_, std::convert::Infallible>(http::Response::new(
+                        tower_sse::EventStream::new(events),
+                    ))
+                });
+            let response = service.oneshot(http::Request::new(())).await.unwrap();
+            let mut body = Box::pin(response.into_body());
+            let frame = std::future::poll_fn(|cx| body.as_mut().poll_frame(cx))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(frame.into_data().unwrap(), "data: x\n\n");
+            let text = handle.render();
+            let labelled = |name: &str| value(&text, &format!("{name}{{route=\"rooms\"}}"));
+            assert_eq!(labelled("tower_sse_connections"), Some(1.0), "{text}");
+            assert_eq!(labelled("tower_sse_events_total"), Some(1.0), "{text}");
+            assert_eq!(labelled("tower_sse_bytes_total"), Some(9.0), "{text}");
+            assert_eq!(value(&text, "tower_sse_events_total "), None, "{text}");
+            drop(body);
+            let text = handle.render();
+            assert_eq!(
+                value(&text, "tower_sse_connections{route=\"rooms\"}"),
+                Some(0.0),
+                "{text}"
+            );
         });
     });
 }

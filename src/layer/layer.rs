@@ -477,6 +477,23 @@ impl<C> SseLayer<C> {
         self
     }
 
+    /// Labels the metrics of the streams this layer serves (`tower_sse_connections`,
+    /// `tower_sse_events_total`, `tower_sse_bytes_total`) with `route="<route>"` (feature
+    /// `metrics`; default: no label). The value is fixed per layer, so the label's cardinality
+    /// is the number of layers you label: put one layer on each route you want apart.
+    ///
+    /// ```
+    /// let layer = tower_sse::SseLayer::new().metrics_route("rooms");
+    /// # let _ = layer;
+    /// ```
+    #[cfg(feature = "metrics")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+    #[must_use]
+    pub fn metrics_route(mut self, route: &'static str) -> Self {
+        self.config_mut().metrics_route = Some(route);
+        self
+    }
+
     /// Compresses event streams, event by event (feature `compression`; off by default).
     ///
     /// The encoding is negotiated from the request's `Accept-Encoding` among those
