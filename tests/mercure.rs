@@ -409,10 +409,17 @@ async fn publication_fields() {
         (event.event(), event.id(), event.data()),
         ("book", "urn:uuid:1", "a\nb\nc\nd")
     );
-    // Without an id, the hub gives one, and says which.
+    // Without an id, the hub gives one, an IRI (`urn:uuid:`, version 4), and says which.
     let id = publish(addr, &[("topic", "t"), ("data", "x")]).await;
-    assert!(!id.is_empty());
+    assert!(id.starts_with("urn:uuid:") && id.len() == 45, "{id}");
+    assert_eq!(id.as_bytes()[23], b'4', "version 4: {id}");
     assert_eq!(sub.next().await.id(), id);
+    let again = publish(addr, &[("topic", "t"), ("data", "y")]).await;
+    assert_ne!(again, id, "unique");
+    // It resumes like any id.
+    let mut resumed = Sub::ok(addr, &format!("match=t&last_event_id={}", q(&id)), &[]).await;
+    assert_eq!(resumed.header(LAST_ID), Some(id.as_str()));
+    assert_eq!(resumed.next().await.id(), again);
 }
 
 #[tokio::test]

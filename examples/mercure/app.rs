@@ -30,7 +30,7 @@ use tower_sse::{
 
 use crate::{
     auth::{Auth, Grants, Role, TokenError, now_secs},
-    presence::{Entry, Guard, Presence, subscriber_id},
+    presence::{Entry, Guard, Presence, urn_uuid},
     topic::{
         Everything, MAX_MATCHERS, MAX_TOPIC_LEN, MatchType, TopicMatcher, form_pairs,
         is_match_param, is_reserved, valid_text,
@@ -320,7 +320,7 @@ async fn subscribe(
             matcher,
         })
         .collect();
-    let presence = inner.presence.join(entries, subscriber_id()).await;
+    let presence = inner.presence.join(entries, urn_uuid()).await;
     let stream = Expiring {
         subscription,
         deadline: Box::pin(tokio::time::sleep_until(deadline)),
@@ -520,11 +520,13 @@ async fn publish(
     if let Some(retry) = update.retry.as_deref().and_then(|r| r.parse::<u64>().ok()) {
         event = event.retry(Duration::from_millis(retry));
     }
-    // In memory the publisher's id is the event's; on Redis and NATS the broker's position
-    // replaces it (the response tells which).
-    if let Some(id) = update.id.as_deref().filter(|id| !id.is_empty()) {
-        event = event.id(id);
-    }
+    // In memory the publisher's id is the event's, and without one the hub's is an IRI (a
+    // `urn:uuid:`, as the specification asks); on Redis and NATS the broker's position replaces
+    // either (the response tells which).
+    event = match update.id.as_deref().filter(|id| !id.is_empty()) {
+        Some(id) => event.id(id),
+        None => event.id(crate::presence::urn_uuid()),
+    };
     event = event.data(update.data.as_deref().unwrap_or_default());
     let topics: Vec<&str> = update.topics.iter().map(String::as_str).collect();
     let mut publisher = inner.hub.publisher(&topics);

@@ -75,14 +75,13 @@
 //! - `GET /`: a debugging page that subscribes (anonymously, or with the cookie) and publishes
 //!   (with a token pasted in).
 //!
-//! Ids: in memory, the publisher's `id`, else `<epoch>-<seq>` from the hub. On Redis and NATS
-//! the broker's position (a decimal number, the same on every process) replaces the
-//! publisher's `id`; the response body says which id the update got.
+//! Ids: in memory, the publisher's `id`, else a random `urn:uuid:` (an IRI, as the
+//! specification asks). On Redis and NATS the broker's position (a decimal number, the same on
+//! every process) replaces either; the response body says which id the update got.
 //!
 //! # Where it departs from the specification
 //!
-//! - Ids the hub generates are `<epoch>-<seq>` (memory) or decimal positions (brokers), not
-//!   IRIs or `#` fragments as the specification asks: they are the hub's own cursors.
+//! - On Redis and NATS the ids are decimal positions (the brokers' cursors), not IRIs.
 //! - On Redis and NATS a publisher's `id` is replaced (the specification allows a hub to
 //!   ignore it; the conformance suite expects it kept).
 //! - A `Last-Event-ID` that several updates share resumes after the newest of them (the hub's

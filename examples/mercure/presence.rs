@@ -197,8 +197,8 @@ impl Drop for Guard {
     }
 }
 
-/// A random `urn:uuid:` (version 4) for a connection.
-pub fn subscriber_id() -> String {
+/// A random `urn:uuid:` (version 4): a connection's subscriber id, an update's id.
+pub fn urn_uuid() -> String {
     let mut bytes = [0_u8; 16];
     getrandom::fill(&mut bytes).expect("the system's random source");
     bytes[6] = (bytes[6] & 0x0f) | 0x40;
