@@ -16,6 +16,7 @@
 #   S2base the same on bench_server's non-SSE GET /hold: what hyper + axum cost alone
 #   S2h    S2 and S2base again, tower-sse served by a hand-written HTTP/1.1 accept loop on hyper
 #          (bench_server's SERVE=http1) instead of axum::serve
+#   S2t    S2 and S2base again on tower_sse::serve (SERVE=tower), the crate's server loop
 #   S3     100 clients, S3_PUBLISHERS keep-alive publishers flat out (each with S3_PIPELINE
 #          requests in flight, HTTP/1.1 pipelining), DURATION s
 # Each server is pinned to core SERVER_CORE (0) with taskset, the load generator to LOAD_CORE (1).
@@ -177,6 +178,9 @@ run tower-sse S2base 1 --clients "$IDLE_CLIENTS" --idle --settle 2 --path /hold
 # The same two on hyper's HTTP/1.1 connection builder directly, one Router shared by all.
 RUN_SERVE=http1 run tower-sse S2h 1 --clients "$IDLE_CLIENTS" --idle --settle 2
 RUN_SERVE=http1 run tower-sse S2hbase 1 --clients "$IDLE_CLIENTS" --idle --settle 2 --path /hold
+# And on the crate's recommended server loop, `tower_sse::serve` (HTTP/1.1 + h2c, timeouts).
+RUN_SERVE=tower run tower-sse S2t 1 --clients "$IDLE_CLIENTS" --idle --settle 2
+RUN_SERVE=tower run tower-sse S2tbase 1 --clients "$IDLE_CLIENTS" --idle --settle 2 --path /hold
 end=$(date +%s)
 echo "done in $((end - start)) s; load after the run: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 
@@ -284,6 +288,11 @@ for scenario, title, metrics in rows:
         base_h = median(runs("S2hbase", "tower-sse"), "rss_per_conn_kib")
         print(f"| | tower-sse on a hand-written HTTP/1.1 accept loop (`SERVE=http1`) | {kib:,.2f} | | |")
         print(f"| | of which hyper alone there (`GET /hold`) | {fmt(base_h, 2)} | | |")
+    if scenario == "S2" and median(runs("S2t", "tower-sse"), "rss_per_conn_kib") is not None:
+        kib = median(runs("S2t", "tower-sse"), "rss_per_conn_kib")
+        base_t = median(runs("S2tbase", "tower-sse"), "rss_per_conn_kib")
+        print(f"| | tower-sse on `tower_sse::serve` (`SERVE=tower`) | {kib:,.2f} | | |")
+        print(f"| | of which hyper + axum alone there (`GET /hold`) | {fmt(base_t, 2)} | | |")
 print()
 print("Correctness, all runs together (events never received, duplicate ids, streams the server "
       "closed early):")

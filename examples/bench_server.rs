@@ -12,8 +12,11 @@
 //! ring, default 4096 events), `NODELAY` (`1`: set `TCP_NODELAY` on accepted connections;
 //! default off, as `axum::serve` leaves it), `WRITE_INTERVAL_MS`
 //! ([`SseLayer::min_write_interval`], default 0: every event is written as soon as it is
-//! ready, as the peer does), `SERVE` (`http1`: serve HTTP/1.1 straight on hyper with one shared
-//! `Router`, see `serve_http1`; default `axum::serve`, as the peer does).
+//! ready, as the peer does), `SERVE` (default `tower`: [`tower_sse::serve`], the crate's
+//! recommended server loop, HTTP/1.1 and h2c with one shared `Router`, header-read and
+//! write-stall timeouts; `NODELAY` does not apply to it; `axum`: `axum::serve`, as the peer
+//! does, what `benches/run.sh` uses for the like-for-like comparison; `http1`: HTTP/1.1
+//! straight on hyper with one shared `Router`, see `serve_http1`).
 //!
 //! - `GET /events`: an SSE stream subscribed to the topic, keep-alive comment every 15 s.
 //!   Honours `Last-Event-ID` from the hub's history (default bounds: 1000 events / 1 MiB).
@@ -113,8 +116,14 @@ async fn main() -> std::io::Result<()> {
     let nodelay = env_or("NODELAY", 0u8) == 1;
     let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port))).await?;
     println!("listening on http://{}", listener.local_addr()?);
-    if std::env::var("SERVE").as_deref() == Ok("http1") {
-        return serve_http1(listener, app, nodelay).await;
+    match std::env::var("SERVE").as_deref() {
+        Ok("http1") => return serve_http1(listener, app, nodelay).await,
+        Ok("axum") => {}
+        Ok("tower") | Err(_) => return tower_sse::serve(listener, app).await,
+        Ok(other) => {
+            eprintln!("error: SERVE={other:?}: tower, axum or http1");
+            std::process::exit(2);
+        }
     }
     let listener = listener.tap_io(move |tcp| {
         if nodelay {

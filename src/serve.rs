@@ -66,6 +66,7 @@ pub fn serve<S>(listener: TcpListener, service: S) -> Serve<S> {
         service,
         header_read_timeout: Duration::from_secs(10),
         write_timeout: Duration::from_secs(30),
+        max_header_bytes: Serve::<S>::DEFAULT_MAX_HEADER_BYTES,
         shutdown: None,
         grace: Duration::from_secs(5),
     }
@@ -78,11 +79,37 @@ pub struct Serve<S> {
     service: S,
     header_read_timeout: Duration,
     write_timeout: Duration,
+    max_header_bytes: usize,
     shutdown: Option<Shutdown>,
     grace: Duration,
 }
 
 impl<S> Serve<S> {
+    /// The default [`max_header_bytes`](Self::max_header_bytes): 8 KiB.
+    pub const DEFAULT_MAX_HEADER_BYTES: usize = 8 * 1024;
+
+    /// The largest HTTP/1.1 request head (request line and headers) a connection may send,
+    /// default [`DEFAULT_MAX_HEADER_BYTES`](Self::DEFAULT_MAX_HEADER_BYTES) (8 KiB, as Node.js
+    /// had until v13 and Apache has per field); a larger one is answered
+    /// `431 Request Header Fields Too Large`. Values below 8 KiB count as 8 KiB (hyper's
+    /// smallest buffer).
+    ///
+    /// It is also the cap on hyper's read buffer, which is why the default is small: every
+    /// idle SSE connection keeps that buffer, and with hyper's own default (about 408 KiB) the
+    /// buffer grows to 16 KiB on the first request. Measured with 10,000 idle event streams
+    /// (`BENCHMARKS.md`): 12.7 KiB of server memory per connection at 8 KiB, 17.2 KiB at
+    /// 16 KiB or more. Raise it if your clients send large cookies or tokens.
+    ///
+    /// ```
+    /// # async fn f(l: tokio::net::TcpListener, app: axum::Router) {
+    /// let _ = tower_sse::serve(l, app).max_header_bytes(32 * 1024);
+    /// # }
+    /// ```
+    pub fn max_header_bytes(mut self, bytes: usize) -> Self {
+        self.max_header_bytes = bytes.max(8 * 1024);
+        self
+    }
+
     /// How long a connection may take to send its first request head (and, on HTTP/1.1, each
     /// later one), default 10 s.
     ///
@@ -169,7 +196,8 @@ impl<S> Serve<S> {
         builder
             .http1()
             .timer(TokioTimer::new())
-            .header_read_timeout(self.header_read_timeout);
+            .header_read_timeout(self.header_read_timeout)
+            .max_buf_size(self.max_header_bytes);
         builder.http2().timer(TokioTimer::new());
         let graceful = GracefulShutdown::new();
         let stop = async {

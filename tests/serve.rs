@@ -458,3 +458,51 @@ async fn streams_over_the_per_client_cap_get_429_and_a_closed_one_frees_its_slot
         .unwrap()
         .unwrap();
 }
+
+/// `max_header_bytes`: a request head over the cap (8 KiB by default) is answered `431`, and
+/// the connection holds no more than that; a larger cap lets it through.
+#[tokio::test]
+async fn request_heads_over_max_header_bytes_are_431() {
+    async fn status_for(
+        serve: impl FnOnce(TcpListener) -> tokio::task::JoinHandle<()>,
+    ) -> Vec<u16> {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = serve(listener);
+        let mut statuses = vec![];
+        for cookie in [1_000, 12_000] {
+            let mut stream = TcpStream::connect(addr).await.unwrap();
+            let head = format!(
+                "GET /events HTTP/1.1\r\nHost: x\r\nCookie: a={}\r\n\r\n",
+                "c".repeat(cookie)
+            );
+            stream.write_all(head.as_bytes()).await.unwrap();
+            let mut buf = [0u8; 12];
+            timeout(Duration::from_secs(5), stream.read_exact(&mut buf))
+                .await
+                .unwrap()
+                .unwrap();
+            let status = std::str::from_utf8(&buf[9..12]).unwrap().parse().unwrap();
+            statuses.push(status);
+        }
+        server.abort();
+        statuses
+    }
+    let shutdown = Shutdown::new();
+    let app = app(&shutdown);
+    let default = status_for(|l| {
+        tokio::spawn(async move {
+            let _ = tower_sse::serve(l, app).await;
+        })
+    })
+    .await;
+    assert_eq!(default, [200, 431], "8 KiB by default");
+    let app = self::app(&shutdown);
+    let raised = status_for(|l| {
+        tokio::spawn(async move {
+            let _ = tower_sse::serve(l, app).max_header_bytes(64 * 1024).await;
+        })
+    })
+    .await;
+    assert_eq!(raised, [200, 200], "64 KiB");
+}
