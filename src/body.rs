@@ -280,14 +280,30 @@ where
         match self.project().kind.project() {
             KindProj::Events { mut events } => {
                 let mut polled = events.as_mut().poll_events(cx);
+                if let Poll::Ready(None) = polled {
+                    // The stream ended: the compressed stream ends too (its trailer).
+                    let this = events.project();
+                    return match this.compress.finish() {
+                        Ok(Some(tail)) => Poll::Ready(Some(Ok(Frame::data(tail)))),
+                        Ok(None) => Poll::Ready(None),
+                        Err(err) => Poll::Ready(Some(Err(err))),
+                    };
+                }
                 if let Poll::Ready(Some(Ok(frame))) = polled {
                     let this = events.project();
                     let frame = match this.compress.apply(frame) {
                         Ok(frame) => frame,
                         Err(err) => {
-                            // A compressor that fails cannot go on: the stream ends with it.
+                            // A compressor that fails cannot go on: the stream ends with it,
+                            // as with an error from the event stream.
                             tracing::warn!(error = %err, "compressing the event stream failed; ending the response");
+                            if let Some(life) = this.life.as_mut() {
+                                life.error(&err);
+                            }
                             *this.done = true;
+                            if let Some(guard) = this.guard.take() {
+                                guard.finish();
+                            }
                             return Poll::Ready(Some(Err(err)));
                         }
                     };
@@ -310,7 +326,7 @@ where
 
     fn is_end_stream(&self) -> bool {
         match &self.kind {
-            Kind::Events { events } => events.done,
+            Kind::Events { events } => events.done && !events.compress.pending(),
             Kind::Passthrough { body } => body.is_end_stream(),
             Kind::Refused { message } => message.is_none(),
         }

@@ -14,20 +14,24 @@
 //!
 //! Each open stream holds its own compressor; each frame costs a compression and a flush.
 //! Measured on chat-like JSON events of about 130 bytes, each its own frame, through the
-//! layer's body (`cargo bench --bench compress`, [`Level::Fastest`]; the memory is the RSS
-//! per compressor after a few events; `BENCHMARKS.md` has the run):
+//! layer's body (`cargo bench --bench compress`, [`Level::Fastest`]); memory is the RSS per
+//! compressor after 340 KiB of events went through it (`BENCHMARKS.md` has the runs):
 //!
 //! | encoding | bytes on the wire | CPU per event, added | memory per open stream |
 //! |---|---|---|---|
-//! | `zstd` (level 1) | 16 % | ≈ 1.0 µs | ≈ 115 KiB |
-//! | `br` (quality 2) | 30 % | ≈ 1.4 µs | ≈ 12 KiB |
-//! | `gzip` / `deflate` (level 1) | 16 % | ≈ 0.3 µs | ≈ 317 KiB |
+//! | `zstd` (level 1, 4 KiB window) | 16 % | ≈ 0.9 µs | ≈ 120 KiB |
+//! | `br` (quality 2, 4 KiB window) | 30 % | ≈ 1.4 µs | ≈ 320 KiB |
+//! | `gzip` / `deflate` (level 1) | 16 % | ≈ 0.5 µs | ≈ 320 KiB |
 //!
-//! So with many idle connections memory, not CPU, is the price: turn off the encodings you
-//! cannot afford (`Compression::new().gzip(false).deflate(false)` keeps current browsers,
-//! which all offer `br` or `zstd`, on the small ones). Event bytes are still encoded once for
-//! all subscribers; compression is the one per-subscriber step, because each stream's
-//! compressed bytes depend on what that stream sent before.
+//! So with many idle connections memory, not CPU, is the price, and a client picks the
+//! encoding by what it offers: cap open streams ([`SseLayer::max_streams`](crate::SseLayer::max_streams)),
+//! and turn off what you cannot afford: `Compression::new().br(false).gzip(false).deflate(false)`
+//! keeps to zstd (current Chrome and Firefox offer it; Safari does not, and gets the stream
+//! uncompressed). Event bytes are still encoded once for all subscribers; compression is the
+//! one per-subscriber step, because each stream's compressed bytes depend on what that stream
+//! sent before. When the stream ends (its events end, or a shutdown sends the final event) the
+//! compressed stream is ended too (gzip's trailer, zlib's checksum, the last brotli block, the
+//! end of the zstd frame), so strict decoders read it to its end.
 //!
 //! Crates: `flate2` on its `zlib-rs` backend (gzip, and `deflate` as HTTP means it: the zlib
 //! format; 20 × faster per flushed event than the default `miniz_oxide` backend here),
@@ -160,46 +164,58 @@ impl Compression {
         self
     }
 
-    /// The encoding to use for a request with these headers, if any.
+    /// The encoding to use for a request with these headers, if any (RFC 9110 §12.5.3): each
+    /// allowed coding weighs what the request gave it by name, else what it gave `*`; weight 0
+    /// (by name, or by `*` for codings not named) refuses it; the heaviest wins, on a tie in
+    /// the order zstd, br, gzip, deflate. A coding named twice keeps its smaller weight (a
+    /// refusal is never overridden), an item with a malformed weight is ignored.
     pub(crate) fn negotiate(&self, headers: &HeaderMap) -> Option<Encoding> {
-        let mut best: Option<(u16, Encoding)> = None;
+        const CODINGS: [Encoding; 4] = [
+            Encoding::Zstd,
+            Encoding::Br,
+            Encoding::Gzip,
+            Encoding::Deflate,
+        ];
+        let mut named: [Option<u16>; 4] = [None; 4];
+        let mut star: Option<u16> = None;
+        let keep_smaller = |slot: &mut Option<u16>, q: u16| {
+            *slot = Some(slot.map_or(q, |old| old.min(q)));
+        };
         for value in headers.get_all(header::ACCEPT_ENCODING) {
             let Ok(value) = value.to_str() else { continue };
             for item in value.split(',') {
-                let mut parts = item.split(';');
-                let name = parts.next().unwrap_or("").trim();
-                let q = parts
-                    .find_map(|p| p.trim().strip_prefix("q="))
-                    .map_or(Some(1000), parse_q);
-                let Some(q) = q.filter(|&q| q > 0) else {
+                let mut parts = item.split(';').map(str::trim);
+                let name = parts.next().unwrap_or("");
+                let weight =
+                    parts.find(|p| p.get(..2).is_some_and(|key| key.eq_ignore_ascii_case("q=")));
+                let Some(q) = weight.map_or(Some(1000), |p| parse_q(&p[2..])) else {
                     continue;
                 };
-                let candidates: &[Encoding] = match name.to_ascii_lowercase().as_str() {
-                    "zstd" => &[Encoding::Zstd],
-                    "br" => &[Encoding::Br],
-                    "gzip" | "x-gzip" => &[Encoding::Gzip],
-                    "deflate" => &[Encoding::Deflate],
-                    "*" => &[
-                        Encoding::Zstd,
-                        Encoding::Br,
-                        Encoding::Gzip,
-                        Encoding::Deflate,
-                    ],
-                    _ => &[],
-                };
-                for &encoding in candidates {
-                    if !self.allows(encoding) {
-                        continue;
-                    }
-                    let better = best
-                        .is_none_or(|(bq, be)| q > bq || (q == bq && encoding.rank() < be.rank()));
-                    if better {
-                        best = Some((q, encoding));
-                    }
+                if name == "*" {
+                    keep_smaller(&mut star, q);
+                    continue;
                 }
+                let coding = match name.to_ascii_lowercase().as_str() {
+                    "zstd" => Encoding::Zstd,
+                    "br" => Encoding::Br,
+                    "gzip" | "x-gzip" => Encoding::Gzip,
+                    "deflate" => Encoding::Deflate,
+                    _ => continue,
+                };
+                keep_smaller(&mut named[usize::from(coding.rank())], q);
             }
         }
-        best.map(|(_, encoding)| encoding)
+        CODINGS
+            .into_iter()
+            .filter(|&coding| self.allows(coding))
+            .filter_map(|coding| {
+                let q = named[usize::from(coding.rank())].or(star)?;
+                (q > 0).then_some((q, coding))
+            })
+            // Heaviest first; on a tie the first in `CODINGS` (max_by_key keeps the last).
+            .rev()
+            .max_by_key(|&(q, _)| q)
+            .map(|(_, coding)| coding)
     }
 
     fn allows(&self, encoding: Encoding) -> bool {
@@ -249,14 +265,13 @@ impl Encoding {
         }
     }
 
-    /// Sets `Content-Encoding` and adds `Accept-Encoding` to `Vary`.
+    /// Sets `Content-Encoding` (`Vary` is the caller's).
     pub(crate) fn set_headers(self, headers: &mut HeaderMap) {
         headers.insert(
             header::CONTENT_ENCODING,
             HeaderValue::from_static(self.token()),
         );
         headers.remove(header::CONTENT_LENGTH);
-        headers.append(header::VARY, HeaderValue::from_static("accept-encoding"));
     }
 
     /// A compressor for one response.
@@ -285,11 +300,14 @@ impl Encoding {
     }
 }
 
-/// Brotli's window: 256 KiB (the default, 4 MiB, would be held by every open stream).
-const BROTLI_WINDOW_BITS: u32 = 18;
+/// Brotli's window: 4 KiB. Every open stream holds its compressor; a larger window costs
+/// memory per stream and, on chat-like events, compressed worse (measured: 64 KiB 32 %, 4 KiB
+/// 25 % of the bytes).
+const BROTLI_WINDOW_BITS: u32 = 12;
 
-/// zstd's window: 128 KiB (level 3's default, 2 MiB, would be held by every open stream).
-const ZSTD_WINDOW_LOG: u32 = 17;
+/// zstd's window: 4 KiB. Every open stream holds its compressor: 128 KiB of window grew it to
+/// 246 KiB after 340 KiB of events, 4 KiB keeps it at 120 KiB, and compresses as well.
+const ZSTD_WINDOW_LOG: u32 = 12;
 
 /// One response's compressor: frames in, flushed compressed bytes out.
 pub(crate) enum Encoder {
@@ -328,6 +346,18 @@ impl Encoder {
     }
 }
 
+impl Encoder {
+    /// Ends the compressed stream: the bytes that complete it (trailer, last block).
+    pub(crate) fn finish(self) -> std::io::Result<Bytes> {
+        Ok(Bytes::from(match self {
+            Self::Gzip(w) => w.finish()?,
+            Self::Deflate(w) => w.finish()?,
+            Self::Br(w) => w.into_inner(),
+            Self::Zstd(w) => w.finish()?,
+        }))
+    }
+}
+
 impl fmt::Debug for Encoder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
@@ -339,17 +369,37 @@ impl fmt::Debug for Encoder {
     }
 }
 
-/// What one request negotiated: the encoding and level its response will use, if any.
+/// What one request negotiated: the encoding and level its response will use, if any, and
+/// whether compression is on at all (then the response varies by `Accept-Encoding`, even when
+/// nothing was acceptable).
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Chosen(Option<(Encoding, Level)>);
+pub(crate) struct Chosen {
+    enabled: bool,
+    chosen: Option<(Encoding, Level)>,
+}
 
 impl Chosen {
     pub(crate) fn negotiate(config: &crate::body::Config, headers: &HeaderMap) -> Self {
-        Self(
-            config
+        Self {
+            enabled: config.compression.is_some(),
+            chosen: config
                 .compression
                 .and_then(|c| Some((c.negotiate(headers)?, c.level))),
-        )
+        }
+    }
+}
+
+/// Adds `Accept-Encoding` to `Vary` unless it is there.
+fn vary_on_accept_encoding(headers: &mut HeaderMap) {
+    let present = headers.get_all(header::VARY).iter().any(|value| {
+        value.to_str().is_ok_and(|v| {
+            v.split(',').any(|name| {
+                name.trim().eq_ignore_ascii_case("accept-encoding") || name.trim() == "*"
+            })
+        })
+    });
+    if !present {
+        headers.append(header::VARY, HeaderValue::from_static("accept-encoding"));
     }
 }
 
@@ -366,12 +416,16 @@ impl Slot {
     /// Starts compressing a response with these headers, if an encoding was negotiated and
     /// the handler did not encode the response itself; sets the response headers to match.
     pub(crate) fn start(chosen: Chosen, headers: &mut HeaderMap) -> Self {
-        let Some((encoding, level)) = chosen.0 else {
-            return Self(None);
-        };
         if headers.contains_key(header::CONTENT_ENCODING) {
+            // Encoded by the handler: its choice, its headers.
             return Self(None);
         }
+        if chosen.enabled {
+            vary_on_accept_encoding(headers);
+        }
+        let Some((encoding, level)) = chosen.chosen else {
+            return Self(None);
+        };
         match encoding.encoder(level) {
             Ok(encoder) => {
                 encoding.set_headers(headers);
@@ -382,6 +436,19 @@ impl Slot {
                 Self(None)
             }
         }
+    }
+
+    /// The bytes that end the compressed stream, once (`None`: no compressor, or already ended).
+    pub(crate) fn finish(&mut self) -> Result<Option<Bytes>, crate::BoxError> {
+        match self.0.take() {
+            None => Ok(None),
+            Some(encoder) => Ok(Some(encoder.finish()?).filter(|b| !b.is_empty())),
+        }
+    }
+
+    /// Whether bytes that end the compressed stream are still to be sent.
+    pub(crate) fn pending(&self) -> bool {
+        self.0.is_some()
     }
 
     /// A data frame compressed and flushed (so it decodes at once); other frames as they are.
@@ -448,6 +515,41 @@ mod tests {
             Some(Encoding::Gzip)
         );
         assert_eq!(no_zstd.negotiate(&accept("zstd")), None);
+        // A refusal by name is not undone by `*` (found in review), in either order.
+        assert_eq!(all.negotiate(&accept("zstd;q=0, *")), Some(Encoding::Br));
+        let gzip_only = Compression::new().zstd(false).br(false).deflate(false);
+        assert_eq!(gzip_only.negotiate(&accept("*, gzip;q=0")), None);
+        assert_eq!(gzip_only.negotiate(&accept("gzip;q=0, *")), None);
+        // `*;q=0` refuses what is not named; named codings keep their weight.
+        assert_eq!(all.negotiate(&accept("gzip, *;q=0")), Some(Encoding::Gzip));
+        assert_eq!(all.negotiate(&accept("*;q=0")), None);
+        // Weights are case-insensitive, and named twice the smaller one counts.
+        assert_eq!(all.negotiate(&accept("zstd;Q=0, br")), Some(Encoding::Br));
+        assert_eq!(
+            all.negotiate(&accept("zstd, zstd;q=0, gzip")),
+            Some(Encoding::Gzip)
+        );
+        // Across header lines too; a line that is not ASCII is ignored (no panic).
+        let mut two = accept("zstd;q=0");
+        two.append(
+            header::ACCEPT_ENCODING,
+            HeaderValue::from_static("gzip;q=0.5"),
+        );
+        assert_eq!(all.negotiate(&two), Some(Encoding::Gzip));
+        assert_eq!(all.negotiate(&accept_bytes(b"gzip;\xc3\xa9=1, br")), None);
+        assert_eq!(
+            all.negotiate(&accept("br;q=0.5, gzip;q=0.9")),
+            Some(Encoding::Gzip)
+        );
+    }
+
+    fn accept_bytes(value: &[u8]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::ACCEPT_ENCODING,
+            HeaderValue::from_bytes(value).unwrap(),
+        );
+        headers
     }
 
     /// Each frame, once flushed, decodes to everything written so far: an event is never

@@ -161,6 +161,14 @@ mod compress {
             Self
         }
 
+        pub(crate) fn finish(&mut self) -> Result<Option<Bytes>, crate::BoxError> {
+            Ok(None)
+        }
+
+        pub(crate) fn pending(&self) -> bool {
+            false
+        }
+
         #[inline(always)]
         pub(crate) fn apply(
             &mut self,

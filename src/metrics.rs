@@ -5,7 +5,7 @@
 //! |---|---|---|
 //! | `tower_sse_connections` | gauge | open SSE response bodies |
 //! | `tower_sse_events_total` | counter | events written to clients (each delivery counts) |
-//! | `tower_sse_bytes_total` | counter | bytes of SSE frames written to clients, keep-alive comments included |
+//! | `tower_sse_bytes_total` | counter | bytes of SSE frames written to clients, keep-alive comments included (compressed bytes, where [`SseLayer::compression`](crate::SseLayer::compression) compressed them) |
 //! | `tower_sse_hub_published_total` | counter | events published into a hub |
 //! | `tower_sse_slow_disconnects_total` | counter | hub subscriptions ended for falling behind |
 //! | `tower_sse_stalled_total` | counter | HTTP/2 streams reset because their client took no frame for the stall timeout ([`SseLayer::stall_timeout`](crate::SseLayer::stall_timeout)) |

@@ -117,11 +117,7 @@ async fn every_encoding_delivers_each_event_at_once() {
             "text/event-stream"
         );
         let vary: Vec<_> = response.headers().get_all(header::VARY).iter().collect();
-        assert!(
-            vary.iter()
-                .any(|v| v.to_str().unwrap().contains("accept-encoding")),
-            "{encoding}: Vary names Accept-Encoding: {vary:?}"
-        );
+        assert_eq!(vary, ["accept-encoding"], "{encoding}: Vary names it once");
         let tx = slot.lock().unwrap().take().expect("the handler ran");
         let mut body = response.into_body();
         let mut decode = decoder(encoding);
@@ -168,6 +164,9 @@ async fn unasked_refused_or_not_a_stream_is_left_alone() {
             "{accept:?}: {:?}",
             response.headers()
         );
+        // Caches must still know the stream depends on `Accept-Encoding`.
+        let vary: Vec<_> = response.headers().get_all(header::VARY).iter().collect();
+        assert_eq!(vary, ["accept-encoding"], "{accept:?}");
         let tx = slot.lock().unwrap().take().unwrap();
         tx.send(Event::new().data("plain")).unwrap();
         let frame = timeout(Duration::from_secs(10), response.into_body().frame())
@@ -186,4 +185,86 @@ async fn unasked_refused_or_not_a_stream_is_left_alone() {
     let response = get_with(addr, "/events", Some("zstd, br, gzip;q=0.1")).await;
     assert_eq!(response.headers()[header::CONTENT_ENCODING], "gzip");
     shutdown.trigger();
+}
+
+/// Decodes a whole compressed body strictly: an error if it does not end as its format ends
+/// (gzip's trailer, zlib's checksum, brotli's last block, zstd's frame end).
+fn decode_to_end(encoding: &str, body: &[u8]) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    match encoding {
+        "gzip" => flate2::read::GzDecoder::new(body).read_to_end(&mut out)?,
+        "deflate" => flate2::read::ZlibDecoder::new(body).read_to_end(&mut out)?,
+        "br" => brotli::Decompressor::new(body, 4096).read_to_end(&mut out)?,
+        "zstd" => {
+            let mut decoder = zstd::stream::read::Decoder::new(body)?;
+            decoder.read_to_end(&mut out)?
+        }
+        other => panic!("no decoder for {other}"),
+    };
+    Ok(out)
+}
+
+/// A stream that ends (its handler's stream ends, or a shutdown sends the final event) ends
+/// its compressed body too: strict decoders read it to the end without an error (found in
+/// review: the trailer was never sent, and every strict client saw a truncated body).
+#[tokio::test]
+async fn a_stream_that_ends_ends_its_compression() {
+    use tower::{ServiceBuilder, ServiceExt};
+    for encoding in ["gzip", "deflate", "br", "zstd"] {
+        for shutdown_ends_it in [false, true] {
+            let shutdown = Shutdown::new();
+            let service = ServiceBuilder::new()
+                .layer(
+                    SseLayer::new()
+                        .compression(Compression::new())
+                        .shutdown(&shutdown)
+                        .shutdown_event(Event::new().event("bye").data("")),
+                )
+                .service_fn(move |_: Request<()>| async move {
+                    let events = futures_util::stream::iter(
+                        (0..5).map(|n| Event::new().id(n.to_string()).data("hello")),
+                    );
+                    let events: std::pin::Pin<Box<dyn futures_core::Stream<Item = Event> + Send>> =
+                        if shutdown_ends_it {
+                            Box::pin(futures_util::StreamExt::chain(
+                                events,
+                                futures_util::stream::pending(),
+                            ))
+                        } else {
+                            Box::pin(events)
+                        };
+                    Ok::<_, std::convert::Infallible>(Response::new(EventStream::new(events)))
+                });
+            let request = Request::get("/")
+                .header(header::ACCEPT_ENCODING, encoding)
+                .body(())
+                .unwrap();
+            let response = service.oneshot(request).await.unwrap();
+            assert_eq!(response.headers()[header::CONTENT_ENCODING], encoding);
+            let mut body = Box::pin(response.into_body());
+            // The five events (one frame), then the shutdown, then whatever ends the body.
+            let first = timeout(Duration::from_secs(10), body.frame())
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
+            let mut bytes = first.into_data().unwrap().to_vec();
+            if shutdown_ends_it {
+                shutdown.trigger();
+            }
+            let rest = timeout(Duration::from_secs(10), body.collect())
+                .await
+                .unwrap()
+                .unwrap()
+                .to_bytes();
+            bytes.extend_from_slice(&rest);
+            let body = bytes;
+            let plain = decode_to_end(encoding, &body)
+                .unwrap_or_else(|err| panic!("{encoding} (shutdown: {shutdown_ends_it}): {err}"));
+            let text = String::from_utf8(plain).unwrap();
+            assert!(text.starts_with("id: 0\ndata: hello\n\n"), "{text}");
+            assert_eq!(text.contains("event: bye\n"), shutdown_ends_it, "{text}");
+        }
+    }
 }
