@@ -295,8 +295,23 @@ async fn nats_call<T, E: std::fmt::Display>(
     }
 }
 
-/// How many keys a bucket holds (its stream's messages, read fresh: one per key, and a
-/// marker per purged key until it is written again).
+/// Removes every message of `key` from `bucket`'s stream: the value, and the marker that a
+/// key-value delete or purge leaves (which would otherwise count in [`nats_len`] forever).
+async fn nats_forget(
+    jetstream: &async_nats::jetstream::Context,
+    bucket: &str,
+    key: &str,
+) -> Result<(), StoreDown> {
+    let stream = nats_call(jetstream.get_stream(format!("KV_{bucket}"))).await?;
+    nats_call(std::future::IntoFuture::into_future(
+        stream.purge().filter(format!("$KV.{bucket}.{key}")),
+    ))
+    .await?;
+    Ok(())
+}
+
+/// How many keys a bucket holds (its stream's messages, read fresh: one per key; a removed
+/// key leaves none, see [`nats_forget`]).
 async fn nats_len(
     jetstream: &async_nats::jetstream::Context,
     bucket: &str,
@@ -405,9 +420,11 @@ impl Store {
                     return Ok(false);
                 }
                 let value = serde_json::to_string(&name).unwrap_or_default();
+                // The activity record first: a room never exists without one (it would never
+                // expire); a record without its room is swept like any other.
+                self.touch(Kind::Room, id).await?;
                 Self::query::<()>(conn, redis::cmd("HSET").arg(ROOMS_KEY).arg(id).arg(value))
                     .await?;
-                self.touch(Kind::Room, id).await?;
                 Ok(true)
             }
             Self::Nats(nats) => {
@@ -418,8 +435,8 @@ impl Store {
                     return Ok(false);
                 }
                 let value = serde_json::to_string(&name).unwrap_or_default();
-                nats_call(rooms.put(nats_key(id), value.into())).await?;
                 self.touch(Kind::Room, id).await?;
+                nats_call(rooms.put(nats_key(id), value.into())).await?;
                 Ok(true)
             }
         }
@@ -435,6 +452,7 @@ impl Store {
             }
             Self::Nats(nats) => {
                 let _ = nats_call(nats.rooms.purge(nats_key(id))).await;
+                let _ = nats_forget(&nats.jetstream, "CHAT_ROOMS", &nats_key(id)).await;
             }
         }
     }
@@ -480,13 +498,14 @@ impl Store {
                 {
                     return Ok(Claim::Full);
                 }
+                // The activity record first (see `add_room`).
+                self.touch(Kind::User, user).await?;
                 let set: bool = Self::query(
                     conn,
                     redis::cmd("HSETNX").arg(TOKENS_KEY).arg(user).arg(token),
                 )
                 .await?;
                 if set {
-                    self.touch(Kind::User, user).await?;
                     return Ok(Claim::New);
                 }
                 // Someone else got there first.
@@ -502,6 +521,8 @@ impl Store {
                 if nats_len(jetstream, "CHAT_TOKENS").await? >= MAX_USERS {
                     return Ok(Claim::Full);
                 }
+                // The activity record first (see `add_room`).
+                self.touch(Kind::User, user).await?;
                 // `create` only writes a key that does not exist: the first login wins.
                 let created = tokio::time::timeout(
                     Duration::from_secs(2),
@@ -510,10 +531,7 @@ impl Store {
                 .await
                 .map_err(|_| StoreDown::nats("timed out"))?;
                 match created {
-                    Ok(_) => {
-                        self.touch(Kind::User, user).await?;
-                        Ok(Claim::New)
-                    }
+                    Ok(_) => Ok(Claim::New),
                     Err(err)
                         if err.kind()
                             == async_nats::jetstream::kv::CreateErrorKind::AlreadyExists =>
@@ -672,11 +690,13 @@ impl Store {
                 if deleted.is_err() {
                     return Ok(false);
                 }
-                let bucket = match kind {
-                    Kind::Room => &nats.rooms,
-                    Kind::User => &nats.tokens,
+                let (bucket, bucket_name) = match kind {
+                    Kind::Room => (&nats.rooms, "CHAT_ROOMS"),
+                    Kind::User => (&nats.tokens, "CHAT_TOKENS"),
                 };
                 nats_call(bucket.purge(nats_key(name))).await?;
+                nats_forget(&nats.jetstream, bucket_name, &nats_key(name)).await?;
+                nats_forget(&nats.jetstream, "CHAT_ACTIVE", &key).await?;
                 Ok(true)
             }
         }
