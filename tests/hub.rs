@@ -783,3 +783,69 @@ async fn a_reader_of_a_full_ring_yields_to_other_tasks() {
     let ran_at = ran_at.expect("the other task never ran while 1,000 ready events were read");
     assert!(ran_at < 1000, "it ran only at the end ({ran_at})");
 }
+
+/// `Hub::disconnect`: every stream of the id ends, also one parked waiting for events (it is
+/// woken) and one over several topics; other clients go on; the counts return to zero; a
+/// stream of the id made afterwards is a new registration, which the old streams going does
+/// not count out.
+#[tokio::test]
+async fn disconnect_ends_every_stream_of_a_client_id() {
+    let hub = Hub::new();
+    let parked = {
+        let mut sub = hub
+            .subscriber("x")
+            .client_id("alice")
+            .subscribe()
+            .await
+            .unwrap();
+        tokio::spawn(async move { sub.next().await })
+    };
+    let mut many = hub
+        .subscription()
+        .topic("x")
+        .topic("y")
+        .client_id("alice")
+        .subscribe()
+        .await
+        .unwrap();
+    let mut bob = hub
+        .subscriber("x")
+        .client_id("bob")
+        .subscribe()
+        .await
+        .unwrap();
+    tokio::task::yield_now().await;
+    assert_eq!(hub.client_connections("alice"), 2);
+    assert_eq!(hub.disconnect("alice").await.unwrap(), 2);
+    assert!(
+        tokio::time::timeout(Duration::from_secs(5), parked)
+            .await
+            .expect("the parked stream was woken")
+            .unwrap()
+            .is_none()
+    );
+    assert!(many.next().await.is_none());
+    assert_eq!(hub.client_connections("alice"), 0);
+    assert_eq!(hub.disconnect("alice").await.unwrap(), 0, "nothing left");
+    // bob goes on.
+    hub.publish("x", Event::new().data("for all"))
+        .await
+        .unwrap();
+    assert_eq!(data(&bob.next().await.unwrap()), "for all");
+    // A new stream of alice's, and the old one dropped after it: the new one still counts.
+    let mut again = hub
+        .subscriber("y")
+        .client_id("alice")
+        .subscribe()
+        .await
+        .unwrap();
+    drop(many);
+    assert_eq!(hub.client_connections("alice"), 1);
+    assert_eq!(
+        hub.send_to("alice", Event::new().data("hi")).await.unwrap(),
+        1
+    );
+    assert_eq!(data(&again.next().await.unwrap()), "hi");
+    drop((again, bob));
+    assert_eq!(hub.total_subscribers(), 0);
+}

@@ -54,6 +54,8 @@ pub(super) struct Local {
     /// `merge.rs`). Lock order: this, then the topic map, then a topic.
     order: Mutex<Patterns>,
     clients: Mutex<HashMap<Box<str>, Client>>,
+    /// The next [`Client::generation`].
+    client_generation: AtomicU64,
     subscribers: AtomicUsize,
     published: AtomicU64,
     slow_disconnects: AtomicU64,
@@ -92,6 +94,9 @@ pub(super) enum Stamp {
 struct Client {
     sender: broadcast::Sender<Item>,
     connections: usize,
+    /// Which registration of the id this is: a subscription of an earlier one (cut by
+    /// [`Local::disconnect_client`]) must not count itself out of a later one.
+    generation: u64,
 }
 
 /// The live rings of the patterns that have subscribers, by key.
@@ -178,6 +183,7 @@ impl Local {
             topics: Mutex::new(HashMap::new()),
             order: Mutex::default(),
             clients: Mutex::new(HashMap::new()),
+            client_generation: AtomicU64::new(0),
             subscribers: AtomicUsize::new(0),
             published: AtomicU64::new(0),
             slow_disconnects: AtomicU64::new(0),
@@ -758,24 +764,38 @@ impl Local {
         )
     }
 
-    pub(super) fn join_client(&self, client_id: &str) -> Recv {
+    /// Counts a connection of `client_id`: its receiver of the id's events, and the
+    /// registration it joined.
+    pub(super) fn join_client(&self, client_id: &str) -> (Recv, u64) {
         let mut clients = lock(&self.clients);
         let client = clients.entry(client_id.into()).or_insert_with(|| Client {
             sender: broadcast::channel(self.config.client_capacity).0,
             connections: 0,
+            generation: self.client_generation.fetch_add(1, Ordering::Relaxed),
         });
         client.connections += 1;
-        Recv::new(client.sender.subscribe())
+        (Recv::new(client.sender.subscribe()), client.generation)
     }
 
-    pub(super) fn leave_client(&self, client_id: &str) {
+    pub(super) fn leave_client(&self, client_id: &str, generation: u64) {
         let mut clients = lock(&self.clients);
         if let Some(client) = clients.get_mut(client_id) {
+            if client.generation != generation {
+                return;
+            }
             client.connections = client.connections.saturating_sub(1);
             if client.connections == 0 {
                 clients.remove(client_id);
             }
         }
+    }
+
+    /// Ends this process's subscriptions of `client_id` (their client channel closes, and a
+    /// subscription whose client channel closes ends); how many there were.
+    pub(super) fn disconnect_client(&self, client_id: &str) -> usize {
+        lock(&self.clients)
+            .remove(client_id)
+            .map_or(0, |client| client.connections)
     }
 
     /// A subscription has ended.

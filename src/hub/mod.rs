@@ -423,6 +423,38 @@ impl Hub {
         self.broker.send_to(&self.local, client_id, event).await
     }
 
+    /// Ends every stream subscribed with `client_id` ([`SubscribeBuilder::client_id`]), on
+    /// every process of the hub (a user logged out, a token revoked, an account closed): each
+    /// ends as if its topics were closed, and its client reconnects (and is authorized again)
+    /// or not. A stream subscribed with the id afterwards is not affected. Returns how many
+    /// streams this process ended; on a broker the others end theirs when its message arrives.
+    ///
+    /// # Errors
+    ///
+    /// [`PublishError::Unavailable`] when the broker cannot be reached (this process's streams
+    /// are ended all the same).
+    ///
+    /// ```
+    /// use futures_util::StreamExt;
+    /// use tower_sse::hub::Hub;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let hub = Hub::new();
+    /// let mut phone = hub.subscriber("inbox").client_id("alice").subscribe().await.unwrap();
+    /// let mut laptop = hub.subscriber("feed").client_id("alice").subscribe().await.unwrap();
+    /// let _bob = hub.subscriber("feed").client_id("bob").subscribe().await.unwrap();
+    /// assert_eq!(hub.disconnect("alice").await.unwrap(), 2);
+    /// assert!(phone.next().await.is_none());
+    /// assert!(laptop.next().await.is_none());
+    /// assert_eq!(hub.client_connections("alice"), 0);
+    /// assert_eq!(hub.client_connections("bob"), 1);
+    /// # }
+    /// ```
+    pub async fn disconnect(&self, client_id: &str) -> Result<usize, PublishError> {
+        self.broker.disconnect(&self.local, client_id).await
+    }
+
     /// Subscribes to `topic` for live events only. Same as
     /// `hub.subscriber(topic).subscribe()`.
     ///

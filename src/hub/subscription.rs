@@ -320,9 +320,15 @@ enum Target {
     Many(Box<str>),
 }
 
+/// A subscription's client id, its receiver of the id's events and the registration it
+/// joined (from `Local::join_client`).
+pub(super) type ClientJoin = (Box<str>, (Recv, u64));
+
 /// The events sent to a subscription's client id.
 struct ClientRecv {
     id: Box<str>,
+    /// The registration of the id this subscription counts in.
+    generation: u64,
     /// `None` once the client's channel is gone.
     recv: Option<Recv>,
     /// Whether the client's events come first on the next poll (they take turns with the
@@ -343,7 +349,7 @@ impl Subscription {
         replay: Replay,
         backlog: Vec<EncodedEvent>,
         live: Recv,
-        client: Option<(Box<str>, Recv)>,
+        client: Option<ClientJoin>,
     ) -> Self {
         Self::with_feed(
             hub,
@@ -362,7 +368,7 @@ impl Subscription {
         merge: Merge,
         replay: Replay,
         backlog: Vec<EncodedEvent>,
-        client: Option<(Box<str>, Recv)>,
+        client: Option<ClientJoin>,
     ) -> Self {
         Self::with_feed(
             hub,
@@ -380,16 +386,17 @@ impl Subscription {
         live: Live,
         replay: Replay,
         backlog: Vec<EncodedEvent>,
-        client: Option<(Box<str>, Recv)>,
+        client: Option<ClientJoin>,
     ) -> Self {
         crate::metrics::replay(replay);
         Self {
             replay,
             handoff: Handoff::new(backlog, Overlap::None),
             live: Some(live),
-            client: client.map(|(id, recv)| {
+            client: client.map(|(id, (recv, generation))| {
                 Box::new(ClientRecv {
                     id,
+                    generation,
                     recv: Some(recv),
                     first: false,
                 })
@@ -537,7 +544,7 @@ impl Subscription {
             }
         }
         if let Some(client) = self.client.take() {
-            self.hub.leave_client(&client.id);
+            self.hub.leave_client(&client.id, client.generation);
         }
     }
 
@@ -594,8 +601,9 @@ impl Subscription {
             Poll::Pending => Polled::Idle,
             Poll::Ready(Ok(item)) => Polled::Event(item.event),
             Poll::Ready(Err(RecvError::Closed)) => {
-                client.recv = None;
-                Polled::Idle
+                // The id was disconnected (`Hub::disconnect`): the stream ends.
+                self.release();
+                Polled::End
             }
             Poll::Ready(Err(RecvError::Lagged(skipped))) => self.slow(skipped),
         }

@@ -236,20 +236,26 @@ pub(crate) fn position(id: &str) -> Option<u64> {
     id.parse().ok()
 }
 
-/// The message for `client_id`: `<len>:<client id><event>`.
-pub(crate) fn direct(client_id: &str, event: &EncodedEvent) -> Vec<u8> {
+/// The message for `client_id`: `<len>:<client id><event>`, or `<len>:<client id>` alone to
+/// disconnect it (`event` `None`).
+pub(crate) fn direct(client_id: &str, event: Option<&EncodedEvent>) -> Vec<u8> {
     let head = format!("{}:{client_id}", client_id.len());
+    let event = event.map_or(&[][..], |event| event.as_bytes());
     let mut message = Vec::with_capacity(head.len() + event.len());
     message.extend_from_slice(head.as_bytes());
-    message.extend_from_slice(event.as_bytes());
+    message.extend_from_slice(event);
     message
 }
 
-/// `<len>:<client id><event>` → (client id, event), when the event is one event without an
-/// id (events sent to a client keep the client's id).
-pub(crate) fn split_direct(payload: &[u8]) -> Option<(&str, EncodedEvent)> {
+/// `<len>:<client id><event>` → (client id, `Some(event)`), when the event is one event
+/// without an id (events sent to a client keep the client's id); `<len>:<client id>` alone →
+/// (client id, `None`): disconnect it.
+pub(crate) fn split_direct(payload: &[u8]) -> Option<(&str, Option<EncodedEvent>)> {
     let (client_id, event) = split_head(payload)?;
-    Some((client_id, raw_event(event)?))
+    if event.is_empty() {
+        return Some((client_id, None));
+    }
+    Some((client_id, Some(raw_event(event)?)))
 }
 
 fn split_head(payload: &[u8]) -> Option<(&str, &[u8])> {
@@ -385,8 +391,17 @@ mod tests {
     #[test]
     fn direct_messages_round_trip_and_split_without_panicking() {
         let event = Event::new().data("x").encode();
-        let message = direct("bob", &event);
+        let message = direct("bob", Some(&event));
         assert_eq!(split_head(&message), Some(("bob", &b"data: x\n\n"[..])));
+        let (id, back) = split_direct(&message).unwrap();
+        assert_eq!(
+            (id, &back.unwrap().as_bytes()[..]),
+            ("bob", &b"data: x\n\n"[..])
+        );
+        // No event: a disconnect.
+        let disconnect = direct("bob", None);
+        assert_eq!(&disconnect[..], b"3:bob");
+        assert!(matches!(split_direct(&disconnect), Some(("bob", None))));
         assert_eq!(
             split_head(b"0:data: x\n\n"),
             Some(("", &b"data: x\n\n"[..]))

@@ -87,10 +87,12 @@ pub(crate) trait Remote: Send + Sync + 'static {
 
     /// Sends `event` to every process's connections of `client_id` (live only); how many
     /// processes listen.
+    /// Sends `event` to every process's connections of `client_id`, or with `None` ends them
+    /// ([`Feed::disconnect`]).
     fn send_to<'a>(
         &'a self,
         client_id: &'a str,
-        event: &'a EncodedEvent,
+        event: Option<&'a EncodedEvent>,
     ) -> BoxFuture<'a, Result<usize, PublishError>>;
 
     /// Registers `topic` (for hubs that do not create topics on demand); `true` if it was new.
@@ -205,6 +207,13 @@ impl Feed {
     pub(crate) fn send_to(&self, client_id: &str, event: EncodedEvent) {
         if let Some(local) = self.local.upgrade() {
             local.deliver_to_client(client_id, event);
+        }
+    }
+
+    /// Ends this process's connections of `client_id`.
+    pub(crate) fn disconnect(&self, client_id: &str) {
+        if let Some(local) = self.local.upgrade() {
+            local.disconnect_client(client_id);
         }
     }
 
@@ -338,9 +347,29 @@ impl Broker {
             #[cfg(feature = "_broker")]
             Self::Remote(remote) => {
                 self.start(local);
-                let reached = remote.send_to(client_id, &event).await;
+                let reached = remote.send_to(client_id, Some(&event)).await;
                 local.count_published();
                 reached
+            }
+        }
+    }
+
+    /// Ends `client_id`'s subscriptions on every process; how many this process had.
+    pub(super) async fn disconnect(
+        &self,
+        local: &Arc<Local>,
+        client_id: &str,
+    ) -> Result<usize, PublishError> {
+        match self {
+            Self::Memory => Ok(local.disconnect_client(client_id)),
+            #[cfg(feature = "_broker")]
+            Self::Remote(remote) => {
+                self.start(local);
+                // Here at once (the broker's message comes back to this process too, and
+                // finds nothing left).
+                let here = local.disconnect_client(client_id);
+                remote.send_to(client_id, None).await?;
+                Ok(here)
             }
         }
     }

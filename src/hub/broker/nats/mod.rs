@@ -582,7 +582,7 @@ impl Remote for NatsBroker {
     fn send_to<'a>(
         &'a self,
         client_id: &'a str,
-        event: &'a EncodedEvent,
+        event: Option<&'a EncodedEvent>,
     ) -> BoxFuture<'a, Result<usize, PublishError>> {
         Box::pin(async move {
             let inner = &self.inner;

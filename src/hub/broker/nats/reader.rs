@@ -178,7 +178,8 @@ pub(super) async fn listen(inner: Arc<Inner>, feed: Feed) {
         loop {
             match tokio::time::timeout(CHECK * 20, next(&mut subscription)).await {
                 Ok(Some(message)) => match entry::split_direct(&message.payload) {
-                    Some((client_id, event)) => feed.send_to(client_id, event),
+                    Some((client_id, Some(event))) => feed.send_to(client_id, event),
+                    Some((client_id, None)) => feed.disconnect(client_id),
                     None => tracing::warn!("nats message for a client is not one event; dropped"),
                 },
                 Ok(None) => break,

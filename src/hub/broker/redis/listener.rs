@@ -62,7 +62,8 @@ pub(super) async fn run(client: Client, channel: String, feed: Feed) {
                 return;
             }
             match entry::split_direct(message.get_payload_bytes()) {
-                Some((client_id, event)) => feed.send_to(client_id, event),
+                Some((client_id, Some(event))) => feed.send_to(client_id, event),
+                Some((client_id, None)) => feed.disconnect(client_id),
                 None => {
                     tracing::warn!("redis pub/sub message is not one event without an id; dropped")
                 }

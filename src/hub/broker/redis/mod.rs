@@ -370,7 +370,7 @@ impl Remote for RedisBackend {
     fn send_to<'a>(
         &'a self,
         client_id: &'a str,
-        event: &'a EncodedEvent,
+        event: Option<&'a EncodedEvent>,
     ) -> BoxFuture<'a, Result<usize, PublishError>> {
         Box::pin(async move {
             let message = crate::hub::broker::entry::direct(client_id, event);
