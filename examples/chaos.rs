@@ -89,6 +89,8 @@ use std::{
     time::Duration,
 };
 
+use std::io::Write as _;
+
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper::{Request, body::Incoming};
@@ -365,10 +367,15 @@ impl Broker {
                 command
             }
         };
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.with_extension("log"))
+            .map_err(|err| format!("broker log: {err}"))?;
         let child = command
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stdout(log.try_clone().map_err(|err| err.to_string())?)
+            .stderr(log)
             .kill_on_drop(true)
             .spawn()
             .map_err(|err| format!("cannot start {}: {err}", self.kind.name()))?;
@@ -419,6 +426,37 @@ impl Broker {
                 )
             }
         }
+    }
+
+    /// NATS: the streams' creation times and last sequences, from the monitoring port (what a
+    /// restart must keep); Redis: `None`.
+    async fn streams(&self) -> Option<String> {
+        if self.kind != BrokerKind::Nats {
+            return None;
+        }
+        let mut conn = TcpStream::connect(("127.0.0.1", self.monitor)).await.ok()?;
+        let request = "GET /jsz?streams=true HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
+        conn.write_all(request.as_bytes()).await.ok()?;
+        let mut reply = Vec::new();
+        timeout(Duration::from_secs(2), conn.read_to_end(&mut reply))
+            .await
+            .ok()?
+            .ok()?;
+        let reply = String::from_utf8_lossy(&reply);
+        let (_, body) = reply.split_once("\r\n\r\n")?;
+        let value: serde_json::Value = serde_json::from_str(body).ok()?;
+        let mut streams = Vec::new();
+        for account in value["account_details"].as_array()? {
+            for stream in account["stream_detail"].as_array()? {
+                streams.push(format!(
+                    "{} created {} last_seq {}",
+                    stream["name"].as_str().unwrap_or("?"),
+                    stream["created"].as_str().unwrap_or("?"),
+                    stream["state"]["last_seq"]
+                ));
+            }
+        }
+        Some(streams.join("; "))
     }
 
     fn env(&self) -> (&'static str, String) {
@@ -489,15 +527,18 @@ impl ChatProcess {
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(log)
+            .stderr(log.try_clone().map_err(|err| err.to_string())?)
             .kill_on_drop(true)
             .spawn()
             .map_err(|err| format!("cannot start {}: {err}", self.bin.display()))?;
         register(&child);
         let stdout = child.stdout.take().expect("piped stdout");
         let mut lines = BufReader::new(stdout).lines();
+        // Its stdout (where its tracing goes too) into the log file.
+        let mut log = std::io::LineWriter::new(log);
         let listening = timeout(Duration::from_secs(10), async {
             while let Ok(Some(line)) = lines.next_line().await {
+                let _ = writeln!(log, "{line}");
                 if line.starts_with("listening on ") {
                     return true;
                 }
@@ -510,7 +551,11 @@ impl ChatProcess {
             return Err("exited or silent before listening".to_owned());
         }
         // Keep reading stdout so the process never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                let _ = writeln!(log, "{line}");
+            }
+        });
         self.child = Some(child);
         Ok(())
     }
@@ -1313,9 +1358,15 @@ async fn soak(options: Options) -> Result<bool, String> {
             println!("chaos: t={at:.0}s killed chat {victim} (SIGKILL), back up");
             next_kill += kill_every;
         } else {
+            let before = broker.streams().await;
             broker.kill().await;
             sleep(rng.between(Duration::from_millis(500), Duration::from_millis(1500))).await;
             broker.spawn().await?;
+            if let Some(before) = before {
+                let after = broker.streams().await.unwrap_or_default();
+                println!("chaos: streams before the kill: {before}");
+                println!("chaos: streams after the restart: {after}");
+            }
             broker_restarts += 1;
             println!(
                 "chaos: t={at:.0}s killed the broker (SIGKILL), back up after {:.1} s",
