@@ -46,7 +46,9 @@ use crate::{
 ///   `[A-Za-z0-9_-]` escaped (`=2F` for `/`): `.`, `*`, `>`, spaces and non-ASCII can never
 ///   widen a subscription or split a subject. An event of several topics, a broadcast and a
 ///   close go to `<prefix>.m`. The topics themselves travel in the message body.
-/// - **Ids are stream sequences**, offset by the stream's creation time in ms × 1024: hub-wide
+/// - **Ids are stream sequences**, offset by the time the stream was made in ms × 1024
+///   (written in the stream's description, `tower-sse ids offset <n>`, by the process that
+///   makes it: nats-server does not keep a stream's `created` time across restarts): hub-wide
 ///   ordered, the same on every process and across restarts, so one `Last-Event-ID` resumes
 ///   any set of topics and patterns; and an id from another stream (another hub, or this one
 ///   deleted and made again) falls outside this stream's range and is `history-lost`, never
@@ -370,13 +372,37 @@ impl fmt::Debug for NatsBroker {
     }
 }
 
-/// The offset of a stream's ids: its creation time in ms × 1024 (made once, kept by NATS,
-/// the same for every process), so that streams made at different times give ids in ranges
-/// that do not meet unless one of them carries more than 1,024 messages per millisecond of
-/// the time between them.
-fn offset(created_unix_nanos: i128) -> u64 {
-    let ms = created_unix_nanos / 1_000_000;
+/// The offset of a stream's ids: the time it was made in ms × 1024, so that streams made at
+/// different times give ids in ranges that do not meet unless one of them carries more than
+/// 1,024 messages per millisecond of the time between them.
+fn offset(unix_nanos: i128) -> u64 {
+    let ms = unix_nanos / 1_000_000;
     u64::try_from(ms).unwrap_or(0).saturating_mul(1024)
+}
+
+/// The start of the stream's description that carries the offset of its ids, written by the
+/// process that makes the stream. The offset must be the same for every process, for as long
+/// as the stream lives; the stream's `created` time is not: nats-server (2.9) reports, after a
+/// restart, the time of an earlier restart once the stream's configuration was updated in
+/// between (every process updates it when it starts), so a process started then would number
+/// the same messages differently from the others (found by `examples/chaos.rs`).
+const OFFSET_TAG: &str = "tower-sse ids offset ";
+
+/// The offset written in a stream's description, if there is one.
+fn tagged_offset(config: &jetstream::stream::Config) -> Option<u64> {
+    config
+        .description
+        .as_deref()?
+        .strip_prefix(OFFSET_TAG)?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// The offset of a stream's ids: the one in its description, else (a stream made before the
+/// offset was written down) its creation time.
+fn stream_offset(info: &jetstream::stream::Info) -> u64 {
+    tagged_offset(&info.config).unwrap_or_else(|| offset(info.created.unix_timestamp_nanos()))
 }
 
 fn unavailable(what: &str, err: &dyn fmt::Display) {
@@ -416,29 +442,47 @@ impl Inner {
                     discard: jetstream::stream::DiscardPolicy::Old,
                     ..Default::default()
                 };
+                // The offset of the ids is written in the stream's description (see
+                // `OFFSET_TAG`), kept by every update.
+                let tagged = |offset: u64| jetstream::stream::Config {
+                    description: Some(format!("{OFFSET_TAG}{offset}")),
+                    ..config.clone()
+                };
+                let update = |existing: jetstream::stream::Stream| async move {
+                    let offset = stream_offset(existing.cached_info());
+                    self.jetstream
+                        .update_stream(&tagged(offset))
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    self.jetstream
+                        .get_stream(&self.stream_name)
+                        .await
+                        .map_err(|e| e.to_string())
+                };
                 let work = async {
                     match self.jetstream.get_stream(&self.stream_name).await {
-                        Ok(_) => {
-                            self.jetstream
-                                .update_stream(&config)
-                                .await
-                                .map_err(|e| e.to_string())?;
-                            self.jetstream
-                                .get_stream(&self.stream_name)
-                                .await
-                                .map_err(|e| e.to_string())
+                        Ok(existing) => update(existing).await,
+                        Err(_) => {
+                            let now = std::time::SystemTime::now()
+                                .duration_since(std::time::UNIX_EPOCH)
+                                .map_or(0, |d| i128::try_from(d.as_nanos()).unwrap_or(0));
+                            match self.jetstream.create_stream(tagged(offset(now))).await {
+                                Ok(made) => Ok(made),
+                                // Another process made it meanwhile: its offset holds.
+                                Err(err) => {
+                                    match self.jetstream.get_stream(&self.stream_name).await {
+                                        Ok(existing) => update(existing).await,
+                                        Err(_) => Err(err.to_string()),
+                                    }
+                                }
+                            }
                         }
-                        Err(_) => self
-                            .jetstream
-                            .create_stream(config.clone())
-                            .await
-                            .map_err(|e| e.to_string()),
                     }
                 };
                 let stream = tokio::time::timeout(self.timeout, work)
                     .await
                     .map_err(|_| "timed out".to_owned())??;
-                let offset = offset(stream.cached_info().created.unix_timestamp_nanos());
+                let offset = stream_offset(stream.cached_info());
                 Ok::<_, String>((stream, offset))
             })
             .await?;
