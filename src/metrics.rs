@@ -10,7 +10,7 @@
 //! | `tower_sse_slow_disconnects_total` | counter | hub subscriptions ended for falling behind |
 //! | `tower_sse_stalled_total` | counter | HTTP/2 streams reset because their client took no frame for the stall timeout ([`SseLayer::stall_timeout`](crate::SseLayer::stall_timeout)) |
 //! | `tower_sse_refused_total{limit}` | counter | event streams answered `429` for a cap ([`SseLayer::max_streams`](crate::SseLayer::max_streams)): `limit` is `total` or `client` |
-//! | `tower_sse_broker_connected{broker}` | gauge | 1 while the hub's reader is connected to its broker (`broker`: `redis`, `nats`), 0 while it reconnects (subscriptions then answer `Unavailable`) |
+//! | `tower_sse_broker_connected{broker}` | gauge | 1 while the hub's reader is connected to its broker (`broker`: `redis`, `nats`), 0 while it reconnects (subscriptions then answer `Unavailable`); several hubs on one kind of broker in a process share the series (the last change wins) |
 //! | `tower_sse_broker_gaps_total{broker}` | counter | gaps the broker's reader signalled (entries it could not deliver: trimmed before it read them, unreadable, or a broker that lost them); each ends the affected streams with `history-lost` on resume |
 //! | `tower_sse_replays_total{outcome}` | counter | hub subscriptions by how their `Last-Event-ID` was honoured: `outcome` is `none`, `complete` or `history-lost` |
 //!
