@@ -87,9 +87,8 @@ pub(crate) struct Config {
     pub(crate) limits: Option<Limits>,
     /// The `route` label of this layer's metrics (`SseLayer::metrics_route`).
     pub(crate) metrics_route: crate::metrics::Route,
-    /// Per-event compression (`SseLayer::compression`), `None`: off.
-    #[cfg(feature = "compression")]
-    pub(crate) compression: Option<crate::Compression>,
+    /// Per-event compression (`SseLayer::compression`; nothing without the feature).
+    pub(crate) compression: crate::compress::Setting,
 }
 
 impl Default for Config {
@@ -107,8 +106,7 @@ impl Default for Config {
             hooks: Hooks::default(),
             limits: None,
             metrics_route: None,
-            #[cfg(feature = "compression")]
-            compression: None,
+            compression: crate::compress::OFF,
         }
     }
 }

@@ -378,13 +378,17 @@ pub(crate) struct Chosen {
     chosen: Option<(Encoding, Level)>,
 }
 
+/// A layer's compression setting (`None`: off).
+pub(crate) type Setting = Option<Compression>;
+
+/// Off (a layer's default).
+pub(crate) const OFF: Setting = None;
+
 impl Chosen {
-    pub(crate) fn negotiate(config: &crate::body::Config, headers: &HeaderMap) -> Self {
+    pub(crate) fn negotiate(setting: Setting, headers: &HeaderMap) -> Self {
         Self {
-            enabled: config.compression.is_some(),
-            chosen: config
-                .compression
-                .and_then(|c| Some((c.negotiate(headers)?, c.level))),
+            enabled: setting.is_some(),
+            chosen: setting.and_then(|c| Some((c.negotiate(headers)?, c.level))),
         }
     }
 }

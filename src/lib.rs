@@ -138,12 +138,19 @@ mod compress {
     use http::HeaderMap;
     use http_body::Frame;
 
+    /// No setting: compression is a feature away.
+    #[derive(Debug, Clone, Copy)]
+    pub(crate) struct Setting;
+
+    /// Off (the only setting).
+    pub(crate) const OFF: Setting = Setting;
+
     /// Nothing is ever negotiated.
     #[derive(Debug, Clone, Copy)]
     pub(crate) struct Chosen;
 
     impl Chosen {
-        pub(crate) fn negotiate(_: &crate::body::Config, _: &HeaderMap) -> Self {
+        pub(crate) fn negotiate(_: Setting, _: &HeaderMap) -> Self {
             Self
         }
     }

@@ -104,7 +104,7 @@ where
         if let Some(id) = LastEventId::from_request(&req) {
             req.extensions_mut().insert(id);
         }
-        let chosen = crate::compress::Chosen::negotiate(&self.config, req.headers());
+        let chosen = crate::compress::Chosen::negotiate(self.config.compression, req.headers());
         let disconnect = Disconnect::new();
         let guard = disconnect.guard();
         req.extensions_mut().insert(disconnect);
