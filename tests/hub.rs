@@ -849,3 +849,93 @@ async fn disconnect_ends_every_stream_of_a_client_id() {
     drop((again, bob));
     assert_eq!(hub.total_subscribers(), 0);
 }
+
+/// A publisher on its own thread racing subscribers on a multi-thread runtime, one event at a
+/// time: every subscriber gets every event. A parked subscriber that the ring's count says has
+/// nothing new is not polled again (`Recv::poll`); the count moves before each send, so no
+/// wake-up can be missed (a missed one would leave a subscriber waiting here until the
+/// timeout, with no keep-alive to rescue it).
+#[test]
+fn subscribers_racing_a_publisher_miss_no_wake_up() {
+    const EVENTS: usize = 20_000;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_time()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let hub = Hub::builder().subscriber_capacity(1 << 15).build();
+        let mut tasks = vec![];
+        for _ in 0..4 {
+            let mut sub = hub.subscribe("t").await.unwrap();
+            tasks.push(tokio::spawn(async move {
+                let mut got = 0;
+                while got < EVENTS {
+                    // A lost wake-up shows as a wait until the timeout's timer wakes the task
+                    // (whose poll of the stream then finds the event): each event takes
+                    // microseconds, so a wait of seconds is a lost wake-up, not a slow machine.
+                    let started = tokio::time::Instant::now();
+                    let next = tokio::time::timeout(Duration::from_secs(5), sub.next()).await;
+                    match next {
+                        Ok(Some(_)) if started.elapsed() < Duration::from_secs(4) => got += 1,
+                        Ok(Some(_)) | Err(_) => {
+                            panic!("a wake-up was lost after {got} of {EVENTS} events")
+                        }
+                        Ok(None) => panic!("ended after {got}"),
+                    }
+                }
+                got
+            }));
+        }
+        let publisher = {
+            let hub = hub.clone();
+            std::thread::spawn(move || {
+                for n in 0..EVENTS {
+                    hub.publish("t", Event::new().data(n.to_string()))
+                        .now_or_never()
+                        .unwrap()
+                        .unwrap();
+                    if n % 64 == 0 {
+                        std::thread::yield_now();
+                    }
+                }
+            })
+        };
+        for task in tasks {
+            assert_eq!(task.await.unwrap(), EVENTS);
+        }
+        publisher.join().unwrap();
+    });
+}
+
+/// The case behind a lost wake-up, made deterministic: a subscriber reads exactly a task's
+/// co-operative budget of events (128) in one go and then waits for the next. Its wait starts
+/// with the budget spent, where tokio's receive returns `Pending` without registering (and
+/// has the task come back); taken for a registration, that `Pending` left the subscriber
+/// asleep through the next publish.
+#[tokio::test]
+async fn a_subscriber_that_spent_its_budget_is_still_woken() {
+    let hub = Hub::builder().subscriber_capacity(1024).build();
+    let mut sub = hub.subscribe("t").await.unwrap();
+    for n in 0..128 {
+        hub.publish("t", Event::new().data(n.to_string()))
+            .await
+            .unwrap();
+    }
+    let reader = tokio::spawn(async move {
+        for _ in 0..128 {
+            sub.next().await.unwrap();
+        }
+        data(&sub.next().await.unwrap())
+    });
+    // Let the reader read the 128 and park.
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    hub.publish("t", Event::new().data("129th")).await.unwrap();
+    let last = tokio::time::timeout(Duration::from_secs(10), reader)
+        .await
+        .expect("the reader was woken by the publish")
+        .unwrap();
+    assert_eq!(last, "129th");
+}

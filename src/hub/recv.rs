@@ -74,13 +74,14 @@ impl Ring {
 
     /// Sends `item` to every receiver; how many it reached.
     pub(super) fn send(&self, item: Item) -> usize {
+        // Before the send, so that a receiver woken by it sees the new count (a parked
+        // receiver that sees no new count does not poll its parked receive again, see
+        // `Recv::poll`). A receiver that sees the count before the item is in the ring finds
+        // the ring empty and parks, and the send wakes it. (A count with no receiver is
+        // harmless: receivers start from the count as of when they join, under the same lock.)
+        self.sent.fetch_add(1, Ordering::Release);
         // An error only means there is no receiver right now.
-        let reached = self.sender.send(item).unwrap_or(0);
-        if reached > 0 {
-            // After the send: a receiver that sees the new count finds the item in the ring.
-            self.sent.fetch_add(1, Ordering::Release);
-        }
-        reached
+        self.sender.send(item).unwrap_or(0)
     }
 
     /// How many items the ring holds that its slowest receiver has not read.
@@ -96,6 +97,14 @@ impl Ring {
             sent: Arc::clone(&self.sent),
             seen: self.sent.load(Ordering::Relaxed),
         }
+    }
+}
+
+impl Drop for Ring {
+    fn drop(&mut self) {
+        // Before the sender goes (fields drop after this): the receivers its going wakes see
+        // a new count, poll their parked receive and find the ring closed.
+        self.sent.fetch_add(1, Ordering::Release);
     }
 }
 
@@ -121,6 +130,11 @@ pub(super) struct Recv {
     parked: Option<ReusableBoxFuture<'static, Received>>,
     gate: Option<Gate>,
     budgeted: bool,
+    /// The waker the parked receive registered when it last returned `Pending` (with a
+    /// gate): polled again by the same task while the ring's count has not moved, the parked
+    /// receive is still registered and has nothing, so it is not polled (a lock saved on the
+    /// poll after every frame).
+    parked_waker: Option<std::task::Waker>,
 }
 
 struct Gate {
@@ -139,6 +153,7 @@ impl Recv {
                 seen: live.seen,
             }),
             budgeted: true,
+            parked_waker: None,
         }
     }
 
@@ -157,6 +172,7 @@ impl Recv {
             parked: None,
             gate: None,
             budgeted: true,
+            parked_waker: None,
         }
     }
 
@@ -195,7 +211,30 @@ impl Recv {
             // `park` always leaves a parked receive when it takes the receiver.
             return Poll::Ready(Err(RecvError::Closed));
         };
-        let (result, receiver) = ready!(parked.poll(cx));
+        if let (Some(gate), Some(waker)) = (&self.gate, &self.parked_waker) {
+            if gate.sent.load(Ordering::Acquire) == gate.seen && waker.will_wake(cx.waker()) {
+                return Poll::Pending;
+            }
+        }
+        // tokio's receive returns `Pending` registered with the waker, except when the task's
+        // co-operative budget is spent: then it returns `Pending` unregistered and the task is
+        // woken to come back (found by `subscribers_racing_a_publisher_miss_no_wake_up`: such
+        // a `Pending` taken for a registration left a subscriber waiting for a wake-up that
+        // never came). An unbudgeted receive runs unconstrained, so it always registers.
+        let registers = !self.budgeted || tokio::task::coop::has_budget_remaining();
+        let Poll::Ready((result, receiver)) = parked.poll(cx) else {
+            if self.gate.is_none() || !registers {
+                self.parked_waker = None;
+            } else if !self
+                .parked_waker
+                .as_ref()
+                .is_some_and(|waker| waker.will_wake(cx.waker()))
+            {
+                self.parked_waker = Some(cx.waker().clone());
+            }
+            return Poll::Pending;
+        };
+        self.parked_waker = None;
         self.idle = Some(receiver);
         Poll::Ready(result.map(|event| self.read(event)))
     }
