@@ -45,7 +45,9 @@
 //! flat out), `--size` (128 bytes, at least 21), `--duration` (10 s), `--publishers` (1),
 //! `--pipeline` (1; requests in flight per publisher when flat out),
 //! `--idle` (flag), `--spec-decoder` (flag), `--settle` (1 s), `--drain` (10 s), `--quiet` (1 s),
-//! `--connect-concurrency` (256), `--json` (flag: one JSON line instead of the text report),
+//! `--connect-concurrency` (256), `--sources` (0; `N`: connect from the loopback addresses
+//! 127.0.0.2 … 127.0.0.(N+1) in turn, to get past one address's port range for more than
+//! about 28,000 connections), `--json` (flag: one JSON line instead of the text report),
 //! `--label` (a name echoed in the JSON).
 //!
 //! Bounded: the process exits by itself after `duration + drain + 120` seconds whatever
@@ -94,6 +96,9 @@ struct Args {
     drain: f64,
     quiet: f64,
     connect_concurrency: usize,
+    /// Loopback source addresses to connect from (127.0.0.2 onwards), 0: the system's
+    /// choice; each gives about 28,000 connections to one server port.
+    sources: u8,
     json: bool,
     label: String,
 }
@@ -103,7 +108,7 @@ fn usage(message: &str) -> ! {
     eprintln!(
         "usage: loadgen [--url http://HOST:PORT] [--path /events] [--server-pid PID] [--clients N] [--rate MSG_PER_S|0] \
          [--size BYTES] [--duration S] [--publishers N] [--pipeline N] [--idle] [--spec-decoder] [--settle S] [--drain S] \
-         [--quiet S] [--connect-concurrency N] [--json] [--label NAME]"
+         [--quiet S] [--connect-concurrency N] [--sources N] [--json] [--label NAME]"
     );
     std::process::exit(2)
 }
@@ -127,6 +132,7 @@ fn parse_args() -> Args {
         drain: 10.0,
         quiet: 1.0,
         connect_concurrency: 256,
+        sources: 0,
         json: false,
         label: String::new(),
     };
@@ -155,6 +161,7 @@ fn parse_args() -> Args {
             "--drain" => args.drain = num(&flag, value()),
             "--quiet" => args.quiet = num(&flag, value()),
             "--connect-concurrency" => args.connect_concurrency = num(&flag, value()),
+            "--sources" => args.sources = num(&flag, value()),
             "--label" => args.label = value(),
             "--idle" => args.idle = true,
             "--spec-decoder" => args.spec_decoder = true,
@@ -596,11 +603,20 @@ async fn sse_stream(
     shared: Arc<Shared>,
     account: Arc<Stream>,
     permits: Arc<Semaphore>,
+    index: usize,
 ) {
     let permit = permits.acquire_owned().await;
     let mut buf = vec![0u8; READ_BUF];
     let connected = async {
-        let mut tcp = TcpStream::connect(args.addr).await?;
+        let mut tcp = match args.sources {
+            0 => TcpStream::connect(args.addr).await?,
+            n => {
+                let source = std::net::Ipv4Addr::new(127, 0, 0, 2 + (index % usize::from(n)) as u8);
+                let socket = tokio::net::TcpSocket::new_v4()?;
+                socket.bind(SocketAddr::from((source, 0)))?;
+                socket.connect(args.addr).await?
+            }
+        };
         let request = format!(
             "GET {} HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\n\r\n",
             args.path, args.host
@@ -919,12 +935,13 @@ async fn run(args: Arc<Args>) -> serde_json::Value {
     let connect_start = Instant::now();
     let permits = Arc::new(Semaphore::new(args.connect_concurrency));
     let accounts: Vec<Arc<Stream>> = (0..args.clients).map(|_| Arc::default()).collect();
-    for account in &accounts {
+    for (index, account) in accounts.iter().enumerate() {
         tokio::spawn(sse_stream(
             args.clone(),
             shared.clone(),
             account.clone(),
             permits.clone(),
+            index,
         ));
     }
     let connect_deadline = Instant::now() + Duration::from_secs(120);
