@@ -161,7 +161,12 @@ fn parse_args() -> Args {
             "--drain" => args.drain = num(&flag, value()),
             "--quiet" => args.quiet = num(&flag, value()),
             "--connect-concurrency" => args.connect_concurrency = num(&flag, value()),
-            "--sources" => args.sources = num(&flag, value()),
+            "--sources" => {
+                args.sources = num(&flag, value());
+                if args.sources > 253 {
+                    usage("--sources: at most 253 (127.0.0.2 to 127.0.0.254)");
+                }
+            }
             "--label" => args.label = value(),
             "--idle" => args.idle = true,
             "--spec-decoder" => args.spec_decoder = true,
