@@ -291,37 +291,7 @@ async fn send_to_broadcast_and_close_reach_every_process() {
     assert_eq!(data(&got), "hi alice");
     assert_eq!(got.id(), None, "live only, no id");
 
-    // Disconnecting alice on A ends her stream on B; a new one of hers on B is not touched
-    // by the old one going.
-    let mut other_of_alice_on_b = b
-        .subscriber("feed")
-        .client_id("alice")
-        .subscribe()
-        .await
-        .unwrap();
-    assert_eq!(a.disconnect("alice").await.unwrap(), 0, "none on A");
-    assert!(timeout(WAIT, alice_on_b.next()).await.unwrap().is_none());
-    assert!(
-        timeout(WAIT, other_of_alice_on_b.next())
-            .await
-            .unwrap()
-            .is_none()
-    );
-    assert_eq!(b.client_connections("alice"), 0);
-    let mut again = b
-        .subscriber("inbox/alice")
-        .client_id("alice")
-        .subscribe()
-        .await
-        .unwrap();
-    drop(alice_on_b);
-    assert_eq!(
-        b.client_connections("alice"),
-        1,
-        "the old stream does not count out the new"
-    );
-    a.send_to("alice", Event::new().data("back")).await.unwrap();
-    assert_eq!(data(&next(&mut again).await), "back");
+    let _alice_on_b = support::disconnect_reaches_the_other_process(&a, &b, alice_on_b).await;
 
     b.broadcast(Event::new().data("to all")).await.unwrap();
     assert_eq!(data(&next(&mut other_on_a).await), "to all");

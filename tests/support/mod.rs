@@ -526,3 +526,49 @@ pub fn example_path(name: &str) -> PathBuf {
     }
     path
 }
+
+/// `Hub::disconnect` on process `a` ends a client's streams on process `b`: `alice_on_b` (and
+/// another one made here) end; a stream of hers made afterwards counts on when the old one
+/// goes, and gets what is sent to her (returned, still open). Shared by the Redis and NATS
+/// tests.
+pub async fn disconnect_reaches_the_other_process(
+    a: &tower_sse::hub::Hub,
+    b: &tower_sse::hub::Hub,
+    mut alice_on_b: tower_sse::hub::Subscription,
+) -> tower_sse::hub::Subscription {
+    use futures_util::StreamExt as _;
+    const WAIT: Duration = Duration::from_secs(10);
+    let mut other_of_alice_on_b = b
+        .subscriber("feed")
+        .client_id("alice")
+        .subscribe()
+        .await
+        .unwrap();
+    assert_eq!(a.disconnect("alice").await.unwrap(), 0, "none on A");
+    assert!(timeout(WAIT, alice_on_b.next()).await.unwrap().is_none());
+    assert!(
+        timeout(WAIT, other_of_alice_on_b.next())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(b.client_connections("alice"), 0);
+    let mut again = b
+        .subscriber("inbox/alice")
+        .client_id("alice")
+        .subscribe()
+        .await
+        .unwrap();
+    drop(alice_on_b);
+    assert_eq!(
+        b.client_connections("alice"),
+        1,
+        "the old stream does not count out the new"
+    );
+    a.send_to("alice", tower_sse::Event::new().data("back"))
+        .await
+        .unwrap();
+    let back = timeout(WAIT, again.next()).await.unwrap().unwrap();
+    assert_eq!(data(&back), "back");
+    again
+}
