@@ -1751,14 +1751,8 @@ async fn main() {
         listener.local_addr().unwrap_or(addr)
     );
 
-    tokio::spawn({
-        let shutdown = shutdown.clone();
-        async move {
-            stop_signal().await;
-            println!("stopping: ending open streams");
-            shutdown.trigger();
-        }
-    });
+    // SIGINT or SIGTERM ends every open stream, so the server's shutdown can return.
+    shutdown.trigger_on_signal();
     // `tower_sse::serve`: a client that stops reading for 30 s is disconnected (it reconnects
     // and replays), one that sends no request head within 10 s is closed, and a shutdown waits
     // at most 4 s for the open connections.
@@ -1772,20 +1766,6 @@ async fn main() {
         std::process::exit(1);
     }
     println!("stopped");
-}
-
-async fn stop_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = tokio::signal::ctrl_c().await;
 }
 
 const PAGE: &str = r##"<!doctype html>

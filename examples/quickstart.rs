@@ -33,22 +33,7 @@ async fn main() -> std::io::Result<()> {
     println!("listening on http://{}", listener.local_addr()?);
 
     // SIGINT or SIGTERM ends every open stream, so the graceful shutdown can return.
-    tokio::spawn({
-        let shutdown = shutdown.clone();
-        async move {
-            stop_signal().await;
-            shutdown.trigger();
-        }
-    });
+    shutdown.trigger_on_signal();
     // Header-read and write-stall timeouts, HTTP/1.1 and h2c, graceful shutdown.
     tower_sse::serve(listener, app).shutdown(&shutdown).await
-}
-
-async fn stop_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("install a SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
 }

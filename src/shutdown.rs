@@ -77,7 +77,60 @@ impl Shutdown {
         self.token.clone().cancelled_owned()
     }
 
+    /// Triggers the shutdown when the process gets SIGINT (Ctrl-C) or, on Unix, SIGTERM
+    /// (feature `server`): what a server's `main` wires up so that a stop ends every open
+    /// stream and the server's graceful shutdown can return. Spawns a task on the current
+    /// tokio runtime (so call it inside one). If a signal handler cannot be installed, the
+    /// error is logged and only the other signal triggers.
+    ///
+    /// ```no_run
+    /// # #[tokio::main] async fn main() {
+    /// let shutdown = tower_sse::Shutdown::new();
+    /// shutdown.trigger_on_signal();
+    /// shutdown.triggered().await; // after Ctrl-C or SIGTERM
+    /// # }
+    /// ```
+    #[cfg(feature = "server")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "server")))]
+    pub fn trigger_on_signal(&self) {
+        let shutdown = self.clone();
+        tokio::spawn(async move {
+            stop_signal().await;
+            shutdown.trigger();
+        });
+    }
+
     pub(crate) fn wait(&self) -> WaitForCancellationFutureOwned {
         self.token.clone().cancelled_owned()
+    }
+}
+
+/// SIGINT, or SIGTERM on Unix; a handler that cannot be installed is logged and left out.
+#[cfg(feature = "server")]
+async fn stop_signal() {
+    let interrupt = async {
+        if let Err(err) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %err, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                term.recv().await;
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {}
+        () = terminate => {}
     }
 }

@@ -226,14 +226,8 @@ async fn main() {
         "listening on http://{}",
         listener.local_addr().unwrap_or(addr)
     );
-    tokio::spawn({
-        let shutdown = shutdown.clone();
-        async move {
-            stop_signal().await;
-            println!("stopping: ending open streams");
-            shutdown.trigger();
-        }
-    });
+    // SIGINT or SIGTERM ends every open stream, so the server's shutdown can return.
+    shutdown.trigger_on_signal();
     let server = tower_sse::serve(listener, app)
         .write_timeout(Duration::from_secs(30))
         .header_read_timeout(Duration::from_secs(10))
@@ -244,18 +238,4 @@ async fn main() {
         std::process::exit(1);
     }
     println!("stopped");
-}
-
-async fn stop_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = tokio::signal::ctrl_c().await;
 }
