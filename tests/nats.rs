@@ -178,32 +178,14 @@ async fn ids_outside_the_stream_are_history_lost() {
         take(&mut lost, 10).await,
         (40..50).map(|i| i.to_string()).collect::<Vec<_>>()
     );
-    // SendRecent(n): only the newest n of them.
-    let mut recent = b
-        .subscriber("w")
-        .last_event_id(Some("garbage"))
-        .on_unknown_id(UnknownId::SendRecent(3))
-        .subscribe()
-        .await
-        .unwrap();
-    assert_eq!(recent.replay(), Replay::HistoryLost);
-    assert_eq!(recent.backlog_len(), 3);
-    assert_eq!(
-        take(&mut recent, 3).await,
-        (47..50).map(|i| i.to_string()).collect::<Vec<_>>()
-    );
     let beyond = (oldest.id().unwrap().parse::<u64>().unwrap() + 10_000).to_string();
-    for bogus in ["garbage", "0", "1-1", beyond.as_str()] {
-        let sub = b
-            .subscriber("w")
-            .last_event_id(Some(bogus))
-            .on_unknown_id(UnknownId::LiveOnly)
-            .subscribe()
-            .await
-            .unwrap();
-        assert_eq!(sub.replay(), Replay::HistoryLost, "{bogus}");
-        assert_eq!(sub.backlog_len(), 0, "{bogus}");
-    }
+    support::unknown_ids_are_history_lost(
+        &b,
+        "w",
+        &(47..50).map(|i| i.to_string()).collect::<Vec<_>>(),
+        &["garbage", "0", "1-1", &beyond],
+    )
+    .await;
 }
 
 #[tokio::test]

@@ -229,30 +229,14 @@ async fn ids_outside_the_window_are_history_lost() {
     assert_eq!(lost.replay(), Replay::HistoryLost);
     // The default (the newest 100 at most): the newest window (10) of what the stream has.
     assert_eq!(lost.backlog_len(), 10);
-    // SendRecent(n): only the newest n of them.
-    let mut recent = b
-        .subscriber("w")
-        .last_event_id(Some("garbage"))
-        .on_unknown_id(UnknownId::SendRecent(3))
-        .subscribe()
-        .await
-        .unwrap();
-    assert_eq!(recent.replay(), Replay::HistoryLost);
-    assert_eq!(recent.backlog_len(), 3);
-    assert_eq!(take(&mut recent, 3).await, strings(497..500));
-
     let beyond = (oldest.id().unwrap().parse::<u64>().unwrap() + 10_000).to_string();
-    for bogus in ["garbage", "99999999999999-0", "1-1", "1", "0", &beyond] {
-        let sub = b
-            .subscriber("w")
-            .last_event_id(Some(bogus))
-            .on_unknown_id(UnknownId::LiveOnly)
-            .subscribe()
-            .await
-            .unwrap();
-        assert_eq!(sub.replay(), Replay::HistoryLost, "{bogus}");
-        assert_eq!(sub.backlog_len(), 0, "{bogus}");
-    }
+    support::unknown_ids_are_history_lost(
+        &b,
+        "w",
+        &strings(497..500),
+        &["garbage", "99999999999999-0", "1-1", "1", "0", &beyond],
+    )
+    .await;
 }
 
 #[tokio::test]

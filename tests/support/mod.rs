@@ -572,3 +572,46 @@ pub async fn disconnect_reaches_the_other_process(
     assert_eq!(data(&back), "back");
     again
 }
+
+/// On a broker's hub: an unknown id with `UnknownId::SendRecent(3)` is `history-lost` and gets
+/// the newest three events of `topic` (`newest`, their data); each of `bogus` with
+/// `UnknownId::LiveOnly` is `history-lost` and gets nothing. Shared by the Redis and NATS
+/// tests.
+pub async fn unknown_ids_are_history_lost(
+    hub: &tower_sse::hub::Hub,
+    topic: &str,
+    newest: &[String],
+    bogus: &[&str],
+) {
+    use futures_util::StreamExt as _;
+    use tower_sse::replay::{Replay, UnknownId};
+    let mut recent = hub
+        .subscriber(topic)
+        .last_event_id(Some("garbage"))
+        .on_unknown_id(UnknownId::SendRecent(3))
+        .subscribe()
+        .await
+        .unwrap();
+    assert_eq!(recent.replay(), Replay::HistoryLost);
+    assert_eq!(recent.backlog_len(), 3);
+    let mut got = vec![];
+    for _ in 0..3 {
+        let event = timeout(Duration::from_secs(10), recent.next())
+            .await
+            .unwrap()
+            .unwrap();
+        got.push(data(&event));
+    }
+    assert_eq!(got, newest);
+    for bogus in bogus {
+        let sub = hub
+            .subscriber(topic)
+            .last_event_id(Some(bogus))
+            .on_unknown_id(UnknownId::LiveOnly)
+            .subscribe()
+            .await
+            .unwrap();
+        assert_eq!(sub.replay(), Replay::HistoryLost, "{bogus}");
+        assert_eq!(sub.backlog_len(), 0, "{bogus}");
+    }
+}
