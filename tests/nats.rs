@@ -234,35 +234,7 @@ async fn send_to_broadcast_close_and_a_topic_registry_reach_every_process() {
     assert!(timeout(WAIT, room_on_b.next()).await.unwrap().is_none());
 
     let strict = hub_with(&nats, "T4", |n| n, |b| b.auto_create(false)).await;
-    assert!(!strict.close_topic("never-existed", None).await.unwrap());
-    assert!(strict.create_topic("made").await.unwrap());
-    assert!(!strict.create_topic("made").await.unwrap());
-    assert_eq!(
-        strict
-            .publish("unmade", Event::new().data("x"))
-            .await
-            .unwrap_err(),
-        PublishError::UnknownTopic
-    );
-    assert_eq!(
-        strict.subscribe("unmade").await.unwrap_err(),
-        SubscribeError::UnknownTopic
-    );
-    let mut made = strict.subscribe("made").await.unwrap();
-    strict
-        .publish("made", Event::new().data("ok"))
-        .await
-        .unwrap();
-    assert_eq!(data(&next(&mut made).await), "ok");
-    assert!(strict.close_topic("made", None).await.unwrap());
-    assert!(timeout(WAIT, made.next()).await.unwrap().is_none());
-    assert_eq!(
-        strict
-            .publish("made", Event::new().data("x"))
-            .await
-            .unwrap_err(),
-        PublishError::UnknownTopic
-    );
+    support::a_topic_registry_without_auto_create(&strict).await;
 }
 
 #[tokio::test]

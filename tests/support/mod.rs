@@ -615,3 +615,45 @@ pub async fn unknown_ids_are_history_lost(
         assert_eq!(sub.backlog_len(), 0, "{bogus}");
     }
 }
+
+/// A broker's hub that does not create topics on demand (`auto_create(false)`, fresh topic
+/// names): it knows which topics exist (a registry in the broker), refuses the others, and a
+/// closed topic is gone. Shared by the Redis and NATS tests.
+pub async fn a_topic_registry_without_auto_create(strict: &tower_sse::hub::Hub) {
+    use futures_util::StreamExt as _;
+    use tower_sse::{
+        Event,
+        hub::{PublishError, SubscribeError},
+    };
+    const WAIT: Duration = Duration::from_secs(10);
+    assert!(!strict.close_topic("never-existed", None).await.unwrap());
+    assert!(strict.create_topic("made").await.unwrap());
+    assert!(!strict.create_topic("made").await.unwrap());
+    assert_eq!(
+        strict
+            .publish("unmade", Event::new().data("x"))
+            .await
+            .unwrap_err(),
+        PublishError::UnknownTopic
+    );
+    assert_eq!(
+        strict.subscribe("unmade").await.unwrap_err(),
+        SubscribeError::UnknownTopic
+    );
+    let mut made = strict.subscribe("made").await.unwrap();
+    strict
+        .publish("made", Event::new().data("ok"))
+        .await
+        .unwrap();
+    let ok = timeout(WAIT, made.next()).await.unwrap().unwrap();
+    assert_eq!(data(&ok), "ok");
+    assert!(strict.close_topic("made", None).await.unwrap());
+    assert!(timeout(WAIT, made.next()).await.unwrap().is_none());
+    assert_eq!(
+        strict
+            .publish("made", Event::new().data("x"))
+            .await
+            .unwrap_err(),
+        PublishError::UnknownTopic
+    );
+}
