@@ -937,7 +937,8 @@ async fn two_processes_on_one_redis_act_as_one() {
 }
 
 /// Two hubs on one broker: publish on A, receive and resume on B, private updates private,
-/// subscription events across, the broker's ids.
+/// subscription events across, the publisher's ids (and the hub's `urn:uuid:` ones) honoured
+/// and resumable on the other process.
 async fn two_processes(broker: &[(&str, &str)]) {
     let a = start(broker).await;
     let b = start(broker).await;
@@ -963,16 +964,17 @@ async fn two_processes(broker: &[(&str, &str)]) {
     let mut private_on_b = Sub::ok(b.addr(), "match=t", &[("authorization", &granted)]).await;
     let first = publish(
         a.addr(),
-        &[("topic", "t"), ("id", "ignored-on-a-broker"), ("data", "1")],
+        &[("topic", "t"), ("id", "urn:example:first"), ("data", "1")],
     )
     .await;
-    // The broker's position replaces the publisher's id, the same on every process.
-    assert_ne!(first, "ignored-on-a-broker");
-    publish(
+    // The publisher's id is the event's, the same on every process.
+    assert_eq!(first, "urn:example:first");
+    let secret = publish(
         a.addr(),
         &[("topic", "t"), ("private", "on"), ("data", "secret")],
     )
     .await;
+    assert!(secret.starts_with("urn:uuid:"), "{secret}");
     publish(a.addr(), &[("topic", "t"), ("data", "2")]).await;
     let event = on_b.next().await;
     assert_eq!((event.data(), event.id()), ("1", first.as_str()));
@@ -992,6 +994,18 @@ async fn two_processes(broker: &[(&str, &str)]) {
     )
     .await;
     assert_eq!(resumed.until("2").await, ["secret", "2"]);
+    // From the hub's own id, on the other process.
+    let mut resumed = Sub::ok(
+        b.addr(),
+        "match=t",
+        &[("last-event-id", &secret), ("authorization", &granted)],
+    )
+    .await;
+    assert_eq!(
+        resumed.header("mercure-last-event-id"),
+        Some(secret.as_str())
+    );
+    assert_eq!(resumed.until("2").await, ["2"]);
 }
 
 /// Two processes on one `nats-server -js`, as on Redis.

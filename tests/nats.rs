@@ -463,3 +463,13 @@ async fn a_process_started_after_nats_restarts_numbers_events_like_the_others() 
     assert_eq!(sub.replay(), Replay::Complete);
     assert_eq!(sub.backlog_len(), 3);
 }
+
+#[tokio::test]
+async fn publisher_ids_resume_on_the_other_process() {
+    let Some(nats) = NatsServer::start().await else {
+        return;
+    };
+    let a = hub(&nats, "PID").await;
+    let b = hub(&nats, "PID").await;
+    support::publisher_ids_resume_on_the_other_process(&a, &b).await;
+}

@@ -103,12 +103,12 @@ async fn two_hubs_exchange_events_with_hub_wide_ids() {
     assert_eq!(data(&next(&mut on_a).await), "from b");
     assert_eq!(data(&next(&mut on_b).await), "from b");
 
-    // A publisher's own id is replaced by the stream id (the one that resumes anywhere).
+    // A publisher's own id is kept (and indexed: see `publisher_ids_resume_on_the_other_process`).
     let mine = a
         .publish("room", Event::new().id("mine").data("x"))
         .await
         .unwrap();
-    assert_ne!(mine.id(), Some("mine"));
+    assert_eq!(mine.id(), Some("mine"));
     assert_eq!(next(&mut on_b).await.id(), mine.id());
 
     // The stream really is in Redis under the prefix: one for the hub, entry ids 0-<id>.
@@ -1337,4 +1337,51 @@ async fn replays_from_the_stream_share_memory_across_subscribers() {
     let (x, y) = (next(&mut one).await, next(&mut two).await);
     assert_eq!(x.as_bytes(), y.as_bytes());
     assert_eq!(x.as_bytes().as_ptr(), y.as_bytes().as_ptr(), "a copy each");
+}
+
+#[tokio::test]
+async fn publisher_ids_resume_on_the_other_process() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let a = hub(&redis, "pid:").await;
+    let b = hub(&redis, "pid:").await;
+    support::publisher_ids_resume_on_the_other_process(&a, &b).await;
+}
+
+#[tokio::test]
+async fn the_id_index_never_outgrows_the_stream() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let a = on_backend(&redis, "ix:", |r| r.max_events(20), |b| b).await;
+    for i in 0..500 {
+        a.publish("t", Event::new().id(format!("e{i}")).data("x"))
+            .await
+            .unwrap();
+    }
+    let indexed: usize = redis.command(&["ZCARD", "ix:ids"]).await[1..]
+        .trim()
+        .parse()
+        .unwrap();
+    let kept = xlen(&redis, "ix:").await;
+    assert!(indexed <= kept, "{indexed} ids indexed, {kept} events kept");
+    assert!(kept < 500, "the stream was trimmed ({kept})");
+    // The newest resumes; an id trimmed with its event is `history-lost`.
+    let sub = a
+        .subscriber("t")
+        .last_event_id(Some("e498"))
+        .subscribe()
+        .await
+        .unwrap();
+    assert_eq!(sub.replay(), Replay::Complete);
+    assert_eq!(sub.backlog_len(), 1);
+    let sub = a
+        .subscriber("t")
+        .last_event_id(Some("e0"))
+        .on_unknown_id(UnknownId::LiveOnly)
+        .subscribe()
+        .await
+        .unwrap();
+    assert_eq!(sub.replay(), Replay::HistoryLost);
 }

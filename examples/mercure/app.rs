@@ -520,9 +520,9 @@ async fn publish(
     if let Some(retry) = update.retry.as_deref().and_then(|r| r.parse::<u64>().ok()) {
         event = event.retry(Duration::from_millis(retry));
     }
-    // In memory the publisher's id is the event's, and without one the hub's is an IRI (a
-    // `urn:uuid:`, as the specification asks); on Redis and NATS the broker's position replaces
-    // either (the response tells which).
+    // The publisher's id is the event's, and without one the hub's is an IRI (a `urn:uuid:`,
+    // as the specification asks), on every broker: Redis and NATS index them so that any
+    // process resumes from them. (On a broker an id of digits alone is refused: `400`.)
     event = match update.id.as_deref().filter(|id| !id.is_empty()) {
         Some(id) => event.id(id),
         None => event.id(crate::presence::urn_uuid()),

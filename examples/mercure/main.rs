@@ -75,17 +75,16 @@
 //! - `GET /`: a debugging page that subscribes (anonymously, or with the cookie) and publishes
 //!   (with a token pasted in).
 //!
-//! Ids: in memory, the publisher's `id`, else a random `urn:uuid:` (an IRI, as the
-//! specification asks). On Redis and NATS the broker's position (a decimal number, the same on
-//! every process) replaces either; the response body says which id the update got.
+//! Ids: the publisher's `id`, else a random `urn:uuid:` (an IRI, as the specification asks), on
+//! every broker: Redis and NATS index them, so any process resumes from them. The response body
+//! is the update's id.
 //!
 //! # Where it departs from the specification
 //!
-//! - On Redis and NATS the ids are decimal positions (the brokers' cursors), not IRIs.
-//! - On Redis and NATS a publisher's `id` is replaced (the specification allows a hub to
-//!   ignore it; the conformance suite expects it kept).
-//! - A `Last-Event-ID` that several updates share resumes after the newest of them (the hub's
-//!   rule), not the earliest.
+//! - On Redis and NATS a publisher's `id` of decimal digits alone is refused (`400`): those
+//!   spell the brokers' positions.
+//! - A `Last-Event-ID` that several updates share resumes after the first of them (duplicates
+//!   rather than a gap).
 //! - The subscription API lists this process's subscriptions only (see above).
 
 mod app;

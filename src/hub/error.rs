@@ -85,6 +85,10 @@ pub enum PublishError {
     /// This hub's broker cannot carry this kind of event (a private event on Redis, for now);
     /// nothing was published. An HTTP server answers `501`.
     Unsupported,
+    /// The event's id cannot be carried by this hub's broker: on Redis and NATS a publisher's
+    /// id must not be decimal digits alone (those spell the broker's positions) and must be at
+    /// most 1,024 bytes. Nothing was published. An HTTP server answers `400`.
+    InvalidId,
 }
 
 impl fmt::Display for PublishError {
@@ -93,6 +97,7 @@ impl fmt::Display for PublishError {
             Self::UnknownTopic => "unknown topic",
             Self::Unavailable => "event broker unavailable",
             Self::Unsupported => "not supported by this hub's broker",
+            Self::InvalidId => "event id not allowed by this hub's broker",
         })
     }
 }
@@ -123,8 +128,8 @@ impl SubscribeError {
 }
 
 impl PublishError {
-    /// The HTTP status a server answers with: `404 Not Found`, `503 Service Unavailable` or
-    /// `501 Not Implemented`.
+    /// The HTTP status a server answers with: `404 Not Found`, `503 Service Unavailable`,
+    /// `501 Not Implemented` or `400 Bad Request`.
     /// With the `axum` feature the error is itself a response with this status and its
     /// [`Display`](fmt::Display) text as a `text/plain` body.
     ///
@@ -134,12 +139,14 @@ impl PublishError {
     ///
     /// assert_eq!(PublishError::UnknownTopic.status(), StatusCode::NOT_FOUND);
     /// assert_eq!(PublishError::Unavailable.status(), StatusCode::SERVICE_UNAVAILABLE);
+    /// assert_eq!(PublishError::InvalidId.status(), StatusCode::BAD_REQUEST);
     /// ```
     pub fn status(&self) -> http::StatusCode {
         match self {
             Self::UnknownTopic => http::StatusCode::NOT_FOUND,
             Self::Unavailable => http::StatusCode::SERVICE_UNAVAILABLE,
             Self::Unsupported => http::StatusCode::NOT_IMPLEMENTED,
+            Self::InvalidId => http::StatusCode::BAD_REQUEST,
         }
     }
 }

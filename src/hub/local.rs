@@ -995,12 +995,17 @@ impl Local {
     /// The event at broker position `pos` with `fields`, as every replay shares it: encoded
     /// once per process while it is among the last `history.bytes` bytes replayed, so clients
     /// resuming from the broker together hold one copy, not one each.
-    pub(super) fn replayed(&self, pos: u64, fields: &[u8]) -> Option<EncodedEvent> {
+    pub(super) fn replayed(
+        &self,
+        pos: u64,
+        fields: &[u8],
+        id: Option<&str>,
+    ) -> Option<EncodedEvent> {
         let mut cache = lock(&self.replayed);
         if let Some(event) = cache.events.get(&pos) {
             return Some(event.clone());
         }
-        let event = super::broker::entry::stamp(fields, pos)?;
+        let event = super::broker::entry::stamp(fields, pos, id)?;
         cache.bytes += event.len();
         cache.events.insert(pos, event.clone());
         while cache.bytes > self.config.history.bytes {

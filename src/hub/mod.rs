@@ -133,7 +133,8 @@
 //! hub is built, `seq` is hub-wide and increasing (so increasing within each topic, with gaps).
 //! An id from another hub, an earlier process or an evicted event is therefore recognised as
 //! unknown rather than misread, and reported as [`Replay::HistoryLost`](crate::replay::Replay::HistoryLost). An id the publisher set
-//! itself is kept, and found again by exact match within the history.
+//! itself is kept, and found again by exact match within the history; an id used twice resumes
+//! after its first retained use (duplicates rather than a gap).
 //!
 //! Events sent with [`Hub::broadcast`] go into every topic's history under one id (the
 //! publisher's, or one the hub gives them, the same in every topic, since positions are
@@ -158,7 +159,7 @@
 //!
 //! | | in memory (default) | Redis |
 //! |---|---|---|
-//! | ids | `<epoch>-<seq>`, or the publisher's own | the hub-wide counter (`1839508001522689`), the same on every process |
+//! | ids | `<epoch>-<seq>`, or the publisher's own | the hub-wide counter (`1839508001522689`), the same on every process, or the publisher's own (indexed in the broker; not all digits, at most 1 KiB: else [`PublishError::InvalidId`]) |
 //! | history | per topic, by count, bytes, age | one stream for the hub, by count, bytes and age (`RedisBackend::max_*`); each process caches the recent part of the topics it serves (`history_*`) |
 //! | replay | from the history | from the cache, else `XRANGE` on the stream, then a gap-free hand-off |
 //! | `broadcast`, `close_topic` | this process | every process, in order, replayable |

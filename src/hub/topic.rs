@@ -84,7 +84,7 @@ impl TopicState {
         self.history.entries_after(pos)
     }
 
-    /// The position of the newest retained event whose id is `id`.
+    /// The position of the oldest retained event whose id is `id`.
     pub(super) fn position_of(&self, id: &str) -> Option<u128> {
         self.history.position_of(id)
     }
@@ -211,7 +211,7 @@ impl TopicState {
             // oldest retained entry (the floor covers ids from a removed topic of this name).
             Some(seq) => (seq < issued && self.history.covers_after(seq))
                 .then(|| Box::new(self.history.entries_after(seq)) as Box<dyn Iterator<Item = _>>),
-            // A publisher's own id: exact match, newest first.
+            // A publisher's own id: exact match, its first retained use.
             None => Some(Box::new(self.history.entries_after_id(id)?)),
         }
     }

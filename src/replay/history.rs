@@ -172,15 +172,14 @@ impl History {
         self.stored_from(from)
     }
 
-    /// The retained entries after the newest one whose id is `id`, or `None` when none has it.
+    /// The retained entries after the oldest one whose id is `id` (an id used twice resumes
+    /// after its first use: duplicates rather than a gap, as on the brokers), or `None` when
+    /// none has it.
     pub(crate) fn entries_after_id<'a>(
         &'a self,
         id: &str,
     ) -> Option<impl Iterator<Item = Stored<'a>> + use<'a>> {
-        let at = self
-            .entries
-            .iter()
-            .rposition(|e| e.event.id() == Some(id))?;
+        let at = self.entries.iter().position(|e| e.event.id() == Some(id))?;
         Some(self.stored_from(at + 1))
     }
 
@@ -197,21 +196,17 @@ impl History {
         })
     }
 
-    /// The position of the newest retained event whose id is `id`.
+    /// The position of the oldest retained event whose id is `id`.
     pub(crate) fn position_of(&self, id: &str) -> Option<u128> {
         self.entries
             .iter()
-            .rev()
             .find(|e| e.event.id() == Some(id))
             .map(|e| e.pos)
     }
 
-    /// The retained events after the newest one whose id is `id`, or `None` when none has it.
+    /// The retained events after the oldest one whose id is `id`, or `None` when none has it.
     pub(crate) fn after_id(&self, id: &str) -> Option<impl Iterator<Item = &EncodedEvent>> {
-        let at = self
-            .entries
-            .iter()
-            .rposition(|e| e.event.id() == Some(id))?;
+        let at = self.entries.iter().position(|e| e.event.id() == Some(id))?;
         Some(self.starting_at(at + 1))
     }
 
@@ -265,12 +260,13 @@ mod tests {
     }
 
     #[test]
-    fn the_newest_of_equal_ids_wins() {
+    fn an_id_used_twice_resumes_after_its_first_use() {
         let mut history = History::new(0);
         for (pos, id) in ["a", "b", "a", "c"].into_iter().enumerate() {
             history.push(pos as u128, &ev(id), &Limits::DEFAULT, Instant::now());
         }
-        assert_eq!(ids(history.after_id("a").unwrap()), ["c"]);
+        // Duplicates rather than a gap (it was the newest use, which skipped "b").
+        assert_eq!(ids(history.after_id("a").unwrap()), ["b", "a", "c"]);
         assert_eq!(ids(history.after_id("b").unwrap()), ["a", "c"]);
     }
 

@@ -657,3 +657,105 @@ pub async fn a_topic_registry_without_auto_create(strict: &tower_sse::hub::Hub) 
         PublishError::UnknownTopic
     );
 }
+
+/// Publisher's ids on a broker (`a` and `b`: two processes' hubs on it, fresh topic names):
+/// they are the events' ids on both, a `Last-Event-ID` with one resumes on the other process
+/// exactly after it (across topics, with a position-id event in between), an id used twice
+/// resumes after its first use, an unknown one is `history-lost`, and ids that spell a
+/// position (or are too long) are refused with `InvalidId`. Shared by the Redis and NATS tests.
+pub async fn publisher_ids_resume_on_the_other_process(
+    a: &tower_sse::hub::Hub,
+    b: &tower_sse::hub::Hub,
+) {
+    use futures_util::StreamExt as _;
+    use tower_sse::{
+        Event,
+        hub::PublishError,
+        replay::{Replay, UnknownId},
+    };
+    async fn next(sub: &mut tower_sse::hub::Subscription) -> tower_sse::EncodedEvent {
+        timeout(Duration::from_secs(10), sub.next())
+            .await
+            .expect("an event within 10 s")
+            .expect("the stream goes on")
+    }
+    let mut live = b
+        .subscriber("pid/one")
+        .topic("pid/two")
+        .subscribe()
+        .await
+        .unwrap();
+    let first = a
+        .publish("pid/one", Event::new().id("urn:uuid:first").data("1"))
+        .await
+        .unwrap();
+    assert_eq!(first.id(), Some("urn:uuid:first"));
+    a.publish("pid/two", Event::new().data("2")).await.unwrap();
+    a.publish("pid/one", Event::new().id("urn:uuid:third").data("3"))
+        .await
+        .unwrap();
+    a.publish(
+        "pid/two",
+        Event::new().id("urn:uuid:first").data("4 reuses 1's id"),
+    )
+    .await
+    .unwrap();
+    let mut seen = vec![];
+    for _ in 0..4 {
+        let event = next(&mut live).await;
+        seen.push((event.id().unwrap_or_default().to_owned(), data(&event)));
+    }
+    assert_eq!(seen[0], ("urn:uuid:first".into(), "1".into()));
+    assert_eq!(seen[2], ("urn:uuid:third".into(), "3".into()));
+    assert!(seen[1].0.bytes().all(|b| b.is_ascii_digit()), "{seen:?}");
+
+    // Resumed on the other process, from each process's point of view.
+    for hub in [a, b] {
+        let mut resumed = hub
+            .subscriber("pid/one")
+            .topic("pid/two")
+            .last_event_id(Some("urn:uuid:third"))
+            .subscribe()
+            .await
+            .unwrap();
+        assert_eq!(resumed.replay(), Replay::Complete);
+        assert_eq!(data(&next(&mut resumed).await), "4 reuses 1's id");
+        let mut again = hub
+            .subscriber("pid/one")
+            .topic("pid/two")
+            .last_event_id(Some("urn:uuid:first"))
+            .subscribe()
+            .await
+            .unwrap();
+        assert_eq!(again.replay(), Replay::Complete);
+        let mut got = vec![];
+        for _ in 0..3 {
+            got.push(data(&next(&mut again).await));
+        }
+        assert_eq!(
+            got,
+            ["2", "3", "4 reuses 1's id"],
+            "after the id's first use"
+        );
+        let unknown = hub
+            .subscriber("pid/one")
+            .last_event_id(Some("urn:uuid:never"))
+            .on_unknown_id(UnknownId::LiveOnly)
+            .subscribe()
+            .await
+            .unwrap();
+        assert_eq!(unknown.replay(), Replay::HistoryLost);
+    }
+    for bad in ["42", "007", &"x".repeat(1025)] {
+        assert_eq!(
+            a.publish("pid/one", Event::new().id(bad).data("no"))
+                .await
+                .err(),
+            Some(PublishError::InvalidId),
+            "{bad:.20}"
+        );
+    }
+    // Nothing was stored for them: the next event is the next one live.
+    a.publish("pid/one", Event::new().data("5")).await.unwrap();
+    assert_eq!(data(&next(&mut live).await), "5");
+}

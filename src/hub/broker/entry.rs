@@ -4,11 +4,15 @@
 //! anyone with access to it.
 //!
 //! ```text
-//! entry  = *(topic / flag) LF fields
+//! entry  = *topic ["A"] [id] ["P"] ["C"] LF fields
 //! topic  = "T" len ":" name            ; len: decimal, the name's length in bytes
-//! flag   = "A" (every topic) / "P" (private) / "C" (closes its topics)
+//! id     = "I" len ":" value           ; the publisher's id (else the position is the id)
+//! flags  : "A" every topic, "P" private, "C" closes its topics
 //! fields = the event's SSE fields without an id, ending with LF (may be empty)
 //! ```
+//!
+//! A publisher's id is never a position's spelling (decimal digits): [`publisher_id`] refuses
+//! those, so an id a client sends back names one or the other, never both.
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -32,23 +36,40 @@ pub(crate) struct Entry {
     pub(crate) targets: Targets,
     pub(crate) private: bool,
     pub(crate) close: bool,
+    /// The publisher's id (`None`: the position is the id).
+    pub(crate) id: Option<Box<str>>,
     /// The SSE fields without an id (`None`: a close without a final event).
     pub(crate) fields: Option<Bytes>,
 }
 
-/// Encodes an entry. `fields` are the event's fields without an id (`None` for a close without
-/// a final event).
+/// The longest publisher's id a broker carries, in bytes (its index key must fit a NATS
+/// subject in the protocol's 4 KiB control line, escaped).
+pub(crate) const MAX_ID_LEN: usize = 1024;
+
+/// Whether `id` may be a publisher's id on a broker: not empty, at most [`MAX_ID_LEN`] bytes,
+/// not a position's spelling (all digits), no CR, LF or NUL.
+pub(crate) fn publisher_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_ID_LEN
+        && !id.bytes().all(|b| b.is_ascii_digit())
+        && memchr::memchr3(b'\r', b'\n', b'\0', id.as_bytes()).is_none()
+}
+
+/// Encodes an entry. `id` is the publisher's (checked with [`publisher_id`]); `fields` are the
+/// event's fields without an id (`None` for a close without a final event).
 pub(crate) fn encode(
     targets: &Targets,
     private: bool,
     close: bool,
+    id: Option<&str>,
     fields: Option<&[u8]>,
 ) -> Bytes {
     let names = match targets {
         Targets::Topics(names) => &names[..],
         Targets::All => &[],
     };
-    let head: usize = names.iter().map(|n| n.len() + 24).sum::<usize>() + 4;
+    let head: usize =
+        names.iter().map(|n| n.len() + 24).sum::<usize>() + id.map_or(0, |id| id.len() + 24) + 4;
     let mut buf = BytesMut::with_capacity(head + fields.map_or(0, <[u8]>::len));
     for name in names {
         buf.put_u8(b'T');
@@ -58,6 +79,12 @@ pub(crate) fn encode(
     }
     if matches!(targets, Targets::All) {
         buf.put_u8(b'A');
+    }
+    if let Some(id) = id {
+        buf.put_u8(b'I');
+        buf.put_slice(itoa(id.len()).as_bytes());
+        buf.put_u8(b':');
+        buf.put_slice(id.as_bytes());
     }
     if private {
         buf.put_u8(b'P');
@@ -84,41 +111,31 @@ pub(crate) struct BadEntry;
 pub(crate) fn decode(bytes: &Bytes) -> Result<Entry, BadEntry> {
     let mut names = Vec::new();
     let (mut all, mut private, mut close) = (false, false, false);
+    let mut id = None;
     let mut at = 0;
-    // In the order the encoder writes them (topics, then `A`, `P`, `C`), each flag once: one
-    // entry has one spelling (the `broker_entry` fuzz target found a flag before a topic).
+    // In the order the encoder writes them (topics, then `A`, `I`, `P`, `C`), each flag once:
+    // one entry has one spelling (the `broker_entry` fuzz target found a flag before a topic).
     loop {
         match bytes.get(at) {
-            Some(b'T') if !(all || private || close) => {
-                let start = at + 1;
-                let colon = start
-                    + memchr::memchr(b':', bytes.get(start..).ok_or(BadEntry)?).ok_or(BadEntry)?;
-                let digits = &bytes[start..colon];
-                // Decimal without leading zeros: one entry has one spelling, so what is read
-                // encodes back to the same bytes (found by the `broker_entry` fuzz target).
-                if digits.is_empty()
-                    || digits.len() > 6
-                    || !digits.iter().all(u8::is_ascii_digit)
-                    || (digits.len() > 1 && digits[0] == b'0')
-                {
-                    return Err(BadEntry);
-                }
-                let len: usize = std::str::from_utf8(digits)
-                    .map_err(|_| BadEntry)?
-                    .parse()
-                    .map_err(|_| BadEntry)?;
-                let end = colon.checked_add(1 + len).ok_or(BadEntry)?;
-                let name = bytes.get(colon + 1..end).ok_or(BadEntry)?;
-                let name = std::str::from_utf8(name).map_err(|_| BadEntry)?;
+            Some(b'T') if !(all || id.is_some() || private || close) => {
+                let (name, end) = counted(bytes, at + 1)?;
                 if names.len() >= MAX_TOPICS {
                     return Err(BadEntry);
                 }
                 names.push(Box::<str>::from(name));
                 at = end;
             }
-            Some(b'A') if !(all || private || close) => {
+            Some(b'A') if !(all || id.is_some() || private || close) => {
                 all = true;
                 at += 1;
+            }
+            Some(b'I') if !(id.is_some() || private || close) => {
+                let (value, end) = counted(bytes, at + 1)?;
+                if !publisher_id(value) {
+                    return Err(BadEntry);
+                }
+                id = Some(Box::<str>::from(value));
+                at = end;
             }
             Some(b'P') if !(private || close) => {
                 private = true;
@@ -147,22 +164,47 @@ pub(crate) fn decode(bytes: &Bytes) -> Result<Entry, BadEntry> {
         None
     } else {
         // Checked now, so that a bad entry is refused whole, not half delivered.
-        stamp(&fields, 0).ok_or(BadEntry)?;
+        stamp(&fields, 0, None).ok_or(BadEntry)?;
         Some(fields)
     };
     Ok(Entry {
         targets,
         private,
         close,
+        id,
         fields,
     })
 }
 
-/// The event as subscribers get it: the stored fields, then `id: <pos>` last (so it is the id
-/// the client keeps). `None` when `fields` is not exactly one event's fields without the blank
-/// line's end: it must end with LF, have no blank line and no CR. Empty fields (an event that
-/// only had an id) give `id: <pos>` alone.
-pub(crate) fn stamp(fields: &[u8], pos: u64) -> Option<EncodedEvent> {
+/// `len ":" value` at `start`: the value (UTF-8) and where it ends. The length is decimal
+/// without leading zeros: one entry has one spelling, so what is read encodes back to the same
+/// bytes (found by the `broker_entry` fuzz target).
+fn counted(bytes: &Bytes, start: usize) -> Result<(&str, usize), BadEntry> {
+    let colon =
+        start + memchr::memchr(b':', bytes.get(start..).ok_or(BadEntry)?).ok_or(BadEntry)?;
+    let digits = &bytes[start..colon];
+    if digits.is_empty()
+        || digits.len() > 6
+        || !digits.iter().all(u8::is_ascii_digit)
+        || (digits.len() > 1 && digits[0] == b'0')
+    {
+        return Err(BadEntry);
+    }
+    let len: usize = std::str::from_utf8(digits)
+        .map_err(|_| BadEntry)?
+        .parse()
+        .map_err(|_| BadEntry)?;
+    let end = colon.checked_add(1 + len).ok_or(BadEntry)?;
+    let value = bytes.get(colon + 1..end).ok_or(BadEntry)?;
+    let value = std::str::from_utf8(value).map_err(|_| BadEntry)?;
+    Ok((value, end))
+}
+
+/// The event as subscribers get it: the stored fields, then `id: <publisher's id>` or
+/// `id: <pos>` last (so it is the id the client keeps). `None` when `fields` is not exactly
+/// one event's fields without the blank line's end: it must end with LF, have no blank line and
+/// no CR. Empty fields (an event that only had an id) give the id alone.
+pub(crate) fn stamp(fields: &[u8], pos: u64, id: Option<&str>) -> Option<EncodedEvent> {
     if !fields.is_empty()
         && (!fields.ends_with(b"\n")
             || fields.starts_with(b"\n")
@@ -171,7 +213,14 @@ pub(crate) fn stamp(fields: &[u8], pos: u64) -> Option<EncodedEvent> {
     {
         return None;
     }
-    let id = itoa_u64(pos);
+    let position;
+    let id = match id {
+        Some(id) => id,
+        None => {
+            position = itoa_u64(pos);
+            &position
+        }
+    };
     let mut buf = BytesMut::with_capacity(fields.len() + id.len() + 6);
     buf.put_slice(fields);
     buf.put_slice(b"id: ");
@@ -193,19 +242,22 @@ pub(crate) fn fuzz_one(data: &[u8]) {
             &entry.targets,
             entry.private,
             entry.close,
+            entry.id.as_deref(),
             entry.fields.as_deref(),
         );
         assert_eq!(&again[..], data, "a read entry encodes back to its bytes");
+        let want = entry.id.as_deref().unwrap_or("42");
         if let Some(fields) = &entry.fields {
-            let stamped = stamp(fields, 42).expect("decode checked the fields");
-            assert_eq!(stamped.id(), Some("42"));
+            let stamped =
+                stamp(fields, 42, entry.id.as_deref()).expect("decode checked the fields");
+            assert_eq!(stamped.id(), Some(want));
             let mut decoder = crate::client::Decoder::new();
             decoder.feed(stamped.as_bytes());
             let mut events = 0;
             while let Some(frame) = decoder.decode_eof().expect("a stamped entry decodes") {
                 if let crate::client::Frame::Event(event) = frame {
                     events += 1;
-                    assert_eq!(event.id(), "42", "the position is the id");
+                    assert_eq!(event.id(), want, "the publisher's id, else the position");
                 }
             }
             assert!(events <= 1, "one entry, at most one event");
@@ -295,29 +347,32 @@ mod tests {
 
     #[test]
     fn round_trips() {
-        for (targets, private, close, fields) in [
-            (topics(&["a"]), false, false, Some(&b"data: x\n"[..])),
+        for (targets, private, close, id, fields) in [
+            (topics(&["a"]), false, false, None, Some(&b"data: x\n"[..])),
             (
                 topics(&["", "T3:x\n", "a:b", "\u{e9}"]),
                 true,
                 false,
+                Some("urn:uuid:1"),
                 Some(b"event: e\ndata: \n"),
             ),
-            (Targets::All, false, false, Some(b"")),
-            (Targets::All, false, false, Some(b"data: all\n")),
-            (topics(&["room"]), false, true, None),
-            (topics(&["room"]), false, true, Some(b"data: bye\n")),
-            (topics(&["a"]), false, false, Some(b"")),
+            (Targets::All, false, false, None, Some(b"")),
+            (Targets::All, false, false, None, Some(b"data: all\n")),
+            (topics(&["room"]), false, true, None, None),
+            (topics(&["room"]), false, true, None, Some(b"data: bye\n")),
+            (topics(&["a"]), false, false, None, Some(b"")),
             (
                 topics(&["", "0123456789"]),
                 false,
                 false,
+                Some("é id"),
                 Some(b"data: x\n"),
             ),
         ] {
-            let bytes = encode(&targets, private, close, fields);
+            let bytes = encode(&targets, private, close, id, fields);
             let entry = decode(&bytes).unwrap();
             assert_eq!(entry.targets, targets);
+            assert_eq!(entry.id.as_deref(), id);
             assert_eq!((entry.private, entry.close), (private, close));
             assert_eq!(
                 entry.fields.as_deref(),
@@ -357,17 +412,39 @@ mod tests {
             b"T1:aCP\n",
             b"PA\ndata: x\n",
             b"T1:aPT1:b\n",
+            // Publisher's ids: after `A`, before `P`; never a position, never a line break.
+            b"I1:xT1:a\n",
+            b"T1:aPI1:x\n",
+            b"T1:aI1:xI1:y\n",
+            b"T1:aI2:12\ndata: x\n",
+            b"T1:aI0:\ndata: x\n",
+            b"T1:aI3:a\nb\ndata: x\n",
+            b"T1:aI01:x\ndata: x\n",
         ] {
             assert_eq!(decode(&Bytes::from_static(bad)), Err(BadEntry), "{bad:?}");
         }
     }
 
     #[test]
-    fn stamp_puts_the_position_last() {
-        let event = stamp(b"event: x\ndata: y\n", 42).unwrap();
+    fn stamp_puts_the_id_last() {
+        let event = stamp(b"event: x\ndata: y\n", 42, None).unwrap();
         assert_eq!(&event.as_bytes()[..], b"event: x\ndata: y\nid: 42\n\n");
         assert_eq!(event.id(), Some("42"));
-        assert_eq!(&stamp(b"", 7).unwrap().as_bytes()[..], b"id: 7\n\n");
+        assert_eq!(&stamp(b"", 7, None).unwrap().as_bytes()[..], b"id: 7\n\n");
+        let event = stamp(b"data: y\n", 42, Some("urn:x")).unwrap();
+        assert_eq!(&event.as_bytes()[..], b"data: y\nid: urn:x\n\n");
+        assert_eq!(event.id(), Some("urn:x"));
+    }
+
+    #[test]
+    fn publisher_ids_are_never_positions() {
+        for good in ["a", "urn:uuid:1", "1a", "-1", "é"] {
+            assert!(publisher_id(good), "{good:?}");
+        }
+        let long = "a".repeat(MAX_ID_LEN + 1);
+        for bad in ["", "1", "0", "007", "a\nb", "a\rb", "a\0b", &long] {
+            assert!(!publisher_id(bad), "{bad:?}");
+        }
     }
 
     #[test]
@@ -539,18 +616,20 @@ mod tests {
                 targets in targets(),
                 private in any::<bool>(),
                 event in event(),
+                publisher in prop::option::of(text()),
                 cut in any::<prop::sample::Index>(),
                 at in any::<prop::sample::Index>(),
                 byte in any::<u8>(),
             ) {
-                let mut bytes = encode(&targets, private, false, Some(&fields_of(event))).to_vec();
+                let id = publisher.as_deref().filter(|id| publisher_id(id));
+                let mut bytes = encode(&targets, private, false, id, Some(&fields_of(event))).to_vec();
                 if !bytes.is_empty() {
                     let at = at.index(bytes.len());
                     bytes[at] = byte;
                     bytes.truncate(cut.index(bytes.len() + 1).max(at));
                 }
                 if let Ok(entry) = decode(&Bytes::from(bytes.clone())) {
-                    let again = encode(&entry.targets, entry.private, entry.close, entry.fields.as_deref());
+                    let again = encode(&entry.targets, entry.private, entry.close, entry.id.as_deref(), entry.fields.as_deref());
                     prop_assert_eq!(&again[..], &bytes[..]);
                 }
             }
@@ -564,24 +643,27 @@ mod tests {
                 private in any::<bool>(),
                 close in any::<bool>(),
                 event in prop::option::of(event()),
+                publisher in prop::option::of(text()),
                 pos in 1u64..u64::MAX,
             ) {
+                let publisher = publisher.filter(|id| publisher_id(id));
                 // The hub writes no fields only for a close without a final event.
                 prop_assume!(event.is_some() || close);
                 let original = event.clone().map(|e| frames(&e.encode().into_bytes()));
                 let fields = event.map(fields_of);
-                let bytes = encode(&targets, private, close, fields.as_deref());
+                let bytes = encode(&targets, private, close, publisher.as_deref(), fields.as_deref());
                 let entry = match decode(&bytes) {
                     Ok(entry) => entry,
                     Err(BadEntry) => return Err(TestCaseError::fail(format!("refused {bytes:?}"))),
                 };
                 prop_assert_eq!(&entry.targets, &targets);
                 prop_assert_eq!((entry.private, entry.close), (private, close));
+                prop_assert_eq!(entry.id.as_deref(), publisher.as_deref());
                 let kept = fields.clone().filter(|f| !(f.is_empty() && close));
                 prop_assert_eq!(&entry.fields, &kept);
                 if let (Some(fields), Some(original)) = (entry.fields, original) {
-                    let stamped = stamp(&fields, pos).expect("decode checked the fields");
-                    let id = pos.to_string();
+                    let stamped = stamp(&fields, pos, publisher.as_deref()).expect("decode checked the fields");
+                    let id = publisher.clone().unwrap_or_else(|| pos.to_string());
                     prop_assert_eq!(stamped.id(), Some(id.as_str()));
                     let mut read = frames(stamped.as_bytes());
                     let mut want = original;

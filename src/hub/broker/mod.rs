@@ -104,6 +104,10 @@ pub(crate) trait Remote: Send + Sync + 'static {
         topics: &'a [&'a str],
     ) -> BoxFuture<'a, Result<bool, SubscribeError>>;
 
+    /// The position of the first retained event published with the publisher's id `id`
+    /// ([`entry::publisher_id`]), if the broker's index still has it.
+    fn find<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<u64>, SubscribeError>>;
+
     /// Entries after position `after` (at most `max`), or the newest `max` when `after` is
     /// `None`.
     fn read(&self, after: Option<u64>, max: usize) -> BoxFuture<'_, Result<Read, SubscribeError>>;
@@ -120,6 +124,9 @@ pub(crate) struct Publication<'a> {
     pub(crate) fields: Option<&'a [u8]>,
     pub(crate) private: bool,
     pub(crate) close: bool,
+    /// The publisher's id ([`entry::publisher_id`]): the event's id instead of its position,
+    /// and indexed so that a `Last-Event-ID` with it finds the position.
+    pub(crate) id: Option<&'a str>,
     pub(crate) must_exist: bool,
     /// Publishing again with the same key within the broker's window stores nothing new and
     /// answers the first position.
@@ -181,7 +188,7 @@ impl Feed {
             }
             return;
         };
-        let Some(event) = entry::stamp(fields, pos) else {
+        let Some(event) = entry::stamp(fields, pos, entry.id.as_deref()) else {
             // `decode` checked the fields.
             local.lost(pos.saturating_add(1));
             return;
@@ -290,19 +297,20 @@ impl Broker {
                 if names.len() > entry::MAX_TOPICS {
                     return Err(PublishError::Unsupported);
                 }
-                let fields = fields_of(event);
+                let (fields, id) = fields_of(event)?;
                 let pos = remote
                     .publish(Publication {
                         targets: Targets::Topics(names),
                         fields: Some(&fields),
                         private,
                         close: false,
+                        id: id.as_deref(),
                         must_exist: !local.config.auto_create,
                         idempotency_key,
                     })
                     .await?;
                 local.count_published();
-                entry::stamp(&fields, pos).ok_or(PublishError::Unavailable)
+                entry::stamp(&fields, pos, id.as_deref()).ok_or(PublishError::Unavailable)
             }
         }
     }
@@ -318,13 +326,14 @@ impl Broker {
             #[cfg(feature = "_broker")]
             Self::Remote(remote) => {
                 self.start(local);
-                let fields = fields_of(event);
+                let (fields, id) = fields_of(event)?;
                 remote
                     .publish(Publication {
                         targets: Targets::All,
                         fields: Some(&fields),
                         private: false,
                         close: false,
+                        id: id.as_deref(),
                         must_exist: false,
                         idempotency_key: None,
                     })
@@ -397,13 +406,17 @@ impl Broker {
             #[cfg(feature = "_broker")]
             Self::Remote(remote) => {
                 self.start(local);
-                let fields = final_event.map(fields_of);
+                let (fields, id) = match final_event.map(fields_of).transpose()? {
+                    Some((fields, id)) => (Some(fields), id),
+                    None => (None, None),
+                };
                 let result = remote
                     .publish(Publication {
                         targets: Targets::Topics(vec![topic.into()]),
                         fields: fields.as_deref(),
                         private: false,
                         close: true,
+                        id: id.as_deref(),
                         must_exist: !local.config.auto_create,
                         idempotency_key: None,
                     })
@@ -442,15 +455,22 @@ impl Broker {
     }
 }
 
-/// An event's fields as a broker stores them: without an id and without the blank line
-/// that ends the event.
+/// An event's fields as a broker stores them (without an id and without the blank line that
+/// ends the event), and the publisher's id: `None` when the event has none or an empty one
+/// (the position is then the id), [`PublishError::InvalidId`] when a broker cannot carry it.
 #[cfg(feature = "_broker")]
-fn fields_of(event: Event) -> bytes::Bytes {
-    let mut fields = event.encode().without_id();
+fn fields_of(event: Event) -> Result<(bytes::Bytes, Option<Box<str>>), PublishError> {
+    let event = event.encode();
+    let id = match event.id().filter(|id| !id.is_empty()) {
+        Some(id) if entry::publisher_id(id) => Some(id.into()),
+        Some(_) => return Err(PublishError::InvalidId),
+        None => None,
+    };
+    let mut fields = event.without_id();
     if fields.ends_with(b"\n") {
         fields.truncate(fields.len() - 1);
     }
-    fields
+    Ok((fields, id))
 }
 
 #[cfg(feature = "_broker")]
@@ -488,7 +508,12 @@ async fn subscribe_remote(
             .join_after(selection, request, live, Vec::new(), None, access)
             .map_err(|_| SubscribeError::Unavailable);
     };
-    let cursor = entry::position(id);
+    // A position, or a publisher's id (never spelled as a position) the broker's index has.
+    let cursor = match entry::position(id) {
+        Some(pos) => Some(pos),
+        None if entry::publisher_id(id) => remote.find(id).await?,
+        None => None,
+    };
     // This process's caches. A cursor this process has not delivered yet: only the broker can
     // tell whether it is real (another process may be ahead).
     if let Some(cursor) = cursor.filter(|&cursor| cursor < local.delivered_next()) {
@@ -705,7 +730,7 @@ impl Keep<'_> {
             let Some(event) = entry
                 .fields
                 .as_deref()
-                .and_then(|f| self.local.replayed(pos, f))
+                .and_then(|f| self.local.replayed(pos, f, entry.id.as_deref()))
             else {
                 continue;
             };

@@ -63,6 +63,12 @@ use crate::{
 /// - **Replay**: from the process's cache when it covers the id, else from the stream after
 ///   it (filtered by topics, patterns and private-event access), then a hand-off to live with
 ///   no gap and no duplicate. The id's message must still be in the stream.
+/// - **Publisher's ids** are kept as the events' ids, and indexed in a second stream
+///   (`<name>_IDS`, subjects `<prefix>.id.<escaped id>`, one message per id holding its
+///   position, bounded like the hub's stream), so that a `Last-Event-ID` with one finds where
+///   to resume. The first use of an id is kept. The index is written right after the event: a
+///   client that resumes from that id in between, or after an index write that failed, is told
+///   `history-lost`, never given a silent gap.
 /// - **Bounds**: the stream keeps at most [`max_events`](Self::max_events) messages,
 ///   [`max_bytes`](Self::max_bytes) bytes, none older than [`max_age`](Self::max_age), for the
 ///   whole hub, discarding the oldest. A limit per topic is there too
@@ -122,6 +128,8 @@ struct Inner {
     /// The stream, and the offset of its ids (see `offset`).
     stream: OnceCell<(jetstream::stream::Stream, u64)>,
     topics: OnceCell<jetstream::kv::Store>,
+    /// The index of publisher's ids (see `ids`).
+    ids: OnceCell<jetstream::stream::Stream>,
 }
 
 /// Why [`NatsBroker::connect`] failed: a bad URL, NATS cannot be reached, or it has no
@@ -217,6 +225,7 @@ impl NatsBroker {
                 idempotency_window: Self::DEFAULT_IDEMPOTENCY_WINDOW,
                 stream: OnceCell::new(),
                 topics: OnceCell::new(),
+                ids: OnceCell::new(),
             }),
         })
     }
@@ -422,6 +431,93 @@ impl Inner {
         format!("{}.send", self.prefix)
     }
 
+    fn subject_id(&self, id: &str) -> String {
+        format!("{}.id.{}", self.prefix, subject::token(id))
+    }
+
+    /// The index of publisher's ids: a stream with one message per id, its position.
+    async fn ids(&self) -> Result<jetstream::stream::Stream, String> {
+        let stream = self
+            .ids
+            .get_or_try_init(|| async {
+                let config = jetstream::stream::Config {
+                    name: format!("{}_IDS", self.stream_name),
+                    subjects: vec![format!("{}.id.*", self.prefix)],
+                    max_messages_per_subject: 1,
+                    max_messages: i64::try_from(self.max_events).unwrap_or(i64::MAX),
+                    max_age: self.max_age,
+                    storage: jetstream::stream::StorageType::File,
+                    discard: jetstream::stream::DiscardPolicy::Old,
+                    ..Default::default()
+                };
+                let work = async {
+                    if let Ok(stream) = self.jetstream.get_stream(&config.name).await {
+                        return Ok(stream);
+                    }
+                    match self.jetstream.create_stream(config.clone()).await {
+                        Ok(stream) => Ok(stream),
+                        // Another process made it meanwhile.
+                        Err(err) => self
+                            .jetstream
+                            .get_stream(&config.name)
+                            .await
+                            .map_err(|_| err.to_string()),
+                    }
+                };
+                tokio::time::timeout(self.timeout, work)
+                    .await
+                    .map_err(|_| "timed out".to_owned())?
+            })
+            .await?;
+        Ok(stream.clone())
+    }
+
+    /// Writes `id` → `pos` in the index, unless `id` is there already (its first use stays).
+    async fn index(&self, id: &str, pos: u64) -> Result<(), String> {
+        self.ids().await?;
+        let mut headers = HeaderMap::new();
+        headers.insert("Nats-Expected-Last-Subject-Sequence", "0");
+        let ack = self
+            .jetstream
+            .publish_with_headers(self.subject_id(id), headers, pos.to_string().into())
+            .await
+            .map_err(|e| e.to_string())?;
+        match ack.await {
+            Ok(_) => Ok(()),
+            Err(err)
+                if matches!(
+                    err.kind(),
+                    jetstream::context::PublishErrorKind::WrongLastSequence
+                ) =>
+            {
+                Ok(())
+            }
+            Err(err) => Err(err.to_string()),
+        }
+    }
+
+    /// The position the index has for `id`.
+    async fn find(&self, id: &str) -> Result<Option<u64>, String> {
+        let stream = self.ids().await?;
+        match stream
+            .get_last_raw_message_by_subject(&self.subject_id(id))
+            .await
+        {
+            Ok(message) => Ok(std::str::from_utf8(&message.payload)
+                .ok()
+                .and_then(entry::position)),
+            Err(err)
+                if matches!(
+                    err.kind(),
+                    jetstream::stream::LastRawMessageErrorKind::NoMessageFound
+                ) =>
+            {
+                Ok(None)
+            }
+            Err(err) => Err(err.to_string()),
+        }
+    }
+
     /// The hub's stream, made (or brought to this configuration) on first use, and the offset
     /// of its ids: position = offset + sequence.
     async fn stream(&self) -> Result<(jetstream::stream::Stream, u64), String> {
@@ -545,6 +641,7 @@ impl Inner {
             fields,
             private,
             close,
+            id,
             must_exist,
             idempotency_key,
         } = publication;
@@ -568,7 +665,7 @@ impl Inner {
             [one] if !close => self.subject_one(one),
             _ => self.subject_many(),
         };
-        let body = entry::encode(&targets, private, close, fields);
+        let body = entry::encode(&targets, private, close, id, fields);
         let mut headers = HeaderMap::new();
         if let Some(key) = idempotency_key {
             headers.insert("Nats-Msg-Id", key);
@@ -594,6 +691,15 @@ impl Inner {
                 return Err(PublishError::Unavailable);
             }
         };
+        if let Some(id) = id {
+            // The event is stored: failing now would make a retry store it twice. A client
+            // resuming from an id the index lacks is told `history-lost`.
+            match tokio::time::timeout(self.timeout, self.index(id, pos)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => unavailable("id index", &err),
+                Err(_) => unavailable("id index", &"timed out"),
+            }
+        }
         if close && must_exist {
             if let Ok(store) = self.topics().await {
                 for name in names {
@@ -696,6 +802,22 @@ impl Remote for NatsBroker {
                 }
             }
             Ok(true)
+        })
+    }
+
+    fn find<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<u64>, SubscribeError>> {
+        Box::pin(async move {
+            match tokio::time::timeout(self.inner.timeout, self.inner.find(id)).await {
+                Ok(Ok(found)) => Ok(found),
+                Ok(Err(err)) => {
+                    unavailable("subscribe", &err);
+                    Err(SubscribeError::Unavailable)
+                }
+                Err(_) => {
+                    unavailable("subscribe", &"timed out");
+                    Err(SubscribeError::Unavailable)
+                }
+            }
         })
     }
 

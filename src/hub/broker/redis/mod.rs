@@ -29,7 +29,7 @@ use std::{fmt, time::Duration};
 
 use redis::{Client, aio::ConnectionManager};
 
-use super::{BoxFuture, Feed, Publication, Read, Remote};
+use super::{BoxFuture, Feed, Publication, Read, Remote, entry};
 use crate::{
     EncodedEvent,
     hub::{PublishError, SubscribeError},
@@ -43,8 +43,13 @@ use crate::{
 /// - **One stream per hub** (`<prefix>log`): every event of every topic is one entry, with
 ///   the hub-wide counter as its id (`0-<n>`). The event id clients see is `n`: it means the
 ///   same on every process and across restarts, and orders every topic of the hub, so one
-///   `Last-Event-ID` resumes a subscription to any set of topics and patterns. An id the
-///   publisher set is replaced.
+///   `Last-Event-ID` resumes a subscription to any set of topics and patterns.
+/// - **Publisher's ids**: an id the publisher set is the event's id, and goes into an index
+///   (`<prefix>ids`, a sorted set: id → counter) in the same script as the entry, so a
+///   `Last-Event-ID` with it resumes on any process like a counter id does. An id used twice
+///   resumes after its first use (duplicates rather than a gap); the index is trimmed with the
+///   stream. Ids that are decimal digits alone (a counter's spelling) or longer than 1,024 bytes
+///   are refused ([`PublishError::InvalidId`](crate::hub::PublishError::InvalidId)).
 /// - **Reading**: each process has one reader connection (`XREAD BLOCK` on the one stream),
 ///   decodes and encodes each entry once, and hands it to the local subscribers through the
 ///   hub's shared rings. It reads in batches of at most half a ring and waits (briefly) while
@@ -411,6 +416,21 @@ impl Remote for RedisBackend {
             cmd.arg(self.key("topics")).arg(topics);
             match self.query::<Vec<i64>>(&cmd).await {
                 Ok(found) => Ok(found.iter().all(|&f| f == 1)),
+                Err(err) => {
+                    unavailable("subscribe", &err);
+                    Err(SubscribeError::Unavailable)
+                }
+            }
+        })
+    }
+
+    fn find<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<u64>, SubscribeError>> {
+        Box::pin(async move {
+            let mut cmd = redis::cmd("ZSCORE");
+            cmd.arg(self.key("ids")).arg(id);
+            match self.query::<Option<String>>(&cmd).await {
+                // Scores are written from the counter's decimal digits.
+                Ok(score) => Ok(score.and_then(|s| entry::position(&s))),
                 Err(err) => {
                     unavailable("subscribe", &err);
                     Err(SubscribeError::Unavailable)

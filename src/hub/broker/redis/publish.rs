@@ -13,11 +13,12 @@ use crate::hub::{
 ///
 /// `KEYS`: the stream, the meta hash (`n`: the last counter value used; `bytes`: bytes ever
 /// appended), the marks list, the topic registry set, the idempotency key (or the meta hash
-/// again when there is none).
+/// again when there is none), the id index (a sorted set: publisher's id → position).
 ///
 /// `ARGV`: the entry, `max_events`, `max_bytes`, `max_age` in ms, the idempotency window in
 /// ms (`0`: no key), the registry mode (`0`: none; `1`: every topic must be registered; `2`:
-/// the same, and they are unregistered: a close), then the topics to check.
+/// the same, and they are unregistered: a close), the publisher's id (empty: none), then the
+/// topics to check.
 ///
 /// Answers `{n, 0}` (stored as entry `0-n`), `{n, 1}` (a retry of `n`: nothing stored) or
 /// `{0, 2}` (a topic is not registered: nothing stored).
@@ -30,6 +31,10 @@ use crate::hub::{
 ///   the wrong type, unknown topic) writes nothing and never skips a counter value: Redis does
 ///   not roll a script back, and an error after the append would answer "failed" for an event
 ///   that is stored and delivered (and a retry would store it twice).
+/// - **Publisher's ids** go into the index with their position (`ZADD NX`: an id used twice
+///   keeps its first position, so a client resuming from it gets duplicates rather than a
+///   gap), and every index entry older than the stream's first entry is dropped after the
+///   append: the index never outgrows the stream.
 /// - **Bounds**: `MAXLEN ~` for the count; a mark `n:ms:bytes` is appended every 1/16 of
 ///   `max_bytes` or `max_age`, and the marks that are too old (or too many bytes back) are
 ///   dropped with the stream up to them (`XTRIM MINID`): bytes and age stay within 1/16 of
@@ -44,11 +49,11 @@ if window > 0 then
   if seen then return {tonumber(seen), 1} end
 end
 if ARGV[6] ~= '0' then
-  for i = 7, #ARGV do
+  for i = 8, #ARGV do
     if redis.call('SISMEMBER', KEYS[4], ARGV[i]) == 0 then return {0, 2} end
   end
 end
-for i, want in ipairs({'stream', 'hash', 'list'}) do
+for i, want in pairs({[1] = 'stream', [2] = 'hash', [3] = 'list', [6] = 'zset'}) do
   local kind = redis.call('TYPE', KEYS[i])['ok']
   if kind ~= want and kind ~= 'none' then
     return redis.error_reply('WRONGTYPE ' .. KEYS[i] .. ' is not a ' .. want)
@@ -66,7 +71,7 @@ redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '0-' .. nid, 'e', ARGV[1])
 redis.call('HSET', KEYS[2], 'n', nid)
 if window > 0 then redis.call('SET', KEYS[5], nid, 'PX', ARGV[5]) end
 if ARGV[6] == '2' then
-  for i = 7, #ARGV do redis.call('SREM', KEYS[4], ARGV[i]) end
+  for i = 8, #ARGV do redis.call('SREM', KEYS[4], ARGV[i]) end
 end
 local bytes = redis.call('HINCRBY', KEYS[2], 'bytes', string.len(ARGV[1]))
 local max_bytes = tonumber(ARGV[3])
@@ -99,6 +104,14 @@ end
 if cut then
   redis.call('XTRIM', KEYS[1], 'MINID', '0-' .. string.format('%d', tonumber(cut) + 1))
 end
+if ARGV[7] ~= '' or redis.call('EXISTS', KEYS[6]) == 1 then
+  if ARGV[7] ~= '' then redis.call('ZADD', KEYS[6], 'NX', nid, ARGV[7]) end
+  local first = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)[1]
+  local fseq = first and string.match(first[1], '^0%-(%d+)$')
+  if fseq then
+    redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', '(' .. fseq)
+  end
+end
 return {n, 0}
 ";
 
@@ -115,10 +128,11 @@ pub(super) async fn publish(
         fields,
         private,
         close,
+        id,
         must_exist,
         idempotency_key,
     } = publication;
-    let body = entry::encode(&targets, private, close, fields);
+    let body = entry::encode(&targets, private, close, id, fields);
     let meta = redis.key("meta");
     let idempotency = idempotency_key.map(|key| redis.key(&format!("idem:{key}")));
     let mode = match (must_exist, close) {
@@ -133,6 +147,7 @@ pub(super) async fn publish(
         .key(redis.key("marks"))
         .key(redis.key("topics"))
         .key(idempotency.as_deref().unwrap_or(&meta))
+        .key(redis.key("ids"))
         .arg(&body[..])
         .arg(redis.max_events)
         .arg(redis.max_bytes)
@@ -146,7 +161,8 @@ pub(super) async fn publish(
         } else {
             0
         })
-        .arg(mode);
+        .arg(mode)
+        .arg(id.unwrap_or(""));
     if let (true, Targets::Topics(names)) = (must_exist, &targets) {
         for name in names {
             invocation.arg(&**name);
