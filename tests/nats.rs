@@ -473,3 +473,21 @@ async fn publisher_ids_resume_on_the_other_process() {
     let b = hub(&nats, "PID").await;
     support::publisher_ids_resume_on_the_other_process(&a, &b).await;
 }
+
+#[tokio::test]
+async fn presence_spans_processes_and_expires_the_silent() {
+    let Some(nats) = NatsServer::start().await else {
+        return;
+    };
+    let interval = |b: HubBuilder| b.presence_interval(Duration::from_millis(250));
+    let a = hub_with(&nats, "PR", |b| b, interval).await;
+    let b = hub_with(&nats, "PR", |b| b, interval).await;
+    let c = hub_with(&nats, "PR", |b| b, interval).await;
+    let raw = async_nats::connect(nats.url()).await.unwrap();
+    let raw = &raw;
+    support::presence_spans_processes_and_expires_the_silent(&a, &b, &c, |bytes| async move {
+        raw.publish("pr.send", bytes.into()).await.unwrap();
+        raw.flush().await.unwrap();
+    })
+    .await;
+}

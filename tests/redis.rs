@@ -1385,3 +1385,20 @@ async fn the_id_index_never_outgrows_the_stream() {
         .unwrap();
     assert_eq!(sub.replay(), Replay::HistoryLost);
 }
+
+#[tokio::test]
+async fn presence_spans_processes_and_expires_the_silent() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let interval = |b: tower_sse::hub::HubBuilder| b.presence_interval(Duration::from_millis(250));
+    let a = hub_with(&redis, "pr:", interval).await;
+    let b = hub_with(&redis, "pr:", interval).await;
+    let c = hub_with(&redis, "pr:", interval).await;
+    let redis = &redis;
+    support::presence_spans_processes_and_expires_the_silent(&a, &b, &c, |raw| async move {
+        let raw = String::from_utf8(raw).unwrap();
+        redis.command(&["PUBLISH", "pr:!send", &raw]).await;
+    })
+    .await;
+}

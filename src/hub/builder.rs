@@ -11,6 +11,7 @@ pub(super) struct Config {
     pub(super) auto_create: bool,
     pub(super) on_unknown_id: UnknownId,
     pub(super) max_topics: usize,
+    pub(super) presence_interval: std::time::Duration,
 }
 
 /// Largest ring capacity accepted; larger values are clamped.
@@ -29,6 +30,7 @@ impl Default for Config {
             auto_create: true,
             on_unknown_id: UnknownId::DEFAULT,
             max_topics: HubBuilder::DEFAULT_MAX_TOPICS,
+            presence_interval: HubBuilder::DEFAULT_PRESENCE_INTERVAL,
         }
     }
 }
@@ -87,6 +89,8 @@ impl HubBuilder {
     pub const DEFAULT_CLIENT_CAPACITY: usize = 64;
     /// Default for [`max_topics`](Self::max_topics): 32.
     pub const DEFAULT_MAX_TOPICS: usize = 32;
+    /// Default for [`presence_interval`](Self::presence_interval): 5 s.
+    pub const DEFAULT_PRESENCE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
 
     pub(super) fn new() -> Self {
         Self {
@@ -207,6 +211,22 @@ impl HubBuilder {
     /// ```
     pub fn max_topics(mut self, max: usize) -> Self {
         self.config.max_topics = max;
+        self
+    }
+
+    /// How often each process tells the others it is alive, for [presence](super::presence)
+    /// on a broker (default 5 s, at least 10 ms): a process not heard from for three intervals
+    /// is gone and its members expire. Shorter finds crashes sooner, for one small message per
+    /// process per interval.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let hub = tower_sse::hub::Hub::builder().presence_interval(Duration::from_secs(1)).build();
+    /// # drop(hub);
+    /// ```
+    pub fn presence_interval(mut self, interval: std::time::Duration) -> Self {
+        self.config.presence_interval = interval.max(std::time::Duration::from_millis(10));
         self
     }
 

@@ -71,6 +71,8 @@ pub(super) struct Local {
     /// Remote: the broker's background tasks were started.
     #[cfg_attr(not(feature = "_broker"), allow(dead_code))]
     started: OnceLock<()>,
+    /// The presence registry, made on first use ([`Hub::presence`](super::Hub::presence)).
+    pub(super) presence: OnceLock<super::presence::Presence>,
 }
 
 /// Events read from a broker for replays, by position, oldest dropped first.
@@ -193,6 +195,7 @@ impl Local {
             replayed: Mutex::default(),
             ready: watch::Sender::new(!remote),
             started: OnceLock::new(),
+            presence: OnceLock::new(),
         }
     }
 

@@ -179,6 +179,7 @@ mod builder;
 mod error;
 mod local;
 mod merge;
+pub mod presence;
 mod recv;
 #[cfg(feature = "axum")]
 mod response;
@@ -205,6 +206,7 @@ pub use self::{
     auth::{Authorizer, PrivateAccess, PrivateEvent, SubscribeRequest},
     builder::HubBuilder,
     error::{PublishError, SubscribeError},
+    presence::{Member, MemberInfo, Presence, PresenceChange, PresenceEvent, PresenceEvents},
     select::{Matcher, Pattern, SelectionError},
     subscription::{SubscribeBuilder, Subscription},
 };
@@ -454,6 +456,23 @@ impl Hub {
     /// ```
     pub async fn disconnect(&self, client_id: &str) -> Result<usize, PublishError> {
         self.broker.disconnect(&self.local, client_id).await
+    }
+
+    /// The hub's [presence] registry: who is here, in which space, on every process
+    /// of the hub. Made on the first call (on a broker, call it inside a Tokio runtime: a task
+    /// keeps the processes in touch); every later call, on any clone, returns the same one.
+    ///
+    /// ```
+    /// let hub = tower_sse::hub::Hub::new();
+    /// let member = hub.presence().join("room/1", "alice", "{}");
+    /// assert_eq!(hub.clone().presence().members("room/1")[0].key(), "alice");
+    /// # drop(member);
+    /// ```
+    pub fn presence(&self) -> Presence {
+        self.local
+            .presence
+            .get_or_init(|| self.broker.presence(&self.local))
+            .clone()
     }
 
     /// Subscribes to `topic` for live events only. Same as

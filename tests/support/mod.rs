@@ -759,3 +759,107 @@ pub async fn publisher_ids_resume_on_the_other_process(
     a.publish("pid/one", Event::new().data("5")).await.unwrap();
     assert_eq!(data(&next(&mut live).await), "5");
 }
+
+/// Presence on a broker (`a`, `b`, `c`: three processes' hubs on it, `c` not using presence
+/// yet; `inject` publishes raw bytes on the hub's live channel, as a process that then
+/// crashed would have): a member is seen on every process, a process that starts later learns
+/// the members already there, a leave reaches every process, and a process that falls silent
+/// has its members expire, handled by exactly one live process. Shared by the Redis and NATS
+/// tests; the hubs' presence interval should be short (250 ms: expiry after 750 ms).
+pub async fn presence_spans_processes_and_expires_the_silent<F, Fut>(
+    a: &tower_sse::hub::Hub,
+    b: &tower_sse::hub::Hub,
+    c: &tower_sse::hub::Hub,
+    inject: F,
+) where
+    F: Fn(Vec<u8>) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    use futures_util::StreamExt as _;
+    use tower_sse::hub::{Presence, PresenceChange, PresenceEvents};
+
+    async fn until(what: &str, mut ok: impl FnMut() -> bool) {
+        for _ in 0..500 {
+            if ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("not within 10 s: {what}");
+    }
+    async fn next_change(events: &mut PresenceEvents) -> tower_sse::hub::PresenceEvent {
+        timeout(Duration::from_secs(10), events.next())
+            .await
+            .expect("a presence event within 10 s")
+            .expect("the events go on")
+    }
+    let keys = |p: &Presence, space: &str| -> Vec<String> {
+        p.members(space)
+            .iter()
+            .map(|m| m.key().to_owned())
+            .collect()
+    };
+    let (pa, pb) = (a.presence(), b.presence());
+    let mut on_b = pb.events();
+    // Each process hears the other (their heartbeats) before the test goes on.
+    until("a and b know each other", || {
+        pa.processes().len() == 2 && pb.processes().len() == 2
+    })
+    .await;
+
+    let alice = pa.join("room", "alice", r#"{"n":1}"#);
+    let joined = next_change(&mut on_b).await;
+    assert_eq!(joined.change(), PresenceChange::Joined);
+    assert_eq!(joined.member().key(), "alice");
+    assert_eq!(joined.member().meta(), r#"{"n":1}"#);
+    assert_eq!(joined.member().process(), pa.process_id());
+    assert!(!joined.member().is_here() && !joined.handled_here());
+    assert_eq!(keys(&pb, "room"), ["alice"]);
+
+    // A process that starts now learns who is already there.
+    let pc = c.presence();
+    until("c learns alice", || keys(&pc, "room") == ["alice"]).await;
+
+    drop(alice);
+    let left = next_change(&mut on_b).await;
+    assert_eq!(
+        (left.change(), left.member().key()),
+        (PresenceChange::Left, "alice")
+    );
+    until("c sees alice leave", || keys(&pc, "room").is_empty()).await;
+
+    // A process that joined `bob`, then went silent (crashed): its member expires after three
+    // intervals, and one live process (the lowest id) handles it.
+    let mut on_a = pa.events();
+    let mut on_c = pc.events();
+    inject(b"PJ12:dead-process1:11:04:room3:bob0:".to_vec()).await;
+    let joined = next_change(&mut on_b).await;
+    assert_eq!(
+        (joined.change(), joined.member().key()),
+        (PresenceChange::Joined, "bob")
+    );
+    assert_eq!(joined.member().process(), "dead-process");
+    until("bob is listed everywhere", || {
+        [&pa, &pb, &pc].iter().all(|p| keys(p, "room") == ["bob"])
+    })
+    .await;
+    let mut handled = 0;
+    for events in [&mut on_a, &mut on_b, &mut on_c] {
+        let event = loop {
+            let event = next_change(events).await;
+            if event.change() == PresenceChange::Expired {
+                break event;
+            }
+        };
+        assert_eq!(event.member().key(), "bob");
+        handled += usize::from(event.handled_here());
+    }
+    assert_eq!(handled, 1, "one process handles an expiry");
+    for p in [&pa, &pb, &pc] {
+        assert!(keys(p, "room").is_empty());
+    }
+    until("the live ones stay", || {
+        [&pa, &pb, &pc].iter().all(|p| p.processes().len() == 3)
+    })
+    .await;
+}

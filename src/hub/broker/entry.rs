@@ -288,6 +288,15 @@ pub(crate) fn position(id: &str) -> Option<u64> {
     id.parse().ok()
 }
 
+/// A presence message on the live channel: `P` then the message (direct messages start with
+/// a digit, so the two never mix).
+pub(crate) fn presence(message: &[u8]) -> Vec<u8> {
+    let mut payload = Vec::with_capacity(message.len() + 1);
+    payload.push(b'P');
+    payload.extend_from_slice(message);
+    payload
+}
+
 /// The message for `client_id`: `<len>:<client id><event>`, or `<len>:<client id>` alone to
 /// disconnect it (`event` `None`).
 pub(crate) fn direct(client_id: &str, event: Option<&EncodedEvent>) -> Vec<u8> {

@@ -95,6 +95,10 @@ pub(crate) trait Remote: Send + Sync + 'static {
         event: Option<&'a EncodedEvent>,
     ) -> BoxFuture<'a, Result<usize, PublishError>>;
 
+    /// Sends a presence message to every process (live only, like [`send_to`](Self::send_to);
+    /// the listener hands it to [`Feed::direct`]).
+    fn presence<'a>(&'a self, message: &'a [u8]) -> BoxFuture<'a, Result<(), PublishError>>;
+
     /// Registers `topic` (for hubs that do not create topics on demand); `true` if it was new.
     fn create_topic<'a>(&'a self, topic: &'a str) -> BoxFuture<'a, Result<bool, PublishError>>;
 
@@ -210,17 +214,30 @@ impl Feed {
         }
     }
 
-    /// Delivers `event` to this process's connections of `client_id`.
-    pub(crate) fn send_to(&self, client_id: &str, event: EncodedEvent) {
-        if let Some(local) = self.local.upgrade() {
-            local.deliver_to_client(client_id, event);
+    /// A message of the live channel ([`Remote::send_to`], [`Remote::presence`]): an event
+    /// for a client's connections, the end of them, or a presence message.
+    pub(crate) fn direct(&self, payload: &[u8]) {
+        let Some(local) = self.local.upgrade() else {
+            return;
+        };
+        if let Some(message) = payload.strip_prefix(b"P") {
+            // Only a process that uses presence listens to it.
+            if let Some(presence) = local.presence.get() {
+                presence.shared().receive(message);
+            }
+            return;
         }
-    }
-
-    /// Ends this process's connections of `client_id`.
-    pub(crate) fn disconnect(&self, client_id: &str) {
-        if let Some(local) = self.local.upgrade() {
-            local.disconnect_client(client_id);
+        match entry::split_direct(payload) {
+            Some((client_id, Some(event))) => {
+                local.deliver_to_client(client_id, event);
+            }
+            Some((client_id, None)) => {
+                local.disconnect_client(client_id);
+            }
+            None => tracing::warn!(
+                broker = self.broker,
+                "live message is neither one event without an id nor presence; dropped"
+            ),
         }
     }
 
@@ -251,6 +268,30 @@ impl Feed {
 }
 
 impl Broker {
+    /// The hub's presence registry: this process's alone in memory; on a broker, its messages
+    /// travel on the live channel (and the broker's listener is started to hear the others').
+    pub(super) fn presence(&self, local: &Arc<Local>) -> super::presence::Presence {
+        let interval = local.config.presence_interval;
+        match self {
+            Self::Memory => super::presence::Presence::memory(interval),
+            #[cfg(feature = "_broker")]
+            Self::Remote(remote) => {
+                self.start(local);
+                let remote = Arc::clone(remote);
+                super::presence::Presence::remote(
+                    move |message| {
+                        let remote = Arc::clone(&remote);
+                        Box::pin(async move {
+                            // A lost message is repaired by the next heartbeat's resync.
+                            let _ = remote.presence(&message).await;
+                        })
+                    },
+                    interval,
+                )
+            }
+        }
+    }
+
     /// Starts a remote broker's background tasks (once; cheap after that).
     #[cfg(feature = "_broker")]
     fn start(&self, local: &Arc<Local>) {

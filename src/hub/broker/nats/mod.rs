@@ -759,6 +759,25 @@ impl Remote for NatsBroker {
         })
     }
 
+    fn presence<'a>(&'a self, message: &'a [u8]) -> BoxFuture<'a, Result<(), PublishError>> {
+        Box::pin(async move {
+            let inner = &self.inner;
+            let payload = entry::presence(message);
+            let send = inner.client.publish(inner.subject_send(), payload.into());
+            match tokio::time::timeout(inner.timeout, send).await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(err)) => {
+                    unavailable("presence", &err);
+                    Err(PublishError::Unavailable)
+                }
+                Err(_) => {
+                    unavailable("presence", &"timed out");
+                    Err(PublishError::Unavailable)
+                }
+            }
+        })
+    }
+
     fn create_topic<'a>(&'a self, topic: &'a str) -> BoxFuture<'a, Result<bool, PublishError>> {
         Box::pin(async move {
             let inner = &self.inner;

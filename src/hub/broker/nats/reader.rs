@@ -177,11 +177,7 @@ pub(super) async fn listen(inner: Arc<Inner>, feed: Feed) {
         backoff.reset();
         loop {
             match tokio::time::timeout(CHECK * 20, next(&mut subscription)).await {
-                Ok(Some(message)) => match entry::split_direct(&message.payload) {
-                    Some((client_id, Some(event))) => feed.send_to(client_id, event),
-                    Some((client_id, None)) => feed.disconnect(client_id),
-                    None => tracing::warn!("nats message for a client is not one event; dropped"),
-                },
+                Ok(Some(message)) => feed.direct(&message.payload),
                 Ok(None) => break,
                 Err(_) => {
                     if !feed.is_alive() {

@@ -1,13 +1,11 @@
-//! Pub/sub for [`Hub::send_to`](crate::hub::Hub::send_to): live only, every process.
+//! Pub/sub for [`Hub::send_to`](crate::hub::Hub::send_to), [`Hub::disconnect`](crate::hub::Hub::disconnect)
+//! and presence: live only, every process.
 
 use std::time::Duration;
 
 use redis::{Client, Value};
 
-use crate::{
-    backoff::Backoff,
-    hub::broker::{Feed, entry},
-};
+use crate::{backoff::Backoff, hub::broker::Feed};
 
 /// Listens on `channel` for as long as the hub is in use; reconnects with backoff.
 pub(super) async fn run(client: Client, channel: String, feed: Feed) {
@@ -61,13 +59,7 @@ pub(super) async fn run(client: Client, channel: String, feed: Feed) {
             if !feed.is_alive() {
                 return;
             }
-            match entry::split_direct(message.get_payload_bytes()) {
-                Some((client_id, Some(event))) => feed.send_to(client_id, event),
-                Some((client_id, None)) => feed.disconnect(client_id),
-                None => {
-                    tracing::warn!("redis pub/sub message is not one event without an id; dropped")
-                }
-            }
+            feed.direct(message.get_payload_bytes());
         }
         if !feed.is_alive() {
             return;

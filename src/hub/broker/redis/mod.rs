@@ -392,6 +392,22 @@ impl Remote for RedisBackend {
         })
     }
 
+    fn presence<'a>(&'a self, message: &'a [u8]) -> BoxFuture<'a, Result<(), PublishError>> {
+        Box::pin(async move {
+            let payload = entry::presence(message);
+            match self
+                .query::<i64>(redis::cmd("PUBLISH").arg(self.key("!send")).arg(payload))
+                .await
+            {
+                Ok(_) => Ok(()),
+                Err(err) => {
+                    unavailable("presence", &err);
+                    Err(PublishError::Unavailable)
+                }
+            }
+        })
+    }
+
     fn create_topic<'a>(&'a self, topic: &'a str) -> BoxFuture<'a, Result<bool, PublishError>> {
         Box::pin(async move {
             match self
