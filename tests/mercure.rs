@@ -940,8 +940,10 @@ async fn two_processes_on_one_redis_act_as_one() {
 /// subscription events across, the publisher's ids (and the hub's `urn:uuid:` ones) honoured
 /// and resumable on the other process.
 async fn two_processes(broker: &[(&str, &str)]) {
-    let a = start(broker).await;
-    let b = start(broker).await;
+    let mut env = broker.to_vec();
+    env.push(("PRESENCE_INTERVAL_MS", "200"));
+    let a = start(&env).await;
+    let b = start(&env).await;
     let granted = format!(
         "Bearer {}",
         sign(&claims(vec![detail(&["subscribe"], &[("t", "exact")])]))
@@ -1006,6 +1008,64 @@ async fn two_processes(broker: &[(&str, &str)]) {
         Some(secret.as_str())
     );
     assert_eq!(resumed.until("2").await, ["2"]);
+
+    // Presence is the union of both processes: A's subscription API lists B's subscriptions
+    // (five on `t`, all on B), as B's does.
+    let on_t = format!("{HUB}/subscriptions/exact/t");
+    let listed = |addr| {
+        let on_t = on_t.clone();
+        async move {
+            let reply = call(
+                addr,
+                Method::GET,
+                &on_t,
+                &[("authorization", &watcher())],
+                "",
+            )
+            .await;
+            assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+            let all: Value = serde_json::from_str(&reply.body).unwrap();
+            all["subscriptions"].as_array().unwrap().clone()
+        }
+    };
+    let mut on_a = Vec::new();
+    for _ in 0..200 {
+        on_a = listed(a.addr()).await;
+        if on_a.len() == 5 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(on_a.len(), 5, "{on_a:?}");
+    assert_eq!(on_a, listed(b.addr()).await);
+
+    // B crashes: its subscriptions expire on A (three 200 ms intervals), and A announces
+    // that they ended.
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &b.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let ended = loop {
+        let doc = subscription_event(&mut watching_a, "t").await;
+        if doc["active"] == false {
+            break doc;
+        }
+    };
+    assert!(
+        on_a.iter()
+            .any(|doc| doc["subscriber"] == ended["subscriber"]),
+        "{ended}"
+    );
+    let mut left = on_a.len();
+    for _ in 0..200 {
+        left = listed(a.addr()).await.len();
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(left, 0, "B's subscriptions expired on A");
 }
 
 /// Two processes on one `nats-server -js`, as on Redis.

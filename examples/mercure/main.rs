@@ -31,6 +31,9 @@
 //!   and read the subscription API from a browser, with credentials; none by default (same
 //!   origin only). `*` is not accepted: the cookie makes every request credentialed.
 //! - `KEEP_ALIVE_SECS`: keep-alive comment interval (default 15).
+//! - `PRESENCE_INTERVAL_MS`: with a broker, how often each process tells the others it is
+//!   alive (default 5000); a process silent for three intervals is gone, and its subscriptions
+//!   expire (announced as ended by one live process).
 //! - `MAX_LIFETIME_SECS`: the longest a subscription stays open, whatever its token (default
 //!   3600); a stream with a token also ends at the token's `exp`.
 //! - `MAX_CONNECTIONS`: the most subscriptions open at once in the process; more are answered
@@ -66,9 +69,9 @@
 //!   `GET /.well-known/mercure/subscriptions`, `…/{match_type}/{match}` and
 //!   `…/{match_type}/{match}/{subscriber}` list them (`application/json`, a `Link` header with
 //!   `last-event-id`) for a token that grants `subscribe` on the requested path. With a broker
-//!   the events reach every process, but the API lists the answering process's subscriptions
-//!   only, and a crashed process's subscriptions are never announced as ended (presence across
-//!   processes needs a registry in the crate, not there yet).
+//!   the events reach every process and the API lists every process's subscriptions (the
+//!   crate's presence, `Hub::presence`); a crashed process's subscriptions expire after three
+//!   `PRESENCE_INTERVAL_MS` and one live process announces that they ended.
 //! - `GET /.well-known/oauth-protected-resource/.well-known/mercure` (the path follows
 //!   `MERCURE_AUDIENCE`): RFC 9728 protected resource metadata; every `401` / `403` challenge
 //!   names it in `resource_metadata`.
@@ -85,7 +88,8 @@
 //!   spell the brokers' positions.
 //! - A `Last-Event-ID` that several updates share resumes after the first of them (duplicates
 //!   rather than a gap).
-//! - The subscription API lists this process's subscriptions only (see above).
+//! - With a broker, the subscription API is eventually consistent: a subscription made on
+//!   another process is listed one broker round trip later.
 
 mod app;
 mod auth;
@@ -167,6 +171,10 @@ fn config() -> Config {
 }
 
 async fn hub() -> Result<Hub, String> {
+    let builder = || {
+        Hub::builder()
+            .presence_interval(Duration::from_millis(env_or("PRESENCE_INTERVAL_MS", 5000)))
+    };
     match (env("REDIS_URL"), env("NATS_URL")) {
         (Some(_), Some(_)) => Err("set REDIS_URL or NATS_URL, not both".into()),
         (Some(url), None) => {
@@ -175,7 +183,7 @@ async fn hub() -> Result<Hub, String> {
                 .map_err(|err| format!("cannot use Redis at {url:?}: {err}"))?
                 .key_prefix("mercure:");
             println!("hub on Redis at {url}");
-            Ok(Hub::builder().redis(backend).build())
+            Ok(builder().redis(backend).build())
         }
         (None, Some(url)) => {
             let broker = NatsBroker::connect(&url)
@@ -184,9 +192,9 @@ async fn hub() -> Result<Hub, String> {
                 .stream_name("MERCURE")
                 .subject_prefix("mercure");
             println!("hub on NATS JetStream at {url}");
-            Ok(Hub::builder().nats(broker).build())
+            Ok(builder().nats(broker).build())
         }
-        (None, None) => Ok(Hub::new()),
+        (None, None) => Ok(builder().build()),
     }
 }
 

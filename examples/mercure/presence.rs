@@ -3,21 +3,19 @@
 //! `/.well-known/mercure/subscriptions/{match_type}/{match}/{subscriber}`), and the registry
 //! the subscription API reads.
 //!
-//! The registry is this process's: with `REDIS_URL` or `NATS_URL` the events reach every
-//! process (they are updates like others), but the API lists the subscriptions of the process
-//! that answers, and a crashed process's subscriptions are never announced as ended.
+//! The registry is the crate's presence ([`tower_sse::hub::Presence`]): on Redis or NATS it is
+//! the union of every process's subscriptions, and when a process crashes its subscriptions
+//! expire; one live process (the one the crate names, `handled_here`) announces that they
+//! ended.
 
-use std::{
-    collections::BTreeMap,
-    sync::{Arc, Mutex, PoisonError},
-};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use futures_util::StreamExt;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::{Value, json};
 use tower_sse::{
     Event,
-    hub::{Hub, PrivateEvent},
+    hub::{self, Hub, PresenceChange, PrivateEvent},
 };
 
 use crate::topic::{Everything, MatchType};
@@ -29,6 +27,9 @@ const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'_')
     .remove(b'~');
 
+/// The presence space of the hub's subscriptions.
+const SPACE: &str = "mercure/subscriptions";
+
 /// One matcher of one connection.
 #[derive(Debug, Clone)]
 pub struct Entry {
@@ -37,26 +38,41 @@ pub struct Entry {
     pub payload: Option<Value>,
 }
 
-/// The registry of this process's subscriptions, and the hub's last event id.
+/// The registry of the hub's subscriptions, and the hub's last event id.
 pub struct Presence {
     hub: Hub,
+    presence: hub::Presence,
     /// The hub URL's path (`/.well-known/mercure`).
     base: String,
-    /// Subscription documents by topic.
-    live: Mutex<BTreeMap<String, Value>>,
     /// The id of the last event this process saw, any topic.
     last_id: Arc<Mutex<Option<String>>>,
 }
 
 impl Presence {
-    /// A registry for `hub`, and a task that follows the hub's last event id.
+    /// A registry for `hub`, a task that follows the hub's last event id, and one that
+    /// announces the end of a crashed process's subscriptions.
     pub fn new(hub: Hub, base: &str) -> Arc<Self> {
         let last_id = Arc::new(Mutex::new(None));
         let presence = Arc::new(Self {
             hub: hub.clone(),
+            presence: hub.presence(),
             base: base.to_owned(),
-            live: Mutex::new(BTreeMap::new()),
             last_id: last_id.clone(),
+        });
+        let mut changes = presence.presence.events();
+        let announcer = hub.clone();
+        tokio::spawn(async move {
+            // Joins and leaves of live connections are announced by their own process (in
+            // `join` and `Guard`); an expiry by the one process named to handle it.
+            while let Some(change) = changes.next().await {
+                tracing::debug!(?change, "presence");
+                if change.change() == PresenceChange::Expired && change.handled_here() {
+                    if let Ok(mut doc) = serde_json::from_str::<Value>(change.member().meta()) {
+                        doc["active"] = Value::Bool(false);
+                        announce(&announcer, &doc).await;
+                    }
+                }
+            }
         });
         tokio::spawn(async move {
             // Every event of the hub, private ones included, only to note its id.
@@ -115,43 +131,41 @@ impl Presence {
         doc
     }
 
-    /// Registers a connection's matchers and announces them; the guard announces their end
-    /// when dropped.
+    /// Registers a connection's matchers (on every process) and announces them; the guard
+    /// ends them and announces their end when dropped.
     pub async fn join(self: &Arc<Self>, entries: Vec<Entry>, subscriber: String) -> Guard {
-        let mut docs = Vec::with_capacity(entries.len());
-        {
-            let mut live = lock(&self.live);
-            for entry in &entries {
-                let doc = self.document(entry, &subscriber, true);
-                live.insert(
-                    doc["id"].as_str().unwrap_or_default().to_owned(),
-                    doc.clone(),
-                );
-                docs.push(doc);
-            }
-        }
-        for doc in &docs {
-            announce(&self.hub, doc).await;
+        let mut members = Vec::with_capacity(entries.len());
+        for entry in &entries {
+            let doc = self.document(entry, &subscriber, true);
+            let key = doc["id"].as_str().unwrap_or_default().to_owned();
+            members.push(self.presence.join(SPACE, key, doc.to_string()));
+            announce(&self.hub, &doc).await;
         }
         Guard {
             presence: self.clone(),
             entries,
             subscriber,
+            members,
         }
     }
 
-    /// The live subscriptions whose `match_type` and `match` are the given ones (all when
-    /// `None`), and the one of `subscriber` when given.
+    /// The live subscriptions of every process whose `match_type` and `match` are the given
+    /// ones (all when `None`), and the one of `subscriber` when given; sorted by id.
     pub fn list(&self, filter: Option<(&str, &str)>, subscriber: Option<&str>) -> Vec<Value> {
-        lock(&self.live)
-            .values()
+        let mut docs: Vec<Value> = self
+            .presence
+            .members(SPACE)
+            .iter()
+            .filter_map(|member| serde_json::from_str::<Value>(member.meta()).ok())
             .filter(|doc| {
                 filter.is_none_or(|(kind, matcher)| {
                     doc["match_type"] == kind && doc["match"] == matcher
                 }) && subscriber.is_none_or(|s| doc["subscriber"] == s)
             })
-            .cloned()
-            .collect()
+            .collect();
+        docs.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
+        docs.dedup_by(|a, b| a["id"] == b["id"]);
+        docs
     }
 }
 
@@ -164,27 +178,24 @@ async fn announce(hub: &Hub, doc: &Value) {
     }
 }
 
-/// A connection's place in the registry: dropping it announces the end of its subscriptions.
+/// A connection's place in the registry: dropping it ends its subscriptions there (on every
+/// process) and announces their end.
 pub struct Guard {
     presence: Arc<Presence>,
     entries: Vec<Entry>,
     subscriber: String,
+    members: Vec<hub::Member>,
 }
 
 impl Drop for Guard {
     fn drop(&mut self) {
+        self.members.clear();
         let presence = &self.presence;
-        let docs: Vec<Value> = {
-            let mut live = lock(&presence.live);
-            self.entries
-                .iter()
-                .map(|entry| {
-                    let doc = presence.document(entry, &self.subscriber, false);
-                    live.remove(doc["id"].as_str().unwrap_or_default());
-                    doc
-                })
-                .collect()
-        };
+        let docs: Vec<Value> = self
+            .entries
+            .iter()
+            .map(|entry| presence.document(entry, &self.subscriber, false))
+            .collect();
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
