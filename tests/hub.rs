@@ -939,3 +939,43 @@ async fn a_subscriber_that_spent_its_budget_is_still_woken() {
         .unwrap();
     assert_eq!(last, "129th");
 }
+
+#[tokio::test]
+async fn a_subscription_ends_at_its_deadline_and_gives_its_place_back() {
+    use std::time::Instant;
+    let hub = Hub::new();
+    let mut sub = hub
+        .subscriber("t")
+        .client_id("c")
+        .until(Instant::now() + Duration::from_millis(300))
+        .subscribe()
+        .await
+        .unwrap();
+    let mut other = hub.subscribe("t").await.unwrap();
+    hub.publish("t", Event::new().data("before")).await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(10), sub.next())
+        .await
+        .unwrap();
+    assert!(got.is_some(), "events before the deadline flow");
+    assert_eq!(hub.subscriber_count("t"), 2);
+    // Ends by itself, without another event.
+    let end = tokio::time::timeout(Duration::from_secs(10), sub.next())
+        .await
+        .unwrap();
+    assert!(end.is_none());
+    assert!(futures_util::stream::FusedStream::is_terminated(&sub));
+    assert_eq!(hub.subscriber_count("t"), 1);
+    assert_eq!(hub.client_connections("c"), 0);
+    // The others go on.
+    hub.publish("t", Event::new().data("after")).await.unwrap();
+    assert_eq!(data(&other.next().await.unwrap()), "before");
+    assert_eq!(data(&other.next().await.unwrap()), "after");
+    // A deadline already past: ends at once, with nothing.
+    let mut late = hub
+        .subscriber("t")
+        .until(Instant::now() - Duration::from_secs(1))
+        .subscribe()
+        .await
+        .unwrap();
+    assert!(late.next().await.is_none());
+}

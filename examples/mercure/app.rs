@@ -20,7 +20,7 @@ use axum::{
     routing::get,
 };
 use futures_core::Stream;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_sse::{
     EncodedEvent, Event, EventStream, Shutdown, SseLayer,
@@ -288,8 +288,10 @@ async fn subscribe(
         });
     }
     // `earliest` is never an id (publishers cannot use it): as an unknown id, it replays the
-    // whole retained history.
+    // whole retained history. The stream ends after the maximum lifetime, and no later than
+    // the token's `exp`.
     let subscription = builder
+        .until(mercure.deadline(grants.as_ref()))
         .last_event_id(last.as_deref())
         .on_unknown_id(UnknownId::SendHistory)
         .subscribe()
@@ -308,7 +310,6 @@ async fn subscribe(
         Replay::Complete => id,
         _ => "earliest".to_owned(),
     });
-    let deadline = mercure.deadline(grants.as_ref());
     // Announced once the subscription is live, so a subscriber of its own subscription events
     // sees them.
     let entries = selection
@@ -321,9 +322,8 @@ async fn subscribe(
         })
         .collect();
     let presence = inner.presence.join(entries, urn_uuid()).await;
-    let stream = Expiring {
+    let stream = Open {
         subscription,
-        deadline: Box::pin(tokio::time::sleep_until(deadline)),
         _presence: presence,
         _slot: slot,
     };
@@ -351,10 +351,9 @@ impl Mercure {
     }
 }
 
-/// A subscription that ends at a deadline (the token's `exp`, the maximum lifetime).
-struct Expiring {
+/// A subscription, with what it holds while open.
+struct Open {
     subscription: Subscription,
-    deadline: Pin<Box<Sleep>>,
     /// Announces the end of the subscriptions when the stream goes.
     _presence: Guard,
     _slot: Slot,
@@ -379,13 +378,10 @@ impl Drop for Slot {
     }
 }
 
-impl Stream for Expiring {
+impl Stream for Open {
     type Item = EncodedEvent;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<EncodedEvent>> {
-        if self.deadline.as_mut().poll(cx).is_ready() {
-            return Poll::Ready(None);
-        }
         Pin::new(&mut self.subscription).poll_next(cx)
     }
 }

@@ -49,6 +49,7 @@ pub struct SubscribeBuilder<'a> {
     request: SubscribeRequest<'a>,
     on_unknown_id: Option<UnknownId>,
     access: Option<Arc<dyn PrivateAccess>>,
+    until: Option<tokio::time::Instant>,
 }
 
 impl<'a> SubscribeBuilder<'a> {
@@ -65,7 +66,36 @@ impl<'a> SubscribeBuilder<'a> {
             },
             on_unknown_id: None,
             access: None,
+            until: None,
         }
+    }
+
+    /// Ends the stream at `deadline` (a token's expiry, a maximum lifetime): the client comes
+    /// back with its `Last-Event-ID`, and whatever credentials it has then. The stream ends
+    /// cleanly (what was on its way is delivered first only if it was already read); a
+    /// deadline already past gives a stream that ends at once. A `std` or a `tokio` `Instant`.
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    ///
+    /// use futures_util::StreamExt;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let hub = tower_sse::hub::Hub::new();
+    /// let mut sub = hub
+    ///     .subscriber("t")
+    ///     .until(Instant::now() + Duration::from_millis(10))
+    ///     .subscribe()
+    ///     .await
+    ///     .unwrap();
+    /// assert!(sub.next().await.is_none(), "ended at the deadline");
+    /// assert_eq!(hub.subscriber_count("t"), 0, "its place given back");
+    /// # }
+    /// ```
+    pub fn until(mut self, deadline: impl Into<tokio::time::Instant>) -> Self {
+        self.until = Some(deadline.into());
+        self
     }
 
     /// Which private events this subscription may receive, live and replayed (none by
@@ -244,9 +274,15 @@ impl<'a> SubscribeBuilder<'a> {
             request,
             on_unknown_id,
             access,
+            until,
         } = self;
-        hub.subscribe_with(&mut selection, request, on_unknown_id, access)
-            .await
+        let mut subscription = hub
+            .subscribe_with(&mut selection, request, on_unknown_id, access)
+            .await?;
+        if let Some(deadline) = until {
+            subscription.deadline = Some(Box::pin(tokio::time::sleep_until(deadline)));
+        }
+        Ok(subscription)
     }
 }
 
@@ -256,6 +292,7 @@ impl fmt::Debug for SubscribeBuilder<'_> {
             .field("selection", &self.selection)
             .field("request", &self.request)
             .field("on_unknown_id", &self.on_unknown_id)
+            .field("until", &self.until)
             .finish()
     }
 }
@@ -267,6 +304,8 @@ impl fmt::Debug for SubscribeBuilder<'_> {
 ///
 /// The stream ends when:
 /// - the topic is closed with [`Hub::close_topic`] (after the final event, if any);
+/// - its deadline ([`SubscribeBuilder::until`]) passes;
+/// - its client id is disconnected ([`Hub::disconnect`]);
 /// - the subscriber falls more than the ring capacity behind
 ///   ([`HubBuilder::subscriber_capacity`](super::HubBuilder::subscriber_capacity)); this is
 ///   counted in [`HubStats::slow_disconnects`](super::HubStats::slow_disconnects), and the client
@@ -303,6 +342,8 @@ pub struct Subscription {
     target: Target,
     /// Which private events it may receive (none without).
     access: Option<Arc<dyn PrivateAccess>>,
+    /// When it ends ([`SubscribeBuilder::until`]); boxed, as most have none.
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 /// Where live events come from.
@@ -404,6 +445,7 @@ impl Subscription {
             hub,
             target,
             access: None,
+            deadline: None,
         }
     }
 
@@ -615,6 +657,13 @@ impl Stream for Subscription {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<EncodedEvent>> {
         let this = self.get_mut();
+        if let Some(deadline) = &mut this.deadline {
+            if deadline.as_mut().poll(cx).is_ready() {
+                this.deadline = None;
+                this.release();
+                return Poll::Ready(None);
+            }
+        }
         if let Some(event) = this.handoff.next() {
             return Poll::Ready(Some(event));
         }
