@@ -491,3 +491,68 @@ async fn presence_spans_processes_and_expires_the_silent() {
     })
     .await;
 }
+
+/// NATS comes back without messages it had acknowledged (`copy`: an older store; `None`: an
+/// empty one). The live subscription ends (a signalled gap, never a silent one), an id from
+/// before is `history-lost`, and events published now reach a new subscription with ids
+/// after every id issued before (none reused).
+async fn comes_back_without(nats: &mut NatsServer, stream: &str, lose_everything: bool) {
+    let a = hub(nats, stream).await;
+    let b = hub(nats, stream).await;
+    let mut live = a.subscribe("t").await.unwrap();
+    for data in ["1", "2", "3"] {
+        a.publish("t", Event::new().data(data)).await.unwrap();
+    }
+    assert_eq!(take(&mut live, 3).await, ["1", "2", "3"]);
+    let copy = nats.kill_and_copy_store().await;
+    nats.start_again().await;
+    publish_when_up(&a, "4").await;
+    let five_id = publish_when_up(&a, "5").await;
+    assert_eq!(take(&mut live, 2).await, ["4", "5"]);
+    let five = five_id.to_string();
+
+    nats.restart_with_store((!lose_everything).then_some(&*copy))
+        .await;
+    // The gap is told: the live stream ends (it does not stay open, missing what follows).
+    let end = timeout(Duration::from_secs(15), live.next())
+        .await
+        .expect("the live stream ends within 15 s");
+    assert!(end.is_none(), "{end:?}");
+    let six_id = publish_when_up(&b, "6").await;
+    assert!(
+        six_id > five_id,
+        "no id issued twice: {six_id} after {five_id}"
+    );
+    for hub in [&a, &b] {
+        let resumed = hub
+            .subscriber("t")
+            .last_event_id(Some(&five))
+            .on_unknown_id(UnknownId::LiveOnly)
+            .subscribe()
+            .await
+            .unwrap();
+        assert_eq!(resumed.replay(), Replay::HistoryLost);
+    }
+    // New events flow on both processes (not skipped as already seen).
+    let mut again_a = a.subscribe("t").await.unwrap();
+    let mut again_b = b.subscribe("t").await.unwrap();
+    publish_when_up(&a, "7").await;
+    assert_eq!(take(&mut again_a, 1).await, ["7"]);
+    assert_eq!(take(&mut again_b, 1).await, ["7"]);
+}
+
+#[tokio::test]
+async fn nats_back_with_an_older_store_is_a_signalled_gap_and_reuses_no_id() {
+    let Some(mut nats) = NatsServer::start().await else {
+        return;
+    };
+    comes_back_without(&mut nats, "OLDER", false).await;
+}
+
+#[tokio::test]
+async fn nats_back_with_an_empty_store_is_a_signalled_gap_and_works_again() {
+    let Some(mut nats) = NatsServer::start().await else {
+        return;
+    };
+    comes_back_without(&mut nats, "EMPTY", true).await;
+}

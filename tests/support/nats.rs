@@ -127,6 +127,49 @@ impl NatsServer {
         self.kill().await;
         self.spawn().await;
     }
+
+    /// Kills it and keeps a copy of its store (as a backup would be, or a disk that had not
+    /// synced yet); it stays down until [`restore`](Self::restore) or
+    /// [`start_again`](Self::start_again).
+    pub async fn kill_and_copy_store(&mut self) -> PathBuf {
+        self.kill().await;
+        let copy = self.dir.with_extension("copy");
+        let _ = std::fs::remove_dir_all(&copy);
+        let status = std::process::Command::new("cp")
+            .arg("-a")
+            .arg(&self.dir)
+            .arg(&copy)
+            .status()
+            .expect("cp");
+        assert!(status.success());
+        copy
+    }
+
+    /// Starts it (after a kill) with what its store held (the same).
+    pub async fn start_again(&mut self) {
+        self.spawn().await;
+    }
+
+    /// Kills it and starts it again with the store `copy` (taken earlier) instead of its own:
+    /// a server that comes back without messages it had acknowledged. `None`: an empty store
+    /// (everything lost).
+    pub async fn restart_with_store(&mut self, copy: Option<&std::path::Path>) {
+        self.kill().await;
+        let _ = std::fs::remove_dir_all(&self.dir);
+        match copy {
+            Some(copy) => {
+                let status = std::process::Command::new("cp")
+                    .arg("-a")
+                    .arg(copy)
+                    .arg(&self.dir)
+                    .status()
+                    .expect("cp");
+                assert!(status.success());
+            }
+            None => std::fs::create_dir_all(&self.dir).expect("store dir"),
+        }
+        self.spawn().await;
+    }
 }
 
 impl Drop for NatsServer {
@@ -135,5 +178,6 @@ impl Drop for NatsServer {
             let _ = child.start_kill();
         }
         let _ = std::fs::remove_dir_all(&self.dir);
+        let _ = std::fs::remove_dir_all(self.dir.with_extension("copy"));
     }
 }

@@ -83,7 +83,10 @@ use crate::{
 /// - **Faults**: while NATS is down, publishing and subscribing fail within the
 ///   [`timeout`](Self::timeout) with `Unavailable`; the client reconnects by itself and the
 ///   consumer goes on from the last sequence it delivered. With file storage, a restart of
-///   `nats-server` loses nothing it acknowledged.
+///   `nats-server` loses nothing it acknowledged. A NATS that comes back *without* what it had
+///   acknowledged (a restored or unsynced store) is found when the reader reconnects: a stream
+///   shorter than what was read is moved past it (no sequence issued twice), a missing stream
+///   is made again with a new offset, and either is a signalled gap.
 /// - [`Hub::broadcast`](crate::hub::Hub::broadcast) and
 ///   [`Hub::close_topic`](crate::hub::Hub::close_topic) are messages of the stream (every
 ///   process, in order, replayable); [`Hub::send_to`](crate::hub::Hub::send_to) is a core
@@ -126,7 +129,10 @@ struct Inner {
     max_age: Duration,
     idempotency_window: Duration,
     /// The stream, and the offset of its ids (see `offset`).
-    stream: OnceCell<(jetstream::stream::Stream, u64)>,
+    /// Made (or found) on first use, and again after NATS lost it (see `forget_stream`).
+    stream: std::sync::Mutex<Option<(jetstream::stream::Stream, u64)>>,
+    /// Held while the stream is made, so that one process makes it once.
+    making: tokio::sync::Mutex<()>,
     topics: OnceCell<jetstream::kv::Store>,
     /// The index of publisher's ids (see `ids`).
     ids: OnceCell<jetstream::stream::Stream>,
@@ -223,7 +229,8 @@ impl NatsBroker {
                 max_bytes: Self::DEFAULT_MAX_BYTES,
                 max_age: Self::DEFAULT_MAX_AGE,
                 idempotency_window: Self::DEFAULT_IDEMPOTENCY_WINDOW,
-                stream: OnceCell::new(),
+                stream: std::sync::Mutex::new(None),
+                making: tokio::sync::Mutex::new(()),
                 topics: OnceCell::new(),
                 ids: OnceCell::new(),
             }),
@@ -521,68 +528,92 @@ impl Inner {
     /// The hub's stream, made (or brought to this configuration) on first use, and the offset
     /// of its ids: position = offset + sequence.
     async fn stream(&self) -> Result<(jetstream::stream::Stream, u64), String> {
-        let made = self
-            .stream
-            .get_or_try_init(|| async {
-                let config = jetstream::stream::Config {
-                    name: self.stream_name.clone(),
-                    subjects: vec![format!("{}.t.>", self.prefix), self.subject_many()],
-                    max_messages: i64::try_from(self.max_events).unwrap_or(i64::MAX),
-                    max_messages_per_subject: self
-                        .max_events_per_topic
-                        .map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX)),
-                    max_bytes: i64::try_from(self.max_bytes).unwrap_or(i64::MAX),
-                    max_age: self.max_age,
-                    duplicate_window: self.idempotency_window.min(self.max_age),
-                    storage: jetstream::stream::StorageType::File,
-                    discard: jetstream::stream::DiscardPolicy::Old,
-                    ..Default::default()
-                };
-                // The offset of the ids is written in the stream's description (see
-                // `OFFSET_TAG`), kept by every update.
-                let tagged = |offset: u64| jetstream::stream::Config {
-                    description: Some(format!("{OFFSET_TAG}{offset}")),
-                    ..config.clone()
-                };
-                let update = |existing: jetstream::stream::Stream| async move {
-                    let offset = stream_offset(existing.cached_info());
-                    self.jetstream
-                        .update_stream(&tagged(offset))
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    self.jetstream
-                        .get_stream(&self.stream_name)
-                        .await
-                        .map_err(|e| e.to_string())
-                };
-                let work = async {
-                    match self.jetstream.get_stream(&self.stream_name).await {
-                        Ok(existing) => update(existing).await,
-                        Err(_) => {
-                            let now = std::time::SystemTime::now()
-                                .duration_since(std::time::UNIX_EPOCH)
-                                .map_or(0, |d| i128::try_from(d.as_nanos()).unwrap_or(0));
-                            match self.jetstream.create_stream(tagged(offset(now))).await {
-                                Ok(made) => Ok(made),
-                                // Another process made it meanwhile: its offset holds.
-                                Err(err) => {
-                                    match self.jetstream.get_stream(&self.stream_name).await {
-                                        Ok(existing) => update(existing).await,
-                                        Err(_) => Err(err.to_string()),
-                                    }
-                                }
-                            }
+        if let Some(made) = self.cached_stream() {
+            return Ok(made);
+        }
+        let _making = self.making.lock().await;
+        if let Some(made) = self.cached_stream() {
+            return Ok(made);
+        }
+        let made = async {
+            let config = jetstream::stream::Config {
+                name: self.stream_name.clone(),
+                subjects: vec![format!("{}.t.>", self.prefix), self.subject_many()],
+                max_messages: i64::try_from(self.max_events).unwrap_or(i64::MAX),
+                max_messages_per_subject: self
+                    .max_events_per_topic
+                    .map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX)),
+                max_bytes: i64::try_from(self.max_bytes).unwrap_or(i64::MAX),
+                max_age: self.max_age,
+                duplicate_window: self.idempotency_window.min(self.max_age),
+                storage: jetstream::stream::StorageType::File,
+                discard: jetstream::stream::DiscardPolicy::Old,
+                ..Default::default()
+            };
+            // The offset of the ids is written in the stream's description (see
+            // `OFFSET_TAG`), kept by every update.
+            let tagged = |offset: u64| jetstream::stream::Config {
+                description: Some(format!("{OFFSET_TAG}{offset}")),
+                ..config.clone()
+            };
+            let update = |existing: jetstream::stream::Stream| async move {
+                let offset = stream_offset(existing.cached_info());
+                self.jetstream
+                    .update_stream(&tagged(offset))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                self.jetstream
+                    .get_stream(&self.stream_name)
+                    .await
+                    .map_err(|e| e.to_string())
+            };
+            let work = async {
+                match self.jetstream.get_stream(&self.stream_name).await {
+                    Ok(existing) => update(existing).await,
+                    Err(_) => {
+                        let now = std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map_or(0, |d| i128::try_from(d.as_nanos()).unwrap_or(0));
+                        match self.jetstream.create_stream(tagged(offset(now))).await {
+                            Ok(made) => Ok(made),
+                            // Another process made it meanwhile: its offset holds.
+                            Err(err) => match self.jetstream.get_stream(&self.stream_name).await {
+                                Ok(existing) => update(existing).await,
+                                Err(_) => Err(err.to_string()),
+                            },
                         }
                     }
-                };
-                let stream = tokio::time::timeout(self.timeout, work)
-                    .await
-                    .map_err(|_| "timed out".to_owned())??;
-                let offset = stream_offset(stream.cached_info());
-                Ok::<_, String>((stream, offset))
-            })
-            .await?;
-        Ok(made.clone())
+                }
+            };
+            let stream = tokio::time::timeout(self.timeout, work)
+                .await
+                .map_err(|_| "timed out".to_owned())??;
+            let offset = stream_offset(stream.cached_info());
+            Ok::<_, String>((stream, offset))
+        }
+        .await?;
+        *self
+            .stream
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(made.clone());
+        Ok(made)
+    }
+
+    fn cached_stream(&self) -> Option<(jetstream::stream::Stream, u64)> {
+        self.stream
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// NATS no longer has the stream (it lost its store, or someone deleted it): the next use
+    /// makes it again, with a new offset, so its ids follow every id issued before.
+    fn forget_stream(&self) {
+        tracing::warn!(stream = %self.stream_name, "nats stream gone; it will be made again");
+        *self
+            .stream
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
     }
 
     /// The topic registry (a key-value bucket), for hubs that do not create topics on demand.
@@ -677,7 +708,12 @@ impl Inner {
                 .publish_with_headers(subject, headers, body)
                 .await
                 .map_err(|e| e.to_string())?;
-            let ack = ack.await.map_err(|e| e.to_string())?;
+            let ack = ack.await.map_err(|e| {
+                if e.kind() == jetstream::context::PublishErrorKind::StreamNotFound {
+                    self.forget_stream();
+                }
+                e.to_string()
+            })?;
             Ok::<_, String>(ack.sequence + offset)
         };
         let pos = match tokio::time::timeout(self.timeout, send).await {

@@ -1,6 +1,9 @@
 //! The reader (one ordered consumer per process) and the `send_to` listener.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{Arc, atomic::Ordering},
+    time::Duration,
+};
 
 use async_nats::jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
 use futures_core::Stream;
@@ -23,11 +26,14 @@ fn connected(inner: &Inner) -> bool {
 }
 
 /// Reads the stream from where it ended when the reader started, for as long as the hub is
-/// in use; the ordered consumer is made again (from the next sequence) after an error.
+/// in use; the ordered consumer is made again (from the next sequence) after an error or a
+/// reconnect. Each time, the stream is checked against what was read: a NATS that came back
+/// without messages it had acknowledged, or without the stream, would issue their sequences
+/// again; the reader moves the stream past them and signals the gap.
 pub(super) async fn run(inner: Arc<Inner>, feed: Feed) {
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5), true);
-    // The last stream sequence delivered.
-    let mut last: Option<u64> = None;
+    // The offset of the stream read, and the last sequence delivered.
+    let mut at: Option<(u64, u64)> = None;
     loop {
         if !feed.is_alive() {
             return;
@@ -41,25 +47,70 @@ pub(super) async fn run(inner: Arc<Inner>, feed: Feed) {
                 continue;
             }
         };
-        let start = match last {
-            Some(last) => last,
+        let mut info = stream.clone();
+        let end = match tokio::time::timeout(inner.timeout, info.info()).await {
+            Ok(Ok(info)) => info.state.last_sequence,
+            Ok(Err(err)) => {
+                feed.connected(false);
+                if stream_not_found(&err) {
+                    inner.forget_stream();
+                }
+                tracing::warn!(error = %err, "nats reader cannot read the stream's end; retrying");
+                tokio::time::sleep(backoff.next_delay()).await;
+                continue;
+            }
+            Err(_) => {
+                feed.connected(false);
+                tracing::warn!("nats reader cannot read the stream's end; retrying");
+                tokio::time::sleep(backoff.next_delay()).await;
+                continue;
+            }
+        };
+        let start = match at {
             None => {
-                let mut info = stream.clone();
-                match tokio::time::timeout(inner.timeout, info.info()).await {
-                    Ok(Ok(info)) => {
-                        let end = info.state.last_sequence;
-                        last = Some(end);
-                        feed.started(offset + end);
-                        end
+                feed.started(offset + end);
+                end
+            }
+            Some((read, last)) if read != offset => {
+                // Another stream (NATS lost it, and it was made again): everything of the old
+                // one that was not read is gone; the new one's ids follow the old ones'.
+                tracing::warn!(
+                    stream = %inner.stream_name,
+                    "nats stream made again; signalled as a gap"
+                );
+                feed.lost(offset + 1);
+                let _ = (read, last);
+                0
+            }
+            Some((_, last)) if end < last => {
+                // Back without messages it had acknowledged: the next sequences would be
+                // issued again, as other events. Move the stream past what was read (a purge
+                // up to a sequence beyond its end makes that the next one), and tell the gap.
+                tracing::warn!(
+                    stream = %inner.stream_name,
+                    end,
+                    read = last,
+                    "nats stream went back; moved past what was read, signalled as a gap"
+                );
+                let purge = stream.purge().sequence(last + 1);
+                match tokio::time::timeout(inner.timeout, purge).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(err)) => {
+                        tracing::warn!(error = %err, "nats reader cannot move the stream; retrying");
+                        tokio::time::sleep(backoff.next_delay()).await;
+                        continue;
                     }
-                    _ => {
-                        tracing::warn!("nats reader cannot read the stream's end; retrying");
+                    Err(_) => {
                         tokio::time::sleep(backoff.next_delay()).await;
                         continue;
                     }
                 }
+                feed.lost(offset + last + 1);
+                last
             }
+            Some((_, last)) => last,
         };
+        at = Some((offset, start));
         let consumer = stream
             .create_consumer(OrderedConfig {
                 deliver_policy: DeliverPolicy::ByStartSequence {
@@ -85,15 +136,14 @@ pub(super) async fn run(inner: Arc<Inner>, feed: Feed) {
                 continue;
             }
         };
+        // A consumer that outlived a reconnect (a server restart, however quick) may wait
+        // forever: made again once the client has connected again.
+        let connects = inner.client.statistics().connects.load(Ordering::Relaxed);
         feed.connected(true);
         backoff.reset();
         let (_, capacity) = feed.queued();
         let batch = (capacity / 2).max(1);
         let mut in_batch = 0;
-        // Whether the connection went down since the consumer was made: once it is back, the
-        // consumer is made again from the next sequence (a consumer that outlived a server
-        // restart may wait forever).
-        let mut dropped = false;
         loop {
             let message = match tokio::time::timeout(CHECK, next(&mut messages)).await {
                 Ok(message) => message,
@@ -104,9 +154,8 @@ pub(super) async fn run(inner: Arc<Inner>, feed: Feed) {
                     let up = connected(&inner);
                     feed.connected(up);
                     in_batch = 0;
-                    if !up {
-                        dropped = true;
-                    } else if dropped {
+                    let now = inner.client.statistics().connects.load(Ordering::Relaxed);
+                    if up && now != connects {
                         tracing::debug!("nats reader reconnected; making its consumer again");
                         break;
                     }
@@ -127,7 +176,7 @@ pub(super) async fn run(inner: Arc<Inner>, feed: Feed) {
                 continue;
             };
             let seq = info.stream_sequence;
-            let previous = last.unwrap_or(0);
+            let previous = at.map_or(0, |(_, last)| last);
             match step(previous, seq) {
                 Step::Old => continue,
                 Step::Gap => {
@@ -141,7 +190,7 @@ pub(super) async fn run(inner: Arc<Inner>, feed: Feed) {
                 }
                 Step::Next => {}
             }
-            last = Some(seq);
+            at = Some((offset, seq));
             let pos = offset + seq;
             match entry::decode(&message.payload) {
                 Ok(decoded) => feed.deliver(pos, decoded),
@@ -187,6 +236,13 @@ pub(super) async fn listen(inner: Arc<Inner>, feed: Feed) {
             }
         }
     }
+}
+
+/// Whether JetStream answered "stream not found".
+fn stream_not_found(err: &(dyn std::error::Error + 'static)) -> bool {
+    std::error::Error::source(err)
+        .and_then(|source| source.downcast_ref::<async_nats::jetstream::Error>())
+        .is_some_and(|js| js.error_code() == async_nats::jetstream::ErrorCode::STREAM_NOT_FOUND)
 }
 
 /// What a message with stream sequence `seq` is, after `previous`.
