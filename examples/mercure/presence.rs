@@ -138,7 +138,11 @@ impl Presence {
         for entry in &entries {
             let doc = self.document(entry, &subscriber, true);
             let key = doc["id"].as_str().unwrap_or_default().to_owned();
-            members.push(self.presence.join(SPACE, key, doc.to_string()));
+            // A document is far under the limit: the token's payload came in a bounded header.
+            match self.presence.join(SPACE, key, doc.to_string()) {
+                Ok(member) => members.push(member),
+                Err(err) => tracing::warn!(error = %err, "subscription not registered"),
+            }
             announce(&self.hub, &doc).await;
         }
         Guard {

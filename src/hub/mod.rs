@@ -206,7 +206,9 @@ pub use self::{
     auth::{Authorizer, PrivateAccess, PrivateEvent, SubscribeRequest},
     builder::HubBuilder,
     error::{PublishError, SubscribeError},
-    presence::{Member, MemberInfo, Presence, PresenceChange, PresenceEvent, PresenceEvents},
+    presence::{
+        Member, MemberInfo, Presence, PresenceChange, PresenceError, PresenceEvent, PresenceEvents,
+    },
     select::{Matcher, Pattern, SelectionError},
     subscription::{SubscribeBuilder, Subscription},
 };
@@ -464,7 +466,7 @@ impl Hub {
     ///
     /// ```
     /// let hub = tower_sse::hub::Hub::new();
-    /// let member = hub.presence().join("room/1", "alice", "{}");
+    /// let member = hub.presence().join("room/1", "alice", "{}").unwrap();
     /// assert_eq!(hub.clone().presence().members("room/1")[0].key(), "alice");
     /// # drop(member);
     /// ```

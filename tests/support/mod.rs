@@ -807,7 +807,7 @@ pub async fn presence_spans_processes_and_expires_the_silent<F, Fut>(
     })
     .await;
 
-    let alice = pa.join("room", "alice", r#"{"n":1}"#);
+    let alice = pa.join("room", "alice", r#"{"n":1}"#).unwrap();
     let joined = next_change(&mut on_b).await;
     assert_eq!(joined.change(), PresenceChange::Joined);
     assert_eq!(joined.member().key(), "alice");

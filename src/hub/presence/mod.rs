@@ -41,7 +41,7 @@
 //! let presence = hub.presence();
 //! let mut changes = presence.events();
 //!
-//! let alice = presence.join("room/1", "alice", r#"{"name":"Alice"}"#);
+//! let alice = presence.join("room/1", "alice", r#"{"name":"Alice"}"#).unwrap();
 //! let keys = |space| presence.members(space).iter().map(|m| m.key().to_owned()).collect::<Vec<_>>();
 //! assert_eq!(keys("room/1"), ["alice"]);
 //!
@@ -71,6 +71,40 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::ReusableBoxFuture;
 
 use self::{registry::Registry, wire::Envelope};
+
+/// The largest member [`Presence::join`] accepts: its space, key and metadata together, in
+/// bytes (64 KiB). Every member travels in snapshots between processes, in parts that must fit a
+/// broker's message (NATS: 1 MiB by default).
+pub const MAX_MEMBER_BYTES: usize = 64 * 1024;
+
+/// Why [`Presence::join`] refused a member.
+///
+/// ```
+/// use tower_sse::hub::presence::{MAX_MEMBER_BYTES, PresenceError};
+///
+/// let presence = tower_sse::hub::Hub::new().presence();
+/// let huge = "x".repeat(MAX_MEMBER_BYTES);
+/// assert_eq!(presence.join("s", "k", huge).unwrap_err(), PresenceError::TooLarge);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PresenceError {
+    /// Space, key and metadata are larger than [`MAX_MEMBER_BYTES`] together.
+    TooLarge,
+}
+
+impl fmt::Display for PresenceError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::TooLarge => write!(
+                f,
+                "presence member larger than {MAX_MEMBER_BYTES} bytes (space, key and metadata)"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for PresenceError {}
 
 /// How many presence events a slow [`PresenceEvents`] may fall behind before it ends.
 const EVENTS_CAPACITY: usize = 1024;
@@ -119,7 +153,7 @@ impl MemberInfo {
     ///
     /// ```
     /// let hub = tower_sse::hub::Hub::new();
-    /// let m = hub.presence().join("room/1", "alice", "");
+    /// let m = hub.presence().join("room/1", "alice", "").unwrap();
     /// assert_eq!(m.info().space(), "room/1");
     /// ```
     pub fn space(&self) -> &str {
@@ -130,7 +164,7 @@ impl MemberInfo {
     ///
     /// ```
     /// let hub = tower_sse::hub::Hub::new();
-    /// let m = hub.presence().join("room/1", "alice", "");
+    /// let m = hub.presence().join("room/1", "alice", "").unwrap();
     /// assert_eq!(m.info().key(), "alice");
     /// ```
     pub fn key(&self) -> &str {
@@ -141,7 +175,7 @@ impl MemberInfo {
     ///
     /// ```
     /// let hub = tower_sse::hub::Hub::new();
-    /// let m = hub.presence().join("room/1", "alice", "{}");
+    /// let m = hub.presence().join("room/1", "alice", "{}").unwrap();
     /// assert_eq!(m.info().meta(), "{}");
     /// ```
     pub fn meta(&self) -> &str {
@@ -152,7 +186,7 @@ impl MemberInfo {
     ///
     /// ```
     /// let hub = tower_sse::hub::Hub::new();
-    /// let m = hub.presence().join("room/1", "alice", "");
+    /// let m = hub.presence().join("room/1", "alice", "").unwrap();
     /// assert_eq!(m.info().process(), hub.presence().process_id());
     /// ```
     pub fn process(&self) -> &str {
@@ -163,7 +197,7 @@ impl MemberInfo {
     ///
     /// ```
     /// let hub = tower_sse::hub::Hub::new();
-    /// assert!(hub.presence().join("room/1", "alice", "").info().is_here());
+    /// assert!(hub.presence().join("room/1", "alice", "").unwrap().info().is_here());
     /// ```
     pub fn is_here(&self) -> bool {
         self.here
@@ -173,7 +207,8 @@ impl MemberInfo {
     ///
     /// ```
     /// let hub = tower_sse::hub::Hub::new();
-    /// let (a, b) = (hub.presence().join("s", "k", ""), hub.presence().join("s", "k", ""));
+    /// let a = hub.presence().join("s", "k", "").unwrap();
+    /// let b = hub.presence().join("s", "k", "").unwrap();
     /// assert_ne!(a.info().id(), b.info().id());
     /// ```
     pub fn id(&self) -> String {
@@ -212,7 +247,7 @@ impl PresenceEvent {
     ///
     /// let presence = Hub::new().presence();
     /// let mut events = presence.events();
-    /// let _m = presence.join("s", "k", "");
+    /// let _m = presence.join("s", "k", "").unwrap();
     /// assert_eq!(events.next().await.unwrap().change(), PresenceChange::Joined);
     /// # }
     /// ```
@@ -229,7 +264,7 @@ impl PresenceEvent {
     ///
     /// let presence = tower_sse::hub::Hub::new().presence();
     /// let mut events = presence.events();
-    /// let _m = presence.join("s", "k", "");
+    /// let _m = presence.join("s", "k", "").unwrap();
     /// assert_eq!(events.next().await.unwrap().member().key(), "k");
     /// # }
     /// ```
@@ -250,7 +285,7 @@ impl PresenceEvent {
     ///
     /// let presence = tower_sse::hub::Hub::new().presence();
     /// let mut events = presence.events();
-    /// let _m = presence.join("s", "k", "");
+    /// let _m = presence.join("s", "k", "").unwrap();
     /// assert!(events.next().await.unwrap().handled_here());
     /// # }
     /// ```
@@ -272,7 +307,7 @@ impl Member {
     ///
     /// ```
     /// let hub = tower_sse::hub::Hub::new();
-    /// let m = hub.presence().join("room/1", "alice", "{}");
+    /// let m = hub.presence().join("room/1", "alice", "{}").unwrap();
     /// assert_eq!((m.info().space(), m.info().key()), ("room/1", "alice"));
     /// ```
     pub fn info(&self) -> &MemberInfo {
@@ -468,10 +503,15 @@ impl Presence {
     /// Adds a member to `space` with `key` and `meta` (opaque: JSON, say), on every process,
     /// until the returned [`Member`] is dropped.
     ///
+    /// # Errors
+    ///
+    /// [`PresenceError::TooLarge`] when space, key and metadata exceed [`MAX_MEMBER_BYTES`]
+    /// together; nothing is added.
+    ///
     /// ```
     /// let hub = tower_sse::hub::Hub::new();
     /// let presence = hub.presence();
-    /// let member = presence.join("doc/7", "alice", r#"{"cursor":12}"#);
+    /// let member = presence.join("doc/7", "alice", r#"{"cursor":12}"#).unwrap();
     /// assert_eq!(presence.members("doc/7").len(), 1);
     /// drop(member);
     /// assert!(presence.members("doc/7").is_empty());
@@ -481,19 +521,20 @@ impl Presence {
         space: impl Into<Arc<str>>,
         key: impl Into<Arc<str>>,
         meta: impl Into<Arc<str>>,
-    ) -> Member {
-        let (member, message, event) =
-            self.shared
-                .lock()
-                .join(space.into(), key.into(), meta.into());
+    ) -> Result<Member, PresenceError> {
+        let (space, key, meta) = (space.into(), key.into(), meta.into());
+        if space.len() + key.len() + meta.len() > MAX_MEMBER_BYTES {
+            return Err(PresenceError::TooLarge);
+        }
+        let (member, message, event) = self.shared.lock().join(space, key, meta);
         self.shared.send(&message);
         let info = event.member.clone();
         let _ = self.shared.events.send(event);
-        Member {
+        Ok(Member {
             shared: self.shared.clone(),
             member,
             info,
-        }
+        })
     }
 
     /// The members of `space` on every process, as far as this process knows now (its own
@@ -501,8 +542,8 @@ impl Presence {
     ///
     /// ```
     /// let presence = tower_sse::hub::Hub::new().presence();
-    /// let _a = presence.join("s", "a", "");
-    /// let _b = presence.join("other", "b", "");
+    /// let _a = presence.join("s", "a", "").unwrap();
+    /// let _b = presence.join("other", "b", "").unwrap();
     /// assert_eq!(presence.members("s").len(), 1);
     /// ```
     pub fn members(&self, space: &str) -> Vec<MemberInfo> {
@@ -513,8 +554,8 @@ impl Presence {
     ///
     /// ```
     /// let presence = tower_sse::hub::Hub::new().presence();
-    /// let _a = presence.join("s", "a", "");
-    /// let _b = presence.join("other", "b", "");
+    /// let _a = presence.join("s", "a", "").unwrap();
+    /// let _b = presence.join("other", "b", "").unwrap();
     /// assert_eq!(presence.all_members().len(), 2);
     /// ```
     pub fn all_members(&self) -> Vec<MemberInfo> {
@@ -530,7 +571,7 @@ impl Presence {
     ///
     /// let presence = tower_sse::hub::Hub::new().presence();
     /// let mut events = presence.events();
-    /// let _m = presence.join("s", "k", "");
+    /// let _m = presence.join("s", "k", "").unwrap();
     /// assert_eq!(events.next().await.unwrap().member().space(), "s");
     /// # }
     /// ```
