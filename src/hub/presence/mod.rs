@@ -455,7 +455,10 @@ impl Presence {
     #[cfg(feature = "_broker")]
     pub(crate) fn remote<F>(send: F, interval: Duration) -> Self
     where
-        F: Fn(Vec<u8>) -> super::broker::BoxFuture<'static, ()> + Send + Sync + 'static,
+        F: Fn(Vec<u8>) -> Pin<Box<dyn std::future::Future<Output = ()> + Send>>
+            + Send
+            + Sync
+            + 'static,
     {
         let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
         let presence = Self::with_out(Some(tx), interval);
