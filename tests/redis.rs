@@ -1402,3 +1402,54 @@ async fn presence_spans_processes_and_expires_the_silent() {
     })
     .await;
 }
+
+/// While Redis is down a process's joins and leaves cannot travel (more than its queue holds
+/// are dropped); once Redis is back, the other process learns the whole state anyway (the
+/// heartbeat's change count shows what it missed; a snapshot repairs it).
+#[tokio::test]
+async fn presence_is_repaired_after_redis_was_down() {
+    let Some(mut redis) = RedisServer::start().await else {
+        return;
+    };
+    let interval = |b: tower_sse::hub::HubBuilder| b.presence_interval(Duration::from_millis(250));
+    let a = hub_with(&redis, "pd:", interval).await;
+    let b = hub_with(&redis, "pd:", interval).await;
+    let (pa, pb) = (a.presence(), b.presence());
+    let _early = pa.join("room", "early", "").unwrap();
+    for _ in 0..500 {
+        if pb.members("room").len() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(pb.members("room").len(), 1);
+    redis.kill().await;
+    // 3,000 changes while Redis is down: more than the queue holds.
+    let mut kept = Vec::new();
+    for i in 0..3000 {
+        let member = pa.join("room", format!("u{i}"), "").unwrap();
+        if i % 2 == 0 {
+            kept.push(member);
+        }
+    }
+    redis.restart().await;
+    let want = 1 + kept.len();
+    let mut seen = 0;
+    for _ in 0..1000 {
+        seen = pb.members("room").len();
+        if seen == want && pa.members("room").len() == want {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(seen, want, "b learnt a's state after Redis came back");
+    drop(kept);
+    for _ in 0..1000 {
+        seen = pb.members("room").len();
+        if seen == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(seen, 1, "and the leaves too");
+}

@@ -106,6 +106,10 @@ impl fmt::Display for PresenceError {
 
 impl std::error::Error for PresenceError {}
 
+/// How many presence messages may wait for the broker (more are dropped, then repaired).
+#[cfg_attr(not(feature = "_broker"), allow(dead_code))]
+const OUT_CAPACITY: usize = 1024;
+
 /// How many presence events a slow [`PresenceEvents`] may fall behind before it ends.
 const EVENTS_CAPACITY: usize = 1024;
 
@@ -123,8 +127,10 @@ pub(crate) struct Shared {
     id: Arc<str>,
     registry: Mutex<Registry>,
     events: broadcast::Sender<PresenceEvent>,
-    /// The messages for other processes (`None`: in memory, no other process).
-    out: Option<mpsc::UnboundedSender<Vec<u8>>>,
+    /// The messages for other processes (`None`: in memory, no other process). Bounded: while
+    /// the broker is down, what does not fit is dropped, and the other processes repair it
+    /// from the next heartbeat (its change count) with a snapshot.
+    out: Option<mpsc::Sender<Vec<u8>>>,
 }
 
 impl fmt::Debug for Presence {
@@ -384,7 +390,7 @@ impl Shared {
 
     fn send(&self, message: &Envelope) {
         if let Some(out) = &self.out {
-            let _ = out.send(message.encode());
+            let _ = out.try_send(message.encode());
         }
     }
 
@@ -436,7 +442,7 @@ impl Presence {
         Self::with_out(None, interval)
     }
 
-    fn with_out(out: Option<mpsc::UnboundedSender<Vec<u8>>>, interval: Duration) -> Self {
+    fn with_out(out: Option<mpsc::Sender<Vec<u8>>>, interval: Duration) -> Self {
         let (events, _) = broadcast::channel(EVENTS_CAPACITY);
         let id = process_id();
         Self {
@@ -460,7 +466,7 @@ impl Presence {
             + Sync
             + 'static,
     {
-        let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
+        let (tx, mut rx) = mpsc::channel::<Vec<u8>>(OUT_CAPACITY);
         let presence = Self::with_out(Some(tx), interval);
         let weak = Arc::downgrade(&presence.shared);
         let hello = presence.shared.lock().query_all();
