@@ -59,19 +59,26 @@ impl Presence {
             base: base.to_owned(),
             last_id: last_id.clone(),
         });
-        let mut changes = presence.presence.events();
+        let registry = presence.presence.clone();
         let announcer = hub.clone();
+        let mut changes = registry.events();
         tokio::spawn(async move {
             // Joins and leaves of live connections are announced by their own process (in
             // `join` and `Guard`); an expiry by the one process named to handle it.
-            while let Some(change) = changes.next().await {
-                tracing::debug!(?change, "presence");
-                if change.change() == PresenceChange::Expired && change.handled_here() {
-                    if let Ok(mut doc) = serde_json::from_str::<Value>(change.member().meta()) {
-                        doc["active"] = Value::Bool(false);
-                        announce(&announcer, &doc).await;
+            loop {
+                while let Some(change) = changes.next().await {
+                    tracing::debug!(?change, "presence");
+                    if change.change() == PresenceChange::Expired && change.handled_here() {
+                        if let Ok(mut doc) = serde_json::from_str::<Value>(change.member().meta()) {
+                            doc["active"] = Value::Bool(false);
+                            announce(&announcer, &doc).await;
+                        }
                     }
                 }
+                // Fell more than the crate's buffer behind (a burst larger than it): follow
+                // again. Expiries in the burst past the buffer go unannounced.
+                tracing::warn!("presence events fell behind; following them again");
+                changes = registry.events();
             }
         });
         tokio::spawn(async move {

@@ -110,8 +110,9 @@ impl std::error::Error for PresenceError {}
 #[cfg_attr(not(feature = "_broker"), allow(dead_code))]
 const OUT_CAPACITY: usize = 1024;
 
-/// How many presence events a slow [`PresenceEvents`] may fall behind before it ends.
-const EVENTS_CAPACITY: usize = 1024;
+/// How many presence events a slow [`PresenceEvents`] may fall behind before it ends (a
+/// snapshot or an expiry tells one event per member at once).
+const EVENTS_CAPACITY: usize = 4096;
 
 /// The presence registry of a [`Hub`](super::Hub): see [the module](self). A cheap [`Clone`]
 /// handle; every clone (and every [`Hub::presence`](super::Hub::presence) call on clones of one
@@ -329,16 +330,18 @@ impl fmt::Debug for Member {
 
 impl Drop for Member {
     fn drop(&mut self) {
-        let left = self.shared.lock().leave(self.member);
-        if let Some((message, event)) = left {
+        // Queued and told under the registry's lock: messages leave in change-count order.
+        let mut registry = self.shared.lock();
+        if let Some((message, event)) = registry.leave(self.member) {
             self.shared.send(&message);
             let _ = self.shared.events.send(event);
         }
     }
 }
 
-/// The [`Stream`] of [`Presence::events`]. It ends if it falls more than 1,024 events behind
-/// (list the members again, and follow a new one).
+/// The [`Stream`] of [`Presence::events`]. It ends if it falls more than 4,096 events behind
+/// (one snapshot or expiry of more members than that at once does it too): list the members
+/// again, and follow a new one.
 pub struct PresenceEvents {
     next: ReusableBoxFuture<'static, Received>,
     done: bool,
@@ -406,7 +409,9 @@ impl Shared {
             tracing::warn!("presence message unreadable; dropped");
             return;
         };
-        let (events, replies) = self.lock().receive(envelope, Instant::now());
+        // Replies are queued under the lock, in order with this process's own changes.
+        let mut registry = self.lock();
+        let (events, replies) = registry.receive(envelope, Instant::now());
         for reply in &replies {
             self.send(reply);
         }
@@ -414,9 +419,11 @@ impl Shared {
     }
 }
 
-/// A new process id: 32 hex digits, unique (not secret): std's randomly keyed hashers over
-/// the time, the process id and a counter. Ids compare as strings: the lowest alive handles
-/// expiries.
+/// A new process id: 32 hex digits, unique (not secret): the time in ms (12 digits), then
+/// std's randomly keyed hashers over the time, the process id and a counter. Ids compare as
+/// strings, so a lower id is an older process: the lowest alive handles expiries, and a
+/// process that replaces a crashed one (younger than the others) does not take that over
+/// from processes that knew the crashed one's members.
 fn process_id() -> Arc<str> {
     use std::{
         hash::{BuildHasher, Hasher},
@@ -433,7 +440,8 @@ fn process_id() -> Arc<str> {
         hasher.write_u64(COUNT.fetch_add(1, Ordering::Relaxed));
         hasher.finish()
     };
-    format!("{:016x}{:016x}", half(), half()).into()
+    let millis = u64::try_from(nanos / 1_000_000).unwrap_or(u64::MAX) & 0xffff_ffff_ffff;
+    format!("{millis:012x}{:016x}{:04x}", half(), half() & 0xffff).into()
 }
 
 impl Presence {
@@ -469,8 +477,10 @@ impl Presence {
         let (tx, mut rx) = mpsc::channel::<Vec<u8>>(OUT_CAPACITY);
         let presence = Self::with_out(Some(tx), interval);
         let weak = Arc::downgrade(&presence.shared);
-        let hello = presence.shared.lock().query_all();
-        presence.shared.send(&hello);
+        {
+            let registry = presence.shared.lock();
+            presence.shared.send(&registry.query_all());
+        }
         let task = async move {
             let mut beat = tokio::time::interval(interval);
             beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -483,12 +493,19 @@ impl Presence {
                     },
                     _ = beat.tick() => {
                         let Some(shared) = weak.upgrade() else { return };
-                        let (heartbeat, expired) = {
+                        let heartbeat = {
                             let mut registry = shared.lock();
-                            (registry.heartbeat(), registry.expire(Instant::now()))
+                            let expired = registry.expire(Instant::now());
+                            shared.emit(expired);
+                            // Read with the queue under the lock: when it is empty, nothing
+                            // numbered after this count can go out before it. When it is not,
+                            // the queued messages tell the others this process is alive.
+                            rx.is_empty().then(|| registry.heartbeat())
                         };
-                        shared.send(&heartbeat);
-                        shared.emit(expired);
+                        drop(shared);
+                        if let Some(heartbeat) = heartbeat {
+                            send(heartbeat.encode()).await;
+                        }
                     }
                 }
             }
@@ -535,10 +552,13 @@ impl Presence {
         if space.len() + key.len() + meta.len() > MAX_MEMBER_BYTES {
             return Err(PresenceError::TooLarge);
         }
-        let (member, message, event) = self.shared.lock().join(space, key, meta);
+        // Queued and told under the registry's lock: messages leave in change-count order.
+        let mut registry = self.shared.lock();
+        let (member, message, event) = registry.join(space, key, meta);
         self.shared.send(&message);
         let info = event.member.clone();
         let _ = self.shared.events.send(event);
+        drop(registry);
         Ok(Member {
             shared: self.shared.clone(),
             member,

@@ -36,6 +36,9 @@ struct Node {
     members: BTreeMap<u64, Wired>,
     /// A snapshot being received: its seq, the next part expected, the members so far.
     pending: Option<(u64, u64, Vec<Wired>)>,
+    /// When a snapshot was last asked of it: at most one request per interval (a process
+    /// whose messages keep arriving out of order would otherwise be asked on every one).
+    asked: Option<Instant>,
 }
 
 /// One process's presence state.
@@ -184,6 +187,7 @@ impl Registry {
             seen: now,
             members: BTreeMap::new(),
             pending: None,
+            asked: None,
         });
         node.seen = now;
         let mut resync = false;
@@ -231,6 +235,8 @@ impl Registry {
                     _ => None,
                 };
                 match pending {
+                    // Older than what was applied since (it was overtaken): dropped.
+                    Some((seq, _, _)) if last && node.synced && seq < node.seq => {}
                     Some((seq, _, got)) if last => {
                         let new: BTreeMap<u64, Wired> =
                             got.into_iter().map(|w| (w.member, w)).collect();
@@ -257,7 +263,18 @@ impl Registry {
                 }
             }
         }
-        if resync {
+        let interval = self.ttl / 3;
+        let ask = resync
+            && self.nodes.get_mut(&from).is_some_and(|node| {
+                let due = node
+                    .asked
+                    .is_none_or(|at| now.saturating_duration_since(at) >= interval);
+                if due {
+                    node.asked = Some(now);
+                }
+                due
+            });
+        if ask {
             replies.push(self.envelope(Message::Query(from.clone())));
         }
         for (change, wired) in changed {
@@ -283,8 +300,14 @@ impl Registry {
                 removed.push((id, node));
             }
         }
-        // Decided after the removal: the lowest id among the processes still alive.
-        let leader = self.is_leader();
+        // Decided after the removal: the lowest id among the processes still alive, leaving out
+        // those silent for half the time to live (a leader that crashed with the expired one
+        // would otherwise be deferred to, and expire later, having handled nothing).
+        let leader = self
+            .nodes
+            .iter()
+            .filter(|(_, node)| now.saturating_duration_since(node.seen) <= ttl / 2)
+            .all(|(id, _)| *id > self.me);
         for (id, node) in removed {
             for wired in node.members.values() {
                 let member = self.info(&id, wired);
@@ -292,11 +315,6 @@ impl Registry {
             }
         }
         events
-    }
-
-    /// Whether this process has the lowest id among the live ones it knows.
-    pub(super) fn is_leader(&self) -> bool {
-        self.nodes.keys().all(|id| *id > self.me)
     }
 
     /// The live processes this one knows, itself included.
@@ -434,10 +452,70 @@ mod tests {
         let members = a.members(None);
         let (lost, _) = a.leave(members[0].member).unwrap();
         drop(lost);
-        let (_, replies) = deliver(&mut b, vec![a.heartbeat()], now);
-        let (_, snapshot) = deliver(&mut a, replies, now);
-        let (events, _) = deliver(&mut b, snapshot, now);
+        // (At most one request per interval: the next heartbeat is an interval later.)
+        let later = now + TTL / 3;
+        let (_, replies) = deliver(&mut b, vec![a.heartbeat()], later);
+        let (_, snapshot) = deliver(&mut a, replies, later);
+        let (events, _) = deliver(&mut b, snapshot, later);
         assert_eq!(changes(&events), [(PresenceChange::Left, "x", false)]);
+    }
+
+    #[test]
+    fn an_unsynced_process_is_asked_once_per_interval() {
+        let now = Instant::now();
+        let (mut a, mut b) = (registry("a"), registry("b"));
+        let (_, first, _) = a.join("s".into(), "0".into(), "".into());
+        drop(first);
+        let mut joins = Vec::new();
+        for i in 1..50 {
+            let (_, join, _) = a.join("s".into(), i.to_string().into(), "".into());
+            joins.push(join);
+        }
+        // Every one of them is out of order for `b`: one request, not 49.
+        let (events, replies) = deliver(&mut b, joins, now);
+        assert_eq!(events.len(), 49);
+        assert_eq!(replies.len(), 1);
+        let (_, replies) = deliver(&mut b, vec![a.heartbeat()], now + TTL / 6);
+        assert!(replies.is_empty(), "not again within the interval");
+        let (_, replies) = deliver(&mut b, vec![a.heartbeat()], now + TTL / 3);
+        assert_eq!(replies.len(), 1, "again after it");
+    }
+
+    #[test]
+    fn a_snapshot_overtaken_by_a_later_change_is_dropped() {
+        let now = Instant::now();
+        let (mut a, mut b) = (registry("a"), registry("b"));
+        let (_, x, _) = a.join("s".into(), "x".into(), "".into());
+        deliver(&mut b, vec![x], now);
+        let old = a.snapshot();
+        let (_, y, _) = a.join("s".into(), "y".into(), "".into());
+        deliver(&mut b, vec![y], now);
+        // The snapshot made before `y` joined arrives after it: no false leave of `y`.
+        let (events, _) = deliver(&mut b, old, now);
+        assert!(events.is_empty(), "{:?}", changes(&events));
+        assert_eq!(keys(&b.members(None)), ["x", "y"]);
+    }
+
+    #[test]
+    fn a_leader_that_crashed_with_the_expired_one_is_not_deferred_to() {
+        let t0 = Instant::now();
+        // `a` (the lowest id) and `b` crash together; `c` survives. `b` had a member.
+        let (a, mut b, mut c) = (registry("a"), registry("b"), registry("c"));
+        let (_, join, _) = b.join("s".into(), "gone".into(), "".into());
+        deliver(&mut c, vec![join], t0);
+        deliver(&mut c, vec![a.heartbeat()], t0 + TTL / 6);
+        // `b` expires first; `a` is not expired yet but silent for more than half the time to
+        // live: `c` handles `b`'s member (deferring to `a`, nobody would).
+        let events = c.expire(t0 + TTL + Duration::from_millis(1));
+        assert_eq!(changes(&events), [(PresenceChange::Expired, "gone", true)]);
+        assert_eq!(c.processes().len(), 2, "a is not expired yet");
+        // While `a` was heard recently, it is the one.
+        let (a, mut b, mut c) = (registry("a"), registry("b"), registry("c"));
+        let (_, join, _) = b.join("s".into(), "gone".into(), "".into());
+        deliver(&mut c, vec![join], t0);
+        deliver(&mut c, vec![a.heartbeat()], t0 + TTL);
+        let events = c.expire(t0 + TTL + Duration::from_millis(1));
+        assert_eq!(changes(&events), [(PresenceChange::Expired, "gone", false)]);
     }
 
     #[test]
