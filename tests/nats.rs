@@ -498,7 +498,13 @@ async fn presence_spans_processes_and_expires_the_silent() {
 /// after every id issued before (none reused).
 async fn comes_back_without(nats: &mut NatsServer, stream: &str, lose_everything: bool) {
     let a = hub(nats, stream).await;
-    let b = hub(nats, stream).await;
+    // With everything lost, a process that had the stream before and did not make it again
+    // must not keep the old one's numbering (every process finds a new stream the same way,
+    // whichever checks first; with an older store, only `a` runs through the window).
+    let c = hub(nats, stream).await;
+    if lose_everything {
+        c.publish("other", Event::new().data("c")).await.unwrap();
+    }
     let mut live = a.subscribe("t").await.unwrap();
     for data in ["1", "2", "3"] {
         a.publish("t", Event::new().data(data)).await.unwrap();
@@ -518,27 +524,78 @@ async fn comes_back_without(nats: &mut NatsServer, stream: &str, lose_everything
         .await
         .expect("the live stream ends within 15 s");
     assert!(end.is_none(), "{end:?}");
+    // A second process, started now (with `a` alone in the window above, which process
+    // checks first is not left to chance).
+    let b = hub(nats, stream).await;
     let six_id = publish_when_up(&b, "6").await;
     assert!(
         six_id > five_id,
         "no id issued twice: {six_id} after {five_id}"
     );
     for hub in [&a, &b] {
-        let resumed = hub
+        let mut resumed = hub
             .subscriber("t")
             .last_event_id(Some(&five))
             .on_unknown_id(UnknownId::LiveOnly)
             .subscribe()
             .await
             .unwrap();
-        assert_eq!(resumed.replay(), Replay::HistoryLost);
+        match resumed.replay() {
+            // From an older store, `b` (started after `a` moved the stream past "5") rightly
+            // finds nothing lost after "5": "6" follows (replayed, or live once its reader
+            // delivers it). `a`, which saw the stream go back, says `history-lost`.
+            Replay::Complete if !lose_everything => {
+                assert_eq!(take(&mut resumed, 1).await, ["6"]);
+            }
+            replay => assert_eq!(replay, Replay::HistoryLost),
+        }
     }
-    // New events flow on both processes (not skipped as already seen).
+    // New events flow on both processes (not skipped as already seen), numbered alike by both
+    // (the one that did not remake the stream does not keep the old offset), and resumable
+    // on either from the other's id.
     let mut again_a = a.subscribe("t").await.unwrap();
     let mut again_b = b.subscribe("t").await.unwrap();
-    publish_when_up(&a, "7").await;
-    assert_eq!(take(&mut again_a, 1).await, ["7"]);
-    assert_eq!(take(&mut again_b, 1).await, ["7"]);
+    let seven_id = publish_when_up(&a, "7").await;
+    assert_eq!(seven_id, six_id + 1, "both number the stream alike");
+    for again in [&mut again_a, &mut again_b] {
+        // "6" too, when this process's reader delivered it after the subscription joined.
+        let mut got = take(again, 1).await;
+        if got == ["6"] {
+            got = take(again, 1).await;
+        }
+        assert_eq!(got, ["7"]);
+    }
+    for hub in [&a, &b] {
+        let resumed = hub
+            .subscriber("t")
+            .last_event_id(Some(&six_id.to_string()))
+            .subscribe()
+            .await
+            .unwrap();
+        assert_eq!(resumed.replay(), Replay::Complete);
+        assert_eq!(resumed.backlog_len(), 1);
+    }
+    if lose_everything {
+        let from_c = publish_when_up(&c, "8 from c").await;
+        assert_eq!(
+            from_c,
+            seven_id + 1,
+            "c numbers the new stream like a and b"
+        );
+    }
+    // The publisher's id index works again too (it is a stream NATS may have lost as well).
+    a.publish("t", Event::new().id("urn:after").data("8"))
+        .await
+        .unwrap();
+    a.publish("t", Event::new().data("9")).await.unwrap();
+    let resumed = b
+        .subscriber("t")
+        .last_event_id(Some("urn:after"))
+        .subscribe()
+        .await
+        .unwrap();
+    assert_eq!(resumed.replay(), Replay::Complete);
+    assert_eq!(resumed.backlog_len(), 1);
 }
 
 #[tokio::test]

@@ -130,12 +130,16 @@ struct Inner {
     idempotency_window: Duration,
     /// The stream, and the offset of its ids (see `offset`).
     /// Made (or found) on first use, and again after NATS lost it (see `forget_stream`).
-    stream: std::sync::Mutex<Option<(jetstream::stream::Stream, u64)>>,
+    /// With the client's connection count when it was looked up: after a reconnect (NATS
+    /// restarted, and may have lost it, or another process made it again with another offset)
+    /// it is looked up again before use.
+    stream: std::sync::Mutex<Option<(jetstream::stream::Stream, u64, u64)>>,
     /// Held while the stream is made, so that one process makes it once.
     making: tokio::sync::Mutex<()>,
     topics: OnceCell<jetstream::kv::Store>,
-    /// The index of publisher's ids (see `ids`).
-    ids: OnceCell<jetstream::stream::Stream>,
+    /// The index of publisher's ids (see `ids`), with the connection count when it was looked
+    /// up (as `stream`).
+    ids: std::sync::Mutex<Option<(jetstream::stream::Stream, u64)>>,
 }
 
 /// Why [`NatsBroker::connect`] failed: a bad URL, NATS cannot be reached, or it has no
@@ -232,7 +236,7 @@ impl NatsBroker {
                 stream: std::sync::Mutex::new(None),
                 making: tokio::sync::Mutex::new(()),
                 topics: OnceCell::new(),
-                ids: OnceCell::new(),
+                ids: std::sync::Mutex::new(None),
             }),
         })
     }
@@ -421,6 +425,12 @@ fn stream_offset(info: &jetstream::stream::Info) -> u64 {
     tagged_offset(&info.config).unwrap_or_else(|| offset(info.created.unix_timestamp_nanos()))
 }
 
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn unavailable(what: &str, err: &dyn fmt::Display) {
     tracing::warn!(error = %err, "nats {what} failed");
 }
@@ -444,39 +454,52 @@ impl Inner {
 
     /// The index of publisher's ids: a stream with one message per id, its position.
     async fn ids(&self) -> Result<jetstream::stream::Stream, String> {
-        let stream = self
-            .ids
-            .get_or_try_init(|| async {
-                let config = jetstream::stream::Config {
-                    name: format!("{}_IDS", self.stream_name),
-                    subjects: vec![format!("{}.id.*", self.prefix)],
-                    max_messages_per_subject: 1,
-                    max_messages: i64::try_from(self.max_events).unwrap_or(i64::MAX),
-                    max_age: self.max_age,
-                    storage: jetstream::stream::StorageType::File,
-                    discard: jetstream::stream::DiscardPolicy::Old,
-                    ..Default::default()
-                };
-                let work = async {
-                    if let Ok(stream) = self.jetstream.get_stream(&config.name).await {
-                        return Ok(stream);
-                    }
-                    match self.jetstream.create_stream(config.clone()).await {
-                        Ok(stream) => Ok(stream),
-                        // Another process made it meanwhile.
-                        Err(err) => self
-                            .jetstream
-                            .get_stream(&config.name)
-                            .await
-                            .map_err(|_| err.to_string()),
-                    }
-                };
-                tokio::time::timeout(self.timeout, work)
-                    .await
-                    .map_err(|_| "timed out".to_owned())?
-            })
-            .await?;
-        Ok(stream.clone())
+        let connects = self.connects();
+        if let Some((stream, at)) = lock(&self.ids).clone() {
+            if at == connects {
+                return Ok(stream);
+            }
+        }
+        let stream = async {
+            let config = jetstream::stream::Config {
+                name: format!("{}_IDS", self.stream_name),
+                subjects: vec![format!("{}.id.*", self.prefix)],
+                max_messages_per_subject: 1,
+                max_messages: i64::try_from(self.max_events).unwrap_or(i64::MAX),
+                max_age: self.max_age,
+                storage: jetstream::stream::StorageType::File,
+                discard: jetstream::stream::DiscardPolicy::Old,
+                ..Default::default()
+            };
+            let work = async {
+                if let Ok(stream) = self.jetstream.get_stream(&config.name).await {
+                    return Ok(stream);
+                }
+                match self.jetstream.create_stream(config.clone()).await {
+                    Ok(stream) => Ok(stream),
+                    // Another process made it meanwhile.
+                    Err(err) => self
+                        .jetstream
+                        .get_stream(&config.name)
+                        .await
+                        .map_err(|_| err.to_string()),
+                }
+            };
+            tokio::time::timeout(self.timeout, work)
+                .await
+                .map_err(|_| "timed out".to_owned())?
+        }
+        .await?;
+        *lock(&self.ids) = Some((stream.clone(), connects));
+        Ok(stream)
+    }
+
+    /// How many times the client has connected: a change means NATS may have restarted.
+    fn connects(&self) -> u64 {
+        self.client
+            .statistics()
+            .connects
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Writes `id` → `pos` in the index, unless `id` is there already (its first use stays).
@@ -528,11 +551,12 @@ impl Inner {
     /// The hub's stream, made (or brought to this configuration) on first use, and the offset
     /// of its ids: position = offset + sequence.
     async fn stream(&self) -> Result<(jetstream::stream::Stream, u64), String> {
-        if let Some(made) = self.cached_stream() {
+        let connects = self.connects();
+        if let Some(made) = self.cached_stream(connects) {
             return Ok(made);
         }
         let _making = self.making.lock().await;
-        if let Some(made) = self.cached_stream() {
+        if let Some(made) = self.cached_stream(connects) {
             return Ok(made);
         }
         let made = async {
@@ -592,28 +616,24 @@ impl Inner {
             Ok::<_, String>((stream, offset))
         }
         .await?;
-        *self
-            .stream
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(made.clone());
+        *lock(&self.stream) = Some((made.0.clone(), made.1, connects));
         Ok(made)
     }
 
-    fn cached_stream(&self) -> Option<(jetstream::stream::Stream, u64)> {
-        self.stream
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    /// The stream as looked up since the client last connected.
+    fn cached_stream(&self, connects: u64) -> Option<(jetstream::stream::Stream, u64)> {
+        lock(&self.stream)
             .clone()
+            .filter(|(_, _, at)| *at == connects)
+            .map(|(stream, offset, _)| (stream, offset))
     }
 
     /// NATS no longer has the stream (it lost its store, or someone deleted it): the next use
     /// makes it again, with a new offset, so its ids follow every id issued before.
     fn forget_stream(&self) {
         tracing::warn!(stream = %self.stream_name, "nats stream gone; it will be made again");
-        *self
-            .stream
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+        *lock(&self.stream) = None;
+        *lock(&self.ids) = None;
     }
 
     /// The topic registry (a key-value bucket), for hubs that do not create topics on demand.

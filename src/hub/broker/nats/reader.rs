@@ -49,6 +49,11 @@ pub(super) async fn run(inner: Arc<Inner>, feed: Feed) {
         };
         let mut info = stream.clone();
         let end = match tokio::time::timeout(inner.timeout, info.info()).await {
+            // Made again by another process since it was looked up: look it up again.
+            Ok(Ok(info)) if super::stream_offset(info) != offset => {
+                inner.forget_stream();
+                continue;
+            }
             Ok(Ok(info)) => info.state.last_sequence,
             Ok(Err(err)) => {
                 feed.connected(false);
