@@ -463,6 +463,13 @@ impl Hub {
     /// The hub's [presence] registry: who is here, in which space, on every process
     /// of the hub. Made on the first call (on a broker, call it inside a Tokio runtime: a task
     /// keeps the processes in touch); every later call, on any clone, returns the same one.
+    /// On a broker, the members already on other processes are listed once they answer (one
+    /// round trip, at most one presence interval).
+    ///
+    /// # Panics
+    ///
+    /// On a hub with a broker whose background tasks have not started yet, when called outside
+    /// a Tokio runtime (as `tokio::spawn` would).
     ///
     /// ```
     /// let hub = tower_sse::hub::Hub::new();

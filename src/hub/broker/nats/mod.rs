@@ -68,7 +68,10 @@ use crate::{
 ///   position, bounded like the hub's stream), so that a `Last-Event-ID` with one finds where
 ///   to resume. The first use of an id is kept. The index is written right after the event: a
 ///   client that resumes from that id in between, or after an index write that failed, is told
-///   `history-lost`, never given a silent gap.
+///   `history-lost`. Unlike Redis's, the index is not written atomically with the event: two
+///   processes publishing the *same* id at the same moment may index the later use, and a
+///   client that saw only the earlier one would resume after the later (publishers' ids are
+///   meant to be unique; Redis keeps the first use in every case).
 /// - **Bounds**: the stream keeps at most [`max_events`](Self::max_events) messages,
 ///   [`max_bytes`](Self::max_bytes) bytes, none older than [`max_age`](Self::max_age), for the
 ///   whole hub, discarding the oldest. A limit per topic is there too
@@ -84,9 +87,12 @@ use crate::{
 ///   [`timeout`](Self::timeout) with `Unavailable`; the client reconnects by itself and the
 ///   consumer goes on from the last sequence it delivered. With file storage, a restart of
 ///   `nats-server` loses nothing it acknowledged. A NATS that comes back *without* what it had
-///   acknowledged (a restored or unsynced store) is found when the reader reconnects: a stream
-///   shorter than what was read is moved past it (no sequence issued twice), a missing stream
-///   is made again with a new offset, and either is a signalled gap.
+///   acknowledged (a restored or unsynced store) is found when a reader reconnects: a stream
+///   shorter than what was read is moved past it, a missing stream is made again with a new
+///   offset, and either is a signalled gap. Events published in the moment between NATS coming
+///   back and the first reader's check get sequences issued before, and are removed with the
+///   move: the process that moved the stream signals the gap, another process that checks
+///   after the move finds nothing missing in what it reads and may not.
 /// - [`Hub::broadcast`](crate::hub::Hub::broadcast) and
 ///   [`Hub::close_topic`](crate::hub::Hub::close_topic) are messages of the stream (every
 ///   process, in order, replayable); [`Hub::send_to`](crate::hub::Hub::send_to) is a core

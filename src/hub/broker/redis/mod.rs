@@ -47,8 +47,9 @@ use crate::{
 /// - **Publisher's ids**: an id the publisher set is the event's id, and goes into an index
 ///   (`<prefix>ids`, a sorted set: id → counter) in the same script as the entry, so a
 ///   `Last-Event-ID` with it resumes on any process like a counter id does. An id used twice
-///   resumes after its first use (duplicates rather than a gap); the index is trimmed with the
-///   stream. Ids that are decimal digits alone (a counter's spelling) or longer than 1,024 bytes
+///   resumes after its first use (duplicates rather than a gap) while that is retained; the
+///   index is trimmed with the stream, so once the first use is trimmed the id is unknown
+///   (`history-lost`), even if a later use is still there. Ids that are decimal digits alone (a counter's spelling) or longer than 1,024 bytes
 ///   are refused ([`PublishError::InvalidId`](crate::hub::PublishError::InvalidId)).
 /// - **Reading**: each process has one reader connection (`XREAD BLOCK` on the one stream),
 ///   decodes and encodes each entry once, and hands it to the local subscribers through the
