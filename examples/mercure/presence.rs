@@ -76,7 +76,7 @@ impl Presence {
                     }
                 }
                 // Fell more than the crate's buffer behind (a burst larger than it): follow
-                // again. Expiries in the burst past the buffer go unannounced.
+                // again, from now. The expiries of that burst go unannounced.
                 tracing::warn!("presence events fell behind; following them again");
                 changes = registry.events();
             }

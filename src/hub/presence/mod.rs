@@ -281,9 +281,11 @@ impl PresenceEvent {
 
     /// Whether this process is the one to act on the change (announce it, write it down), so
     /// that it is acted on once, not once per process: the member's own process for a join or
-    /// a leave, and for an expiry the process with the lowest id among those alive. Exactly
-    /// one when the processes agree on who is alive; while they do not (a network partition),
-    /// more than one may.
+    /// a leave, and for an expiry the oldest process alive (the lowest id), leaving out one
+    /// not heard from for most of the time to live. Exactly one in the usual cases. More than
+    /// one while processes disagree on who is alive (a partition, heartbeats late by more than
+    /// half an interval); none when the one it falls to crashes too, a little later (it is
+    /// then still counted alive, but will not act).
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
@@ -611,7 +613,8 @@ impl Presence {
         }
     }
 
-    /// This process's id (random, new for each hub).
+    /// This process's id: new for each hub, its start time then random digits (a lower id is
+    /// an older process).
     ///
     /// ```
     /// let presence = tower_sse::hub::Hub::new().presence();

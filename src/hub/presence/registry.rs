@@ -263,12 +263,14 @@ impl Registry {
                 }
             }
         }
-        let interval = self.ttl / 3;
+        // At most one request per half interval: heartbeats, an interval apart give or take,
+        // each find the limiter open.
+        let half = self.ttl / 6;
         let ask = resync
             && self.nodes.get_mut(&from).is_some_and(|node| {
                 let due = node
                     .asked
-                    .is_none_or(|at| now.saturating_duration_since(at) >= interval);
+                    .is_none_or(|at| now.saturating_duration_since(at) >= half);
                 if due {
                     node.asked = Some(now);
                 }
@@ -301,12 +303,15 @@ impl Registry {
             }
         }
         // Decided after the removal: the lowest id among the processes still alive, leaving out
-        // those silent for half the time to live (a leader that crashed with the expired one
-        // would otherwise be deferred to, and expire later, having handled nothing).
+        // those silent for more than two and a half intervals (a leader that crashed with the
+        // expired one would otherwise be deferred to, and expire later, having handled
+        // nothing), which leaves half an interval of slack for late heartbeats.
+        let interval = ttl / 3;
+        let candidate = ttl.saturating_sub(interval / 2);
         let leader = self
             .nodes
             .iter()
-            .filter(|(_, node)| now.saturating_duration_since(node.seen) <= ttl / 2)
+            .filter(|(_, node)| now.saturating_duration_since(node.seen) <= candidate)
             .all(|(id, _)| *id > self.me);
         for (id, node) in removed {
             for wired in node.members.values() {
@@ -461,7 +466,7 @@ mod tests {
     }
 
     #[test]
-    fn an_unsynced_process_is_asked_once_per_interval() {
+    fn an_unsynced_process_is_asked_once_per_half_interval() {
         let now = Instant::now();
         let (mut a, mut b) = (registry("a"), registry("b"));
         let (_, first, _) = a.join("s".into(), "0".into(), "".into());
@@ -475,8 +480,8 @@ mod tests {
         let (events, replies) = deliver(&mut b, joins, now);
         assert_eq!(events.len(), 49);
         assert_eq!(replies.len(), 1);
-        let (_, replies) = deliver(&mut b, vec![a.heartbeat()], now + TTL / 6);
-        assert!(replies.is_empty(), "not again within the interval");
+        let (_, replies) = deliver(&mut b, vec![a.heartbeat()], now + TTL / 9);
+        assert!(replies.is_empty(), "not again within half an interval");
         let (_, replies) = deliver(&mut b, vec![a.heartbeat()], now + TTL / 3);
         assert_eq!(replies.len(), 1, "again after it");
     }
@@ -503,9 +508,9 @@ mod tests {
         let (a, mut b, mut c) = (registry("a"), registry("b"), registry("c"));
         let (_, join, _) = b.join("s".into(), "gone".into(), "".into());
         deliver(&mut c, vec![join], t0);
-        deliver(&mut c, vec![a.heartbeat()], t0 + TTL / 6);
-        // `b` expires first; `a` is not expired yet but silent for more than half the time to
-        // live: `c` handles `b`'s member (deferring to `a`, nobody would).
+        deliver(&mut c, vec![a.heartbeat()], t0 + TTL / 9);
+        // `b` expires first; `a` is not expired yet but silent for more than two and a half
+        // intervals: `c` handles `b`'s member (deferring to `a`, nobody would).
         let events = c.expire(t0 + TTL + Duration::from_millis(1));
         assert_eq!(changes(&events), [(PresenceChange::Expired, "gone", true)]);
         assert_eq!(c.processes().len(), 2, "a is not expired yet");

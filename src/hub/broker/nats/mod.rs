@@ -142,6 +142,8 @@ struct Inner {
     stream: std::sync::Mutex<Option<(jetstream::stream::Stream, u64, u64)>>,
     /// Held while the stream is made, so that one process makes it once.
     making: tokio::sync::Mutex<()>,
+    /// Whether this process has applied its settings to the stream (once).
+    configured: std::sync::atomic::AtomicBool,
     topics: OnceCell<jetstream::kv::Store>,
     /// The index of publisher's ids (see `ids`), with the connection count when it was looked
     /// up (as `stream`).
@@ -241,6 +243,7 @@ impl NatsBroker {
                 idempotency_window: Self::DEFAULT_IDEMPOTENCY_WINDOW,
                 stream: std::sync::Mutex::new(None),
                 making: tokio::sync::Mutex::new(()),
+                configured: std::sync::atomic::AtomicBool::new(false),
                 topics: OnceCell::new(),
                 ids: std::sync::Mutex::new(None),
             }),
@@ -587,6 +590,12 @@ impl Inner {
                 ..config.clone()
             };
             let update = |existing: jetstream::stream::Stream| async move {
+                // This process's settings are applied once, not at every reconnect (during a
+                // rolling change of limits, a NATS restart would otherwise let whichever
+                // process looks last set them).
+                if self.configured.load(std::sync::atomic::Ordering::Acquire) {
+                    return Ok(existing);
+                }
                 let offset = stream_offset(existing.cached_info());
                 self.jetstream
                     .update_stream(&tagged(offset))
@@ -622,6 +631,8 @@ impl Inner {
             Ok::<_, String>((stream, offset))
         }
         .await?;
+        self.configured
+            .store(true, std::sync::atomic::Ordering::Release);
         *lock(&self.stream) = Some((made.0.clone(), made.1, connects));
         Ok(made)
     }
@@ -634,10 +645,13 @@ impl Inner {
             .map(|(stream, offset, _)| (stream, offset))
     }
 
-    /// NATS no longer has the stream (it lost its store, or someone deleted it): the next use
-    /// makes it again, with a new offset, so its ids follow every id issued before.
-    fn forget_stream(&self) {
-        tracing::warn!(stream = %self.stream_name, "nats stream gone; it will be made again");
+    /// The next use looks the stream up again: NATS no longer has it (`gone`: it lost its
+    /// store, or someone deleted it; it is then made again with a new offset, so its ids follow
+    /// every id issued before), or another process made it again.
+    fn forget_stream(&self, gone: bool) {
+        if gone {
+            tracing::warn!(stream = %self.stream_name, "nats stream gone; it will be made again");
+        }
         *lock(&self.stream) = None;
         *lock(&self.ids) = None;
     }
@@ -728,7 +742,8 @@ impl Inner {
             headers.insert("Nats-Msg-Id", key);
         }
         let send = async {
-            let (_, offset) = self.stream().await?;
+            let connects = self.connects();
+            let (_, mut offset) = self.stream().await?;
             let ack = self
                 .jetstream
                 .publish_with_headers(subject, headers, body)
@@ -736,10 +751,15 @@ impl Inner {
                 .map_err(|e| e.to_string())?;
             let ack = ack.await.map_err(|e| {
                 if e.kind() == jetstream::context::PublishErrorKind::StreamNotFound {
-                    self.forget_stream();
+                    self.forget_stream(true);
                 }
                 e.to_string()
             })?;
+            if self.connects() != connects {
+                // Reconnected meanwhile: the ack is from the stream as it is now, which
+                // another process may have made again with another offset.
+                offset = self.stream().await?.1;
+            }
             Ok::<_, String>(ack.sequence + offset)
         };
         let pos = match tokio::time::timeout(self.timeout, send).await {

@@ -51,14 +51,16 @@ pub(super) async fn run(inner: Arc<Inner>, feed: Feed) {
         let end = match tokio::time::timeout(inner.timeout, info.info()).await {
             // Made again by another process since it was looked up: look it up again.
             Ok(Ok(info)) if super::stream_offset(info) != offset => {
-                inner.forget_stream();
+                tracing::debug!("nats stream made again elsewhere; looking it up again");
+                inner.forget_stream(false);
+                tokio::time::sleep(Duration::from_millis(10)).await;
                 continue;
             }
             Ok(Ok(info)) => info.state.last_sequence,
             Ok(Err(err)) => {
                 feed.connected(false);
                 if stream_not_found(&err) {
-                    inner.forget_stream();
+                    inner.forget_stream(true);
                 }
                 tracing::warn!(error = %err, "nats reader cannot read the stream's end; retrying");
                 tokio::time::sleep(backoff.next_delay()).await;
