@@ -16,7 +16,8 @@
 //! either off), `CLAIM_IDLE_SECS` (a claimed name is freed after this long unused, default
 //! 86400) and `ROOM_IDLE_SECS` (a room without messages or streams is removed after this long,
 //! default 3600), `COMPRESSION` (event streams compressed per event as the browser asks:
-//! zstd, br, gzip or deflate; default `true`), `REDIS_URL` or `NATS_URL` (see below).
+//! zstd, br, gzip or deflate; default `true`), `PRESENCE_INTERVAL_SECS` (default 5, see
+//! `GET /rooms/{room}/online`), `REDIS_URL` or `NATS_URL` (see below).
 //!
 //! # Several processes: `REDIS_URL`
 //!
@@ -58,7 +59,11 @@
 //!   hub's order, resumable with one `Last-Event-ID`; `400` with no room or more than 32, `404`
 //!   when one is unknown. With `user=U` and U's token (cookie or bearer; else `401`), U's
 //!   direct messages come on the same stream: the page uses one connection for its room and
-//!   its direct messages. In memory and with `REDIS_URL` alike.
+//!   its direct messages. In memory and with `REDIS_URL` alike. While such a stream is open, the
+//!   user is *online* in its rooms (the crate's presence, `Hub::presence`: on every process).
+//! - `GET /rooms/{room}/online` → `200 {"room", "users"}`: who has a stream of the room open
+//!   with their login (sorted, each once), on every process; `404` unknown room. A process that
+//!   crashes takes its users offline after three `PRESENCE_INTERVAL_SECS` (default 5).
 //! - `GET /events`: the public stream, every room's messages under their rooms' ids: a pattern
 //!   subscription (`room/*`), not a second publish.
 //! - `POST /login`, JSON `{"user": ".."}` → `200 {"user", "token"}`, the token also set as the
@@ -144,7 +149,7 @@ use tokio::net::TcpListener;
 use tower_sse::{
     Compression, EncodedEvent, Event, EventStream, LastEventId, Shutdown, SseLayer,
     hub::{
-        Hub, HubBuilder, NatsBroker, Pattern, PublishError, RedisBackend, SubscribeError,
+        Hub, HubBuilder, Member, NatsBroker, Pattern, PublishError, RedisBackend, SubscribeError,
         SubscribeRequest, Subscription,
     },
     replay::REPLAY_HEADER,
@@ -190,6 +195,9 @@ pub struct Config {
     pub room_idle: Duration,
     /// Compress event streams per event (gzip, deflate, br, zstd, as the browser asks).
     pub compression: bool,
+    /// How often each process tells the others it is alive (presence: who is online); a
+    /// process silent for three is gone.
+    pub presence_interval: Duration,
 }
 
 impl Default for Config {
@@ -204,6 +212,7 @@ impl Default for Config {
             max_streams_per_client: Some(16),
             claim_idle: Duration::from_secs(24 * 60 * 60),
             room_idle: Duration::from_secs(60 * 60),
+            presence_interval: HubBuilder::DEFAULT_PRESENCE_INTERVAL,
             compression: true,
         }
     }
@@ -958,6 +967,12 @@ impl Chat {
 
     /// The open-connection guard and the stream of one SSE response.
     fn respond(&self, subscription: Subscription) -> Response {
+        self.respond_as(subscription, Vec::new())
+    }
+
+    /// As [`respond`](Self::respond), with the presence `online` keeps while the stream is
+    /// open.
+    fn respond_as(&self, subscription: Subscription, online: Vec<Member>) -> Response {
         self.inner.connections.fetch_add(1, Ordering::Relaxed);
         let replay = subscription.replay();
         let stream = Counted {
@@ -967,6 +982,7 @@ impl Chat {
                     .data("some messages may be missing"),
             ),
             chat: self.clone(),
+            _online: online,
         };
         (
             [(REPLAY_HEADER, replay.header_value())],
@@ -981,6 +997,8 @@ impl Chat {
 struct Counted {
     subscription: Subscription,
     chat: Chat,
+    /// The user's presence in the stream's rooms (leaves when the stream goes).
+    _online: Vec<Member>,
 }
 
 impl Stream for Counted {
@@ -1220,12 +1238,41 @@ async fn rooms_events(
     }
     let last = last.as_ref().map(LastEventId::as_str);
     match subscription.last_event_id(last).subscribe().await {
-        Ok(subscription) => chat.respond(subscription),
+        Ok(subscription) => {
+            let presence = chat.inner.hub.presence();
+            // Names and room ids are short (MAX_NAME): far under the presence limit.
+            let online = user
+                .iter()
+                .flat_map(|user| rooms.iter().map(move |room| (user, room)))
+                .filter_map(|(user, room)| presence.join(room_topic(room), user.as_str(), "").ok())
+                .collect();
+            chat.respond_as(subscription, online)
+        }
         Err(SubscribeError::Unavailable) => unavailable(),
         Err(SubscribeError::Selection(err)) => error(StatusCode::BAD_REQUEST, &err.to_string()),
         Err(SubscribeError::Forbidden) => error(StatusCode::UNAUTHORIZED, "forbidden"),
         Err(_) => error(StatusCode::NOT_FOUND, "no such room"),
     }
+}
+
+/// `GET /rooms/{room}/online`: the users with a stream of the room open, on every process.
+async fn online(State(chat): State<Chat>, Path(room): Path<String>) -> Response {
+    match chat.room_exists(&room).await {
+        Ok(true) => {}
+        Ok(false) => return error(StatusCode::NOT_FOUND, "no such room"),
+        Err(response) => return response,
+    }
+    let mut users: Vec<String> = chat
+        .inner
+        .hub
+        .presence()
+        .members(&room_topic(&room))
+        .iter()
+        .map(|member| member.key().to_owned())
+        .collect();
+    users.sort_unstable();
+    users.dedup();
+    Json(json!({ "room": room, "users": users })).into_response()
 }
 
 #[derive(Deserialize)]
@@ -1602,6 +1649,7 @@ fn build(config: &Config, shutdown: &Shutdown, hub: HubBuilder, store: Store) ->
         .history_events(config.history)
         .history_bytes(config.history_bytes)
         .subscriber_capacity(config.subscriber_capacity)
+        .presence_interval(config.presence_interval)
         // Direct messages only for the user the handler checked the token of.
         .authorizer(
             |req: &SubscribeRequest<'_>| match req.topic().strip_prefix("user/") {
@@ -1649,6 +1697,7 @@ fn build(config: &Config, shutdown: &Shutdown, hub: HubBuilder, store: Store) ->
         .route("/rooms/events", get(rooms_events))
         .route("/rooms/{room}/events", get(room_events))
         .route("/rooms/{room}/messages", post(post_message))
+        .route("/rooms/{room}/online", get(online))
         .route("/events", get(public_events))
         .route("/login", post(login))
         .route("/users/{user}/events", get(user_events))
@@ -1714,6 +1763,10 @@ async fn main() {
         .filter(|&max| max > 0),
         claim_idle: Duration::from_secs(env_or("CLAIM_IDLE_SECS", defaults.claim_idle.as_secs())),
         room_idle: Duration::from_secs(env_or("ROOM_IDLE_SECS", defaults.room_idle.as_secs())),
+        presence_interval: Duration::from_secs(env_or(
+            "PRESENCE_INTERVAL_SECS",
+            defaults.presence_interval.as_secs(),
+        )),
         compression: env_or("COMPRESSION", defaults.compression),
     };
 

@@ -1379,6 +1379,46 @@ async fn two_processes_on_redis_share_rooms_direct_messages_and_replay() {
     assert_eq!(back.expect().await.id, posted);
 }
 
+/// Presence across processes: a user streaming on A is online on B; when A crashes, B lists
+/// them offline after three presence intervals.
+#[tokio::test]
+async fn two_processes_on_redis_share_who_is_online_and_a_crash_takes_them_offline() {
+    let Some(redis) = support::redis::RedisServer::start().await else {
+        return;
+    };
+    let url = redis.url();
+    let env = [("REDIS_URL", url.as_str()), ("PRESENCE_INTERVAL_SECS", "1")];
+    let a = support::Example::start("chat", &env).await;
+    let b = support::Example::start("chat", &env).await;
+    let room = create_room(a.addr()).await;
+    let token = login(a.addr(), "alice").await;
+    let _alice = Sse::ok(
+        a.addr(),
+        &format!("/rooms/events?room={room}&user=alice"),
+        &[("authorization", &format!("Bearer {token}"))],
+    )
+    .await;
+    let path = format!("/rooms/{room}/online");
+    let b_addr = b.addr();
+    eventually("alice is online on B", async || {
+        let now = call(b_addr, Method::GET, &path, &[], "").await.json["users"].clone();
+        (now == json!(["alice"]))
+            .then_some(())
+            .ok_or(now.to_string())
+    })
+    .await;
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &a.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    eventually("alice is offline on B after A crashed", async || {
+        let now = call(b_addr, Method::GET, &path, &[], "").await.json["users"].clone();
+        (now == json!([])).then_some(()).ok_or(now.to_string())
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn redis_down_at_start_up_is_a_clear_error() {
     if !support::external(
@@ -1611,6 +1651,66 @@ async fn one_stream_carries_a_room_and_the_users_direct_messages() {
     assert_eq!(back.replay(), "complete");
     assert_eq!(back.expect().await.id, dm.id);
     assert_eq!(back.expect().await.id, later);
+}
+
+/// Who is online in a room: users with a stream of it open with their login, each once, gone
+/// when their streams close.
+#[tokio::test]
+async fn a_room_lists_who_is_online() {
+    let app = start_default().await;
+    let (room, other) = (create_room(app.addr).await, create_room(app.addr).await);
+    let online = |room: String| async move {
+        let reply = call(
+            app.addr,
+            Method::GET,
+            &format!("/rooms/{room}/online"),
+            &[],
+            "",
+        )
+        .await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.json);
+        assert_eq!(reply.json["room"], room.as_str());
+        reply.json["users"].clone()
+    };
+    assert_eq!(online(room.clone()).await, json!([]));
+    let reply = call(app.addr, Method::GET, "/rooms/nope/online", &[], "").await;
+    assert_error(&reply, StatusCode::NOT_FOUND);
+    let bearer = |token: String| format!("Bearer {token}");
+    let (alice, bob) = (
+        bearer(login(app.addr, "alice").await),
+        bearer(login(app.addr, "bob").await),
+    );
+    // Anonymous streams are nobody.
+    let _anonymous = Sse::ok(app.addr, &format!("/rooms/{room}/events"), &[]).await;
+    let both = format!("/rooms/events?room={room}&room={other}&user=alice");
+    let alice_1 = Sse::ok(app.addr, &both, &[("authorization", &alice)]).await;
+    let alice_2 = Sse::ok(app.addr, &both, &[("authorization", &alice)]).await;
+    let bob_1 = Sse::ok(
+        app.addr,
+        &format!("/rooms/events?room={room}&user=bob"),
+        &[("authorization", &bob)],
+    )
+    .await;
+    assert_eq!(online(room.clone()).await, json!(["alice", "bob"]));
+    assert_eq!(online(other.clone()).await, json!(["alice"]));
+    drop(bob_1);
+    drop(alice_1);
+    eventually(
+        "bob is gone, alice still there (her second stream)",
+        async || {
+            let now = online(room.clone()).await;
+            (now == json!(["alice"]))
+                .then_some(())
+                .ok_or(now.to_string())
+        },
+    )
+    .await;
+    drop(alice_2);
+    eventually("nobody is left", async || {
+        let now = online(other.clone()).await;
+        (now == json!([])).then_some(()).ok_or(now.to_string())
+    })
+    .await;
 }
 
 // ---------------------------------------------------------------------------------------------
