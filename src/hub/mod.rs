@@ -198,6 +198,15 @@ pub fn __fuzz_broker_entry(data: &[u8]) {
     broker::entry::fuzz_one(data);
 }
 
+/// (internal, feature `_fuzz`) Runs the presence message codec's checks on any bytes, for the
+/// `presence_message` fuzz target: never a panic; a read message encodes back to the same
+/// bytes; a registry that applies it never panics.
+#[cfg(feature = "_fuzz")]
+#[doc(hidden)]
+pub fn __fuzz_presence_message(data: &[u8]) {
+    presence::fuzz_one(data);
+}
+
 #[cfg(feature = "nats")]
 pub use self::broker::nats::{NatsBroker, NatsError};
 #[cfg(feature = "redis")]

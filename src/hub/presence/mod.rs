@@ -446,6 +446,29 @@ fn process_id() -> Arc<str> {
     format!("{millis:012x}{:016x}{:04x}", half(), half() & 0xffff).into()
 }
 
+/// The checks behind the `presence_message` fuzz target (see
+/// `crate::hub::__fuzz_presence_message`): any bytes from the broker's live channel are refused
+/// or read, never a panic; a read message encodes back to exactly its bytes; applying it (twice,
+/// then expiring) to a registry never panics, and every reply it makes reads back.
+#[cfg(feature = "_fuzz")]
+pub(crate) fn fuzz_one(data: &[u8]) {
+    let Some(envelope) = Envelope::decode(data) else {
+        return;
+    };
+    assert_eq!(envelope.encode(), data, "one spelling per message");
+    let mut registry = Registry::new("fuzz".into(), Duration::from_secs(15));
+    let _member = registry.join("s".into(), "k".into(), "".into());
+    let now = Instant::now();
+    for at in [now, now + Duration::from_secs(10)] {
+        let (_, replies) = registry.receive(envelope.clone(), at);
+        for reply in replies {
+            assert_eq!(Envelope::decode(&reply.encode()), Some(reply));
+        }
+    }
+    let _ = registry.expire(now + Duration::from_secs(60));
+    let _ = registry.members(None);
+}
+
 impl Presence {
     /// The registry of an in-memory hub: this process only.
     pub(crate) fn memory(interval: Duration) -> Self {
