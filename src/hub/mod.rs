@@ -176,6 +176,8 @@
 mod auth;
 mod broker;
 mod builder;
+#[cfg_attr(not(feature = "_broker"), allow(dead_code))]
+mod counted;
 mod error;
 mod local;
 mod merge;

@@ -16,6 +16,8 @@
 
 use std::sync::Arc;
 
+use crate::hub::counted;
+
 /// The largest snapshot part a process sends, in bytes: under NATS's default 1 MiB payload.
 pub(super) const PART_BYTES: usize = 256 * 1024;
 
@@ -54,17 +56,11 @@ pub(super) struct Envelope {
     pub(super) message: Message,
 }
 
-fn put(out: &mut Vec<u8>, field: &[u8]) {
-    out.extend_from_slice(field.len().to_string().as_bytes());
-    out.push(b':');
-    out.extend_from_slice(field);
-}
-
 fn put_member(out: &mut Vec<u8>, wired: &Wired) {
-    put(out, wired.member.to_string().as_bytes());
-    put(out, wired.space.as_bytes());
-    put(out, wired.key.as_bytes());
-    put(out, wired.meta.as_bytes());
+    counted::write(out, wired.member.to_string().as_bytes());
+    counted::write(out, wired.space.as_bytes());
+    counted::write(out, wired.key.as_bytes());
+    counted::write(out, wired.meta.as_bytes());
 }
 
 impl Envelope {
@@ -78,24 +74,24 @@ impl Envelope {
             Message::Snapshot { .. } => b'S',
             Message::Query(_) => b'Q',
         });
-        put(&mut out, self.from.as_bytes());
-        put(&mut out, self.seq.to_string().as_bytes());
+        counted::write(&mut out, self.from.as_bytes());
+        counted::write(&mut out, self.seq.to_string().as_bytes());
         match &self.message {
             Message::Heartbeat => {}
             Message::Join(wired) => put_member(&mut out, wired),
-            Message::Leave(member) => put(&mut out, member.to_string().as_bytes()),
+            Message::Leave(member) => counted::write(&mut out, member.to_string().as_bytes()),
             Message::Snapshot {
                 part,
                 last,
                 members,
             } => {
-                put(&mut out, part.to_string().as_bytes());
-                put(&mut out, if *last { b"1" } else { b"0" });
+                counted::write(&mut out, part.to_string().as_bytes());
+                counted::write(&mut out, if *last { b"1" } else { b"0" });
                 for wired in members {
                     put_member(&mut out, wired);
                 }
             }
-            Message::Query(target) => put(&mut out, target.as_bytes()),
+            Message::Query(target) => counted::write(&mut out, target.as_bytes()),
         }
         out
     }
@@ -143,19 +139,8 @@ struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     fn field(&mut self) -> Option<&'a [u8]> {
-        let colon = memchr::memchr(b':', self.rest)?;
-        let digits = &self.rest[..colon];
-        if digits.is_empty()
-            || digits.len() > 7
-            || !digits.iter().all(u8::is_ascii_digit)
-            || (digits.len() > 1 && digits[0] == b'0')
-        {
-            return None;
-        }
-        let len: usize = std::str::from_utf8(digits).ok()?.parse().ok()?;
-        let end = colon.checked_add(1)?.checked_add(len)?;
-        let field = self.rest.get(colon + 1..end)?;
-        self.rest = &self.rest[end..];
+        let (field, rest) = counted::read(self.rest, 7)?;
+        self.rest = rest;
         Some(field)
     }
 
