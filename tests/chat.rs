@@ -24,6 +24,7 @@ use hyper_util::{
     rt::TokioExecutor,
 };
 use serde_json::{Value, json};
+use support::eventually;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
@@ -257,20 +258,6 @@ impl Sse {
 
     async fn expect(&mut self) -> Ev {
         self.next().await.expect("the stream ended early")
-    }
-}
-
-/// Polls `check` until it holds; counters cannot be awaited. Bounded, with a message.
-async fn eventually(what: &str, mut check: impl AsyncFnMut() -> Result<(), String>) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        match check().await {
-            Ok(()) => return,
-            Err(state) if tokio::time::Instant::now() >= deadline => {
-                panic!("{what}: still not true after {WAIT:?}: {state}")
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-        }
     }
 }
 

@@ -1028,15 +1028,12 @@ async fn two_processes(broker: &[(&str, &str)]) {
             all["subscriptions"].as_array().unwrap().clone()
         }
     };
-    let mut on_a = Vec::new();
-    for _ in 0..200 {
-        on_a = listed(a.addr()).await;
-        if on_a.len() == 5 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(on_a.len(), 5, "{on_a:?}");
+    support::eventually("A lists B's five subscriptions", async || {
+        let now = listed(a.addr()).await;
+        (now.len() == 5).then_some(()).ok_or(format!("{now:?}"))
+    })
+    .await;
+    let on_a = listed(a.addr()).await;
     assert_eq!(on_a, listed(b.addr()).await);
 
     // B crashes: its subscriptions expire on A (three 200 ms intervals), and A announces
@@ -1057,15 +1054,11 @@ async fn two_processes(broker: &[(&str, &str)]) {
             .any(|doc| doc["subscriber"] == ended["subscriber"]),
         "{ended}"
     );
-    let mut left = on_a.len();
-    for _ in 0..200 {
-        left = listed(a.addr()).await.len();
-        if left == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(left, 0, "B's subscriptions expired on A");
+    support::eventually("B's subscriptions expired on A", async || {
+        let now = listed(a.addr()).await;
+        now.is_empty().then_some(()).ok_or(format!("{now:?}"))
+    })
+    .await;
 }
 
 /// Two processes on one `nats-server -js`, as on Redis.

@@ -1416,13 +1416,11 @@ async fn presence_is_repaired_after_redis_was_down() {
     let b = hub_with(&redis, "pd:", interval).await;
     let (pa, pb) = (a.presence(), b.presence());
     let _early = pa.join("room", "early", "").unwrap();
-    for _ in 0..500 {
-        if pb.members("room").len() == 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(pb.members("room").len(), 1);
+    let count = |p: &tower_sse::hub::Presence, n: usize| {
+        let seen = p.members("room").len();
+        (seen == n).then_some(()).ok_or(format!("{seen} members"))
+    };
+    support::eventually("b sees a's member", async || count(&pb, 1)).await;
     redis.kill().await;
     // 3,000 changes while Redis is down: more than the queue holds.
     let mut kept = Vec::new();
@@ -1434,22 +1432,10 @@ async fn presence_is_repaired_after_redis_was_down() {
     }
     redis.restart().await;
     let want = 1 + kept.len();
-    let mut seen = 0;
-    for _ in 0..1000 {
-        seen = pb.members("room").len();
-        if seen == want && pa.members("room").len() == want {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(seen, want, "b learnt a's state after Redis came back");
+    support::eventually("b learnt a's state after Redis came back", async || {
+        count(&pa, want).and(count(&pb, want))
+    })
+    .await;
     drop(kept);
-    for _ in 0..1000 {
-        seen = pb.members("room").len();
-        if seen == 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(seen, 1, "and the leaves too");
+    support::eventually("and the leaves too", async || count(&pb, 1)).await;
 }

@@ -412,6 +412,21 @@ impl Drop for ServerHandle {
 }
 
 /// `http://<addr><path>`; `path` should start with `/`.
+/// Polls `check` (every 20 ms, for at most 10 s) until it holds: for states that cannot be
+/// awaited (counts, lists on another process). Panics with `what` and the last state.
+pub async fn eventually(what: &str, mut check: impl AsyncFnMut() -> Result<(), String>) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match check().await {
+            Ok(()) => return,
+            Err(state) if tokio::time::Instant::now() >= deadline => {
+                panic!("{what}: still not true after 10 s: {state}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+}
+
 pub fn url(addr: SocketAddr, path: &str) -> String {
     format!("http://{addr}{path}")
 }
@@ -779,13 +794,7 @@ pub async fn presence_spans_processes_and_expires_the_silent<F, Fut>(
     use tower_sse::hub::{Presence, PresenceChange, PresenceEvents};
 
     async fn until(what: &str, mut ok: impl FnMut() -> bool) {
-        for _ in 0..500 {
-            if ok() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        panic!("not within 10 s: {what}");
+        eventually(what, async || ok().then_some(()).ok_or_else(String::new)).await;
     }
     async fn next_change(events: &mut PresenceEvents) -> tower_sse::hub::PresenceEvent {
         timeout(Duration::from_secs(10), events.next())
