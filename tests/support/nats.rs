@@ -37,22 +37,38 @@ impl NatsServer {
         ) {
             return None;
         }
-        let (port, monitor) = (free_port(), free_port());
-        let dir =
-            std::env::temp_dir().join(format!("tower-sse-nats-{}-{port}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let mut server = Self {
-            port,
-            monitor,
-            dir,
-            child: None,
-        };
-        server.spawn().await;
-        Some(server)
+        // A free port can be taken by another test before the server binds it (other tests
+        // stop and restart their servers): new ports, a few times.
+        for _ in 0..3 {
+            let (port, monitor) = (free_port(), free_port());
+            let dir =
+                std::env::temp_dir().join(format!("tower-sse-nats-{}-{port}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).expect("temp dir");
+            let mut server = Self {
+                port,
+                monitor,
+                dir,
+                child: None,
+            };
+            if server.try_spawn().await {
+                return Some(server);
+            }
+        }
+        panic!("nats-server did not start on three pairs of free ports");
     }
 
     async fn spawn(&mut self) {
+        assert!(
+            self.try_spawn().await,
+            "nats-server on port {} did not become healthy in 5 s",
+            self.port
+        );
+    }
+
+    /// Starts the server; whether it answers on both its ports within 5 s (a server that
+    /// could not bind a port exits).
+    async fn try_spawn(&mut self) -> bool {
         let child = Command::new("nats-server")
             .args(["-a", "127.0.0.1", "-p"])
             .arg(self.port.to_string())
@@ -68,15 +84,25 @@ impl NatsServer {
             .expect("nats-server starts");
         self.child = Some(child);
         for _ in 0..250 {
-            if self.healthy().await {
-                return;
+            let exited = self
+                .child
+                .as_mut()
+                .is_none_or(|child| !matches!(child.try_wait(), Ok(None)));
+            if exited {
+                self.child = None;
+                return false;
+            }
+            if self.healthy().await
+                && tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+                    .await
+                    .is_ok()
+            {
+                return true;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        panic!(
-            "nats-server on port {} did not become healthy in 5 s",
-            self.port
-        );
+        self.kill().await;
+        false
     }
 
     async fn healthy(&self) -> bool {
