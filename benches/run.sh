@@ -28,7 +28,9 @@
 # S3_PIPELINE (16), SIZE (128), WRITE_INTERVAL_MS (10; 0 skips S1wi), SERVER_CORE (0), LOAD_CORE
 # (1), NODELAY (0; 1 sets TCP_NODELAY on both servers' connections everywhere), CARGO_TARGET_DIR
 # (target), OUT (a directory for the JSON results and server logs; default a fresh temporary one),
-# SERVERS ("tower-sse axum"), NICE (0; e.g. -10, as root, runs servers and load generator at that
+# SERVERS ("tower-sse axum"), TOWER_SERVE (axum: the tower-sse server runs on `axum::serve`, as
+# the peer does; tower: on `tower_sse::serve`, the crate's own loop, whose lean HTTP/1.1 writer
+# serves the event streams, LEAN=0 hands them to hyper instead; S2h/S2t always use their own), NICE (0; e.g. -10, as root, runs servers and load generator at that
 # niceness, so that other work on a shared machine disturbs the measurement less).
 #
 # Needs: cargo, taskset (util-linux), timeout (coreutils), python3 (the table), Linux /proc.
@@ -49,6 +51,7 @@ LOAD_CORE=${LOAD_CORE:-1}
 NODELAY=${NODELAY:-0}
 SERVERS=${SERVERS:-"tower-sse axum"}
 NICE=${NICE:-0}
+TOWER_SERVE=${TOWER_SERVE:-axum}
 WRITE_INTERVAL_MS=${WRITE_INTERVAL_MS:-10}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}
 OUT=${OUT:-$(mktemp -d -t tower-sse-load.XXXXXX)}
@@ -97,7 +100,7 @@ trap 'stop_server; exit 130' INT TERM
 start_server() {
     : >"$2"
     PORT=0 NODELAY=${RUN_NODELAY:-$NODELAY} WRITE_INTERVAL_MS=${RUN_WRITE_INTERVAL:-0} \
-        SERVE=${RUN_SERVE:-axum} nice -n "$NICE" taskset -c "$SERVER_CORE" \
+        SERVE=${RUN_SERVE:-$TOWER_SERVE} nice -n "$NICE" taskset -c "$SERVER_CORE" \
         "$(binary "$1")" >"$2" 2>&1 &
     SERVER_PID=$!
     for _ in $(seq 100); do

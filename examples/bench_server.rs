@@ -16,7 +16,9 @@
 //! recommended server loop, HTTP/1.1 and h2c with one shared `Router`, header-read and
 //! write-stall timeouts; `NODELAY` does not apply to it; `axum`: `axum::serve`, as the peer
 //! does, what `benches/run.sh` uses for the like-for-like comparison; `http1`: HTTP/1.1
-//! straight on hyper with one shared `Router`, see `serve_http1`).
+//! straight on hyper with one shared `Router`, see `serve_http1`), `LEAN` (`SERVE=tower`
+//! only; default `1`: event streams over HTTP/1.1 are written by the crate's lean writer;
+//! `0`: by hyper, see [`tower_sse::Serve::lean_event_streams`]).
 //!
 //! - `GET /events`: an SSE stream subscribed to the topic, keep-alive comment every 15 s.
 //!   Honours `Last-Event-ID` from the hub's history (default bounds: 1000 events / 1 MiB).
@@ -119,7 +121,11 @@ async fn main() -> std::io::Result<()> {
     match std::env::var("SERVE").as_deref() {
         Ok("http1") => return serve_http1(listener, app, nodelay).await,
         Ok("axum") => {}
-        Ok("tower") | Err(_) => return tower_sse::serve(listener, app).await,
+        Ok("tower") | Err(_) => {
+            return tower_sse::serve(listener, app)
+                .lean_event_streams(env_or("LEAN", 1u8) == 1)
+                .await;
+        }
         Ok(other) => {
             eprintln!("error: SERVE={other:?}: tower, axum or http1");
             std::process::exit(2);

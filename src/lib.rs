@@ -117,8 +117,11 @@ mod backoff;
 #[cfg(feature = "server")]
 #[cfg_attr(docsrs, doc(cfg(feature = "server")))]
 mod serve;
+#[cfg(feature = "_fuzz")]
+#[doc(hidden)]
+pub use serve::__fuzz_serve_head;
 #[cfg(feature = "server")]
-pub use serve::{Serve, serve};
+pub use serve::{RequestBody, Serve, serve};
 #[cfg(feature = "server")]
 #[cfg_attr(docsrs, doc(cfg(feature = "server")))]
 pub use stall::StallExecutor;

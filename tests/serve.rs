@@ -52,13 +52,21 @@ async fn slowloris_connections_are_closed() {
             .into_future(),
     );
     let mut idle = vec![];
-    for n in 0..20 {
+    for n in 0..21 {
         let mut stream = TcpStream::connect(addr).await.unwrap();
-        if n % 2 == 0 {
-            stream
+        match n % 3 {
+            // Half a head hyper would serve.
+            0 => stream
                 .write_all(b"GET /events HTTP/1.1\r\nHost: x\r\n")
                 .await
-                .unwrap();
+                .unwrap(),
+            // Half a head of an event-stream request, which `serve` reads itself.
+            1 => stream
+                .write_all(b"GET /events HTTP/1.1\r\nAccept: text/event-stream\r\n")
+                .await
+                .unwrap(),
+            // Nothing at all.
+            _ => {}
         }
         idle.push(stream);
     }
@@ -103,8 +111,18 @@ async fn sse_over_http1_and_h2c_then_a_graceful_shutdown() {
         .http2_only(true)
         .build_http::<Empty<Bytes>>();
     let mut bodies = vec![];
-    for (client, version) in [(h1, http::Version::HTTP_11), (h2, http::Version::HTTP_2)] {
-        let response = client.get(url.parse().unwrap()).await.unwrap();
+    // HTTP/1.1 with `Accept: text/event-stream` (served by `serve` itself), HTTP/1.1 without
+    // it (served by hyper), and h2c.
+    for (client, version, accept) in [
+        (h1.clone(), http::Version::HTTP_11, "text/event-stream"),
+        (h1, http::Version::HTTP_11, "*/*"),
+        (h2, http::Version::HTTP_2, "text/event-stream"),
+    ] {
+        let request = http::Request::get(&url)
+            .header("accept", accept)
+            .body(Empty::new())
+            .unwrap();
+        let response = client.request(request).await.unwrap();
         assert_eq!(response.version(), version);
         assert_eq!(response.headers()["content-type"], "text/event-stream");
         let mut body = response.into_body();
@@ -470,10 +488,17 @@ async fn request_heads_over_max_header_bytes_are_431() {
         let addr = listener.local_addr().unwrap();
         let server = serve(listener);
         let mut statuses = vec![];
-        for cookie in [1_000, 12_000] {
+        // Event-stream requests are read by `serve` itself, the others by hyper: the same
+        // limit either way.
+        for (cookie, accept) in [
+            (1_000, "*/*"),
+            (12_000, "*/*"),
+            (1_000, "text/event-stream"),
+            (12_000, "text/event-stream"),
+        ] {
             let mut stream = TcpStream::connect(addr).await.unwrap();
             let head = format!(
-                "GET /events HTTP/1.1\r\nHost: x\r\nCookie: a={}\r\n\r\n",
+                "GET /events HTTP/1.1\r\nHost: x\r\nAccept: {accept}\r\nCookie: a={}\r\n\r\n",
                 "c".repeat(cookie)
             );
             stream.write_all(head.as_bytes()).await.unwrap();
@@ -496,7 +521,7 @@ async fn request_heads_over_max_header_bytes_are_431() {
         })
     })
     .await;
-    assert_eq!(default, [200, 431], "8 KiB by default");
+    assert_eq!(default, [200, 431, 200, 431], "8 KiB by default");
     let app = self::app(&shutdown);
     let raised = status_for(|l| {
         tokio::spawn(async move {
@@ -504,5 +529,307 @@ async fn request_heads_over_max_header_bytes_are_431() {
         })
     })
     .await;
-    assert_eq!(raised, [200, 200], "64 KiB");
+    assert_eq!(raised, [200, 200, 200, 200], "64 KiB");
+}
+
+/// Routes for the lean HTTP/1.1 path: a finite event stream, a body echo (hyper's: it has a
+/// body), plain text, and 404 for the rest.
+fn lean_app() -> Router {
+    Router::new()
+        .route(
+            "/finite",
+            get(|| async {
+                EventStream::new(futures_util::stream::iter([
+                    Event::new().id("1").data("a"),
+                    Event::new().id("2").data("b"),
+                ]))
+            }),
+        )
+        .route(
+            "/echo",
+            axum::routing::post(|body: String| async move { body }),
+        )
+        .route("/plain", get(|| async { "plain" }))
+        .layer(SseLayer::new())
+}
+
+async fn serve_lean_app() -> std::net::SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(tower_sse::serve(listener, lean_app()).into_future());
+    addr
+}
+
+/// Reads until the server closes the connection (bounded).
+async fn read_to_close(stream: &mut TcpStream) -> String {
+    let mut all = vec![];
+    timeout(Duration::from_secs(10), stream.read_to_end(&mut all))
+        .await
+        .expect("the server closed the connection")
+        .unwrap();
+    String::from_utf8(all).unwrap()
+}
+
+/// Asserts that `parts` occur in `text` in this order.
+fn assert_in_order(text: &str, parts: &[&str]) {
+    let mut at = 0;
+    for part in parts {
+        match text[at..].find(part) {
+            Some(found) => at += found + part.len(),
+            None => panic!("{part:?} not found after byte {at} of:\n{text}"),
+        }
+    }
+}
+
+/// One HTTP/1.1 connection, requests one after the other, read by hyper's client (a strict
+/// parser of the framing): event streams served by `serve` itself end with their terminating
+/// chunk and leave the connection usable, a 404 on that path has its `content-length`, and a
+/// later request with a body is handed to hyper on the same connection.
+#[tokio::test]
+async fn lean_http1_responses_are_framed_for_keep_alive_and_hand_over_to_hyper() {
+    let addr = serve_lean_app().await;
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (mut send, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .unwrap();
+    let driver = tokio::spawn(connection);
+    let get = |path: &str, accept: &str| {
+        http::Request::get(path)
+            .header("host", "x")
+            .header("accept", accept)
+            .body(http_body_util::Full::new(Bytes::new()))
+            .unwrap()
+    };
+    for round in 0..2 {
+        let response = send
+            .send_request(get("/finite", "text/event-stream"))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "round {round}");
+        assert_eq!(response.headers()["content-type"], "text/event-stream");
+        assert_eq!(response.headers()["transfer-encoding"], "chunked");
+        assert!(response.headers().contains_key("date"));
+        let body = timeout(Duration::from_secs(5), response.into_body().collect())
+            .await
+            .unwrap()
+            .unwrap()
+            .to_bytes();
+        assert_eq!(&body[..], b"id: 1\ndata: a\n\nid: 2\ndata: b\n\n");
+
+        let response = send
+            .send_request(get("/missing", "text/event-stream"))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 404);
+        assert_eq!(response.headers()["content-length"], "0");
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert!(body.is_empty());
+    }
+    let post = http::Request::post("/echo")
+        .header("host", "x")
+        .body(http_body_util::Full::new(Bytes::from_static(b"hello")))
+        .unwrap();
+    let response = send.send_request(post).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&body[..], b"hello");
+    // After the handover the connection is hyper's, event streams included.
+    let response = send
+        .send_request(get("/finite", "text/event-stream"))
+        .await
+        .unwrap();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&body[..], b"id: 1\ndata: a\n\nid: 2\ndata: b\n\n");
+    drop(send);
+    timeout(Duration::from_secs(5), driver)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}
+
+/// Pipelined requests in one write: answered in order, across the handover to hyper, and a
+/// `Connection: close` closes the connection after its response.
+#[tokio::test]
+async fn lean_http1_answers_pipelined_requests_in_order() {
+    let addr = serve_lean_app().await;
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(
+            b"GET /finite HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n\
+              GET /missing HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n\
+              GET /finite HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n\
+              POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello\
+              GET /plain HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let text = read_to_close(&mut stream).await;
+    assert_in_order(
+        &text,
+        &[
+            "HTTP/1.1 200 OK\r\n",
+            "\r\n\r\n",
+            // Both events were ready at once: one chunk, as a rule.
+            "id: 1\ndata: a\n\n",
+            "id: 2\ndata: b\n\n\r\n",
+            "0\r\n\r\n",
+            "HTTP/1.1 404 Not Found\r\n",
+            "HTTP/1.1 200 OK\r\n",
+            "id: 2\ndata: b\n\n",
+            "0\r\n\r\n",
+            "HTTP/1.1 200 OK\r\n",
+            "\r\n\r\nhello",
+            "HTTP/1.1 200 OK\r\n",
+            "\r\n\r\nplain",
+        ],
+    );
+    assert!(text.ends_with("plain"), "{text}");
+
+    // `Connection: close` on the lean path: one response, then the close.
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(
+            b"GET /finite HTTP/1.1\r\nAccept: text/event-stream\r\nConnection: close\r\n\r\n\
+              GET /finite HTTP/1.1\r\nAccept: text/event-stream\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let text = read_to_close(&mut stream).await;
+    assert_eq!(text.matches("HTTP/1.1 ").count(), 1, "{text}");
+    assert!(text.contains("\r\nconnection: close\r\n"), "{text}");
+    assert!(text.ends_with("0\r\n\r\n"), "{text}");
+}
+
+/// Opens `GET /events` with `Accept: text/event-stream` on a raw connection and reads its head.
+async fn lean_stream(addr: std::net::SocketAddr) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"GET /events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = vec![];
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        timeout(Duration::from_secs(5), stream.read_exact(&mut byte))
+            .await
+            .unwrap()
+            .unwrap();
+        head.push(byte[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 200 OK\r\n"));
+    stream
+}
+
+/// Waits (bounded) until no stream is open, and returns why they closed.
+async fn until_all_closed(streams: &Streams) -> Vec<CloseReason> {
+    streams.until_open(0).await;
+    streams.closed.lock().unwrap().clone()
+}
+
+/// A client that goes away while its stream is idle (between events no write would notice)
+/// has its stream released at once, through the read side.
+#[tokio::test]
+async fn a_lean_stream_whose_client_goes_away_is_released() {
+    let streams = Streams::default();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    // One event an hour: only the read side can see the client go.
+    let (opened, closed) = (streams.clone(), streams.clone());
+    let app = Router::new()
+        .route(
+            "/events",
+            get(|| async {
+                EventStream::new(
+                    futures_util::stream::iter([Event::new().data("first")])
+                        .chain(futures_util::stream::pending()),
+                )
+            }),
+        )
+        .layer(
+            SseLayer::new()
+                .on_open(move |_: &StreamInfo| {
+                    opened.open.fetch_add(1, SeqCst);
+                })
+                .on_close(move |_: &StreamInfo, reason: CloseReason| {
+                    closed.closed.lock().unwrap().push(reason);
+                    closed.open.fetch_sub(1, SeqCst);
+                }),
+        );
+    tokio::spawn(tower_sse::serve(listener, app).into_future());
+    let clients: Vec<_> = futures_util::future::join_all((0..3).map(|_| lean_stream(addr))).await;
+    streams.until_open(3).await;
+    drop(clients);
+    let reasons = until_all_closed(&streams).await;
+    assert_eq!(reasons, [CloseReason::ClientGone; 3]);
+}
+
+/// A client that stops reading is dropped by the write timeout on the lean path too.
+#[tokio::test]
+async fn a_lean_stream_whose_client_stops_reading_is_dropped_by_the_write_timeout() {
+    let streams = Streams::default();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    // 64 KiB events, as fast as they are taken.
+    let (opened, closed) = (streams.clone(), streams.clone());
+    let app = Router::new()
+        .route(
+            "/events",
+            get(|| async {
+                let payload = "x".repeat(64 * 1024);
+                EventStream::new(futures_util::stream::repeat_with(move || {
+                    Event::new().data(&payload)
+                }))
+            }),
+        )
+        .layer(
+            SseLayer::new()
+                .on_open(move |_: &StreamInfo| {
+                    opened.open.fetch_add(1, SeqCst);
+                })
+                .on_close(move |_: &StreamInfo, reason: CloseReason| {
+                    closed.closed.lock().unwrap().push(reason);
+                    closed.open.fetch_sub(1, SeqCst);
+                }),
+        );
+    tokio::spawn(
+        tower_sse::serve(listener, app)
+            .write_timeout(Duration::from_millis(300))
+            .into_future(),
+    );
+    // Stops reading after the head, keeps the socket open.
+    let stalled = lean_stream(addr).await;
+    streams.until_open(1).await;
+    let reasons = until_all_closed(&streams).await;
+    assert_eq!(reasons, [CloseReason::ClientGone]);
+    drop(stalled);
+}
+
+/// A client that sends more than `max_header_bytes` while its stream waits for events is
+/// closed (what it sends is read while the body has nothing to write, and kept for a
+/// pipelined request up to that limit).
+#[tokio::test]
+async fn a_lean_stream_whose_client_sends_too_much_is_closed() {
+    let streams = Streams::default();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = stalling_app(&streams, Duration::from_secs(30));
+    tokio::spawn(tower_sse::serve(listener, app).into_future());
+    let mut flooding = lean_stream(addr).await;
+    streams.until_open(1).await;
+    flooding.write_all(&[b'x'; 9 * 1024]).await.unwrap();
+    let mut sink = vec![0u8; 256 * 1024];
+    let closed = timeout(Duration::from_secs(10), async {
+        loop {
+            match flooding.read(&mut sink).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the flooding client was not closed");
+    let reasons = until_all_closed(&streams).await;
+    assert_eq!(reasons, [CloseReason::ClientGone]);
 }

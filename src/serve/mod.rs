@@ -1,4 +1,26 @@
 //! The recommended way to run an SSE server (feature `server`): [`serve`].
+//!
+//! `mod.rs` holds the builder and the accept loop. Each connection starts on the lean
+//! HTTP/1.1 path (`lean`: `head` reads and routes request heads, `response` writes response
+//! heads), which serves event-stream `GET`s itself; anything else is handed to hyper's auto
+//! connection (HTTP/1.1 and h2c) with the bytes read so far put back (`rewind`).
+
+mod body;
+mod head;
+mod lean;
+mod response;
+mod rewind;
+
+pub use body::RequestBody;
+
+/// (internal, feature `_fuzz`) Runs the request-head router's checks on any bytes, for the
+/// `serve_head` fuzz target: never a panic; a head taken for the lean path is a prefix of the
+/// bytes, reads the same alone, and carries no body, upgrade or `Expect`.
+#[cfg(feature = "_fuzz")]
+#[doc(hidden)]
+pub fn __fuzz_serve_head(data: &[u8]) {
+    head::fuzz(data);
+}
 
 use std::{
     convert::Infallible,
@@ -22,15 +44,29 @@ use hyper_util::{
 use tokio::net::TcpListener;
 use tower_service::Service;
 
+use self::{
+    lean::{Lean, Outcome},
+    rewind::Rewind,
+};
 use crate::{BoxError, Shutdown, StallExecutor, io::WriteTimeout};
 
 /// Serves `service` on `listener`: HTTP/1.1 and HTTP/2 over cleartext (h2c), one shared
 /// service for every connection (no router per connection), with the timeouts a public SSE
-/// server needs:
+/// server needs.
+///
+/// HTTP/1.1 event-stream requests (`GET` with `Accept: text/event-stream`, as every
+/// `EventSource` sends, and no body) are read and answered by a lean writer of this crate
+/// instead of a hyper connection: it keeps no buffers while a stream is open (a few KiB per
+/// connection instead of hyper's two 8 KiB buffers) and writes each frame as one chunk in one
+/// write. Every other request (and every malformed one) goes to hyper, which parses it from its
+/// first byte; the service sees the same requests either way, with a [`RequestBody`].
+///
+/// The timeouts and limits:
 ///
 /// - **header read** ([`header_read_timeout`](Serve::header_read_timeout), default 10 s): a
 ///   connection that sends no complete request head in time is closed (slowloris: with
-///   `axum::serve` a half-sent head held its connection forever);
+///   `axum::serve` a half-sent head held its connection forever); on HTTP/1.1 keep-alive it
+///   also bounds the wait for the next request;
 /// - **write stall** ([`write_timeout`](Serve::write_timeout), default 30 s, see
 ///   [`io::WriteTimeout`](crate::io::WriteTimeout)): a client that stops reading is dropped;
 /// - **stalled HTTP/2 streams**: every stream runs under a [`StallExecutor`], so an event
@@ -67,6 +103,7 @@ pub fn serve<S>(listener: TcpListener, service: S) -> Serve<S> {
         header_read_timeout: Duration::from_secs(10),
         write_timeout: Duration::from_secs(30),
         max_header_bytes: Serve::<S>::DEFAULT_MAX_HEADER_BYTES,
+        lean: true,
         shutdown: None,
         grace: Duration::from_secs(5),
     }
@@ -80,6 +117,7 @@ pub struct Serve<S> {
     header_read_timeout: Duration,
     write_timeout: Duration,
     max_header_bytes: usize,
+    lean: bool,
     shutdown: Option<Shutdown>,
     grace: Duration,
 }
@@ -107,6 +145,21 @@ impl<S> Serve<S> {
     /// ```
     pub fn max_header_bytes(mut self, bytes: usize) -> Self {
         self.max_header_bytes = bytes.max(8 * 1024);
+        self
+    }
+
+    /// Whether HTTP/1.1 event-stream requests are served by this crate's lean writer (the
+    /// default) or, like every other request, by hyper. The lean writer holds a few KiB per
+    /// open stream where hyper holds about 11 KiB, and writes each frame in one write; turn it
+    /// off to rule it out when you look into a problem with a client, or to compare.
+    ///
+    /// ```
+    /// # async fn f(l: tokio::net::TcpListener, app: axum::Router) {
+    /// let _ = tower_sse::serve(l, app).lean_event_streams(false);
+    /// # }
+    /// ```
+    pub fn lean_event_streams(mut self, lean: bool) -> Self {
+        self.lean = lean;
         self
     }
 
@@ -164,7 +217,7 @@ impl<S> Serve<S> {
 
 impl<S, B> IntoFuture for Serve<S>
 where
-    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+    S: Service<Request<RequestBody>, Response = Response<B>, Error = Infallible>
         + Clone
         + Send
         + 'static,
@@ -183,7 +236,7 @@ where
 impl<S> Serve<S> {
     async fn run<B>(self) -> io::Result<()>
     where
-        S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+        S: Service<Request<RequestBody>, Response = Response<B>, Error = Infallible>
             + Clone
             + Send
             + 'static,
@@ -220,29 +273,34 @@ impl<S> Serve<S> {
                 },
                 () = &mut stop => break,
             };
-            let (builder, service) = (builder.clone(), self.service.clone());
-            let header_read_timeout = self.header_read_timeout;
-            let io = WriteTimeout::new(tcp, self.write_timeout);
+            let builder = builder.clone();
             let watcher = graceful.watcher();
+            let lean = Lean {
+                io: WriteTimeout::new(tcp, self.write_timeout),
+                service: self.service.clone(),
+                peer,
+                shutdown: self.shutdown.clone(),
+                header_read_timeout: self.header_read_timeout,
+                max_head: self.max_header_bytes,
+                lean: self.lean,
+            };
             tokio::spawn(async move {
-                // Until the first byte, hyper reads no head and its timer does not run: a
-                // connection that sends nothing is closed here.
-                let mut first = [0u8; 1];
-                let peeked =
-                    tokio::time::timeout(header_read_timeout, io.get_ref().peek(&mut first)).await;
-                if !matches!(peeked, Ok(Ok(n)) if n > 0) {
-                    return;
-                }
+                // Until it ends, the watcher keeps a graceful shutdown waiting for this
+                // connection, whichever path serves it.
+                let Outcome::Hyper(prefix, io, service) = lean.run().await else {
+                    return drop(watcher);
+                };
                 let connection = builder
                     .serve_connection(
-                        TokioIo::new(io),
+                        TokioIo::new(Rewind::new(prefix, io)),
                         TowerToHyperService::new(WithPeer {
                             inner: service,
                             peer,
                         }),
                     )
                     .into_owned();
-                if let Err(err) = watcher.watch(connection).await {
+                // Boxed: hyper's connection state is not kept in the lean connections' tasks.
+                if let Err(err) = Box::pin(watcher.watch(connection)).await {
                     tracing::debug!(error = %err, "connection ended with an error");
                 }
             });
@@ -258,16 +316,25 @@ impl<S> Serve<S> {
     }
 }
 
-/// Puts the peer's address into every request's extensions.
+/// Puts the peer's address into a request's extensions.
+fn insert_peer<B>(request: &mut Request<B>, peer: SocketAddr) {
+    request.extensions_mut().insert(peer);
+    #[cfg(feature = "axum")]
+    request
+        .extensions_mut()
+        .insert(axum::extract::ConnectInfo(peer));
+}
+
+/// The service as hyper calls it: its requests get a [`RequestBody`] and the peer's address.
 #[derive(Clone)]
 struct WithPeer<S> {
     inner: S,
     peer: SocketAddr,
 }
 
-impl<S, B> Service<Request<B>> for WithPeer<S>
+impl<S> Service<Request<Incoming>> for WithPeer<S>
 where
-    S: Service<Request<B>>,
+    S: Service<Request<RequestBody>>,
 {
     type Response = S::Response;
     type Error = S::Error;
@@ -277,12 +344,10 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        req.extensions_mut().insert(self.peer);
-        #[cfg(feature = "axum")]
-        req.extensions_mut()
-            .insert(axum::extract::ConnectInfo(self.peer));
-        self.inner.call(req)
+    fn call(&mut self, request: Request<Incoming>) -> Self::Future {
+        let mut request = request.map(RequestBody::incoming);
+        insert_peer(&mut request, self.peer);
+        self.inner.call(request)
     }
 }
 
@@ -292,6 +357,7 @@ impl<S> fmt::Debug for Serve<S> {
             .field("header_read_timeout", &self.header_read_timeout)
             .field("write_timeout", &self.write_timeout)
             .field("grace", &self.grace)
+            .field("lean_event_streams", &self.lean)
             .finish_non_exhaustive()
     }
 }

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# User-space instructions per delivered event (callgrind), the S1 measure the noisy loopback
+# timings cannot give: each server runs under `valgrind --tool=callgrind`, examples/loadgen.rs
+# connects CLIENTS SSE clients and publishes at RATE msg/s for DURATION s; the counters are
+# zeroed once the clients are connected and dumped when the load generator is done, so the
+# count is the publishing and delivering only. Instructions (not time) do not move with the
+# machine's load; kernel work (the writes themselves) is not counted.
+#
+#   benches/instructions.sh                 # tower-sse lean, tower-sse through hyper, axum peer
+#   CLIENTS=200 RATE=50 DURATION=10 benches/instructions.sh
+#
+# Servers: `bench_server` with SERVE=tower (LEAN=1: the lean HTTP/1.1 writer; LEAN=0: hyper)
+# and `bench_peer_axum`. RATE is kept low enough that each event is one write per client (no
+# batching), so the figure is per event and per write alike. Everything on 127.0.0.1; servers
+# are stopped by PID. Needs valgrind (callgrind_control, callgrind_annotate), taskset, python3.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+CLIENTS=${CLIENTS:-200}
+RATE=${RATE:-50}
+DURATION=${DURATION:-10}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}
+OUT=${OUT:-$(mktemp -d -t tower-sse-instr.XXXXXX)}
+mkdir -p "$OUT"
+
+cargo build --release --quiet --example bench_server --example bench_peer_axum --example loadgen
+BIN=$CARGO_TARGET_DIR/release/examples
+
+VPID=
+stop() {
+    if [ -n "$VPID" ]; then
+        kill "$VPID" 2>/dev/null || true
+        wait "$VPID" 2>/dev/null || true
+        VPID=
+    fi
+}
+trap stop EXIT
+
+# measure NAME BINARY LEAN: prints "NAME instructions/event"
+measure() {
+    local name=$1 bin=$2 lean=$3 log=$OUT/$1.server.log out=$OUT/$1.callgrind
+    PORT=0 SERVE=tower LEAN=$lean taskset -c 0 valgrind --tool=callgrind \
+        --callgrind-out-file="$out" "$BIN/$bin" >"$log" 2>&1 &
+    VPID=$!
+    local url=
+    for _ in $(seq 300); do
+        url=$(sed -n 's/^listening on \(http:[^ ]*\).*/\1/p' "$log" | head -n 1) || url=
+        [ -n "$url" ] && break
+        sleep 0.1
+    done
+    [ -n "$url" ] || { echo "$name did not start" >&2; cat "$log" >&2; exit 1; }
+    # --settle 6: the clients connect, then 6 s pass before the first publish; the counters
+    # are zeroed 4 s in.
+    timeout $((DURATION + 60)) taskset -c 1 "$BIN/loadgen" --url "$url" --clients "$CLIENTS" \
+        --rate "$RATE" --size 128 --duration "$DURATION" --settle 6 >"$OUT/$name.loadgen.log" 2>&1 &
+    local lg=$!
+    sleep 4
+    callgrind_control -z "$VPID" >/dev/null 2>&1
+    wait "$lg"
+    callgrind_control -d "$VPID" >/dev/null 2>&1
+    sleep 1
+    stop
+    local ir delivered lost
+    ir=$(callgrind_annotate "$out.1" 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1; exit }')
+    delivered=$(sed -n 's/^delivered: \([0-9]*\) of.*/\1/p' "$OUT/$name.loadgen.log")
+    lost=$(sed -n 's/^lost: \([0-9]*\) events.*/\1/p' "$OUT/$name.loadgen.log")
+    python3 -c "print(f'{\"$name\":<28} {$ir / $delivered:>8.0f} instructions / delivered event ({$delivered} delivered, $lost lost)')"
+}
+
+echo "$CLIENTS clients, $RATE msg/s, $DURATION s; results in $OUT"
+measure tower-sse-lean bench_server 1
+measure tower-sse-hyper bench_server 0
+measure axum-broadcast bench_peer_axum 1

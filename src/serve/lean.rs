@@ -1,0 +1,281 @@
+//! The lean HTTP/1.1 path: a connection whose requests are event-stream `GET`s is served
+//! here, without a hyper connection behind it.
+//!
+//! Why: an event stream spends its life writing small chunks and waiting. Through hyper each
+//! wake-up goes through its dispatcher, its write buffer and its read-side bookkeeping, and
+//! every idle connection keeps hyper's 8 KiB read and write buffers (`BENCHMARKS.md`). Here a
+//! connection keeps no buffer while it streams; a frame from the body is written at once as
+//! one chunk (size line, data, CRLF in one vectored write), and the read side is only watched
+//! for the client going away.
+//!
+//! What it does: reads request heads ([`head`](super::head) decides; everything not for this
+//! path goes to hyper with the bytes read so far), calls the service, writes the response
+//! (`Content-Length` when the length is known, else chunked; `Date`; `Connection: close` when
+//! it will close), and keeps the connection for the next request (keep-alive and pipelining)
+//! unless either side asked to close, a body failed or was cut short, or the server is
+//! shutting down. A client that goes away (EOF or a reset) while the body waits for events
+//! drops the body at once, so its subscription is released (while the body has frames, the
+//! failed write shows it); one that sends more than
+//! [`max_header_bytes`](crate::Serve::max_header_bytes) while a response waits is closed.
+
+use std::{
+    convert::Infallible,
+    future::poll_fn,
+    io::{self, IoSlice},
+    net::SocketAddr,
+    pin::{Pin, pin},
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use bytes::{Buf as _, Bytes, BytesMut};
+use http::{Request, Response};
+use http_body::{Body, Frame};
+use tokio::{
+    io::{AsyncReadExt as _, AsyncWriteExt as _},
+    net::TcpStream,
+    time::Instant,
+};
+use tower_service::Service;
+
+use super::{
+    RequestBody,
+    head::{self, Head},
+    insert_peer,
+    response::{self, Framing},
+};
+use crate::{BoxError, Shutdown, io::WriteTimeout};
+
+/// A connection on the lean path, and what it needs.
+pub(super) struct Lean<S> {
+    pub(super) io: WriteTimeout<TcpStream>,
+    pub(super) service: S,
+    pub(super) peer: SocketAddr,
+    pub(super) shutdown: Option<Shutdown>,
+    pub(super) header_read_timeout: Duration,
+    pub(super) max_head: usize,
+    /// `false`: every request is hyper's (`Serve::lean_event_streams(false)`); this path
+    /// then only waits for the first bytes, under the header-read timeout.
+    pub(super) lean: bool,
+}
+
+/// How a lean connection ended.
+pub(super) enum Outcome<S> {
+    /// Closed (or the client went away).
+    Done,
+    /// A request for hyper: the bytes read of it so far, the connection and the service.
+    Hyper(Bytes, WriteTimeout<TcpStream>, S),
+}
+
+/// What the body and the read side had for the response loop.
+enum Next<D> {
+    Frame(Frame<D>),
+    End,
+    Failed(BoxError),
+    /// The client closed, reset, or sent too much.
+    Gone,
+}
+
+impl<S, B> Lean<S>
+where
+    S: Service<Request<RequestBody>, Response = Response<B>, Error = Infallible>,
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    /// Serves requests until the connection closes, or until one is hyper's.
+    pub(super) async fn run(mut self) -> Outcome<S> {
+        let mut buf = BytesMut::new();
+        loop {
+            let deadline = crate::time::later(Instant::now(), self.header_read_timeout);
+            let (request, close) = loop {
+                let parsed = match self.lean {
+                    true => head::parse(&buf, self.max_head),
+                    false if buf.is_empty() => Head::Partial,
+                    false => Head::Hyper,
+                };
+                match parsed {
+                    Head::Partial => {}
+                    Head::Hyper => return Outcome::Hyper(buf.freeze(), self.io, self.service),
+                    Head::Lean {
+                        request,
+                        len,
+                        close,
+                    } => {
+                        buf.advance(len);
+                        break (request, close);
+                    }
+                }
+                if !self.read_more(&mut buf, deadline).await {
+                    return Outcome::Done;
+                }
+            };
+            if buf.is_empty() {
+                // An idle connection keeps no buffer.
+                buf = BytesMut::new();
+            }
+            let keep = self.respond(request, close, &mut buf).await;
+            if !keep || self.shutdown.as_ref().is_some_and(Shutdown::is_triggered) {
+                return Outcome::Done;
+            }
+        }
+    }
+
+    /// Reads more of a request head into `buf`; false when the connection is to close: EOF,
+    /// an error, the header-read deadline, or a shutdown.
+    async fn read_more(&mut self, buf: &mut BytesMut, deadline: Instant) -> bool {
+        buf.reserve((self.max_head - buf.len()).clamp(1, 1024));
+        let stop = async {
+            match &self.shutdown {
+                Some(shutdown) => shutdown.triggered().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            read = tokio::time::timeout_at(deadline, self.io.read_buf(buf)) => {
+                matches!(read, Ok(Ok(n)) if n > 0)
+            }
+            () = stop => false,
+        }
+    }
+
+    /// Answers one request; whether the connection can take another.
+    async fn respond(&mut self, request: Request<()>, close: bool, pending: &mut BytesMut) -> bool {
+        let mut request = request.map(|()| RequestBody::empty());
+        insert_peer(&mut request, self.peer);
+        let Ok(()) = poll_fn(|cx| self.service.poll_ready(cx)).await;
+        // Boxed: the service's future is not kept in every connection's task while it streams.
+        let Ok(response) = Box::pin(self.service.call(request)).await;
+        let (mut parts, body) = response.into_parts();
+        let (head, framing, keep) = response::head(&mut parts, &body.size_hint(), close);
+        drop(parts);
+        if let Err(err) = self.io.write_all(&head).await {
+            tracing::debug!(error = %err, "writing a response head failed");
+            return false;
+        }
+        drop(head);
+        if framing == Framing::None {
+            return keep;
+        }
+        let mut body = pin!(body);
+        let mut sent: u64 = 0;
+        loop {
+            let (tcp, max_head) = (self.io.get_ref(), self.max_head);
+            let next = poll_fn(|cx| poll_next(cx, tcp, max_head, body.as_mut(), pending)).await;
+            let data = match next {
+                Next::Frame(frame) => match frame.into_data() {
+                    Ok(data) => data,
+                    Err(_trailers) => continue,
+                },
+                Next::End => break,
+                Next::Failed(err) => {
+                    tracing::debug!(error = %err, "response body failed; closing the connection");
+                    return false;
+                }
+                Next::Gone => return false,
+            };
+            if !data.has_remaining() {
+                continue;
+            }
+            let written = match framing {
+                Framing::Length(length) => {
+                    let room = length - sent;
+                    let len = data.remaining() as u64;
+                    let chunk = &data.chunk()[..len.min(room) as usize];
+                    sent += chunk.len() as u64;
+                    let written =
+                        write_all_vectored(&mut self.io, &mut [IoSlice::new(chunk)]).await;
+                    if len > room {
+                        tracing::debug!("response body longer than its content-length");
+                        return false;
+                    }
+                    written
+                }
+                Framing::Chunked => {
+                    let mut line = [0; 18];
+                    let n = response::chunk_size_line(data.remaining(), &mut line);
+                    write_all_vectored(
+                        &mut self.io,
+                        &mut [
+                            IoSlice::new(&line[..n]),
+                            IoSlice::new(data.chunk()),
+                            IoSlice::new(b"\r\n"),
+                        ],
+                    )
+                    .await
+                }
+                Framing::None => unreachable!("not polled"),
+            };
+            if let Err(err) = written {
+                tracing::debug!(error = %err, "writing to the client failed");
+                return false;
+            }
+        }
+        match framing {
+            Framing::Chunked => self.io.write_all(b"0\r\n\r\n").await.is_ok() && keep,
+            Framing::Length(length) => {
+                if sent != length {
+                    tracing::debug!("response body shorter than its content-length");
+                }
+                sent == length && keep
+            }
+            Framing::None => keep,
+        }
+    }
+}
+
+/// Polls the body, and when it has nothing, watches the read side (the client going away,
+/// or sending its next request early).
+fn poll_next<B>(
+    cx: &mut Context<'_>,
+    tcp: &TcpStream,
+    max_head: usize,
+    body: Pin<&mut B>,
+    pending: &mut BytesMut,
+) -> Poll<Next<B::Data>>
+where
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    // The body first: while it has frames, the read side waits (a client that left shows up
+    // as a failed write; one that sends more is not read meanwhile). Only a body with nothing
+    // to send registers for the read side, once per wait instead of once per frame.
+    match body.poll_frame(cx) {
+        Poll::Ready(Some(Ok(frame))) => return Poll::Ready(Next::Frame(frame)),
+        Poll::Ready(Some(Err(err))) => return Poll::Ready(Next::Failed(err.into())),
+        Poll::Ready(None) => return Poll::Ready(Next::End),
+        Poll::Pending => {}
+    }
+    while let Poll::Ready(ready) = tcp.poll_read_ready(cx) {
+        if ready.is_err() {
+            return Poll::Ready(Next::Gone);
+        }
+        let mut scratch = [0u8; 1024];
+        match tcp.try_read(&mut scratch) {
+            Ok(0) => return Poll::Ready(Next::Gone),
+            Ok(n) if pending.len() + n > max_head => {
+                tracing::debug!("client sent too much while a response streamed; closing");
+                return Poll::Ready(Next::Gone);
+            }
+            Ok(n) => pending.extend_from_slice(&scratch[..n]),
+            // Readiness was stale; the next poll registers for it again.
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
+            Err(_) => return Poll::Ready(Next::Gone),
+        }
+    }
+    Poll::Pending
+}
+
+/// Writes every slice, in as few writes as the socket takes (one, as a rule).
+async fn write_all_vectored(
+    io: &mut WriteTimeout<TcpStream>,
+    mut bufs: &mut [IoSlice<'_>],
+) -> io::Result<()> {
+    while !bufs.is_empty() {
+        let n = io.write_vectored(bufs).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        IoSlice::advance_slices(&mut bufs, n);
+    }
+    Ok(())
+}
