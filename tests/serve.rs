@@ -833,3 +833,269 @@ async fn a_lean_stream_whose_client_sends_too_much_is_closed() {
     let reasons = until_all_closed(&streams).await;
     assert_eq!(reasons, [CloseReason::ClientGone]);
 }
+
+/// `serve` on `app`, with the lean path on or off, configured by `configure`.
+async fn serve_app(
+    app: Router,
+    lean: bool,
+    configure: impl FnOnce(tower_sse::Serve<Router>) -> tower_sse::Serve<Router>,
+) -> std::net::SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = configure(tower_sse::serve(listener, app).lean_event_streams(lean));
+    tokio::spawn(server.into_future());
+    addr
+}
+
+/// Reads until the server closes (`Ok`) or `secs` pass (`Err`), with what came either way.
+async fn read_for(stream: &mut TcpStream, secs: u64) -> Result<String, String> {
+    let mut all = vec![];
+    let read = timeout(Duration::from_secs(secs), async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => all.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    let text = String::from_utf8_lossy(&all).into_owned();
+    read.map(|()| text.clone()).map_err(|_| text)
+}
+
+/// Counts live handler futures: up when one starts, down when it is dropped.
+struct Live(Arc<AtomicUsize>);
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, SeqCst);
+    }
+}
+
+/// A client that leaves while the handler works has the handler's future dropped, on both
+/// paths (the lean path ran it to its end, here an hour).
+#[tokio::test]
+async fn a_handler_whose_client_left_is_dropped() {
+    for lean in [true, false] {
+        let live = Arc::new(AtomicUsize::new(0));
+        let counted = live.clone();
+        let app = Router::new().route(
+            "/wait",
+            get(move || {
+                let counted = counted.clone();
+                async move {
+                    counted.fetch_add(1, SeqCst);
+                    let _live = Live(counted);
+                    tokio::time::sleep(Duration::from_secs(3600)).await;
+                    "late"
+                }
+            }),
+        );
+        let addr = serve_app(app, lean, |s| s).await;
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream
+            .write_all(b"GET /wait HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n")
+            .await
+            .unwrap();
+        let started = timeout(Duration::from_secs(5), async {
+            while live.load(SeqCst) != 1 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+        assert!(started.is_ok(), "lean={lean}: the handler did not start");
+        drop(stream);
+        let dropped = timeout(Duration::from_secs(5), async {
+            while live.load(SeqCst) != 0 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+        assert!(dropped.is_ok(), "lean={lean}: the handler still runs");
+    }
+}
+
+/// A `Content-Length` response is complete at its last byte, whether or not its body says it
+/// ended: the next request on the connection is answered.
+#[tokio::test]
+async fn a_content_length_response_is_complete_at_its_last_byte() {
+    for lean in [true, false] {
+        let app = Router::new()
+            .route(
+                "/length",
+                get(|| async {
+                    let bytes = futures_util::stream::iter([Ok::<_, std::io::Error>(
+                        Bytes::from_static(b"hello"),
+                    )])
+                    .chain(futures_util::stream::pending());
+                    axum::response::Response::builder()
+                        .header("content-length", "5")
+                        .body(axum::body::Body::from_stream(bytes))
+                        .unwrap()
+                }),
+            )
+            .route("/plain", get(|| async { "plain" }));
+        let addr = serve_app(app, lean, |s| s).await;
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let (mut send, connection) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+                .await
+                .unwrap();
+        tokio::spawn(connection);
+        for (path, want) in [("/length", "hello"), ("/plain", "plain")] {
+            let request = http::Request::get(path)
+                .header("host", "x")
+                .header("accept", "text/event-stream")
+                .body(Empty::<Bytes>::new())
+                .unwrap();
+            let body = timeout(Duration::from_secs(5), async {
+                send.ready().await.unwrap();
+                let response = send.send_request(request).await.unwrap();
+                response.into_body().collect().await.unwrap().to_bytes()
+            })
+            .await
+            .unwrap_or_else(|_| panic!("lean={lean}: {path} was not answered"));
+            assert_eq!(&body[..], want.as_bytes(), "lean={lean}");
+        }
+    }
+}
+
+/// A service that answers `1xx` (not a final status) gets the client a `500`, as hyper sends.
+#[tokio::test]
+async fn a_1xx_answer_becomes_a_500() {
+    for lean in [true, false] {
+        let app = Router::new().route("/hints", get(|| async { http::StatusCode::EARLY_HINTS }));
+        let addr = serve_app(app, lean, |s| s).await;
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream
+            .write_all(b"GET /hints HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n")
+            .await
+            .unwrap();
+        let text = read_for(&mut stream, 5).await.unwrap_or_else(|text| text);
+        assert!(
+            text.starts_with("HTTP/1.1 500 Internal Server Error\r\n"),
+            "lean={lean}: {text}"
+        );
+    }
+}
+
+/// A `max_header_bytes` that is not a power of two holds on the lean path (the read buffer's
+/// capacity let heads of up to twice the limit through). hyper's own check is looser (it
+/// counts in its buffer's growth steps: a 14 KB head passes a 10,000-byte limit there), so
+/// the cases in between are the lean path's only.
+#[tokio::test]
+async fn max_header_bytes_holds_on_both_paths() {
+    for lean in [true, false] {
+        let addr = serve_app(lean_app(), lean, |s| s.max_header_bytes(10_000)).await;
+        let cases: &[(usize, &str)] = match lean {
+            true => &[
+                (9_000, "200"),
+                (10_000, "431"),
+                (10_500, "431"),
+                (14_000, "431"),
+            ],
+            false => &[(9_000, "200"), (24_000, "431")],
+        };
+        for &(cookie, want) in cases {
+            let mut stream = TcpStream::connect(addr).await.unwrap();
+            let head = format!(
+                "GET /finite HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\nCookie: a={}\r\n\r\n",
+                "c".repeat(cookie)
+            );
+            stream.write_all(head.as_bytes()).await.unwrap();
+            let mut status = [0u8; 12];
+            timeout(Duration::from_secs(5), stream.read_exact(&mut status))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(
+                &status[9..12],
+                want.as_bytes(),
+                "lean={lean}, cookie {cookie}"
+            );
+        }
+    }
+}
+
+/// After HTTP/1.1 requests, an HTTP/2 preface on the same connection does not switch it to
+/// HTTP/2 (hyper's HTTP/1.1 connection refuses it; the lean path's handover did not).
+#[tokio::test]
+async fn an_h2_preface_after_http1_requests_is_not_a_switch() {
+    for lean in [true, false] {
+        let addr = serve_app(lean_app(), lean, |s| s).await;
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream
+            .write_all(
+                b"GET /plain HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n\
+                  PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00",
+            )
+            .await
+            .unwrap();
+        let text = read_for(&mut stream, 5).await.unwrap_or_else(|text| text);
+        let plain = text.find("\r\n\r\nplain").expect("the first response") + 9;
+        let after = &text[plain..];
+        assert!(
+            after.is_empty() || after.starts_with("HTTP/1.1 "),
+            "lean={lean}: {:?}",
+            after.as_bytes()
+        );
+    }
+}
+
+/// A client that sends two requests and closes its side has the first answered in full (the
+/// lean path took the EOF for a client gone and cut the stream short).
+#[tokio::test]
+async fn pipelined_requests_then_a_half_close_get_their_answer() {
+    for lean in [true, false] {
+        let app = Router::new()
+            .route(
+                "/slow",
+                get(|| async {
+                    EventStream::new(futures_util::stream::once(async {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        Event::new().data("late")
+                    }))
+                }),
+            )
+            .layer(SseLayer::new());
+        let addr = serve_app(app, lean, |s| s).await;
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream
+            .write_all(
+                b"GET /slow HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n\
+                  GET /slow HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n",
+            )
+            .await
+            .unwrap();
+        stream.shutdown().await.unwrap();
+        let text = read_for(&mut stream, 5).await.unwrap_or_else(|text| text);
+        assert_in_order(
+            &text,
+            &["HTTP/1.1 200 OK\r\n", "data: late\n\n", "\r\n0\r\n\r\n"],
+        );
+    }
+}
+
+/// The start of an HTTP/2 preface, then silence, is closed after the header-read timeout
+/// (hyper's version detection has no timer: it held such connections forever).
+#[tokio::test]
+async fn half_an_h2_preface_is_closed_after_the_header_read_timeout() {
+    let addr = serve_app(lean_app(), true, |s| {
+        s.header_read_timeout(Duration::from_millis(300))
+    })
+    .await;
+    for bytes in [
+        &b"PRI * HTTP/2.0\r\n"[..],
+        b"P",
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n",
+    ] {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream.write_all(bytes).await.unwrap();
+        assert!(
+            read_for(&mut stream, 5).await.is_ok(),
+            "{:?} was held",
+            String::from_utf8_lossy(bytes)
+        );
+    }
+}

@@ -13,6 +13,9 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri, Version, he
 /// to hyper.
 const MAX_HEADERS: usize = 100;
 
+/// HTTP/2's connection preface.
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
 /// What a buffer holding the start of a connection's next request is.
 #[derive(Debug)]
 // A return value, moved once; boxing the request would cost an allocation per request.
@@ -35,10 +38,17 @@ pub(super) enum Head {
 
 /// Reads the head at the start of `buf`, a buffer of at most `max_head` bytes.
 pub(super) fn parse(buf: &[u8], max_head: usize) -> Head {
+    // The start of HTTP/2's preface (h2c with prior knowledge): read on, under the same
+    // header-read deadline, before hyper gets it (its version sniffing has no timer).
+    if !buf.is_empty() && buf.len() < PREFACE.len() && PREFACE.starts_with(buf) {
+        return Head::Partial;
+    }
     let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut parsed = httparse::Request::new(&mut fields);
     let len = match parsed.parse(buf) {
-        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Complete(len)) if len <= max_head => len,
+        // A complete head over the limit: hyper answers 431.
+        Ok(httparse::Status::Complete(_)) => return Head::Hyper,
         Ok(httparse::Status::Partial) if buf.len() < max_head => return Head::Partial,
         // Too large (hyper answers 431), or malformed (hyper answers 400).
         Ok(httparse::Status::Partial) | Err(_) => return Head::Hyper,
@@ -185,6 +195,15 @@ mod tests {
         assert!(matches!(parse(head, MAX), Head::Partial));
         assert!(matches!(parse(b"", MAX), Head::Partial));
         assert!(matches!(parse(head, head.len()), Head::Hyper));
+        // A complete head longer than the limit is hyper's (431).
+        let head = b"GET /events HTTP/1.1\r\nAccept: text/event-stream\r\n\r\n";
+        assert!(matches!(parse(head, head.len() - 1), Head::Hyper));
+        assert!(matches!(parse(head, head.len()), Head::Lean { .. }));
+        // The start of the HTTP/2 preface waits for the rest; all of it is hyper's.
+        for n in 1..PREFACE.len() {
+            assert!(matches!(parse(&PREFACE[..n], MAX), Head::Partial), "{n}");
+        }
+        assert!(is_hyper(PREFACE));
     }
 
     #[test]

@@ -20,15 +20,15 @@
 
 use std::{
     convert::Infallible,
-    future::poll_fn,
+    future::{Future as _, poll_fn},
     io::{self, IoSlice},
     net::SocketAddr,
-    pin::{Pin, pin},
+    pin::pin,
     task::{Context, Poll},
     time::Duration,
 };
 
-use bytes::{Buf as _, Bytes, BytesMut};
+use bytes::{Buf as _, BufMut as _, Bytes, BytesMut};
 use http::{Request, Response};
 use http_body::{Body, Frame};
 use tokio::{
@@ -57,14 +57,21 @@ pub(super) struct Lean<S> {
     /// `false`: every request is hyper's (`Serve::lean_event_streams(false)`); this path
     /// then only waits for the first bytes, under the header-read timeout.
     pub(super) lean: bool,
+    /// The client closed its side (EOF) while requests it had sent were still to be answered:
+    /// they are, then the connection closes.
+    pub(super) read_closed: bool,
+    /// How many requests this path answered (a later handover is then HTTP/1.1 only).
+    pub(super) served: usize,
 }
 
 /// How a lean connection ended.
 pub(super) enum Outcome<S> {
     /// Closed (or the client went away).
     Done,
-    /// A request for hyper: the bytes read of it so far, the connection and the service.
-    Hyper(Bytes, WriteTimeout<TcpStream>, S),
+    /// A request for hyper: the bytes read of it so far, the connection, the service, and
+    /// whether this path answered requests before (then it is HTTP/1.1: no h2c preface may
+    /// switch it to HTTP/2).
+    Hyper(Bytes, WriteTimeout<TcpStream>, S, bool),
 }
 
 /// What the body and the read side had for the response loop.
@@ -95,7 +102,10 @@ where
                 };
                 match parsed {
                     Head::Partial => {}
-                    Head::Hyper => return Outcome::Hyper(buf.freeze(), self.io, self.service),
+                    Head::Hyper => {
+                        let served = self.served > 0;
+                        return Outcome::Hyper(buf.freeze(), self.io, self.service, served);
+                    }
                     Head::Lean {
                         request,
                         len,
@@ -114,6 +124,7 @@ where
                 buf = BytesMut::new();
             }
             let keep = self.respond(request, close, &mut buf).await;
+            self.served += 1;
             if !keep || self.shutdown.as_ref().is_some_and(Shutdown::is_triggered) {
                 return Outcome::Done;
             }
@@ -123,15 +134,21 @@ where
     /// Reads more of a request head into `buf`; false when the connection is to close: EOF,
     /// an error, the header-read deadline, or a shutdown.
     async fn read_more(&mut self, buf: &mut BytesMut, deadline: Instant) -> bool {
-        buf.reserve((self.max_head - buf.len()).clamp(1, 1024));
+        if self.read_closed {
+            return false;
+        }
+        let room = self.max_head - buf.len();
+        buf.reserve(room.clamp(1, 1024));
         let stop = async {
             match &self.shutdown {
                 Some(shutdown) => shutdown.triggered().await,
                 None => std::future::pending().await,
             }
         };
+        // Never past the limit, whatever the buffer's capacity.
+        let mut limited = (&mut *buf).limit(room);
         tokio::select! {
-            read = tokio::time::timeout_at(deadline, self.io.read_buf(buf)) => {
+            read = tokio::time::timeout_at(deadline, self.io.read_buf(&mut limited)) => {
                 matches!(read, Ok(Ok(n)) if n > 0)
             }
             () = stop => false,
@@ -142,9 +159,24 @@ where
     async fn respond(&mut self, request: Request<()>, close: bool, pending: &mut BytesMut) -> bool {
         let mut request = request.map(|()| RequestBody::empty());
         insert_peer(&mut request, self.peer);
-        let Ok(()) = poll_fn(|cx| self.service.poll_ready(cx)).await;
+        let service = &mut self.service;
         // Boxed: the service's future is not kept in every connection's task while it streams.
-        let Ok(response) = Box::pin(self.service.call(request)).await;
+        let mut call = Box::pin(async move {
+            let Ok(()) = poll_fn(|cx| service.poll_ready(cx)).await;
+            service.call(request).await
+        });
+        // While the service works, the client may leave: then its future is dropped (as hyper
+        // does), not run to its end for nobody.
+        let (tcp, max_head, closed) = (self.io.get_ref(), self.max_head, &mut self.read_closed);
+        let called = poll_fn(|cx| match call.as_mut().poll(cx) {
+            Poll::Ready(Ok(response)) => Poll::Ready(Some(response)),
+            Poll::Pending => poll_client(cx, tcp, max_head, pending, closed).map(|()| None),
+        })
+        .await;
+        drop(call);
+        let Some(response) = called else {
+            return false;
+        };
         let (mut parts, body) = response.into_parts();
         let (head, framing, keep) = response::head(&mut parts, &body.size_hint(), close);
         drop(parts);
@@ -159,8 +191,21 @@ where
         let mut body = pin!(body);
         let mut sent: u64 = 0;
         loop {
-            let (tcp, max_head) = (self.io.get_ref(), self.max_head);
-            let next = poll_fn(|cx| poll_next(cx, tcp, max_head, body.as_mut(), pending)).await;
+            let (tcp, max_head, closed) = (self.io.get_ref(), self.max_head, &mut self.read_closed);
+            let next = poll_fn(|cx| {
+                // The body first: while it has frames, the read side waits (a client that left
+                // shows up as a failed write; one that sends more is not read meanwhile). Only
+                // a body with nothing to send watches the read side, once per wait.
+                match body.as_mut().poll_frame(cx) {
+                    Poll::Ready(Some(Ok(frame))) => Poll::Ready(Next::Frame(frame)),
+                    Poll::Ready(Some(Err(err))) => Poll::Ready(Next::Failed(err.into())),
+                    Poll::Ready(None) => Poll::Ready(Next::End),
+                    Poll::Pending => {
+                        poll_client(cx, tcp, max_head, pending, closed).map(|()| Next::Gone)
+                    }
+                }
+            })
+            .await;
             let data = match next {
                 Next::Frame(frame) => match frame.into_data() {
                     Ok(data) => data,
@@ -188,6 +233,11 @@ where
                         tracing::debug!("response body longer than its content-length");
                         return false;
                     }
+                    if written.is_ok() && sent == length {
+                        // All of it: the response is complete, whether or not the body says
+                        // it ended (as hyper does); it is not polled again.
+                        break;
+                    }
                     written
                 }
                 Framing::Chunked => {
@@ -209,6 +259,9 @@ where
                 tracing::debug!(error = %err, "writing to the client failed");
                 return false;
             }
+            if body.is_end_stream() {
+                break;
+            }
         }
         match framing {
             Framing::Chunked => self.io.write_all(b"0\r\n\r\n").await.is_ok() && keep,
@@ -223,43 +276,40 @@ where
     }
 }
 
-/// Polls the body, and when it has nothing, watches the read side (the client going away,
-/// or sending its next request early).
-fn poll_next<B>(
+/// Reads what the client sends while a response is under way (its next requests, kept in
+/// `pending`), and registers for more. `Ready` when the connection is to close: the client
+/// reset it, closed its side with no request of it waiting (it left), or sent more than
+/// `max_head`. A client that closed its side after sending requests has them answered first
+/// (`closed`), as hyper does.
+fn poll_client(
     cx: &mut Context<'_>,
     tcp: &TcpStream,
     max_head: usize,
-    body: Pin<&mut B>,
     pending: &mut BytesMut,
-) -> Poll<Next<B::Data>>
-where
-    B: Body,
-    B::Error: Into<BoxError>,
-{
-    // The body first: while it has frames, the read side waits (a client that left shows up
-    // as a failed write; one that sends more is not read meanwhile). Only a body with nothing
-    // to send registers for the read side, once per wait instead of once per frame.
-    match body.poll_frame(cx) {
-        Poll::Ready(Some(Ok(frame))) => return Poll::Ready(Next::Frame(frame)),
-        Poll::Ready(Some(Err(err))) => return Poll::Ready(Next::Failed(err.into())),
-        Poll::Ready(None) => return Poll::Ready(Next::End),
-        Poll::Pending => {}
+    closed: &mut bool,
+) -> Poll<()> {
+    if *closed {
+        return Poll::Pending;
     }
     while let Poll::Ready(ready) = tcp.poll_read_ready(cx) {
         if ready.is_err() {
-            return Poll::Ready(Next::Gone);
+            return Poll::Ready(());
         }
         let mut scratch = [0u8; 1024];
         match tcp.try_read(&mut scratch) {
-            Ok(0) => return Poll::Ready(Next::Gone),
+            Ok(0) if pending.is_empty() => return Poll::Ready(()),
+            Ok(0) => {
+                *closed = true;
+                return Poll::Pending;
+            }
             Ok(n) if pending.len() + n > max_head => {
-                tracing::debug!("client sent too much while a response streamed; closing");
-                return Poll::Ready(Next::Gone);
+                tracing::debug!("client sent too much while a response was under way; closing");
+                return Poll::Ready(());
             }
             Ok(n) => pending.extend_from_slice(&scratch[..n]),
             // Readiness was stale; the next poll registers for it again.
             Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
-            Err(_) => return Poll::Ready(Next::Gone),
+            Err(_) => return Poll::Ready(()),
         }
     }
     Poll::Pending

@@ -283,12 +283,20 @@ impl<S> Serve<S> {
                 header_read_timeout: self.header_read_timeout,
                 max_head: self.max_header_bytes,
                 lean: self.lean,
+                read_closed: false,
+                served: 0,
             };
             tokio::spawn(async move {
                 // Until it ends, the watcher keeps a graceful shutdown waiting for this
                 // connection, whichever path serves it.
-                let Outcome::Hyper(prefix, io, service) = lean.run().await else {
+                let Outcome::Hyper(prefix, io, service, served) = lean.run().await else {
                     return drop(watcher);
+                };
+                // After HTTP/1.1 requests, an h2c preface is not a protocol switch.
+                let builder = if served {
+                    builder.http1_only()
+                } else {
+                    builder
                 };
                 let connection = builder
                     .serve_connection(

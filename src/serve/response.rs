@@ -2,7 +2,7 @@
 
 use std::time::SystemTime;
 
-use http::{HeaderValue, StatusCode, header, response::Parts};
+use http::{HeaderMap, HeaderValue, StatusCode, header, response::Parts};
 use http_body::SizeHint;
 
 use super::head::has_token;
@@ -10,7 +10,7 @@ use super::head::has_token;
 /// How a response body goes on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Framing {
-    /// No body at all (`204`, `304`, `1xx`): the body is not polled.
+    /// No body at all (`204`, `304`, and the `500` a `1xx` becomes): the body is not polled.
     None,
     /// `Content-Length`: exactly this many bytes.
     Length(u64),
@@ -22,10 +22,21 @@ pub(super) enum Framing {
 /// `Connection: close`), how its body is framed, and whether the connection can be kept for
 /// another request afterwards. `close` is the client's `Connection: close`.
 pub(super) fn head(parts: &mut Parts, hint: &SizeHint, close: bool) -> (Vec<u8>, Framing, bool) {
+    if parts.status.is_informational() {
+        // Not a final status (and no request here asked to upgrade): as hyper does, a 500
+        // without a body, and the connection closes.
+        tracing::error!(status = %parts.status, "a service answered with a 1xx status; sending 500");
+        parts.status = StatusCode::INTERNAL_SERVER_ERROR;
+        parts.headers.clear();
+        return (
+            write(parts.status, &mut parts.headers, Some(0), false),
+            Framing::None,
+            false,
+        );
+    }
     let status = parts.status;
     let headers = &mut parts.headers;
     let keep = !close
-        && !status.is_informational()
         && !headers
             .get_all(header::CONNECTION)
             .iter()
@@ -33,11 +44,8 @@ pub(super) fn head(parts: &mut Parts, hint: &SizeHint, close: bool) -> (Vec<u8>,
     // The framing is this writer's to choose: a service's own `Transfer-Encoding` would
     // contradict it.
     headers.remove(header::TRANSFER_ENCODING);
-    let framing = if status.is_informational()
-        || status == StatusCode::NO_CONTENT
-        || status == StatusCode::NOT_MODIFIED
-    {
-        if status != StatusCode::NOT_MODIFIED {
+    let framing = if status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+        if status == StatusCode::NO_CONTENT {
             headers.remove(header::CONTENT_LENGTH);
         }
         Framing::None
@@ -45,10 +53,8 @@ pub(super) fn head(parts: &mut Parts, hint: &SizeHint, close: bool) -> (Vec<u8>,
         .get(header::CONTENT_LENGTH)
         .and_then(|value| value.to_str().ok()?.trim().parse::<u64>().ok())
     {
-        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
         Framing::Length(length)
     } else if let Some(length) = hint.exact() {
-        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
         Framing::Length(length)
     } else {
         headers.remove(header::CONTENT_LENGTH);
@@ -58,6 +64,19 @@ pub(super) fn head(parts: &mut Parts, hint: &SizeHint, close: bool) -> (Vec<u8>,
         );
         Framing::Chunked
     };
+    let length = match framing {
+        Framing::Length(length) => Some(length),
+        Framing::None | Framing::Chunked => None,
+    };
+    (write(status, headers, length, keep), framing, keep)
+}
+
+/// The head's bytes: the status line, `headers` with `Content-Length` (when `length` is
+/// set), `Connection: close` (unless `keep`) and `Date` added, and the blank line.
+fn write(status: StatusCode, headers: &mut HeaderMap, length: Option<u64>, keep: bool) -> Vec<u8> {
+    if let Some(length) = length {
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    }
     if !keep {
         // Replaces a `keep-alive` the service may have set (the SSE layer does).
         headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
@@ -85,7 +104,7 @@ pub(super) fn head(parts: &mut Parts, hint: &SizeHint, close: bool) -> (Vec<u8>,
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"\r\n");
-    (out, framing, keep)
+    out
 }
 
 /// A chunk's size line, `{len:X}\r\n`, in `buf`; returns its length.
@@ -177,6 +196,30 @@ mod tests {
         assert_eq!(framing, Framing::None);
         assert!(!keep);
         assert!(!text(&head).contains("content-length"));
+    }
+
+    #[test]
+    fn a_1xx_from_the_service_becomes_a_500_without_a_body() {
+        for status in [100, 101, 103] {
+            let mut p = parts(
+                Response::builder()
+                    .status(status)
+                    .header("link", "</style.css>; rel=preload")
+                    .body(())
+                    .unwrap(),
+            );
+            let (head, framing, keep) = head(&mut p, &SizeHint::new(), false);
+            let head = text(&head);
+            assert!(
+                head.starts_with("HTTP/1.1 500 Internal Server Error\r\n"),
+                "{head}"
+            );
+            assert!(head.contains("\r\ncontent-length: 0\r\n"));
+            assert!(head.contains("\r\nconnection: close\r\n"));
+            assert!(!head.contains("link"));
+            assert_eq!(framing, Framing::None);
+            assert!(!keep);
+        }
     }
 
     #[test]
