@@ -1099,3 +1099,83 @@ async fn half_an_h2_preface_is_closed_after_the_header_read_timeout() {
         );
     }
 }
+
+/// `GET {path}` on an HTTP/2 connection; the response's body.
+async fn h2_get_path(
+    client: h2::client::SendRequest<Bytes>,
+    addr: std::net::SocketAddr,
+    path: &str,
+) -> (h2::client::SendRequest<Bytes>, h2::RecvStream) {
+    let mut client = client.ready().await.unwrap();
+    let request = http::Request::get(format!("http://{addr}{path}"))
+        .body(())
+        .unwrap();
+    let (response, _) = client.send_request(request, true).unwrap();
+    let response = timeout(Duration::from_secs(5), response)
+        .await
+        .expect("a response head")
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    (client, response.into_body())
+}
+
+/// An HTTP/2 connection that sends its preface and then nothing, or whose streams have all
+/// ended, is closed after about the header-read timeout (hyper kept both for as long as the
+/// client did); one with an open event stream is not.
+#[tokio::test]
+async fn idle_http2_connections_are_closed_and_busy_ones_kept() {
+    let app = lean_app().route(
+        "/forever",
+        get(|| async {
+            EventStream::new(
+                futures_util::stream::iter([Event::new().data("hello")])
+                    .chain(futures_util::stream::pending()),
+            )
+        }),
+    );
+    let addr = serve_app(app, true, |s| {
+        s.header_read_timeout(Duration::from_millis(300))
+    })
+    .await;
+    // The preface, then silence.
+    let mut silent = TcpStream::connect(addr).await.unwrap();
+    silent
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(
+        read_for(&mut silent, 5).await.is_ok(),
+        "a silent h2 connection was held"
+    );
+
+    // A real HTTP/2 client with an open stream: kept for well over the timeout.
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (client, connection) = h2::client::handshake(tcp).await.unwrap();
+    let driver = tokio::spawn(connection);
+    let (client, mut forever) = h2_get_path(client, addr, "/forever").await;
+    let first = timeout(Duration::from_secs(5), forever.data())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(&first[..], b"data: hello\n\n");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        !driver.is_finished(),
+        "a connection with an open stream was closed"
+    );
+
+    // A stream that ends, the other reset: nothing is under way, and the connection is
+    // closed while the client still holds it.
+    let (client, mut finite) = h2_get_path(client, addr, "/finite").await;
+    while let Some(data) = timeout(Duration::from_secs(5), finite.data())
+        .await
+        .unwrap()
+    {
+        data.unwrap();
+    }
+    drop(forever);
+    let closed = timeout(Duration::from_secs(5), driver).await;
+    assert!(closed.is_ok(), "an idle HTTP/2 connection was held");
+    drop(client);
+}

@@ -3,8 +3,10 @@
 //! `mod.rs` holds the builder and the accept loop. Each connection starts on the lean
 //! HTTP/1.1 path (`lean`: `head` reads and routes request heads, `response` writes response
 //! heads), which serves event-stream `GET`s itself; anything else is handed to hyper's auto
-//! connection (HTTP/1.1 and h2c) with the bytes read so far put back (`rewind`).
+//! connection (HTTP/1.1 and h2c) with the bytes read so far put back (`rewind`), driven
+//! by `activity`, which closes it when it has had nothing to do for a while.
 
+mod activity;
 mod body;
 mod head;
 mod lean;
@@ -29,6 +31,7 @@ use std::{
     io,
     net::SocketAddr,
     pin::Pin,
+    sync::Arc,
     task::{Context, Poll},
     time::Duration,
 };
@@ -45,6 +48,7 @@ use tokio::net::TcpListener;
 use tower_service::Service;
 
 use self::{
+    activity::{Activity, Counted, CountedBody},
     lean::{Lean, Outcome},
     rewind::Rewind,
 };
@@ -66,7 +70,10 @@ use crate::{BoxError, Shutdown, StallExecutor, io::WriteTimeout};
 /// - **header read** ([`header_read_timeout`](Serve::header_read_timeout), default 10 s): a
 ///   connection that sends no complete request head in time is closed (slowloris: with
 ///   `axum::serve` a half-sent head held its connection forever); on HTTP/1.1 keep-alive it
-///   also bounds the wait for the next request;
+///   also bounds the wait for the next request, and a connection handed to hyper with no
+///   request under way for that long (an HTTP/2 connection with no stream open, or one that
+///   sent only the preface) is shut down gracefully (`GOAWAY`), and dropped if it has not
+///   ended one timeout later;
 /// - **write stall** ([`write_timeout`](Serve::write_timeout), default 30 s, see
 ///   [`io::WriteTimeout`](crate::io::WriteTimeout)): a client that stops reading is dropped;
 /// - **stalled HTTP/2 streams**: every stream runs under a [`StallExecutor`], so an event
@@ -274,7 +281,9 @@ impl<S> Serve<S> {
                 () = &mut stop => break,
             };
             let builder = builder.clone();
+            // Held until the connection ends: a graceful shutdown waits for it.
             let watcher = graceful.watcher();
+            let (shutdown, header_read_timeout) = (self.shutdown.clone(), self.header_read_timeout);
             let lean = Lean {
                 io: WriteTimeout::new(tcp, self.write_timeout),
                 service: self.service.clone(),
@@ -287,8 +296,6 @@ impl<S> Serve<S> {
                 served: 0,
             };
             tokio::spawn(async move {
-                // Until it ends, the watcher keeps a graceful shutdown waiting for this
-                // connection, whichever path serves it.
                 let Outcome::Hyper(prefix, io, service, served) = lean.run().await else {
                     return drop(watcher);
                 };
@@ -298,19 +305,30 @@ impl<S> Serve<S> {
                 } else {
                     builder
                 };
+                let activity = Arc::new(Activity::default());
                 let connection = builder
                     .serve_connection(
                         TokioIo::new(Rewind::new(prefix, io)),
                         TowerToHyperService::new(WithPeer {
                             inner: service,
                             peer,
+                            activity: Arc::clone(&activity),
                         }),
                     )
                     .into_owned();
                 // Boxed: hyper's connection state is not kept in the lean connections' tasks.
-                if let Err(err) = Box::pin(watcher.watch(connection)).await {
+                let mut connection = Box::pin(connection);
+                let driven = activity::drive(
+                    connection.as_mut(),
+                    |connection| connection.graceful_shutdown(),
+                    &activity,
+                    shutdown,
+                    header_read_timeout,
+                );
+                if let Err(err) = Box::pin(driven).await {
                     tracing::debug!(error = %err, "connection ended with an error");
                 }
+                drop(watcher);
             });
         }
         drop(self.listener);
@@ -333,29 +351,32 @@ fn insert_peer<B>(request: &mut Request<B>, peer: SocketAddr) {
         .insert(axum::extract::ConnectInfo(peer));
 }
 
-/// The service as hyper calls it: its requests get a [`RequestBody`] and the peer's address.
+/// The service as hyper calls it: its requests get a [`RequestBody`] and the peer's address,
+/// and are counted until their response body is dropped (`activity`).
 #[derive(Clone)]
 struct WithPeer<S> {
     inner: S,
     peer: SocketAddr,
+    activity: Arc<Activity>,
 }
 
-impl<S> Service<Request<Incoming>> for WithPeer<S>
+impl<S, B> Service<Request<Incoming>> for WithPeer<S>
 where
-    S: Service<Request<RequestBody>>,
+    S: Service<Request<RequestBody>, Response = Response<B>>,
 {
-    type Response = S::Response;
+    type Response = Response<CountedBody<B>>;
     type Error = S::Error;
-    type Future = S::Future;
+    type Future = Counted<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, request: Request<Incoming>) -> Self::Future {
+        let counted = self.activity.start();
         let mut request = request.map(RequestBody::incoming);
         insert_peer(&mut request, self.peer);
-        self.inner.call(request)
+        Counted::new(self.inner.call(request), counted)
     }
 }
 

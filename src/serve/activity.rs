@@ -1,0 +1,226 @@
+//! Idle hyper connections: what a connection handed to hyper has under way, and closing it
+//! when it has had nothing for a while.
+//!
+//! hyper closes an HTTP/1.1 connection that sends no request head in time, but an HTTP/2
+//! connection with no stream open, or one that sent the preface and nothing more, it keeps
+//! for as long as the client does. Here each request is counted from the service call until
+//! its response body is dropped (for an event stream: until the stream ends), and a
+//! connection with no request under way and none started for a whole
+//! [`header_read_timeout`](crate::Serve::header_read_timeout) is shut down gracefully (HTTP/2:
+//! `GOAWAY`), and dropped if it has not ended one timeout later.
+
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    task::{Context, Poll, ready},
+    time::Duration,
+};
+
+use bytes::Bytes;
+use http::Response;
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+
+use crate::Shutdown;
+
+/// A connection's requests: how many were started and how many are done.
+#[derive(Debug, Default)]
+pub(super) struct Activity {
+    started: AtomicU64,
+    done: AtomicU64,
+}
+
+impl Activity {
+    /// Counts a request as started until the returned guard is dropped.
+    pub(super) fn start(self: &Arc<Self>) -> Request {
+        self.started.fetch_add(1, Ordering::Relaxed);
+        Request(Arc::clone(self))
+    }
+
+    /// (started, done).
+    fn counts(&self) -> (u64, u64) {
+        (
+            self.started.load(Ordering::Relaxed),
+            self.done.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// One request under way; done when dropped.
+#[derive(Debug)]
+pub(super) struct Request(Arc<Activity>);
+
+impl Drop for Request {
+    fn drop(&mut self) {
+        self.0.done.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+pin_project! {
+    /// A service's response future whose request stays counted, then its body.
+    pub(super) struct Counted<F> {
+        #[pin]
+        inner: F,
+        request: Option<Request>,
+    }
+}
+
+impl<F> Counted<F> {
+    pub(super) fn new(inner: F, request: Request) -> Self {
+        Self {
+            inner,
+            request: Some(request),
+        }
+    }
+}
+
+impl<F, B, E> Future for Counted<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = Result<Response<CountedBody<B>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let response = ready!(this.inner.poll(cx))?;
+        let request = this.request.take();
+        Poll::Ready(Ok(response.map(|inner| CountedBody {
+            inner,
+            _request: request,
+        })))
+    }
+}
+
+pin_project! {
+    /// A response body whose request is done when it is dropped.
+    pub(super) struct CountedBody<B> {
+        #[pin]
+        inner: B,
+        _request: Option<Request>,
+    }
+}
+
+impl<B: Body<Data = Bytes>> Body for CountedBody<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        self.project().inner.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Drives a hyper connection to its end: shut down gracefully when `shutdown` triggers, or
+/// when a whole `idle` went by with no request under way and none started.
+pub(super) async fn drive<C, E>(
+    connection: Pin<&mut C>,
+    graceful: impl Fn(Pin<&mut C>),
+    activity: &Activity,
+    shutdown: Option<Shutdown>,
+    idle: Duration,
+) -> Result<(), E>
+where
+    C: Future<Output = Result<(), E>>,
+{
+    let mut connection = connection;
+    let stop = async {
+        match shutdown {
+            Some(shutdown) => shutdown.triggered().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(stop);
+    let mut ticks =
+        tokio::time::interval_at(crate::time::later(tokio::time::Instant::now(), idle), idle);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last = activity.counts();
+    // Shut down for the server's shutdown (then the grace bounds the wait), or for idleness
+    // (then a connection that does not end within one more `idle` is dropped: an HTTP/2
+    // connection still in its handshake ends gracefully only once the client's settings
+    // come, which a silent client never sends).
+    let (mut stopping, mut idle_closing) = (false, false);
+    loop {
+        tokio::select! {
+            result = connection.as_mut() => return result,
+            () = &mut stop, if !stopping => {
+                stopping = true;
+                graceful(connection.as_mut());
+            }
+            _ = ticks.tick(), if !stopping || idle_closing => {
+                if idle_closing {
+                    tracing::debug!("idle connection did not close; dropping it");
+                    return Ok(());
+                }
+                let now = activity.counts();
+                if now.0 == now.1 && now == last {
+                    tracing::debug!("connection idle for {idle:?}; closing it");
+                    (stopping, idle_closing) = (true, true);
+                    graceful(connection.as_mut());
+                }
+                last = now;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_connection_is_shut_down_and_a_busy_one_is_not() {
+        use std::sync::atomic::AtomicBool;
+
+        let activity = Arc::new(Activity::default());
+        let asked = AtomicBool::new(false);
+        let closing = tokio::sync::Notify::new();
+        // A "connection" that ends once it is asked to shut down.
+        let connection = async {
+            closing.notified().await;
+            Ok::<(), ()>(())
+        };
+        tokio::pin!(connection);
+        let request = activity.start();
+        let started = tokio::time::Instant::now();
+        let idle = Duration::from_secs(10);
+        let (result, ()) = tokio::join!(
+            drive(
+                connection.as_mut(),
+                |_| {
+                    asked.store(true, Ordering::Relaxed);
+                    closing.notify_one();
+                },
+                &activity,
+                None,
+                idle,
+            ),
+            async {
+                // A request under way for a minute: not idle.
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                assert!(!asked.load(Ordering::Relaxed));
+                drop(request);
+            }
+        );
+        result.unwrap();
+        // Shut down after one to two idle periods once the request was done.
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_secs(70) && took <= Duration::from_secs(80),
+            "{took:?}"
+        );
+    }
+}
