@@ -123,7 +123,7 @@ pub(super) fn fuzz(data: &[u8]) {
         let head = &data[..len];
         for (name, value) in request.headers() {
             assert!(contains_ignore_case(head, name.as_str().as_bytes()));
-            assert!(head.windows(value.len()).any(|w| w == value.as_bytes()));
+            assert!(value.is_empty() || head.windows(value.len()).any(|w| w == value.as_bytes()));
         }
     }
 }
