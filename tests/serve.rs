@@ -1179,3 +1179,200 @@ async fn idle_http2_connections_are_closed_and_busy_ones_kept() {
     assert!(closed.is_ok(), "an idle HTTP/2 connection was held");
     drop(client);
 }
+
+/// A response hyper is still writing after it dropped the body (one large frame, a slow
+/// reader) is not cut by the idle check: bytes moving are activity.
+#[tokio::test]
+async fn a_large_response_to_a_slow_reader_is_not_cut_as_idle() {
+    // More than loopback's socket buffers take at once, so hyper is still writing long after
+    // it dropped the body.
+    const SIZE: usize = 16 << 20;
+    let app = Router::new().route("/big", get(|| async { vec![b'x'; SIZE] }));
+    let addr = serve_app(app, true, |s| {
+        s.header_read_timeout(Duration::from_millis(200))
+    })
+    .await;
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"GET /big HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut all = vec![];
+    let mut buf = vec![0u8; 64 * 1024];
+    let read = timeout(Duration::from_secs(30), async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => all.extend_from_slice(&buf[..n]),
+            }
+            // At most 6.4 MB/s: the body takes over two seconds, many idle periods.
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "the response did not end");
+    let body = all.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    assert_eq!(all.len() - body, SIZE, "the response was cut short");
+}
+
+/// A tower service that is not ready for a while (a concurrency limit, a load shedder).
+struct SlowReady<S> {
+    inner: S,
+    wait: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<S: Clone> Clone for SlowReady<S> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            wait: None,
+        }
+    }
+}
+
+impl<S, R> tower::Service<R> for SlowReady<S>
+where
+    S: tower::Service<R>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), S::Error>> {
+        use std::future::Future as _;
+        let wait = self
+            .wait
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(Duration::from_millis(1000))));
+        std::task::ready!(wait.as_mut().poll(cx));
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: R) -> S::Future {
+        self.wait = None;
+        self.inner.call(request)
+    }
+}
+
+/// A request hyper handed over while the service was not ready yet counts as under way: its
+/// connection is not closed as idle before the answer.
+#[tokio::test]
+async fn a_request_waiting_for_a_ready_service_is_not_idle() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = SlowReady {
+        inner: Router::new().route("/plain", get(|| async { "plain" })),
+        wait: None,
+    };
+    tokio::spawn(
+        tower_sse::serve(listener, app)
+            .header_read_timeout(Duration::from_millis(200))
+            .into_future(),
+    );
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"GET /plain HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let text = read_for(&mut stream, 10).await.unwrap_or_else(|text| text);
+    assert!(text.ends_with("\r\n\r\nplain"), "{text:?}");
+}
+
+/// A request sent while the one before it is answered, with a body larger than
+/// `max_header_bytes`, is answered in turn (the lean path read on into that body and closed
+/// the connection for sending too much).
+#[tokio::test]
+async fn a_pipelined_request_with_a_large_body_is_answered_in_turn() {
+    for lean in [true, false] {
+        let app = Router::new()
+            .route(
+                "/wait",
+                get(|| async {
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    "waited"
+                }),
+            )
+            .route(
+                "/echo",
+                axum::routing::post(|body: Bytes| async move { body.len().to_string() }),
+            );
+        let addr = serve_app(app, lean, |s| s).await;
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        let mut requests = b"GET /wait HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n\
+              POST /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 20000\r\n\r\n"
+            .to_vec();
+        requests.extend_from_slice(&[b'y'; 20_000]);
+        stream.write_all(&requests).await.unwrap();
+        let text = read_for(&mut stream, 10).await.unwrap_or_else(|text| text);
+        assert_in_order(&text, &["\r\n\r\nwaited", "\r\n\r\n20000"]);
+    }
+}
+
+/// HTTP/1.1 upgrades work through `serve` (it served connections without upgrade support:
+/// `hyper::upgrade::on` failed), and an upgraded connection is not closed as idle.
+#[tokio::test]
+async fn upgrades_work_and_outlive_the_idle_check() {
+    let app = Router::new().route(
+        "/echo",
+        get(|mut request: axum::extract::Request| async move {
+            let upgrade = hyper::upgrade::on(&mut request);
+            tokio::spawn(async move {
+                let mut io = hyper_util::rt::TokioIo::new(upgrade.await.unwrap());
+                let mut buf = [0u8; 64];
+                loop {
+                    match io.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => {
+                            if io.write_all(&buf[..n]).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            });
+            axum::response::Response::builder()
+                .status(101)
+                .header("connection", "upgrade")
+                .header("upgrade", "echo")
+                .body(axum::body::Body::empty())
+                .unwrap()
+        }),
+    );
+    let addr = serve_app(app, true, |s| {
+        s.header_read_timeout(Duration::from_millis(200))
+    })
+    .await;
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"GET /echo HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: echo\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = vec![];
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        timeout(Duration::from_secs(5), stream.read_exact(&mut byte))
+            .await
+            .unwrap()
+            .unwrap();
+        head.push(byte[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101 "),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    // Quiet for longer than two idle periods between messages.
+    for n in 0..3 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let message = format!("ping {n}");
+        stream.write_all(message.as_bytes()).await.unwrap();
+        let mut back = vec![0u8; message.len()];
+        timeout(Duration::from_secs(5), stream.read_exact(&mut back))
+            .await
+            .expect("an echo")
+            .expect("the upgraded connection is open");
+        assert_eq!(back, message.as_bytes());
+    }
+}

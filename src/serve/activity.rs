@@ -3,18 +3,22 @@
 //!
 //! hyper closes an HTTP/1.1 connection that sends no request head in time, but an HTTP/2
 //! connection with no stream open, or one that sent the preface and nothing more, it keeps
-//! for as long as the client does. Here each request is counted from the service call until
-//! its response body is dropped (for an event stream: until the stream ends), and a
-//! connection with no request under way and none started for a whole
+//! for as long as the client does. Here each request is counted from the moment hyper hands
+//! it over (before the service is ready) until its response body is dropped (for an event
+//! stream: until the stream ends), every read or write that moves bytes is counted too, and a
+//! write waiting for the socket is under way. A
+//! connection with no request or write under way and nothing started or moved for a whole
 //! [`header_read_timeout`](crate::Serve::header_read_timeout) is shut down gracefully (HTTP/2:
-//! `GOAWAY`), and dropped if it has not ended one timeout later.
+//! `GOAWAY`), and dropped if nothing moved for another timeout while it did not end. So a
+//! response hyper still writes after it dropped the body (a large `Full`), an upload read
+//! after the answer, or a tunnel with traffic, all keep their connection.
 
 use std::{
     future::Future,
     pin::Pin,
     sync::{
         Arc,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     task::{Context, Poll, ready},
     time::Duration,
@@ -27,11 +31,16 @@ use pin_project_lite::pin_project;
 
 use crate::Shutdown;
 
-/// A connection's requests: how many were started and how many are done.
+/// A connection's requests (how many were started, how many are done) and its reads and
+/// writes (how many moved bytes).
 #[derive(Debug, Default)]
 pub(super) struct Activity {
     started: AtomicU64,
     done: AtomicU64,
+    moved: AtomicU64,
+    /// A write waits for the socket (the client is reading slowly; a client that stopped
+    /// reading is the write timeout's).
+    writing: AtomicBool,
 }
 
 impl Activity {
@@ -41,11 +50,28 @@ impl Activity {
         Request(Arc::clone(self))
     }
 
-    /// (started, done).
-    fn counts(&self) -> (u64, u64) {
+    /// Notes a read or write that moved bytes.
+    pub(super) fn moved(&self) {
+        self.moved.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Notes whether the last write waited for the socket.
+    pub(super) fn writing(&self, waiting: bool) {
+        self.writing.store(waiting, Ordering::Relaxed);
+    }
+
+    /// Nothing under way now: no request, no write waiting.
+    fn quiet(&self) -> bool {
+        let (started, done, _) = self.counts();
+        started == done && !self.writing.load(Ordering::Relaxed)
+    }
+
+    /// (started, done, moved).
+    fn counts(&self) -> (u64, u64, u64) {
         (
             self.started.load(Ordering::Relaxed),
             self.done.load(Ordering::Relaxed),
+            self.moved.load(Ordering::Relaxed),
         )
     }
 }
@@ -125,7 +151,7 @@ impl<B: Body<Data = Bytes>> Body for CountedBody<B> {
 }
 
 /// Drives a hyper connection to its end: shut down gracefully when `shutdown` triggers, or
-/// when a whole `idle` went by with no request under way and none started.
+/// when a whole `idle` went by with no request under way and nothing started or moved.
 pub(super) async fn drive<C, E>(
     connection: Pin<&mut C>,
     graceful: impl Fn(Pin<&mut C>),
@@ -149,9 +175,9 @@ where
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last = activity.counts();
     // Shut down for the server's shutdown (then the grace bounds the wait), or for idleness
-    // (then a connection that does not end within one more `idle` is dropped: an HTTP/2
-    // connection still in its handshake ends gracefully only once the client's settings
-    // come, which a silent client never sends).
+    // (then a connection that does not end, and moves nothing for another `idle`, is dropped:
+    // an HTTP/2 connection still in its handshake ends gracefully only once the client's
+    // settings come, which a silent client never sends).
     let (mut stopping, mut idle_closing) = (false, false);
     loop {
         tokio::select! {
@@ -161,12 +187,16 @@ where
                 graceful(connection.as_mut());
             }
             _ = ticks.tick(), if !stopping || idle_closing => {
-                if idle_closing {
-                    tracing::debug!("idle connection did not close; dropping it");
-                    return Ok(());
-                }
                 let now = activity.counts();
-                if now.0 == now.1 && now == last {
+                if idle_closing {
+                    if now == last && activity.quiet() {
+                        tracing::debug!("idle connection did not close; dropping it");
+                        return Ok(());
+                    }
+                    last = now;
+                    continue;
+                }
+                if now == last && activity.quiet() {
                     tracing::debug!("connection idle for {idle:?}; closing it");
                     (stopping, idle_closing) = (true, true);
                     graceful(connection.as_mut());

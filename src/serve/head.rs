@@ -98,6 +98,32 @@ pub(super) fn parse(buf: &[u8], max_head: usize) -> Head {
     }
 }
 
+/// How far the bytes of a client's next request, read while the one before is answered, go.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Scan {
+    /// Not a complete head yet (or nothing).
+    Partial,
+    /// A complete request head: read no further.
+    Complete,
+    /// Not a request: the client is broken.
+    Invalid,
+}
+
+/// Scans the start of a client's next request.
+pub(super) fn scan(buf: &[u8]) -> Scan {
+    if buf.is_empty() {
+        return Scan::Partial;
+    }
+    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    match httparse::Request::new(&mut fields).parse(buf) {
+        Ok(httparse::Status::Complete(_)) => Scan::Complete,
+        Ok(httparse::Status::Partial) => Scan::Partial,
+        // Too many header fields is hyper's to answer (431), not garbage.
+        Err(httparse::Error::TooManyHeaders) => Scan::Complete,
+        Err(_) => Scan::Invalid,
+    }
+}
+
 /// The checks behind the `serve_head` fuzz target (see `crate::__fuzz_serve_head`).
 #[cfg(feature = "_fuzz")]
 pub(super) fn fuzz(data: &[u8]) {
@@ -236,6 +262,19 @@ mod tests {
         }
         many.extend_from_slice(b"\r\n");
         assert!(is_hyper(&many));
+    }
+
+    #[test]
+    fn the_next_request_is_scanned_up_to_its_head() {
+        assert_eq!(scan(b""), Scan::Partial);
+        assert_eq!(scan(b"POST /echo HTTP/1.1\r\nContent-Len"), Scan::Partial);
+        assert_eq!(
+            scan(b"POST /echo HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc"),
+            Scan::Complete
+        );
+        assert_eq!(scan(b"xxxxxxxxxxxxxxxx"), Scan::Partial);
+        assert_eq!(scan(b"\x00\x01 / HTTP/1.1\r\n"), Scan::Invalid);
+        assert_eq!(scan(b"GET / HTTP/1.1\r\nbad header\r\n\r\n"), Scan::Invalid);
     }
 
     proptest::proptest! {

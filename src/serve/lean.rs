@@ -40,7 +40,7 @@ use tower_service::Service;
 
 use super::{
     RequestBody,
-    head::{self, Head},
+    head::{self, Head, Scan},
     insert_peer,
     response::{self, Framing},
 };
@@ -60,7 +60,8 @@ pub(super) struct Lean<S> {
     /// The client closed its side (EOF) while requests it had sent were still to be answered:
     /// they are, then the connection closes.
     pub(super) read_closed: bool,
-    /// How many requests this path answered (a later handover is then HTTP/1.1 only).
+    /// How many requests this path answered (after one, an HTTP/2 preface closes the
+    /// connection instead of going to hyper).
     pub(super) served: usize,
 }
 
@@ -68,10 +69,8 @@ pub(super) struct Lean<S> {
 pub(super) enum Outcome<S> {
     /// Closed (or the client went away).
     Done,
-    /// A request for hyper: the bytes read of it so far, the connection, the service, and
-    /// whether this path answered requests before (then it is HTTP/1.1: no h2c preface may
-    /// switch it to HTTP/2).
-    Hyper(Bytes, WriteTimeout<TcpStream>, S, bool),
+    /// A request for hyper: the bytes read of it so far, the connection and the service.
+    Hyper(Bytes, WriteTimeout<TcpStream>, S),
 }
 
 /// What the body and the read side had for the response loop.
@@ -102,10 +101,12 @@ where
                 };
                 match parsed {
                     Head::Partial => {}
-                    Head::Hyper => {
-                        let served = self.served > 0;
-                        return Outcome::Hyper(buf.freeze(), self.io, self.service, served);
+                    // After HTTP/1.1 requests, an HTTP/2 preface is not a protocol switch:
+                    // hyper's HTTP/1.1 would refuse it, its version detection would not.
+                    Head::Hyper if self.served > 0 && buf.starts_with(b"PRI * HTTP/2.0") => {
+                        return Outcome::Done;
                     }
+                    Head::Hyper => return Outcome::Hyper(buf.freeze(), self.io, self.service),
                     Head::Lean {
                         request,
                         len,
@@ -276,10 +277,12 @@ where
     }
 }
 
-/// Reads what the client sends while a response is under way (its next requests, kept in
-/// `pending`), and registers for more. `Ready` when the connection is to close: the client
-/// reset it, closed its side with no request of it waiting (it left), or sent more than
-/// `max_head`. A client that closed its side after sending requests has them answered first
+/// Reads what the client sends while a response is under way (the start of its next request,
+/// kept in `pending`, up to that request's complete head, as hyper does: what follows may be
+/// that request's body, not ours to read or limit), and registers for more. `Ready` when the
+/// connection is to close: the client reset it, closed its side with no request of it
+/// waiting (it left), sent what cannot start a request, or more than `max_head` without a
+/// complete head. A client that closed its side after sending requests has them answered first
 /// (`closed`), as hyper does.
 fn poll_client(
     cx: &mut Context<'_>,
@@ -288,8 +291,15 @@ fn poll_client(
     pending: &mut BytesMut,
     closed: &mut bool,
 ) -> Poll<()> {
+    // Closed, or the next request's head is here: read no further (as hyper does: what
+    // follows may be that request's body, which is not ours to read or limit).
     if *closed {
         return Poll::Pending;
+    }
+    match head::scan(pending) {
+        Scan::Partial => {}
+        Scan::Complete => return Poll::Pending,
+        Scan::Invalid => return Poll::Ready(()),
     }
     while let Poll::Ready(ready) = tcp.poll_read_ready(cx) {
         if ready.is_err() {
@@ -306,7 +316,14 @@ fn poll_client(
                 tracing::debug!("client sent too much while a response was under way; closing");
                 return Poll::Ready(());
             }
-            Ok(n) => pending.extend_from_slice(&scratch[..n]),
+            Ok(n) => {
+                pending.extend_from_slice(&scratch[..n]);
+                match head::scan(pending) {
+                    Scan::Partial => {}
+                    Scan::Complete => return Poll::Pending,
+                    Scan::Invalid => return Poll::Ready(()),
+                }
+            }
             // Readiness was stale; the next poll registers for it again.
             Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
             Err(_) => return Poll::Ready(()),

@@ -42,7 +42,7 @@ use hyper::body::Incoming;
 use hyper_util::{
     rt::{TokioIo, TokioTimer},
     server::{conn::auto, graceful::GracefulShutdown},
-    service::TowerToHyperService,
+    service::{TowerToHyperService, TowerToHyperServiceFuture},
 };
 use tokio::net::TcpListener;
 use tower_service::Service;
@@ -70,10 +70,11 @@ use crate::{BoxError, Shutdown, StallExecutor, io::WriteTimeout};
 /// - **header read** ([`header_read_timeout`](Serve::header_read_timeout), default 10 s): a
 ///   connection that sends no complete request head in time is closed (slowloris: with
 ///   `axum::serve` a half-sent head held its connection forever); on HTTP/1.1 keep-alive it
-///   also bounds the wait for the next request, and a connection handed to hyper with no
-///   request under way for that long (an HTTP/2 connection with no stream open, or one that
-///   sent only the preface) is shut down gracefully (`GOAWAY`), and dropped if it has not
-///   ended one timeout later;
+///   also bounds the wait for the next request, and a connection handed to hyper with
+///   nothing under way for that long (no request, no write waiting, no bytes moved: an HTTP/2
+///   connection with no stream open, one that sent only the preface, an idle upgraded
+///   connection's hyper side is already gone) is shut down gracefully (`GOAWAY`), and dropped
+///   if it stays so for one more timeout;
 /// - **write stall** ([`write_timeout`](Serve::write_timeout), default 30 s, see
 ///   [`io::WriteTimeout`](crate::io::WriteTimeout)): a client that stops reading is dropped;
 /// - **stalled HTTP/2 streams**: every stream runs under a [`StallExecutor`], so an event
@@ -296,24 +297,20 @@ impl<S> Serve<S> {
                 served: 0,
             };
             tokio::spawn(async move {
-                let Outcome::Hyper(prefix, io, service, served) = lean.run().await else {
+                let Outcome::Hyper(prefix, io, service) = lean.run().await else {
                     return drop(watcher);
-                };
-                // After HTTP/1.1 requests, an h2c preface is not a protocol switch.
-                let builder = if served {
-                    builder.http1_only()
-                } else {
-                    builder
                 };
                 let activity = Arc::new(Activity::default());
                 let connection = builder
-                    .serve_connection(
-                        TokioIo::new(Rewind::new(prefix, io)),
-                        TowerToHyperService::new(WithPeer {
-                            inner: service,
-                            peer,
+                    .serve_connection_with_upgrades(
+                        TokioIo::new(Rewind::new(prefix, io, Arc::clone(&activity))),
+                        Counting {
+                            inner: TowerToHyperService::new(WithPeer {
+                                inner: service,
+                                peer,
+                            }),
                             activity: Arc::clone(&activity),
-                        }),
+                        },
                     )
                     .into_owned();
                 // Boxed: hyper's connection state is not kept in the lean connections' tasks.
@@ -351,31 +348,50 @@ fn insert_peer<B>(request: &mut Request<B>, peer: SocketAddr) {
         .insert(axum::extract::ConnectInfo(peer));
 }
 
-/// The service as hyper calls it: its requests get a [`RequestBody`] and the peer's address,
-/// and are counted until their response body is dropped (`activity`).
+/// The service as hyper calls it: its requests get a [`RequestBody`] and the peer's address.
 #[derive(Clone)]
 struct WithPeer<S> {
     inner: S,
     peer: SocketAddr,
-    activity: Arc<Activity>,
 }
 
-impl<S, B> Service<Request<Incoming>> for WithPeer<S>
+impl<S> Service<Request<Incoming>> for WithPeer<S>
 where
-    S: Service<Request<RequestBody>, Response = Response<B>>,
+    S: Service<Request<RequestBody>>,
 {
-    type Response = Response<CountedBody<B>>;
+    type Response = S::Response;
     type Error = S::Error;
-    type Future = Counted<S::Future>;
+    type Future = S::Future;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, request: Request<Incoming>) -> Self::Future {
-        let counted = self.activity.start();
         let mut request = request.map(RequestBody::incoming);
         insert_peer(&mut request, self.peer);
+        self.inner.call(request)
+    }
+}
+
+/// hyper's service: each request counted in the connection's [`Activity`] from the moment
+/// hyper hands it over (before the tower service is ready) until its response body is
+/// dropped.
+struct Counting<S> {
+    inner: TowerToHyperService<S>,
+    activity: Arc<Activity>,
+}
+
+impl<S, B> hyper::service::Service<Request<Incoming>> for Counting<S>
+where
+    S: Service<Request<Incoming>, Response = Response<B>> + Clone,
+{
+    type Response = Response<CountedBody<B>>;
+    type Error = S::Error;
+    type Future = Counted<TowerToHyperServiceFuture<S, Request<Incoming>>>;
+
+    fn call(&self, request: Request<Incoming>) -> Self::Future {
+        let counted = self.activity.start();
         Counted::new(self.inner.call(request), counted)
     }
 }

@@ -6,19 +6,39 @@ use std::{
     task::{Context, Poll},
 };
 
+use std::sync::Arc;
+
 use bytes::{Buf as _, Bytes};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use super::activity::Activity;
+
 /// Reads `prefix` first, then from `inner`; writes go to `inner`. How a connection whose start
-/// the lean path read is handed to hyper, which then parses it from its first byte.
+/// the lean path read is handed to hyper, which then parses it from its first byte. Every
+/// read or write that moves bytes is noted in `activity` (the idle check, `activity.rs`).
 pub(super) struct Rewind<T> {
     prefix: Bytes,
     inner: T,
+    activity: Arc<Activity>,
 }
 
 impl<T> Rewind<T> {
-    pub(super) fn new(prefix: Bytes, inner: T) -> Self {
-        Self { prefix, inner }
+    pub(super) fn new(prefix: Bytes, inner: T, activity: Arc<Activity>) -> Self {
+        Self {
+            prefix,
+            inner,
+            activity,
+        }
+    }
+
+    fn note(&self, polled: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
+        self.activity.writing(polled.is_pending());
+        if let Poll::Ready(Ok(n)) = polled
+            && n > 0
+        {
+            self.activity.moved();
+        }
+        polled
     }
 }
 
@@ -29,7 +49,12 @@ impl<T: AsyncRead + Unpin> AsyncRead for Rewind<T> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         if self.prefix.is_empty() {
-            return Pin::new(&mut self.inner).poll_read(cx, buf);
+            let before = buf.filled().len();
+            let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+            if buf.filled().len() > before {
+                self.activity.moved();
+            }
+            return polled;
         }
         let n = self.prefix.len().min(buf.remaining());
         buf.put_slice(&self.prefix[..n]);
@@ -44,7 +69,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Rewind<T> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.note(polled)
     }
 
     fn poll_write_vectored(
@@ -52,7 +78,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Rewind<T> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.note(polled)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -77,7 +104,8 @@ mod tests {
     #[tokio::test]
     async fn the_prefix_is_read_first_in_pieces_then_the_connection() {
         let (near, mut far) = tokio::io::duplex(64);
-        let mut io = Rewind::new(Bytes::from_static(b"GET / HT"), near);
+        let activity = Arc::new(Activity::default());
+        let mut io = Rewind::new(Bytes::from_static(b"GET / HT"), near, activity);
         far.write_all(b"TP/1.1\r\n").await.unwrap();
         let mut small = [0u8; 3];
         io.read_exact(&mut small).await.unwrap();
