@@ -72,9 +72,9 @@ use crate::{BoxError, Shutdown, StallExecutor, io::WriteTimeout};
 ///   `axum::serve` a half-sent head held its connection forever); on HTTP/1.1 keep-alive it
 ///   also bounds the wait for the next request, and a connection handed to hyper with
 ///   nothing under way for that long (no request, no write waiting, no bytes moved: an HTTP/2
-///   connection with no stream open, one that sent only the preface, an idle upgraded
-///   connection's hyper side is already gone) is shut down gracefully (`GOAWAY`), and dropped
-///   if it stays so for one more timeout;
+///   connection with no stream open, or one that sent only the preface) is shut down
+///   gracefully (`GOAWAY`), and dropped if it stays so for one more timeout (an upgraded
+///   connection has left hyper, and this check, at its upgrade);
 /// - **write stall** ([`write_timeout`](Serve::write_timeout), default 30 s, see
 ///   [`io::WriteTimeout`](crate::io::WriteTimeout)): a client that stops reading is dropped;
 /// - **stalled HTTP/2 streams**: every stream runs under a [`StallExecutor`], so an event
