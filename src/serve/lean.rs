@@ -39,9 +39,9 @@ use tokio::{
 use tower_service::Service;
 
 use super::{
-    RequestBody,
+    body::RequestBody,
     head::{self, Head, Scan},
-    insert_peer,
+    peer::insert_peer,
     response::{self, Framing},
 };
 use crate::{BoxError, Shutdown, io::WriteTimeout};

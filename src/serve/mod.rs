@@ -1,15 +1,17 @@
 //! The recommended way to run an SSE server (feature `server`): [`serve`].
 //!
-//! `mod.rs` holds the builder and the accept loop. Each connection starts on the lean
-//! HTTP/1.1 path (`lean`: `head` reads and routes request heads, `response` writes response
-//! heads), which serves event-stream `GET`s itself; anything else is handed to hyper's auto
-//! connection (HTTP/1.1 and h2c) with the bytes read so far put back (`rewind`), driven
-//! by `activity`, which closes it when it has had nothing to do for a while.
+//! `mod.rs` holds the builder and the accept loop; `peer` puts the peer's address into every
+//! request. Each connection starts on the lean HTTP/1.1 path (`lean`: `head` reads and routes
+//! request heads, `response` writes response heads), which serves event-stream `GET`s itself;
+//! anything else is handed to hyper's auto connection (HTTP/1.1 and h2c) with the bytes read
+//! so far put back (`rewind`), driven by `activity`, which closes it when it has had nothing
+//! to do for a while.
 
 mod activity;
 mod body;
 mod head;
 mod lean;
+mod peer;
 mod response;
 mod rewind;
 
@@ -29,10 +31,8 @@ use std::{
     fmt,
     future::{Future, IntoFuture},
     io,
-    net::SocketAddr,
     pin::Pin,
     sync::Arc,
-    task::{Context, Poll},
     time::Duration,
 };
 
@@ -50,6 +50,7 @@ use tower_service::Service;
 use self::{
     activity::{Activity, Counted, CountedBody},
     lean::{Lean, Outcome},
+    peer::WithPeer,
     rewind::Rewind,
 };
 use crate::{BoxError, Shutdown, StallExecutor, io::WriteTimeout};
@@ -336,41 +337,6 @@ impl<S> Serve<S> {
             tracing::warn!("connections still open after the shutdown grace; returning anyway");
         }
         Ok(())
-    }
-}
-
-/// Puts the peer's address into a request's extensions.
-fn insert_peer<B>(request: &mut Request<B>, peer: SocketAddr) {
-    request.extensions_mut().insert(peer);
-    #[cfg(feature = "axum")]
-    request
-        .extensions_mut()
-        .insert(axum::extract::ConnectInfo(peer));
-}
-
-/// The service as hyper calls it: its requests get a [`RequestBody`] and the peer's address.
-#[derive(Clone)]
-struct WithPeer<S> {
-    inner: S,
-    peer: SocketAddr,
-}
-
-impl<S> Service<Request<Incoming>> for WithPeer<S>
-where
-    S: Service<Request<RequestBody>>,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = S::Future;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: Request<Incoming>) -> Self::Future {
-        let mut request = request.map(RequestBody::incoming);
-        insert_peer(&mut request, self.peer);
-        self.inner.call(request)
     }
 }
 
