@@ -82,7 +82,7 @@ use crate::{BoxError, Shutdown, StallExecutor, io::WriteTimeout};
 ///   stream whose client grants no flow-control credit is reset after the layer's
 ///   [`stall_timeout`](crate::SseLayer::stall_timeout) (default 30 s), the connection's other
 ///   streams going on;
-/// - **the peer's address** in every request's extensions, as a [`SocketAddr`] (and, with
+/// - **the peer's address** in every request's extensions, as a [`SocketAddr`](std::net::SocketAddr) (and, with
 ///   feature `axum`, as axum's `ConnectInfo<SocketAddr>`, so that extractor works without
 ///   `into_make_service_with_connect_info`):
 ///   [`SseLayer::max_streams_per_client`](crate::SseLayer::max_streams_per_client) counts
