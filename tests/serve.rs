@@ -806,11 +806,11 @@ async fn a_lean_stream_whose_client_stops_reading_is_dropped_by_the_write_timeou
     drop(stalled);
 }
 
-/// A client that sends more than `max_header_bytes` while its stream waits for events is
-/// closed (what it sends is read while the body has nothing to write, and kept for a
-/// pipelined request up to that limit).
+/// A client that sends more than `max_header_bytes` of garbage while its stream waits for
+/// events is read no further (as hyper does; what it sent is hyper's to answer after the
+/// stream), its stream goes on, and it is released when the client goes.
 #[tokio::test]
-async fn a_lean_stream_whose_client_sends_too_much_is_closed() {
+async fn a_lean_stream_whose_client_sends_too_much_goes_on_unread() {
     let streams = Streams::default();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -819,17 +819,21 @@ async fn a_lean_stream_whose_client_sends_too_much_is_closed() {
     let mut flooding = lean_stream(addr).await;
     streams.until_open(1).await;
     flooding.write_all(&[b'x'; 9 * 1024]).await.unwrap();
-    let mut sink = vec![0u8; 256 * 1024];
-    let closed = timeout(Duration::from_secs(10), async {
-        loop {
+    // Events keep coming (about 500 bytes every 10 ms).
+    let mut sink = vec![0u8; 64 * 1024];
+    let mut got = 0;
+    timeout(Duration::from_secs(10), async {
+        while got < 20_000 {
             match flooding.read(&mut sink).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
+                Ok(0) | Err(_) => panic!("the stream was cut"),
+                Ok(n) => got += n,
             }
         }
     })
-    .await;
-    assert!(closed.is_ok(), "the flooding client was not closed");
+    .await
+    .expect("events after the flood");
+    assert_eq!(streams.open(), 1);
+    drop(flooding);
     let reasons = until_all_closed(&streams).await;
     assert_eq!(reasons, [CloseReason::ClientGone]);
 }
@@ -1375,4 +1379,74 @@ async fn upgrades_work_and_outlive_the_idle_check() {
             .expect("the upgraded connection is open");
         assert_eq!(back, message.as_bytes());
     }
+}
+
+/// A pipelined request whose head is just within `max_header_bytes`, with a body, is
+/// answered after the one before it (the lean path read past the head into the body and
+/// closed the connection, answering neither).
+#[tokio::test]
+async fn a_pipelined_head_just_within_the_limit_is_answered() {
+    let app = Router::new()
+        .route(
+            "/wait",
+            get(|| async {
+                tokio::time::sleep(Duration::from_millis(30)).await;
+                "waited"
+            }),
+        )
+        .route(
+            "/echo",
+            axum::routing::post(|body: Bytes| async move { body.len().to_string() }),
+        );
+    let addr = serve_app(app, true, |s| s).await;
+    for size in [8_100, 8_180, 8_188, 8_192] {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        let mut requests =
+            b"GET /wait HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n".to_vec();
+        let start: &[u8] =
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 10\r\nX-Pad: ";
+        requests.extend_from_slice(start);
+        requests.extend(std::iter::repeat_n(b'p', size - start.len() - 4));
+        requests.extend_from_slice(b"\r\n\r\n");
+        requests.extend_from_slice(&[b'y'; 10]);
+        stream.write_all(&requests).await.unwrap();
+        let text = read_for(&mut stream, 10).await.unwrap_or_else(|text| text);
+        assert_in_order(&text, &["\r\n\r\nwaited", "\r\n\r\n10"]);
+    }
+}
+
+/// An HTTP/2 connection with no stream open is closed even while its client sends PINGs
+/// (bytes moving alone kept it for ever).
+#[tokio::test]
+async fn pings_alone_do_not_keep_an_http2_connection() {
+    let addr = serve_app(lean_app(), true, |s| {
+        s.header_read_timeout(Duration::from_millis(200))
+    })
+    .await;
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (client, mut connection) = h2::client::handshake(tcp).await.unwrap();
+    let mut pings = connection.ping_pong().unwrap();
+    let driver = tokio::spawn(connection);
+    // Idle closes after one period, bytes moving hold it at most five more: well within the
+    // 4 s of PINGs.
+    let answered = timeout(Duration::from_secs(10), async {
+        let mut answered = 0;
+        for _ in 0..40 {
+            if pings.ping(h2::Ping::opaque()).await.is_err() {
+                break;
+            }
+            answered += 1;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        answered
+    })
+    .await
+    .unwrap();
+    assert!(
+        answered < 40,
+        "an HTTP/2 connection with no stream was held by PINGs"
+    );
+    let closed = timeout(Duration::from_secs(5), driver).await;
+    assert!(closed.is_ok(), "the connection did not end");
+    drop(client);
 }

@@ -5,13 +5,13 @@
 //! connection with no stream open, or one that sent the preface and nothing more, it keeps
 //! for as long as the client does. Here each request is counted from the moment hyper hands
 //! it over (before the service is ready) until its response body is dropped (for an event
-//! stream: until the stream ends), every read or write that moves bytes is counted too, and a
-//! write waiting for the socket is under way. A
-//! connection with no request or write under way and nothing started or moved for a whole
-//! [`header_read_timeout`](crate::Serve::header_read_timeout) is shut down gracefully (HTTP/2:
-//! `GOAWAY`), and dropped if nothing moved for another timeout while it did not end. So a
-//! response hyper still writes after it dropped the body (a large `Full`), an upload read
-//! after the answer, or a tunnel with traffic, all keep their connection.
+//! stream: until the stream ends), its body until it is dropped, and a write waiting for the
+//! socket is under way too. A connection with nothing under way and nothing started for a
+//! whole [`header_read_timeout`](crate::Serve::header_read_timeout) is shut down gracefully
+//! (HTTP/2: `GOAWAY`), and dropped if it still has nothing under way one timeout later. Bytes
+//! moving without anything under way (a CONNECT tunnel's traffic, a response hyper writes after
+//! it dropped the body) keep a connection for at most five more timeouts: PINGs alone must not
+//! keep one for ever.
 
 use std::{
     future::Future,
@@ -174,10 +174,14 @@ where
         tokio::time::interval_at(crate::time::later(tokio::time::Instant::now(), idle), idle);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last = activity.counts();
+    // Periods in a row with no request under way or started and no write waiting: bytes
+    // moving (a CONNECT tunnel, a response hyper writes after dropping its body) keep the
+    // connection for at most `MOVING` of them, so PINGs alone cannot keep it for ever.
+    let mut quiet = 0u32;
     // Shut down for the server's shutdown (then the grace bounds the wait), or for idleness
-    // (then a connection that does not end, and moves nothing for another `idle`, is dropped:
-    // an HTTP/2 connection still in its handshake ends gracefully only once the client's
-    // settings come, which a silent client never sends).
+    // (then a connection that does not end, and has nothing under way one `idle` later, is
+    // dropped: an HTTP/2 connection still in its handshake ends gracefully only once the
+    // client's settings come, which a silent client never sends).
     let (mut stopping, mut idle_closing) = (false, false);
     loop {
         tokio::select! {
@@ -188,24 +192,29 @@ where
             }
             _ = ticks.tick(), if !stopping || idle_closing => {
                 let now = activity.counts();
+                let busy = !activity.quiet() || now.0 != last.0;
+                let moved = now.2 != last.2;
+                last = now;
                 if idle_closing {
-                    if now == last && activity.quiet() {
+                    if !busy {
                         tracing::debug!("idle connection did not close; dropping it");
                         return Ok(());
                     }
-                    last = now;
                     continue;
                 }
-                if now == last && activity.quiet() {
+                quiet = if busy { 0 } else { quiet + 1 };
+                if quiet > 0 && !(moved && quiet <= MOVING) {
                     tracing::debug!("connection idle for {idle:?}; closing it");
                     (stopping, idle_closing) = (true, true);
                     graceful(connection.as_mut());
                 }
-                last = now;
             }
         }
     }
 }
+
+/// How many idle periods in a row bytes moving alone keep a connection.
+const MOVING: u32 = 5;
 
 #[cfg(test)]
 mod tests {

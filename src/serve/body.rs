@@ -33,16 +33,22 @@ use hyper::body::Incoming;
 pub struct RequestBody {
     /// `None`: a request without a body (the lean HTTP/1.1 path).
     incoming: Option<Incoming>,
+    /// Keeps the connection from counting as idle while the body is read (hyper's path).
+    _counted: Option<super::activity::Request>,
 }
 
 impl RequestBody {
     pub(super) fn empty() -> Self {
-        Self { incoming: None }
+        Self {
+            incoming: None,
+            _counted: None,
+        }
     }
 
-    pub(super) fn incoming(incoming: Incoming) -> Self {
+    pub(super) fn incoming(incoming: Incoming, counted: super::activity::Request) -> Self {
         Self {
             incoming: Some(incoming),
+            _counted: Some(counted),
         }
     }
 }

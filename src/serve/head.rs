@@ -105,7 +105,7 @@ pub(super) enum Scan {
     Partial,
     /// A complete request head: read no further.
     Complete,
-    /// Not a request: the client is broken.
+    /// Not a request: read no further (hyper answers it, `400`).
     Invalid,
 }
 

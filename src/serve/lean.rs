@@ -15,8 +15,9 @@
 //! unless either side asked to close, a body failed or was cut short, or the server is
 //! shutting down. A client that goes away (EOF or a reset) while the body waits for events
 //! drops the body at once, so its subscription is released (while the body has frames, the
-//! failed write shows it); one that sends more than
-//! [`max_header_bytes`](crate::Serve::max_header_bytes) while a response waits is closed.
+//! failed write shows it). What it sends meanwhile is read up to its next request's complete
+//! head and never past [`max_header_bytes`](crate::Serve::max_header_bytes); a head too
+//! large or not a request goes to hyper after the current response.
 
 use std::{
     convert::Infallible,
@@ -277,13 +278,13 @@ where
     }
 }
 
-/// Reads what the client sends while a response is under way (the start of its next request,
-/// kept in `pending`, up to that request's complete head, as hyper does: what follows may be
-/// that request's body, not ours to read or limit), and registers for more. `Ready` when the
-/// connection is to close: the client reset it, closed its side with no request of it
-/// waiting (it left), sent what cannot start a request, or more than `max_head` without a
-/// complete head. A client that closed its side after sending requests has them answered first
-/// (`closed`), as hyper does.
+/// Reads what the client sends while a response is under way: the start of its next
+/// request, kept in `pending`, up to that request's complete head and never past `max_head`,
+/// as hyper does (what follows may be that request's body, not ours to read; a head that is
+/// too large or not a request is hyper's to answer, `431` or `400`, after the current
+/// response), and registers for more. `Ready` when the connection is to close: the client
+/// reset it, or closed its side with no request of it waiting (it left). A client that
+/// closed its side after sending requests has them answered first (`closed`).
 fn poll_client(
     cx: &mut Context<'_>,
     tcp: &TcpStream,
@@ -291,37 +292,25 @@ fn poll_client(
     pending: &mut BytesMut,
     closed: &mut bool,
 ) -> Poll<()> {
-    // Closed, or the next request's head is here: read no further (as hyper does: what
-    // follows may be that request's body, which is not ours to read or limit).
-    if *closed {
+    if *closed || pending.len() >= max_head || head::scan(pending) != Scan::Partial {
         return Poll::Pending;
-    }
-    match head::scan(pending) {
-        Scan::Partial => {}
-        Scan::Complete => return Poll::Pending,
-        Scan::Invalid => return Poll::Ready(()),
     }
     while let Poll::Ready(ready) = tcp.poll_read_ready(cx) {
         if ready.is_err() {
             return Poll::Ready(());
         }
         let mut scratch = [0u8; 1024];
-        match tcp.try_read(&mut scratch) {
+        let room = (max_head - pending.len()).min(scratch.len());
+        match tcp.try_read(&mut scratch[..room]) {
             Ok(0) if pending.is_empty() => return Poll::Ready(()),
             Ok(0) => {
                 *closed = true;
                 return Poll::Pending;
             }
-            Ok(n) if pending.len() + n > max_head => {
-                tracing::debug!("client sent too much while a response was under way; closing");
-                return Poll::Ready(());
-            }
             Ok(n) => {
                 pending.extend_from_slice(&scratch[..n]);
-                match head::scan(pending) {
-                    Scan::Partial => {}
-                    Scan::Complete => return Poll::Pending,
-                    Scan::Invalid => return Poll::Ready(()),
+                if pending.len() >= max_head || head::scan(pending) != Scan::Partial {
+                    return Poll::Pending;
                 }
             }
             // Readiness was stale; the next poll registers for it again.

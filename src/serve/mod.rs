@@ -72,10 +72,11 @@ use crate::{BoxError, Shutdown, StallExecutor, io::WriteTimeout};
 ///   connection that sends no complete request head in time is closed (slowloris: with
 ///   `axum::serve` a half-sent head held its connection forever); on HTTP/1.1 keep-alive it
 ///   also bounds the wait for the next request, and a connection handed to hyper with
-///   nothing under way for that long (no request, no write waiting, no bytes moved: an HTTP/2
-///   connection with no stream open, or one that sent only the preface) is shut down
-///   gracefully (`GOAWAY`), and dropped if it stays so for one more timeout (an upgraded
-///   connection has left hyper, and this check, at its upgrade);
+///   nothing under way for that long (no request or request body, no write waiting: an
+///   HTTP/2 connection with no stream open, or one that sent only the preface) is shut down
+///   gracefully (`GOAWAY`), and dropped if it still has nothing under way one timeout later;
+///   bytes moving alone (PINGs, a CONNECT tunnel) defer that by at most five timeouts (an
+///   upgraded HTTP/1.1 connection has left hyper, and this check, at its upgrade);
 /// - **write stall** ([`write_timeout`](Serve::write_timeout), default 30 s, see
 ///   [`io::WriteTimeout`](crate::io::WriteTimeout)): a client that stops reading is dropped;
 /// - **stalled HTTP/2 streams**: every stream runs under a [`StallExecutor`], so an event
@@ -342,7 +343,7 @@ impl<S> Serve<S> {
 
 /// hyper's service: each request counted in the connection's [`Activity`] from the moment
 /// hyper hands it over (before the tower service is ready) until its response body is
-/// dropped.
+/// dropped, and its body until it is dropped; the body becomes a [`RequestBody`].
 struct Counting<S> {
     inner: TowerToHyperService<S>,
     activity: Arc<Activity>,
@@ -350,14 +351,16 @@ struct Counting<S> {
 
 impl<S, B> hyper::service::Service<Request<Incoming>> for Counting<S>
 where
-    S: Service<Request<Incoming>, Response = Response<B>> + Clone,
+    S: Service<Request<RequestBody>, Response = Response<B>> + Clone,
 {
     type Response = Response<CountedBody<B>>;
     type Error = S::Error;
-    type Future = Counted<TowerToHyperServiceFuture<S, Request<Incoming>>>;
+    type Future = Counted<TowerToHyperServiceFuture<S, Request<RequestBody>>>;
 
     fn call(&self, request: Request<Incoming>) -> Self::Future {
         let counted = self.activity.start();
+        let body = self.activity.start();
+        let request = request.map(|incoming| RequestBody::incoming(incoming, body));
         Counted::new(self.inner.call(request), counted)
     }
 }

@@ -6,7 +6,6 @@ use std::{
 };
 
 use http::Request;
-use hyper::body::Incoming;
 use tower_service::Service;
 
 use super::body::RequestBody;
@@ -20,14 +19,14 @@ pub(super) fn insert_peer<B>(request: &mut Request<B>, peer: SocketAddr) {
         .insert(axum::extract::ConnectInfo(peer));
 }
 
-/// The service as hyper calls it: its requests get a [`RequestBody`] and the peer's address.
+/// The service as hyper calls it: its requests get the peer's address.
 #[derive(Clone)]
 pub(super) struct WithPeer<S> {
     pub(super) inner: S,
     pub(super) peer: SocketAddr,
 }
 
-impl<S> Service<Request<Incoming>> for WithPeer<S>
+impl<S> Service<Request<RequestBody>> for WithPeer<S>
 where
     S: Service<Request<RequestBody>>,
 {
@@ -39,8 +38,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request<Incoming>) -> Self::Future {
-        let mut request = request.map(RequestBody::incoming);
+    fn call(&mut self, mut request: Request<RequestBody>) -> Self::Future {
         insert_peer(&mut request, self.peer);
         self.inner.call(request)
     }
