@@ -236,8 +236,17 @@ async fn h2_get(
     client: h2::client::SendRequest<Bytes>,
     addr: std::net::SocketAddr,
 ) -> (h2::client::SendRequest<Bytes>, h2::RecvStream) {
+    h2_get_path(client, addr, "/events").await
+}
+
+/// `GET {path}` on the connection; the response head (not flow-controlled) and its body.
+async fn h2_get_path(
+    client: h2::client::SendRequest<Bytes>,
+    addr: std::net::SocketAddr,
+    path: &str,
+) -> (h2::client::SendRequest<Bytes>, h2::RecvStream) {
     let mut client = client.ready().await.unwrap();
-    let request = http::Request::get(format!("http://{addr}/events"))
+    let request = http::Request::get(format!("http://{addr}{path}"))
         .body(())
         .unwrap();
     let (response, _) = client.send_request(request, true).unwrap();
@@ -553,23 +562,6 @@ fn lean_app() -> Router {
         .layer(SseLayer::new())
 }
 
-async fn serve_lean_app() -> std::net::SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(tower_sse::serve(listener, lean_app()).into_future());
-    addr
-}
-
-/// Reads until the server closes the connection (bounded).
-async fn read_to_close(stream: &mut TcpStream) -> String {
-    let mut all = vec![];
-    timeout(Duration::from_secs(10), stream.read_to_end(&mut all))
-        .await
-        .expect("the server closed the connection")
-        .unwrap();
-    String::from_utf8(all).unwrap()
-}
-
 /// Asserts that `parts` occur in `text` in this order.
 fn assert_in_order(text: &str, parts: &[&str]) {
     let mut at = 0;
@@ -587,7 +579,7 @@ fn assert_in_order(text: &str, parts: &[&str]) {
 /// later request with a body is handed to hyper on the same connection.
 #[tokio::test]
 async fn lean_http1_responses_are_framed_for_keep_alive_and_hand_over_to_hyper() {
-    let addr = serve_lean_app().await;
+    let addr = serve_app(lean_app(), true, |s| s).await;
     let tcp = TcpStream::connect(addr).await.unwrap();
     let (mut send, connection) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
@@ -653,7 +645,7 @@ async fn lean_http1_responses_are_framed_for_keep_alive_and_hand_over_to_hyper()
 /// `Connection: close` closes the connection after its response.
 #[tokio::test]
 async fn lean_http1_answers_pipelined_requests_in_order() {
-    let addr = serve_lean_app().await;
+    let addr = serve_app(lean_app(), true, |s| s).await;
     let mut stream = TcpStream::connect(addr).await.unwrap();
     stream
         .write_all(
@@ -665,7 +657,9 @@ async fn lean_http1_answers_pipelined_requests_in_order() {
         )
         .await
         .unwrap();
-    let text = read_to_close(&mut stream).await;
+    let text = read_for(&mut stream, 10)
+        .await
+        .expect("the server closed the connection");
     assert_in_order(
         &text,
         &[
@@ -696,19 +690,16 @@ async fn lean_http1_answers_pipelined_requests_in_order() {
         )
         .await
         .unwrap();
-    let text = read_to_close(&mut stream).await;
+    let text = read_for(&mut stream, 10)
+        .await
+        .expect("the server closed the connection");
     assert_eq!(text.matches("HTTP/1.1 ").count(), 1, "{text}");
     assert!(text.contains("\r\nconnection: close\r\n"), "{text}");
     assert!(text.ends_with("0\r\n\r\n"), "{text}");
 }
 
-/// Opens `GET /events` with `Accept: text/event-stream` on a raw connection and reads its head.
-async fn lean_stream(addr: std::net::SocketAddr) -> TcpStream {
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    stream
-        .write_all(b"GET /events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n")
-        .await
-        .unwrap();
+/// Reads a response head byte by byte (bounded), leaving the body in the stream.
+async fn read_head(stream: &mut TcpStream) -> Vec<u8> {
     let mut head = vec![];
     while !head.ends_with(b"\r\n\r\n") {
         let mut byte = [0u8; 1];
@@ -718,6 +709,17 @@ async fn lean_stream(addr: std::net::SocketAddr) -> TcpStream {
             .unwrap();
         head.push(byte[0]);
     }
+    head
+}
+
+/// Opens `GET /events` with `Accept: text/event-stream` on a raw connection and reads its head.
+async fn lean_stream(addr: std::net::SocketAddr) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"GET /events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n")
+        .await
+        .unwrap();
+    let head = read_head(&mut stream).await;
     assert!(head.starts_with(b"HTTP/1.1 200 OK\r\n"));
     stream
 }
@@ -1104,25 +1106,6 @@ async fn half_an_h2_preface_is_closed_after_the_header_read_timeout() {
     }
 }
 
-/// `GET {path}` on an HTTP/2 connection; the response's body.
-async fn h2_get_path(
-    client: h2::client::SendRequest<Bytes>,
-    addr: std::net::SocketAddr,
-    path: &str,
-) -> (h2::client::SendRequest<Bytes>, h2::RecvStream) {
-    let mut client = client.ready().await.unwrap();
-    let request = http::Request::get(format!("http://{addr}{path}"))
-        .body(())
-        .unwrap();
-    let (response, _) = client.send_request(request, true).unwrap();
-    let response = timeout(Duration::from_secs(5), response)
-        .await
-        .expect("a response head")
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    (client, response.into_body())
-}
-
 /// An HTTP/2 connection that sends its preface and then nothing, or whose streams have all
 /// ended, is closed after about the header-read timeout (hyper kept both for as long as the
 /// client did); one with an open event stream is not.
@@ -1353,15 +1336,7 @@ async fn upgrades_work_and_outlive_the_idle_check() {
         .write_all(b"GET /echo HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: echo\r\n\r\n")
         .await
         .unwrap();
-    let mut head = vec![];
-    while !head.ends_with(b"\r\n\r\n") {
-        let mut byte = [0u8; 1];
-        timeout(Duration::from_secs(5), stream.read_exact(&mut byte))
-            .await
-            .unwrap()
-            .unwrap();
-        head.push(byte[0]);
-    }
+    let head = read_head(&mut stream).await;
     assert!(
         head.starts_with(b"HTTP/1.1 101 "),
         "{}",

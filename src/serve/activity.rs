@@ -60,12 +60,6 @@ impl Activity {
         self.writing.store(waiting, Ordering::Relaxed);
     }
 
-    /// Nothing under way now: no request, no write waiting.
-    fn quiet(&self) -> bool {
-        let (started, done, _) = self.counts();
-        started == done && !self.writing.load(Ordering::Relaxed)
-    }
-
     /// (started, done, moved).
     fn counts(&self) -> (u64, u64, u64) {
         (
@@ -192,7 +186,10 @@ where
             }
             _ = ticks.tick(), if !stopping || idle_closing => {
                 let now = activity.counts();
-                let busy = !activity.quiet() || now.0 != last.0;
+                // Under way (a request, a write waiting) or started since the last tick.
+                let busy = now.0 != now.1
+                    || activity.writing.load(Ordering::Relaxed)
+                    || now.0 != last.0;
                 let moved = now.2 != last.2;
                 last = now;
                 if idle_closing {
