@@ -13,10 +13,7 @@ use std::{
     },
 };
 
-use tokio::{
-    sync::{broadcast, watch},
-    time::Instant,
-};
+use tokio::{sync::watch, time::Instant};
 
 #[cfg(feature = "_broker")]
 use super::broker::entry::Targets;
@@ -94,7 +91,7 @@ pub(super) enum Stamp {
 
 /// The connections of one client id.
 struct Client {
-    sender: broadcast::Sender<Item>,
+    sender: Ring,
     connections: usize,
     /// Which registration of the id this is: a subscription of an earlier one (cut by
     /// [`Local::disconnect_client`]) must not count itself out of a later one.
@@ -772,12 +769,12 @@ impl Local {
     pub(super) fn join_client(&self, client_id: &str) -> (Recv, u64) {
         let mut clients = lock(&self.clients);
         let client = clients.entry(client_id.into()).or_insert_with(|| Client {
-            sender: broadcast::channel(self.config.client_capacity).0,
+            sender: Ring::new(self.config.client_capacity),
             connections: 0,
             generation: self.client_generation.fetch_add(1, Ordering::Relaxed),
         });
         client.connections += 1;
-        (Recv::new(client.sender.subscribe()), client.generation)
+        (Recv::live(client.sender.receiver()), client.generation)
     }
 
     pub(super) fn leave_client(&self, client_id: &str, generation: u64) {
@@ -864,9 +861,9 @@ impl Local {
 
     /// Delivers `event` to this process's connections of `client_id`.
     pub(super) fn deliver_to_client(&self, client_id: &str, event: EncodedEvent) -> usize {
-        lock(&self.clients).get(client_id).map_or(0, |client| {
-            client.sender.send(Item::unordered(event)).unwrap_or(0)
-        })
+        lock(&self.clients)
+            .get(client_id)
+            .map_or(0, |client| client.sender.send(Item::unordered(event)))
     }
 
     /// Closes every topic and pattern; how many topics there were.

@@ -185,6 +185,7 @@ pub mod presence;
 mod recv;
 #[cfg(feature = "axum")]
 mod response;
+mod ring;
 mod select;
 mod subscription;
 mod topic;

@@ -1,0 +1,492 @@
+//! The hub's live ring: a bounded queue that every receiver reads in full, in order.
+//!
+//! It replaces `tokio::sync::broadcast` on the hub's hot path, for cost: a delivered event was
+//! about 940 user-space instructions of broadcast receive (a boxed receive future set up
+//! and polled per event, an intrusive waiter node linked and unlinked under the tail lock, a
+//! slot lock per read). Here a receiver that has caught up leaves its task's waker in the
+//! ring's list once; a send takes the whole list and wakes each waker once; a read is one
+//! lock, a reference-count increment (or a move, for the last reader) and a counter. Safe
+//! code only: one `Mutex` per ring guards slots, counts and the list.
+//!
+//! Semantics are broadcast's, which the hub was built on: capacity rounded up to a power of
+//! two; a send with no receiver is dropped; a receiver starts at the ring's tail; a receiver
+//! that falls a whole ring behind gets `Lagged(missed)` and goes on from the oldest event
+//! still held; an item is released once every receiver that was there when it was sent has
+//! read it (or left); after the ring is closed, receivers read what is left, then `Closed`.
+
+use std::{
+    sync::{
+        Arc, Mutex, MutexGuard, PoisonError,
+        atomic::{AtomicU64, Ordering},
+    },
+    task::{Context, Poll, Waker},
+};
+
+use tokio::sync::broadcast::error::RecvError;
+
+/// The sending half: closes the ring when dropped.
+pub(super) struct Ring<T> {
+    shared: Arc<Shared<T>>,
+}
+
+struct Shared<T> {
+    state: Mutex<State<T>>,
+    /// `State::round`, readable without the lock (written under it).
+    round: AtomicU64,
+    mask: u64,
+}
+
+struct State<T> {
+    slots: Box<[Slot<T>]>,
+    /// The position the next send writes.
+    tail: u64,
+    receivers: usize,
+    closed: bool,
+    /// The wakers of receivers that found nothing to read, each at most once per round (a
+    /// receiver knows its index); `None`: a receiver that left.
+    waiters: Vec<Option<Waker>>,
+    /// Indices of `waiters` given back by receivers that left this round.
+    free: Vec<usize>,
+    /// Bumped each time the waiters are taken (a send or the close): a receiver registered in
+    /// an earlier round is no longer in the list.
+    round: u64,
+    /// The list the last send emptied, kept for its capacity.
+    spare: Vec<Option<Waker>>,
+}
+
+struct Slot<T> {
+    /// Receivers that were there when it was written and have not read it yet.
+    rem: usize,
+    item: Option<T>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // No code that can panic runs under the lock; never turn poison into a panic anyway.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl<T: Clone> Ring<T> {
+    /// A ring of `capacity` events (rounded up to a power of two, at least 1).
+    pub(super) fn new(capacity: usize) -> Self {
+        let capacity = capacity.max(1).next_power_of_two();
+        let slots = (0..capacity).map(|_| Slot { rem: 0, item: None }).collect();
+        Self {
+            shared: Arc::new(Shared {
+                state: Mutex::new(State {
+                    slots,
+                    tail: 0,
+                    receivers: 0,
+                    closed: false,
+                    waiters: Vec::new(),
+                    free: Vec::new(),
+                    round: 0,
+                    spare: Vec::new(),
+                }),
+                round: AtomicU64::new(0),
+                mask: capacity as u64 - 1,
+            }),
+        }
+    }
+
+    /// Sends `item` to every receiver; how many there are (`0`: dropped, nobody to read it).
+    pub(super) fn send(&self, item: T) -> usize {
+        let mut state = lock(&self.shared.state);
+        let receivers = state.receivers;
+        if receivers == 0 {
+            return 0;
+        }
+        let index = (state.tail & self.shared.mask) as usize;
+        let slot = &mut state.slots[index];
+        slot.rem = receivers;
+        slot.item = Some(item);
+        state.tail = state.tail.wrapping_add(1);
+        let waiters = self.shared.take_waiters(&mut state);
+        drop(state);
+        self.shared.wake(waiters);
+        receivers
+    }
+
+    /// How many events the ring holds that its slowest receiver has not read.
+    #[cfg_attr(not(feature = "_broker"), allow(dead_code))]
+    pub(super) fn queued(&self) -> usize {
+        let state = lock(&self.shared.state);
+        let held = state.tail.min(self.shared.mask + 1);
+        // Unread counts only grow from older to newer events (receivers read in order), so
+        // the oldest unread one is found by bisection.
+        let (mut low, mut high) = (0, held);
+        while low < high {
+            let mid = low + (high - low) / 2;
+            let pos = state.tail - held + mid;
+            if state.slots[(pos & self.shared.mask) as usize].rem == 0 {
+                low = mid + 1;
+            } else {
+                high = mid;
+            }
+        }
+        (held - low) as usize
+    }
+
+    /// A new receiver, which reads what is sent from now on.
+    pub(super) fn receiver(&self) -> Receiver<T> {
+        let mut state = lock(&self.shared.state);
+        state.receivers += 1;
+        Receiver {
+            shared: Arc::clone(&self.shared),
+            next: state.tail,
+            registered: None,
+            waker: None,
+        }
+    }
+}
+
+impl<T> Shared<T> {
+    /// Takes the list of waiters (to be woken once the lock is released) and starts a round.
+    fn take_waiters(&self, state: &mut State<T>) -> Vec<Option<Waker>> {
+        let spare = std::mem::take(&mut state.spare);
+        let waiters = std::mem::replace(&mut state.waiters, spare);
+        state.free.clear();
+        state.round = state.round.wrapping_add(1);
+        self.round.store(state.round, Ordering::Release);
+        waiters
+    }
+
+    fn wake(&self, mut waiters: Vec<Option<Waker>>) {
+        if waiters.is_empty() {
+            return;
+        }
+        for waker in waiters.drain(..).flatten() {
+            waker.wake();
+        }
+        // Give the list's allocation back for the next send.
+        let mut state = lock(&self.state);
+        if state.spare.capacity() < waiters.capacity() {
+            state.spare = waiters;
+        }
+    }
+}
+
+impl<T> Drop for Ring<T> {
+    fn drop(&mut self) {
+        let mut state = lock(&self.shared.state);
+        state.closed = true;
+        let waiters = self.shared.take_waiters(&mut state);
+        drop(state);
+        self.shared.wake(waiters);
+    }
+}
+
+/// A receiver: reads every event sent after it was made, in order.
+pub(super) struct Receiver<T> {
+    shared: Arc<Shared<T>>,
+    /// The position it reads next.
+    next: u64,
+    /// Where its waker is in the list, and in which round it was put there.
+    registered: Option<(u64, usize)>,
+    /// The waker it put there last: polled again by the same task in the same round, it
+    /// knows it has nothing without taking the lock.
+    waker: Option<Waker>,
+}
+
+impl<T: Clone> Receiver<T> {
+    /// The next event; `Pending` (with the task's waker in the ring's list) when it has read
+    /// everything sent. With `budget`, an event read spends a unit of tokio's co-operative
+    /// budget, as tokio's own channels do (none left: `Pending`, and the task is woken again).
+    pub(super) fn poll_recv(
+        &mut self,
+        cx: &mut Context<'_>,
+        budget: bool,
+    ) -> Poll<Result<T, RecvError>> {
+        let shared = &*self.shared;
+        if let (Some((round, _)), Some(waker)) = (self.registered, &self.waker) {
+            // Still in the list since it last found nothing: no send (nor the close) since.
+            if round == shared.round.load(Ordering::Acquire) && waker.will_wake(cx.waker()) {
+                return Poll::Pending;
+            }
+        }
+        let mut state = lock(&shared.state);
+        if self.next == state.tail {
+            if state.closed {
+                return Poll::Ready(Err(RecvError::Closed));
+            }
+            register(
+                &mut self.registered,
+                &mut self.waker,
+                &mut state,
+                cx.waker(),
+            );
+            return Poll::Pending;
+        }
+        let coop = if budget {
+            match tokio::task::coop::poll_proceed(cx) {
+                Poll::Ready(coop) => Some(coop),
+                Poll::Pending => return Poll::Pending,
+            }
+        } else {
+            None
+        };
+        let capacity = shared.mask + 1;
+        let behind = state.tail.wrapping_sub(self.next);
+        if behind > capacity {
+            let oldest = state.tail.wrapping_sub(capacity);
+            let missed = oldest.wrapping_sub(self.next);
+            self.next = oldest;
+            return Poll::Ready(Err(RecvError::Lagged(missed)));
+        }
+        let slot = &mut state.slots[(self.next & shared.mask) as usize];
+        slot.rem = slot.rem.saturating_sub(1);
+        // The last reader takes the event; the others share it.
+        let item = if slot.rem == 0 {
+            slot.item.take()
+        } else {
+            slot.item.clone()
+        };
+        self.next = self.next.wrapping_add(1);
+        if self.next == state.tail && !state.closed {
+            // Caught up: in the list now, under the same lock, so the poll that finds nothing
+            // (the next, as a rule) does not take it again.
+            register(
+                &mut self.registered,
+                &mut self.waker,
+                &mut state,
+                cx.waker(),
+            );
+        }
+        drop(state);
+        if let Some(coop) = coop {
+            coop.made_progress();
+        }
+        match item {
+            Some(item) => Poll::Ready(Ok(item)),
+            // Unreachable: an unread slot within the ring holds its item until every receiver
+            // counted in it has read it. Should a count ever be off, end this receiver rather
+            // than panic.
+            None => Poll::Ready(Err(RecvError::Closed)),
+        }
+    }
+
+    /// Whether its waker is in the list (no send since it found nothing to read).
+    #[cfg(test)]
+    fn registered_and_idle(&self) -> bool {
+        self.registered
+            .is_some_and(|(round, _)| round == self.shared.round.load(Ordering::Acquire))
+    }
+}
+
+/// Puts the task's waker in the list, once per round: a receiver already there is only
+/// updated. `stored`: the receiver's copy, for its lock-free check.
+fn register<T>(
+    registered: &mut Option<(u64, usize)>,
+    stored: &mut Option<Waker>,
+    state: &mut State<T>,
+    waker: &Waker,
+) {
+    if !stored.as_ref().is_some_and(|old| old.will_wake(waker)) {
+        *stored = Some(waker.clone());
+    }
+    if let Some((round, index)) = *registered {
+        if round == state.round {
+            let entry = &mut state.waiters[index];
+            if !entry.as_ref().is_some_and(|old| old.will_wake(waker)) {
+                *entry = Some(waker.clone());
+            }
+            return;
+        }
+    }
+    let index = match state.free.pop() {
+        Some(index) => {
+            state.waiters[index] = Some(waker.clone());
+            index
+        }
+        None => {
+            state.waiters.push(Some(waker.clone()));
+            state.waiters.len() - 1
+        }
+    };
+    *registered = Some((state.round, index));
+}
+
+impl<T> Drop for Receiver<T> {
+    fn drop(&mut self) {
+        let mut state = lock(&self.shared.state);
+        state.receivers -= 1;
+        if let Some((round, index)) = self.registered {
+            if round == state.round {
+                state.waiters[index] = None;
+                state.free.push(index);
+            }
+        }
+        // It counts in every unread event still held: release them.
+        let capacity = self.shared.mask + 1;
+        let start = self.next.max(state.tail.saturating_sub(capacity));
+        for pos in start..state.tail {
+            let slot = &mut state.slots[(pos & self.shared.mask) as usize];
+            slot.rem = slot.rem.saturating_sub(1);
+            if slot.rem == 0 {
+                slot.item = None;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        sync::atomic::AtomicUsize,
+        task::{Wake, Waker},
+    };
+
+    use super::*;
+
+    #[derive(Default)]
+    struct Count(AtomicUsize);
+
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn waker() -> (Arc<Count>, Waker) {
+        let count = Arc::new(Count::default());
+        (Arc::clone(&count), Waker::from(count))
+    }
+
+    fn poll(receiver: &mut Receiver<u32>, waker: &Waker) -> Poll<Result<u32, RecvError>> {
+        receiver.poll_recv(&mut Context::from_waker(waker), false)
+    }
+
+    #[test]
+    fn every_receiver_reads_every_event_in_order_and_is_woken_once_per_send() {
+        let ring = Ring::new(4);
+        let (counts, wakers): (Vec<_>, Vec<_>) = (0..3).map(|_| waker()).unzip();
+        let mut receivers: Vec<_> = (0..3).map(|_| ring.receiver()).collect();
+        for (receiver, waker) in receivers.iter_mut().zip(&wakers) {
+            assert!(poll(receiver, waker).is_pending());
+            // Polled again while idle: still one entry in the list.
+            assert!(poll(receiver, waker).is_pending());
+            assert!(receiver.registered_and_idle());
+        }
+        assert_eq!(ring.send(1), 3);
+        assert_eq!(ring.send(2), 3);
+        for ((receiver, waker), count) in receivers.iter_mut().zip(&wakers).zip(&counts) {
+            assert_eq!(
+                count.0.load(Ordering::SeqCst),
+                1,
+                "woken once, by the first send"
+            );
+            assert!(!receiver.registered_and_idle());
+            assert!(matches!(poll(receiver, waker), Poll::Ready(Ok(1))));
+            assert!(matches!(poll(receiver, waker), Poll::Ready(Ok(2))));
+            assert!(poll(receiver, waker).is_pending());
+        }
+        assert_eq!(ring.queued(), 0);
+        ring.send(3);
+        for count in &counts {
+            assert_eq!(count.0.load(Ordering::SeqCst), 2);
+        }
+    }
+
+    #[test]
+    fn a_send_without_receivers_is_dropped_and_a_receiver_starts_at_the_tail() {
+        let ring = Ring::new(2);
+        assert_eq!(ring.send(1), 0);
+        let mut receiver = ring.receiver();
+        let (_, waker) = waker();
+        assert!(poll(&mut receiver, &waker).is_pending());
+        ring.send(2);
+        assert!(matches!(poll(&mut receiver, &waker), Poll::Ready(Ok(2))));
+    }
+
+    #[test]
+    fn a_receiver_a_whole_ring_behind_lags_then_reads_the_oldest_held() {
+        let ring = Ring::new(3); // rounded up to 4
+        let mut slow = ring.receiver();
+        let mut fast = ring.receiver();
+        let (_, waker) = waker();
+        for n in 0..6 {
+            ring.send(n);
+            assert!(matches!(poll(&mut fast, &waker), Poll::Ready(Ok(m)) if m == n));
+        }
+        assert_eq!(
+            ring.queued(),
+            4,
+            "the slowest has read none of the four held"
+        );
+        assert!(matches!(
+            poll(&mut slow, &waker),
+            Poll::Ready(Err(RecvError::Lagged(2)))
+        ));
+        for n in 2..6 {
+            assert!(matches!(poll(&mut slow, &waker), Poll::Ready(Ok(m)) if m == n));
+        }
+        assert_eq!(ring.queued(), 0);
+    }
+
+    #[test]
+    fn events_are_released_once_read_by_all_or_left_unread_by_a_receiver_that_goes() {
+        let ring = Ring::new(8);
+        let event = Arc::new(());
+        let mut reader = ring.receiver();
+        let leaver = ring.receiver();
+        ring.send(Arc::clone(&event));
+        let (_, waker) = waker();
+        let read = reader.poll_recv(&mut Context::from_waker(&waker), false);
+        assert!(matches!(read, Poll::Ready(Ok(_))));
+        drop(read);
+        assert_eq!(Arc::strong_count(&event), 2, "the leaver has not read it");
+        assert_eq!(ring.queued(), 1);
+        drop(leaver);
+        assert_eq!(
+            Arc::strong_count(&event),
+            1,
+            "released when the last one left"
+        );
+        assert_eq!(ring.queued(), 0);
+    }
+
+    #[test]
+    fn closing_wakes_the_waiters_who_read_what_is_left_then_closed() {
+        let ring = Ring::new(4);
+        let mut receiver = ring.receiver();
+        let (count, waker) = waker();
+        assert!(poll(&mut receiver, &waker).is_pending());
+        ring.send(7);
+        assert!(matches!(poll(&mut receiver, &waker), Poll::Ready(Ok(7))));
+        assert!(poll(&mut receiver, &waker).is_pending());
+        ring.send(8);
+        drop(ring);
+        assert_eq!(count.0.load(Ordering::SeqCst), 2);
+        assert!(matches!(poll(&mut receiver, &waker), Poll::Ready(Ok(8))));
+        assert!(matches!(
+            poll(&mut receiver, &waker),
+            Poll::Ready(Err(RecvError::Closed))
+        ));
+    }
+
+    #[test]
+    fn receivers_that_leave_give_their_place_in_the_list_back() {
+        let ring = Ring::new(4);
+        let (_, waker) = waker();
+        for _ in 0..100 {
+            let mut receiver = ring.receiver();
+            assert!(poll(&mut receiver, &waker).is_pending());
+        }
+        assert_eq!(
+            lock(&ring.shared.state).waiters.len(),
+            1,
+            "one place, reused"
+        );
+        let (other_count, other) = self::waker();
+        let mut receiver = ring.receiver();
+        assert!(poll(&mut receiver, &waker).is_pending());
+        // Polled by another task: the entry is replaced, not added.
+        assert!(poll(&mut receiver, &other).is_pending());
+        assert_eq!(lock(&ring.shared.state).waiters.len(), 1);
+        ring.send(1);
+        assert_eq!(
+            other_count.0.load(Ordering::SeqCst),
+            1,
+            "the task that polled last"
+        );
+    }
+}
