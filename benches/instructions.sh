@@ -8,6 +8,10 @@
 #
 #   benches/instructions.sh                 # tower-sse lean, tower-sse through hyper, axum peer
 #   CLIENTS=200 RATE=50 DURATION=10 benches/instructions.sh
+#   ONLY=lean benches/instructions.sh      # some of them (lean, hyper, axum)
+#
+# Names are written out whole (`--compress-strings=no`), so `callgrind_annotate` reads the
+# dumped part alone: `callgrind_annotate --inclusive=yes $OUT/tower-sse-lean.callgrind.1`.
 #
 # Servers: `bench_server` with SERVE=tower (LEAN=1: the lean HTTP/1.1 writer; LEAN=0: hyper)
 # and `bench_peer_axum`. RATE is kept low enough that each event is one write per client (no
@@ -39,7 +43,7 @@ trap stop EXIT
 # measure NAME BINARY LEAN: prints "NAME instructions/event"
 measure() {
     local name=$1 bin=$2 lean=$3 log=$OUT/$1.server.log out=$OUT/$1.callgrind
-    PORT=0 SERVE=tower LEAN=$lean taskset -c 0 valgrind --tool=callgrind \
+    PORT=0 SERVE=tower LEAN=$lean taskset -c 0 valgrind --tool=callgrind --compress-strings=no \
         --callgrind-out-file="$out" "$BIN/$bin" >"$log" 2>&1 &
     VPID=$!
     local url=
@@ -68,6 +72,7 @@ measure() {
 }
 
 echo "$CLIENTS clients, $RATE msg/s, $DURATION s; results in $OUT"
-measure tower-sse-lean bench_server 1
-measure tower-sse-hyper bench_server 0
-measure axum-broadcast bench_peer_axum 1
+ONLY=${ONLY:-lean,hyper,axum}
+case ",$ONLY," in *,lean,*) measure tower-sse-lean bench_server 1 ;; esac
+case ",$ONLY," in *,hyper,*) measure tower-sse-hyper bench_server 0 ;; esac
+case ",$ONLY," in *,axum,*) measure axum-broadcast bench_peer_axum 1 ;; esac
