@@ -100,6 +100,13 @@ impl<T> WriteTimeout<T> {
         self.inner
     }
 
+    /// A write to the inner IO made progress outside this wrapper (the lean path's direct
+    /// first write): a stall clock that was running stops.
+    #[cfg(feature = "server")]
+    pub(crate) fn progressed(&mut self) {
+        self.stalled = false;
+    }
+
     /// Called when the inner write is pending: starts the clock, or fails once it ran out.
     fn pending<R>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<R>> {
         let deadline = crate::time::later(Instant::now(), self.timeout);

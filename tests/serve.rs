@@ -641,6 +641,53 @@ async fn lean_http1_responses_are_framed_for_keep_alive_and_hand_over_to_hyper()
         .unwrap();
 }
 
+/// Frames larger than the socket takes at once: the lean path's first, direct write is
+/// partial and the timed write sends the rest; hyper's client reads every byte in order,
+/// with the framing intact, and the connection stays usable.
+#[tokio::test]
+async fn lean_frames_larger_than_one_write_arrive_whole() {
+    let big = "x".repeat(6 << 20);
+    let data = big.clone();
+    let app = Router::new()
+        .route(
+            "/big",
+            get(move || {
+                let data = data.clone();
+                async move {
+                    EventStream::new(futures_util::stream::iter([
+                        Event::new().data(&data[..]),
+                        Event::new().data("after"),
+                    ]))
+                }
+            }),
+        )
+        .layer(SseLayer::new());
+    let addr = serve_app(app, true, |s| s).await;
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (mut send, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    for _ in 0..2 {
+        let request = http::Request::get("/big")
+            .header("host", "x")
+            .header("accept", "text/event-stream")
+            .body(http_body_util::Full::new(Bytes::new()))
+            .unwrap();
+        let response = send.send_request(request).await.unwrap();
+        assert_eq!(response.headers()["transfer-encoding"], "chunked");
+        let body = timeout(Duration::from_secs(20), response.into_body().collect())
+            .await
+            .unwrap()
+            .unwrap()
+            .to_bytes();
+        let want = format!("data: {big}\n\ndata: after\n\n");
+        assert_eq!(body.len(), want.len());
+        assert!(body == want.as_bytes(), "the bytes differ");
+    }
+}
+
 /// Pipelined requests in one write: answered in order, across the handover to hyper, and a
 /// `Connection: close` closes the connection after its response.
 #[tokio::test]
@@ -765,6 +812,76 @@ async fn a_lean_stream_whose_client_goes_away_is_released() {
     drop(clients);
     let reasons = until_all_closed(&streams).await;
     assert_eq!(reasons, [CloseReason::ClientGone; 3]);
+}
+
+/// The same after an earlier response on the connection that waited for its events: the
+/// read side, watched through a flag during that response and read directly for the next
+/// request's head, is watched again for the second stream (found by the session 9 change that
+/// stopped asking for read readiness after every event: without forgetting the first
+/// response's registration, the client's leaving went unseen).
+#[tokio::test]
+async fn a_second_lean_stream_on_a_connection_whose_client_goes_away_is_released() {
+    let streams = Streams::default();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (opened, closed) = (streams.clone(), streams.clone());
+    let app = Router::new()
+        .route(
+            "/slow-finite",
+            get(|| async {
+                // Waits between its events, so the read side is watched, then ends.
+                EventStream::new(
+                    futures_util::stream::iter(["a", "b"]).then(|data| async move {
+                        tokio::time::sleep(Duration::from_millis(30)).await;
+                        Event::new().data(data)
+                    }),
+                )
+            }),
+        )
+        .route(
+            "/events",
+            get(|| async { EventStream::new(futures_util::stream::pending::<Event>()) }),
+        )
+        .layer(
+            SseLayer::new()
+                .on_open(move |_: &StreamInfo| {
+                    opened.open.fetch_add(1, SeqCst);
+                })
+                .on_close(move |_: &StreamInfo, reason: CloseReason| {
+                    closed.closed.lock().unwrap().push(reason);
+                    closed.open.fetch_sub(1, SeqCst);
+                }),
+        );
+    tokio::spawn(tower_sse::serve(listener, app).into_future());
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"GET /slow-finite HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n")
+        .await
+        .unwrap();
+    let head = read_head(&mut stream).await;
+    assert!(head.starts_with(b"HTTP/1.1 200 OK\r\n"));
+    let mut body = Vec::new();
+    while !body.ends_with(b"0\r\n\r\n") {
+        let mut chunk = [0u8; 256];
+        let n = timeout(Duration::from_secs(5), stream.read(&mut chunk))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_ne!(n, 0, "closed before the end of the first response");
+        body.extend_from_slice(&chunk[..n]);
+    }
+    // The server waits for the next head (reading the socket itself) before it comes.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    stream
+        .write_all(b"GET /events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n")
+        .await
+        .unwrap();
+    let head = read_head(&mut stream).await;
+    assert!(head.starts_with(b"HTTP/1.1 200 OK\r\n"));
+    streams.until_open(1).await;
+    drop(stream);
+    let reasons = until_all_closed(&streams).await;
+    assert_eq!(reasons, [CloseReason::StreamEnded, CloseReason::ClientGone]);
 }
 
 /// A client that stops reading is dropped by the write timeout on the lean path too.

@@ -9,6 +9,7 @@
 
 mod activity;
 mod body;
+mod flagged;
 mod head;
 mod lean;
 mod peer;
@@ -297,6 +298,7 @@ impl<S> Serve<S> {
                 lean: self.lean,
                 read_closed: false,
                 served: 0,
+                read_watch: Default::default(),
             };
             tokio::spawn(async move {
                 let Outcome::Hyper(prefix, io, service) = lean.run().await else {
