@@ -28,28 +28,69 @@ use crate::replay::Replay;
 /// ([`SseLayer::metrics_route`](crate::SseLayer::metrics_route)), if any.
 pub(crate) type Route = Option<&'static str>;
 
-/// Counts one open SSE body for as long as it lives.
+/// One open SSE body's metrics: counts it in `tower_sse_connections` for as long as it lives,
+/// and its frames and events.
+///
+/// The series are looked up once, when the body is made, and the body keeps their handles:
+/// a frame costs one counter update, not a lookup through the facade (a thread-local access
+/// and a registry lookup, even with no recorder installed). So a recorder installed after a
+/// body was made does not see that body.
 pub(crate) struct Open {
     #[cfg(feature = "metrics")]
-    route: Route,
+    connections: ::metrics::Gauge,
+    #[cfg(feature = "metrics")]
+    events: ::metrics::Counter,
+    #[cfg(feature = "metrics")]
+    bytes: ::metrics::Counter,
 }
 
 impl Open {
     #[inline]
     pub(crate) fn new(route: Route) -> Self {
         #[cfg(feature = "metrics")]
-        match route {
-            None => ::metrics::gauge!("tower_sse_connections").increment(1.0),
-            Some(route) => {
-                ::metrics::gauge!("tower_sse_connections", "route" => route).increment(1.0);
+        {
+            let (connections, events, bytes) = match route {
+                None => (
+                    ::metrics::gauge!("tower_sse_connections"),
+                    ::metrics::counter!("tower_sse_events_total"),
+                    ::metrics::counter!("tower_sse_bytes_total"),
+                ),
+                Some(route) => (
+                    ::metrics::gauge!("tower_sse_connections", "route" => route),
+                    ::metrics::counter!("tower_sse_events_total", "route" => route),
+                    ::metrics::counter!("tower_sse_bytes_total", "route" => route),
+                ),
+            };
+            connections.increment(1.0);
+            Self {
+                connections,
+                events,
+                bytes,
             }
         }
         #[cfg(not(feature = "metrics"))]
-        let _ = route;
-        Self {
-            #[cfg(feature = "metrics")]
-            route,
+        {
+            let _ = route;
+            Self {}
         }
+    }
+
+    /// A frame of `bytes` bytes went to the client.
+    #[inline]
+    pub(crate) fn frame(&self, bytes: usize) {
+        #[cfg(feature = "metrics")]
+        self.bytes.increment(bytes as u64);
+        #[cfg(not(feature = "metrics"))]
+        let _ = bytes;
+    }
+
+    /// A frame with `events` events went to the client.
+    #[inline]
+    pub(crate) fn events(&self, events: usize) {
+        #[cfg(feature = "metrics")]
+        self.events.increment(events as u64);
+        #[cfg(not(feature = "metrics"))]
+        let _ = events;
     }
 }
 
@@ -57,42 +98,8 @@ impl Drop for Open {
     #[inline]
     fn drop(&mut self) {
         #[cfg(feature = "metrics")]
-        match self.route {
-            None => ::metrics::gauge!("tower_sse_connections").decrement(1.0),
-            Some(route) => {
-                ::metrics::gauge!("tower_sse_connections", "route" => route).decrement(1.0);
-            }
-        }
+        self.connections.decrement(1.0);
     }
-}
-
-/// A frame of `bytes` bytes went to a client.
-#[inline]
-pub(crate) fn frame(bytes: usize, route: Route) {
-    #[cfg(feature = "metrics")]
-    match route {
-        None => ::metrics::counter!("tower_sse_bytes_total").increment(bytes as u64),
-        Some(route) => {
-            ::metrics::counter!("tower_sse_bytes_total", "route" => route).increment(bytes as u64);
-        }
-    }
-    #[cfg(not(feature = "metrics"))]
-    let _ = (bytes, route);
-}
-
-/// A frame with `events` events went to a client.
-#[inline]
-pub(crate) fn events(events: usize, route: Route) {
-    #[cfg(feature = "metrics")]
-    match route {
-        None => ::metrics::counter!("tower_sse_events_total").increment(events as u64),
-        Some(route) => {
-            ::metrics::counter!("tower_sse_events_total", "route" => route)
-                .increment(events as u64);
-        }
-    }
-    #[cfg(not(feature = "metrics"))]
-    let _ = (events, route);
 }
 
 /// An event was published into a hub.

@@ -229,6 +229,72 @@ async fn keep_alive_after_idle_interval_reset_by_events() {
     drop(sender);
 }
 
+/// Counts the wake-ups of one "task".
+#[derive(Default)]
+struct Wakes(std::sync::atomic::AtomicUsize);
+
+impl std::task::Wake for Wakes {
+    fn wake(self: std::sync::Arc<Self>) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Wakes {
+    fn count(&self) -> usize {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// The keep-alive timer is not polled again while it is registered for the polling task (a
+/// saving per event): it must still wake that task when it fires, and a body polled by
+/// another task must move the registration to it.
+#[tokio::test(start_paused = true)]
+async fn keep_alive_wakes_the_task_that_polls_the_body_last() {
+    use http_body::Body as _;
+    use std::{
+        sync::Arc,
+        task::{Context, Poll, Waker},
+    };
+    let (mut call, tx) = call_with(SseLayer::new()).await;
+    let body = call.response.body_mut();
+    let (a, b) = (Arc::new(Wakes::default()), Arc::new(Wakes::default()));
+    let (waker_a, waker_b) = (Waker::from(Arc::clone(&a)), Waker::from(Arc::clone(&b)));
+    let mut poll = |waker: &Waker| match body.as_mut().poll_frame(&mut Context::from_waker(waker)) {
+        Poll::Ready(Some(Ok(frame))) => Some(frame.into_data().unwrap()),
+        Poll::Pending => None,
+        other => panic!("unexpected {:?}", other.map(|_| ())),
+    };
+    assert_eq!(poll(&waker_a), None);
+    tokio::time::advance(Duration::from_secs(5)).await;
+    tx.send(Ok(Event::new().data("x"))).unwrap();
+    assert_eq!(poll(&waker_a).unwrap(), "data: x\n\n");
+    assert_eq!(
+        poll(&waker_a),
+        None,
+        "nothing more: the timer is left as it was"
+    );
+    let before = a.count();
+    tokio::time::advance(Duration::from_secs(10)).await;
+    // The timer first fires at +15 s (for the frame at +5 s it moves to +20 s).
+    assert!(a.count() > before, "the timer woke the task");
+    assert_eq!(poll(&waker_a), None);
+    let before = a.count();
+    tokio::time::advance(Duration::from_secs(5)).await;
+    assert!(a.count() > before, "the moved timer woke the task");
+    assert_eq!(poll(&waker_a).unwrap(), ":\n\n");
+    // Registered for one task, then polled by another: the timer wakes the other one.
+    assert_eq!(poll(&waker_a), None);
+    assert_eq!(poll(&waker_b), None);
+    let (before_a, before_b) = (a.count(), b.count());
+    tokio::time::advance(Duration::from_secs(15)).await;
+    assert!(
+        b.count() > before_b,
+        "the timer woke the task that polled last"
+    );
+    assert_eq!(a.count(), before_a);
+    assert_eq!(poll(&waker_b).unwrap(), ":\n\n");
+}
+
 #[tokio::test(start_paused = true)]
 async fn keep_alive_text_interval_and_off() {
     let layer = SseLayer::new()
