@@ -295,6 +295,39 @@ async fn keep_alive_wakes_the_task_that_polls_the_body_last() {
     assert_eq!(poll(&waker_b).unwrap(), ":\n\n");
 }
 
+/// An event that comes after a frame was handed out and before the body is polled again
+/// (woken by it) is read by that poll: the body must not assume the stream is still where it
+/// left it. (A first version of a saving skipped the stream on the poll right after a frame;
+/// hyper may poll the body again only in a later run of the task, so the event waited for
+/// the next wake-up.) Also for a body polled by another task.
+#[tokio::test(start_paused = true)]
+async fn an_event_between_a_frame_and_the_next_poll_is_read_by_that_poll() {
+    use std::{
+        sync::Arc,
+        task::{Context, Poll, Waker},
+    };
+    use http_body::Body as _;
+    let (mut call, tx) = call_with(SseLayer::new()).await;
+    let body = call.response.body_mut();
+    let (a, b) = (Arc::new(Wakes::default()), Arc::new(Wakes::default()));
+    let (waker_a, waker_b) = (Waker::from(Arc::clone(&a)), Waker::from(Arc::clone(&b)));
+    let mut poll = |waker: &Waker| match body.as_mut().poll_frame(&mut Context::from_waker(waker)) {
+        Poll::Ready(Some(Ok(frame))) => Some(frame.into_data().unwrap()),
+        Poll::Pending => None,
+        other => panic!("unexpected {:?}", other.map(|_| ())),
+    };
+    assert_eq!(poll(&waker_a), None);
+    for round in 0..3 {
+        let before = a.count();
+        tx.send(Ok(Event::new().data(format!("{round}")))).unwrap();
+        assert!(a.count() > before, "the stream's registration woke the task");
+        assert_eq!(poll(&waker_a).unwrap(), format!("data: {round}\n\n"));
+    }
+    tx.send(Ok(Event::new().data("y"))).unwrap();
+    assert_eq!(poll(&waker_b).unwrap(), "data: y\n\n");
+    assert_eq!(poll(&waker_b), None);
+}
+
 #[tokio::test(start_paused = true)]
 async fn keep_alive_text_interval_and_off() {
     let layer = SseLayer::new()
