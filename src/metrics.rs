@@ -21,6 +21,10 @@
 //! values as you have layers). Counting is done once
 //! per frame (not per byte) and once per publish, so it stays off the per-subscriber path
 //! except for one counter update per frame.
+//!
+//! A stream's three series are looked up once, when its response body is made, and updated
+//! through their handles: install the recorder before serving (as exporters ask anyway); a
+//! stream opened before it was installed is not counted by it.
 
 use crate::replay::Replay;
 

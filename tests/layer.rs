@@ -302,11 +302,11 @@ async fn keep_alive_wakes_the_task_that_polls_the_body_last() {
 /// the next wake-up.) Also for a body polled by another task.
 #[tokio::test(start_paused = true)]
 async fn an_event_between_a_frame_and_the_next_poll_is_read_by_that_poll() {
+    use http_body::Body as _;
     use std::{
         sync::Arc,
         task::{Context, Poll, Waker},
     };
-    use http_body::Body as _;
     let (mut call, tx) = call_with(SseLayer::new()).await;
     let body = call.response.body_mut();
     let (a, b) = (Arc::new(Wakes::default()), Arc::new(Wakes::default()));
@@ -320,7 +320,10 @@ async fn an_event_between_a_frame_and_the_next_poll_is_read_by_that_poll() {
     for round in 0..3 {
         let before = a.count();
         tx.send(Ok(Event::new().data(format!("{round}")))).unwrap();
-        assert!(a.count() > before, "the stream's registration woke the task");
+        assert!(
+            a.count() > before,
+            "the stream's registration woke the task"
+        );
         assert_eq!(poll(&waker_a).unwrap(), format!("data: {round}\n\n"));
     }
     tx.send(Ok(Event::new().data("y"))).unwrap();
