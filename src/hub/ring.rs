@@ -191,18 +191,26 @@ impl<T: Clone> Receiver<T> {
     /// The next event; `Pending` (with the task's waker in the ring's list) when it has read
     /// everything sent. With `budget`, an event read spends a unit of tokio's co-operative
     /// budget, as tokio's own channels do (none left: `Pending`, and the task is woken again).
+    #[inline]
     pub(super) fn poll_recv(
         &mut self,
         cx: &mut Context<'_>,
         budget: bool,
     ) -> Poll<Result<T, RecvError>> {
-        let shared = &*self.shared;
         if let (Some((round, _)), Some(waker)) = (self.registered, &self.waker) {
             // Still in the list since it last found nothing: no send (nor the close) since.
-            if round == shared.round.load(Ordering::Acquire) && waker.will_wake(cx.waker()) {
+            if round == self.shared.round.load(Ordering::Acquire) && waker.will_wake(cx.waker()) {
                 return Poll::Pending;
             }
         }
+        self.poll_locked(cx, budget)
+    }
+
+    /// [`poll_recv`](Self::poll_recv) under the lock (kept out of line: the lock-free answer
+    /// above is the common one, twice per event, and stays small).
+    #[inline(never)]
+    fn poll_locked(&mut self, cx: &mut Context<'_>, budget: bool) -> Poll<Result<T, RecvError>> {
+        let shared = &*self.shared;
         let mut state = lock(&shared.state);
         if self.next == state.tail {
             if state.closed {
