@@ -884,6 +884,59 @@ async fn a_second_lean_stream_on_a_connection_whose_client_goes_away_is_released
     assert_eq!(reasons, [CloseReason::StreamEnded, CloseReason::ClientGone]);
 }
 
+/// Lean connections share driver tasks: a handler that panics ends its own connection, and
+/// the streams beside it (on the same driver: this runtime has one worker) go on.
+#[tokio::test]
+async fn a_panicking_handler_ends_only_its_own_connection() {
+    let app = Router::new()
+        .route(
+            "/events",
+            get(|| async {
+                let ticks = tokio_stream::wrappers::IntervalStream::new(tokio::time::interval(
+                    Duration::from_millis(20),
+                ));
+                EventStream::new(ticks.map(|_| Event::new().data("tick")))
+            }),
+        )
+        .route(
+            "/boom",
+            get(|| async {
+                if true {
+                    panic!("this handler panics");
+                }
+                EventStream::new(futures_util::stream::pending::<Event>())
+            }),
+        )
+        .layer(SseLayer::new());
+    let addr = serve_app(app, true, |s| s).await;
+    let mut streams = Vec::new();
+    for _ in 0..3 {
+        streams.push(lean_stream(addr).await);
+    }
+    let mut boom = TcpStream::connect(addr).await.unwrap();
+    boom.write_all(b"GET /boom HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n")
+        .await
+        .unwrap();
+    let mut rest = Vec::new();
+    let read = timeout(Duration::from_secs(5), boom.read_to_end(&mut rest)).await;
+    assert!(read.is_ok(), "the panicking request's connection is closed");
+    for stream in &mut streams {
+        // Several ticks after the panic: every stream still flows.
+        let mut seen = Vec::new();
+        while seen.windows(4).filter(|w| w == b"tick").count() < 3 {
+            let mut chunk = [0u8; 256];
+            let n = timeout(Duration::from_secs(5), stream.read(&mut chunk))
+                .await
+                .expect("the stream goes on")
+                .unwrap();
+            assert_ne!(n, 0, "the stream was closed");
+            seen.extend_from_slice(&chunk[..n]);
+        }
+    }
+    // And the server takes new streams.
+    lean_stream(addr).await;
+}
+
 /// A client that stops reading is dropped by the write timeout on the lean path too.
 #[tokio::test]
 async fn a_lean_stream_whose_client_stops_reading_is_dropped_by_the_write_timeout() {

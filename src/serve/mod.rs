@@ -9,6 +9,7 @@
 
 mod activity;
 mod body;
+mod driver;
 mod flagged;
 mod head;
 mod lean;
@@ -32,6 +33,7 @@ use std::{
     fmt,
     future::{Future, IntoFuture},
     io,
+    net::SocketAddr,
     pin::Pin,
     sync::Arc,
     time::Duration,
@@ -42,14 +44,18 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_util::{
     rt::{TokioIo, TokioTimer},
-    server::{conn::auto, graceful::GracefulShutdown},
+    server::{
+        conn::auto,
+        graceful::{GracefulShutdown, Watcher},
+    },
     service::{TowerToHyperService, TowerToHyperServiceFuture},
 };
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tower_service::Service;
 
 use self::{
     activity::{Activity, Counted, CountedBody},
+    driver::Drivers,
     lean::{Lean, Outcome},
     peer::WithPeer,
     rewind::Rewind,
@@ -264,6 +270,7 @@ impl<S> Serve<S> {
             .max_buf_size(self.max_header_bytes);
         builder.http2().timer(TokioTimer::new());
         let graceful = GracefulShutdown::new();
+        let mut drivers = Drivers::new();
         let stop = async {
             match &self.shutdown {
                 Some(shutdown) => shutdown.triggered().await,
@@ -300,37 +307,21 @@ impl<S> Serve<S> {
                 served: 0,
                 read_watch: Default::default(),
             };
-            tokio::spawn(async move {
+            // The lean part in a driver, with many other connections; a connection that
+            // goes to hyper gets its own task.
+            drivers.spawn(Box::pin(async move {
                 let Outcome::Hyper(prefix, io, service) = lean.run().await else {
                     return drop(watcher);
                 };
-                let activity = Arc::new(Activity::default());
-                let connection = builder
-                    .serve_connection_with_upgrades(
-                        TokioIo::new(Rewind::new(prefix, io, Arc::clone(&activity))),
-                        Counting {
-                            inner: TowerToHyperService::new(WithPeer {
-                                inner: service,
-                                peer,
-                            }),
-                            activity: Arc::clone(&activity),
-                        },
-                    )
-                    .into_owned();
-                // Boxed: hyper's connection state is not kept in the lean connections' tasks.
-                let mut connection = Box::pin(connection);
-                let driven = activity::drive(
-                    connection.as_mut(),
-                    |connection| connection.graceful_shutdown(),
-                    &activity,
+                tokio::spawn(serve_hyper(
+                    builder,
+                    (prefix, io, service),
+                    peer,
                     shutdown,
                     header_read_timeout,
-                );
-                if let Err(err) = Box::pin(driven).await {
-                    tracing::debug!(error = %err, "connection ended with an error");
-                }
-                drop(watcher);
-            });
+                    watcher,
+                ));
+            }));
         }
         drop(self.listener);
         if tokio::time::timeout(self.grace, graceful.shutdown())
@@ -341,6 +332,51 @@ impl<S> Serve<S> {
         }
         Ok(())
     }
+}
+
+/// Serves a connection with hyper from where the lean path left it (`prefix`: the bytes it
+/// read of the request that is hyper's) until it ends; `watcher` is held until then.
+async fn serve_hyper<S, B>(
+    builder: auto::Builder<StallExecutor>,
+    (prefix, io, service): (Bytes, WriteTimeout<TcpStream>, S),
+    peer: SocketAddr,
+    shutdown: Option<Shutdown>,
+    header_read_timeout: Duration,
+    watcher: Watcher,
+) where
+    S: Service<Request<RequestBody>, Response = Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let activity = Arc::new(Activity::default());
+    let connection = builder
+        .serve_connection_with_upgrades(
+            TokioIo::new(Rewind::new(prefix, io, Arc::clone(&activity))),
+            Counting {
+                inner: TowerToHyperService::new(WithPeer {
+                    inner: service,
+                    peer,
+                }),
+                activity: Arc::clone(&activity),
+            },
+        )
+        .into_owned();
+    let mut connection = std::pin::pin!(connection);
+    let driven = activity::drive(
+        connection.as_mut(),
+        |connection| connection.graceful_shutdown(),
+        &activity,
+        shutdown,
+        header_read_timeout,
+    );
+    if let Err(err) = driven.await {
+        tracing::debug!(error = %err, "connection ended with an error");
+    }
+    drop(watcher);
 }
 
 /// hyper's service: each request counted in the connection's [`Activity`] from the moment
