@@ -48,6 +48,10 @@ use super::{
 };
 use crate::{BoxError, Shutdown, io::WriteTimeout};
 
+/// How many frames a response writes before it lets the other connections of its driver
+/// have a turn.
+pub(super) const FRAMES_PER_TURN: u32 = 32;
+
 /// A connection on the lean path, and what it needs.
 pub(super) struct Lean<S> {
     pub(super) io: WriteTimeout<TcpStream>,
@@ -206,6 +210,7 @@ where
         }
         let mut body = pin!(body);
         let mut sent: u64 = 0;
+        let mut frames: u32 = 0;
         loop {
             let (closed, watch) = (&mut self.read_closed, &mut self.read_watch);
             let (tcp, max_head) = (self.io.get_ref(), self.max_head);
@@ -283,6 +288,13 @@ where
             }
             if body.is_end_stream() {
                 break;
+            }
+            frames = frames.wrapping_add(1);
+            if frames % FRAMES_PER_TURN == 0 {
+                // Connections are polled outside tokio's co-operative budget (see
+                // `driver.rs`): a stream that always has a frame and a client that always
+                // takes it give the other connections their turn here.
+                tokio::task::yield_now().await;
             }
         }
         match framing {
