@@ -937,6 +937,84 @@ async fn a_panicking_handler_ends_only_its_own_connection() {
     lean_stream(addr).await;
 }
 
+/// Many lean streams on a multi-thread runtime (two drivers, events published from other
+/// tasks while the streams drain, bursts longer than a driver's turn and a response's 32
+/// frames): every client gets every event of the hub's topic, in order, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lean_streams_on_two_drivers_get_every_event_in_order() {
+    const CLIENTS: usize = 60;
+    const EVENTS: usize = 600;
+    let hub = tower_sse::hub::Hub::builder()
+        .subscriber_capacity(4096)
+        .build();
+    let app = Router::new()
+        .route(
+            "/events",
+            get(
+                |axum::extract::State(hub): axum::extract::State<tower_sse::hub::Hub>| async move {
+                    EventStream::new(hub.subscribe("t").await.unwrap())
+                },
+            ),
+        )
+        .with_state(hub.clone())
+        .layer(SseLayer::new());
+    let addr = serve_app(app, true, |s| s).await;
+    let mut clients = Vec::new();
+    for _ in 0..CLIENTS {
+        clients.push(lean_stream(addr).await);
+    }
+    // Every stream subscribed before the first publish.
+    timeout(Duration::from_secs(10), async {
+        while hub.subscriber_count("t") < CLIENTS {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .unwrap();
+    let readers: Vec<_> = clients
+        .into_iter()
+        .map(|mut stream| {
+            tokio::spawn(async move {
+                let mut text = String::new();
+                let mut buf = vec![0u8; 64 * 1024];
+                while text.matches("data: ").count() < EVENTS {
+                    let n = timeout(Duration::from_secs(20), stream.read(&mut buf))
+                        .await
+                        .expect("events keep coming")
+                        .unwrap();
+                    assert_ne!(n, 0, "closed early");
+                    text.push_str(std::str::from_utf8(&buf[..n]).unwrap());
+                }
+                text
+            })
+        })
+        .collect();
+    // A publisher in bursts, on the runtime's other thread as often as not.
+    let publisher = {
+        let hub = hub.clone();
+        tokio::spawn(async move {
+            for n in 0..EVENTS {
+                hub.publish("t", Event::new().data(n.to_string()))
+                    .await
+                    .unwrap();
+                if n % 100 == 99 {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+        })
+    };
+    publisher.await.unwrap();
+    for reader in readers {
+        let text = reader.await.unwrap();
+        let got: Vec<usize> = text
+            .lines()
+            .filter_map(|line| line.strip_prefix("data: "))
+            .map(|n| n.parse().unwrap())
+            .collect();
+        assert_eq!(got, (0..EVENTS).collect::<Vec<_>>());
+    }
+}
+
 /// A client that stops reading is dropped by the write timeout on the lean path too.
 #[tokio::test]
 async fn a_lean_stream_whose_client_stops_reading_is_dropped_by_the_write_timeout() {
