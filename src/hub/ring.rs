@@ -498,3 +498,313 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod stress_tests {
+    use std::{
+        future::poll_fn,
+        sync::atomic::{AtomicUsize, Ordering},
+        time::Duration,
+    };
+
+    use super::*;
+
+    /// Randomized model check: sends, receivers made and dropped, polls with several wakers;
+    /// every read checked against a model (order, lag counts, values, `queued()`).
+    #[test]
+    fn random_operations_match_a_model() {
+        use std::task::Wake;
+        struct W;
+        impl Wake for W {
+            fn wake(self: Arc<Self>) {}
+        }
+        let wakers: Vec<Waker> = (0..3).map(|_| Waker::from(Arc::new(W))).collect();
+        let mut rng: u64 = 0xDEAD_BEEF_1234_5678;
+        let mut next_rand = move || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        for cap in [1usize, 2, 4, 8] {
+            for _case in 0..300 {
+                let ring: Ring<u64> = Ring::new(cap);
+                let capacity = cap.next_power_of_two() as u64;
+                // (receiver, model next, created at)
+                let mut receivers: Vec<(Receiver<u64>, u64)> = Vec::new();
+                let mut tail = 0u64;
+                for _op in 0..200 {
+                    match next_rand() % 10 {
+                        0 | 1 => receivers.push((ring.receiver(), tail)),
+                        2 if !receivers.is_empty() => {
+                            let i = (next_rand() as usize) % receivers.len();
+                            receivers.swap_remove(i);
+                        }
+                        3..=5 => {
+                            let n = ring.send(tail);
+                            assert_eq!(n, receivers.len());
+                            if n > 0 {
+                                tail += 1;
+                            }
+                        }
+                        _ if !receivers.is_empty() => {
+                            let i = (next_rand() as usize) % receivers.len();
+                            let w = &wakers[(next_rand() as usize) % wakers.len()];
+                            let (r, next) = &mut receivers[i];
+                            let got = r.poll_recv(&mut Context::from_waker(w), false);
+                            if *next == tail {
+                                assert!(got.is_pending(), "nothing to read: {got:?}");
+                            } else if tail - *next > capacity {
+                                let oldest = tail - capacity;
+                                match got {
+                                    Poll::Ready(Err(RecvError::Lagged(n))) => {
+                                        assert_eq!(n, oldest - *next)
+                                    }
+                                    other => panic!("expected lag, got {other:?}"),
+                                }
+                                *next = oldest;
+                            } else {
+                                match got {
+                                    Poll::Ready(Ok(v)) => assert_eq!(v, *next),
+                                    other => panic!("expected {}, got {other:?}", *next),
+                                }
+                                *next += 1;
+                            }
+                        }
+                        _ => {}
+                    }
+                    // queued(): positions in the window some receiver has not read.
+                    let held = tail.min(capacity);
+                    let mut first_unread = held;
+                    for m in 0..held {
+                        let pos = tail - held + m;
+                        if receivers.iter().any(|(_, next)| *next <= pos) {
+                            first_unread = m;
+                            break;
+                        }
+                    }
+                    assert_eq!(ring.queued() as u64, held - first_unread);
+                }
+            }
+        }
+    }
+
+    /// Multi-thread stress: receivers in tasks on a 2-worker runtime, a sender thread; every
+    /// receiver must see every item in order (or a lag that accounts exactly for the gap),
+    /// then `Closed`; no hang.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn many_receivers_on_two_threads_read_in_order_or_lag_exactly() {
+        for round in 0..40 {
+            let cap = [1usize, 2, 16, 64][round % 4];
+            let ring = Ring::new(cap);
+            let receivers: Vec<_> = (0..8).map(|_| ring.receiver()).collect();
+            const N: u64 = 20_000;
+            let lagged = Arc::new(AtomicUsize::new(0));
+            let mut tasks = Vec::new();
+            for (n, mut receiver) in receivers.into_iter().enumerate() {
+                let lagged = Arc::clone(&lagged);
+                tasks.push(tokio::spawn(async move {
+                    let mut expect = 0u64;
+                    let budget = n % 2 == 0;
+                    loop {
+                        let got = poll_fn(|cx| receiver.poll_recv(cx, budget)).await;
+                        match got {
+                            Ok(v) => {
+                                assert_eq!(v, expect, "out of order or duplicated");
+                                expect += 1;
+                            }
+                            Err(RecvError::Lagged(missed)) => {
+                                lagged.fetch_add(1, Ordering::Relaxed);
+                                expect += missed;
+                            }
+                            Err(RecvError::Closed) => break,
+                        }
+                        if n % 3 == 0 && expect % 97 == 0 {
+                            tokio::task::yield_now().await;
+                        }
+                    }
+                    assert_eq!(expect, N, "receiver {n} ended early");
+                }));
+            }
+            let sender = std::thread::spawn(move || {
+                for v in 0..N {
+                    ring.send(v);
+                    if v % 64 == 0 {
+                        std::thread::yield_now();
+                    }
+                }
+                drop(ring);
+            });
+            let all = async {
+                for task in tasks {
+                    task.await.unwrap();
+                }
+            };
+            tokio::time::timeout(Duration::from_secs(20), all)
+                .await
+                .unwrap_or_else(|_| panic!("hang in round {round} (cap {cap})"));
+            sender.join().unwrap();
+        }
+    }
+
+    /// Ping-pong across threads: one item at a time, the sender waits for the receiver to
+    /// read it; a lost wake-up shows as a timeout. The receiver is moved between two tasks
+    /// every few items (polled by another task's waker), and idles between items (fast path).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_receiver_moving_between_tasks_misses_no_wake_up() {
+        let ring = Arc::new(Ring::new(4));
+        let mut receiver = ring.receiver();
+        let acked = Arc::new(tokio::sync::Notify::new());
+        let count = Arc::new(AtomicUsize::new(0));
+        const N: usize = 50_000;
+        let sender = {
+            let (ring, acked, count) = (Arc::clone(&ring), Arc::clone(&acked), Arc::clone(&count));
+            tokio::spawn(async move {
+                for v in 0..N {
+                    ring.send(v as u64);
+                    loop {
+                        let notified = acked.notified();
+                        if count.load(Ordering::SeqCst) > v {
+                            break;
+                        }
+                        if tokio::time::timeout(Duration::from_secs(5), notified)
+                            .await
+                            .is_err()
+                        {
+                            panic!("item {v} not read within 5 s: lost wake-up");
+                        }
+                    }
+                }
+            })
+        };
+        let mut v = 0u64;
+        while (v as usize) < N {
+            // Read up to 7 items in this task, then move the receiver to a new task.
+            let (acked2, count2) = (Arc::clone(&acked), Arc::clone(&count));
+            let (r, nv) = tokio::spawn(async move {
+                let mut receiver = receiver;
+                let mut v = v;
+                for _ in 0..7 {
+                    if v as usize >= N {
+                        break;
+                    }
+                    let got = poll_fn(|cx| receiver.poll_recv(cx, true)).await.unwrap();
+                    assert_eq!(got, v);
+                    v += 1;
+                    count2.fetch_add(1, Ordering::SeqCst);
+                    acked2.notify_one();
+                }
+                (receiver, v)
+            })
+            .await
+            .unwrap();
+            receiver = r;
+            v = nv;
+        }
+        tokio::time::timeout(Duration::from_secs(10), sender)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+
+    /// Subscribers join and leave (while registered) concurrently with sends and polls.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn receivers_joining_and_leaving_while_registered_leave_nothing_behind() {
+        let ring = Arc::new(Ring::new(8));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let sender = {
+            let (ring, stop) = (Arc::clone(&ring), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                let mut v = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    ring.send(v);
+                    v += 1;
+                    if v % 16 == 0 {
+                        std::thread::yield_now();
+                    }
+                }
+            })
+        };
+        let mut tasks = Vec::new();
+        for t in 0..4 {
+            let ring = Arc::clone(&ring);
+            tasks.push(tokio::spawn(async move {
+                for i in 0..3_000 {
+                    let mut receiver = ring.receiver();
+                    let mut last: Option<u64> = None;
+                    for _ in 0..(i % 5 + 1) {
+                        match tokio::time::timeout(
+                            Duration::from_secs(5),
+                            poll_fn(|cx| receiver.poll_recv(cx, t % 2 == 0)),
+                        )
+                        .await
+                        {
+                            Ok(Ok(v)) => {
+                                if let Some(l) = last {
+                                    assert!(v > l);
+                                }
+                                last = Some(v);
+                            }
+                            Ok(Err(RecvError::Lagged(_))) => last = None,
+                            Ok(Err(RecvError::Closed)) => panic!("closed"),
+                            Err(_) => panic!("hang"),
+                        }
+                    }
+                    // Sometimes leave while registered in the current round.
+                    let _ = poll_fn(|cx| Poll::Ready(receiver.poll_recv(cx, false))).await;
+                    drop(receiver);
+                }
+            }));
+        }
+        for task in tasks {
+            task.await.unwrap();
+        }
+        stop.store(true, Ordering::Relaxed);
+        sender.join().unwrap();
+        let state = lock(&ring.shared.state);
+        assert_eq!(state.receivers, 0);
+        assert!(
+            state.waiters.len() <= 4,
+            "waiters list grew: {}",
+            state.waiters.len()
+        );
+    }
+
+    /// A receiver whose reads are cut short by tokio's co-operative budget (a task that reads
+    /// a full ring in one go): it must still reach every item.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_spent_budget_does_not_strand_a_receiver() {
+        let ring = Arc::new(Ring::new(1024));
+        let mut receiver = ring.receiver();
+        for round in 0..20u64 {
+            for v in 0..1000 {
+                ring.send(round * 1000 + v);
+            }
+            for v in 0..1000 {
+                let got = tokio::time::timeout(
+                    Duration::from_secs(2),
+                    poll_fn(|cx| receiver.poll_recv(cx, true)),
+                )
+                .await
+                .expect("stranded")
+                .unwrap();
+                assert_eq!(got, round * 1000 + v);
+            }
+            // Idle, registered; then a send from another thread.
+            let ring2 = Arc::clone(&ring);
+            let t = std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(1));
+                ring2.send(u64::MAX);
+            });
+            let got = tokio::time::timeout(
+                Duration::from_secs(2),
+                poll_fn(|cx| receiver.poll_recv(cx, true)),
+            )
+            .await
+            .expect("stranded after idle")
+            .unwrap();
+            assert_eq!(got, u64::MAX);
+            t.join().unwrap();
+        }
+    }
+}

@@ -93,8 +93,10 @@ impl Flagged {
             *flag.task.lock().unwrap_or_else(PoisonError::into_inner) = Some(task.clone());
             self.task = Some(task);
         }
-        // Before the poll: a wake-up from here on is a new one.
-        flag.woken.store(false, Ordering::SeqCst);
+        // Before the poll: a wake-up from here on is a new one. A swap, so that a wake-up
+        // that came first is read, with what its thread did before it (see the driver's
+        // `queued`).
+        flag.woken.swap(false, Ordering::SeqCst);
         let (polled, registered) = poll(&mut Context::from_waker(waker));
         self.armed = registered;
         polled
