@@ -98,10 +98,13 @@ impl<T: Clone> Ring<T> {
         let index = (state.tail & self.shared.mask) as usize;
         let slot = &mut state.slots[index];
         slot.rem = receivers;
-        slot.item = Some(item);
+        // The event it replaces is dropped after the lock (its memory freed, if it was the
+        // last reference, without holding up the receivers).
+        let replaced = slot.item.replace(item);
         state.tail = state.tail.wrapping_add(1);
         let waiters = self.shared.take_waiters(&mut state);
         drop(state);
+        drop(replaced);
         self.shared.wake(waiters);
         receivers
     }
@@ -216,12 +219,14 @@ impl<T: Clone> Receiver<T> {
             if state.closed {
                 return Poll::Ready(Err(RecvError::Closed));
             }
-            register(
+            let replaced = register(
                 &mut self.registered,
                 &mut self.waker,
                 &mut state,
                 cx.waker(),
             );
+            drop(state);
+            drop(replaced);
             return Poll::Pending;
         }
         let coop = if budget {
@@ -249,10 +254,11 @@ impl<T: Clone> Receiver<T> {
             slot.item.clone()
         };
         self.next = self.next.wrapping_add(1);
+        let mut replaced = [None, None];
         if self.next == state.tail && !state.closed {
             // Caught up: in the list now, under the same lock, so the poll that finds nothing
             // (the next, as a rule) does not take it again.
-            register(
+            replaced = register(
                 &mut self.registered,
                 &mut self.waker,
                 &mut state,
@@ -260,6 +266,7 @@ impl<T: Clone> Receiver<T> {
             );
         }
         drop(state);
+        drop(replaced);
         if let Some(coop) = coop {
             coop.made_progress();
         }
@@ -281,23 +288,27 @@ impl<T: Clone> Receiver<T> {
 }
 
 /// Puts the task's waker in the list, once per round: a receiver already there is only
-/// updated. `stored`: the receiver's copy, for its lock-free check.
+/// updated. `stored`: the receiver's copy, for its lock-free check. Returns the wakers it
+/// replaced, for the caller to drop once the lock is released (a waker's drop is its owner's
+/// code, which must not run under the ring's lock).
+#[must_use]
 fn register<T>(
     registered: &mut Option<(u64, usize)>,
     stored: &mut Option<Waker>,
     state: &mut State<T>,
     waker: &Waker,
-) {
+) -> [Option<Waker>; 2] {
+    let mut replaced = [None, None];
     if !stored.as_ref().is_some_and(|old| old.will_wake(waker)) {
-        *stored = Some(waker.clone());
+        replaced[0] = stored.replace(waker.clone());
     }
     if let Some((round, index)) = *registered {
         if round == state.round {
             let entry = &mut state.waiters[index];
             if !entry.as_ref().is_some_and(|old| old.will_wake(waker)) {
-                *entry = Some(waker.clone());
+                replaced[1] = entry.replace(waker.clone());
             }
-            return;
+            return replaced;
         }
     }
     let index = match state.free.pop() {
@@ -311,28 +322,34 @@ fn register<T>(
         }
     };
     *registered = Some((state.round, index));
+    replaced
 }
 
 impl<T> Drop for Receiver<T> {
     fn drop(&mut self) {
         let mut state = lock(&self.shared.state);
         state.receivers -= 1;
+        let mut entry = None;
         if let Some((round, index)) = self.registered {
             if round == state.round {
-                state.waiters[index] = None;
+                entry = state.waiters[index].take();
                 state.free.push(index);
             }
         }
-        // It counts in every unread event still held: release them.
+        // It counts in every unread event still held: release them (dropped after the lock).
+        let mut released = Vec::new();
         let capacity = self.shared.mask + 1;
         let start = self.next.max(state.tail.saturating_sub(capacity));
         for pos in start..state.tail {
             let slot = &mut state.slots[(pos & self.shared.mask) as usize];
             slot.rem = slot.rem.saturating_sub(1);
             if slot.rem == 0 {
-                slot.item = None;
+                released.extend(slot.item.take());
             }
         }
+        drop(state);
+        drop(entry);
+        drop(released);
     }
 }
 
@@ -469,6 +486,50 @@ mod tests {
             poll(&mut receiver, &waker),
             Poll::Ready(Err(RecvError::Closed))
         ));
+    }
+
+    /// An item whose drop asks the ring something (any code of the item's owner may).
+    #[derive(Clone)]
+    struct Touching(Arc<std::sync::OnceLock<std::sync::Weak<Ring<Touching>>>>);
+
+    impl Drop for Touching {
+        fn drop(&mut self) {
+            if let Some(ring) = self.0.get().and_then(std::sync::Weak::upgrade) {
+                let _ = ring.queued();
+            }
+        }
+    }
+
+    /// Events replaced by a send and events released by a receiver that leaves are dropped
+    /// after the ring's lock (under it, the drop above deadlocked: found by a review).
+    #[test]
+    fn events_are_dropped_after_the_lock() {
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let cell = Arc::new(std::sync::OnceLock::new());
+            let ring = Arc::new(Ring::new(1));
+            cell.set(Arc::downgrade(&ring)).unwrap();
+            let (_, waker) = waker();
+            let mut reader = ring.receiver();
+            let leaver = ring.receiver();
+            ring.send(Touching(Arc::clone(&cell)));
+            let read = reader.poll_recv(&mut Context::from_waker(&waker), false);
+            drop(read);
+            // Replaces the first event, which the leaver has not read.
+            ring.send(Touching(Arc::clone(&cell)));
+            // Releases the second, which only the leaver had left to read... after the reader.
+            let read = reader.poll_recv(&mut Context::from_waker(&waker), false);
+            drop(read);
+            ring.send(Touching(Arc::clone(&cell)));
+            drop(leaver);
+            done.send(()).unwrap();
+        });
+        assert!(
+            finished
+                .recv_timeout(std::time::Duration::from_secs(10))
+                .is_ok(),
+            "deadlocked: an event was dropped under the ring's lock"
+        );
     }
 
     #[test]
