@@ -19,6 +19,12 @@
 //!   as its own task would be; the driver and its other connections go on.
 //! - **Parallelism**: as many drivers as the runtime has worker threads; connections are
 //!   dealt to them in turn, and tokio moves drivers between threads as it moves tasks.
+//!
+//! What it gives up: the service's future runs inside its connection's poll, unconstrained
+//! by the budget, so a handler that loops over an always-ready source (a busy channel)
+//! without an `.await` that yields holds its driver until it is done, where tokio would have
+//! made its task yield after 128 units. Handlers that await I/O, timers or a hub are not
+//! affected. Drivers are not rebalanced when their connections' loads differ.
 
 use std::{
     future::Future,
