@@ -1015,6 +1015,72 @@ async fn lean_streams_on_two_drivers_get_every_event_in_order() {
     }
 }
 
+/// A response whose body is always ready with empty frames (nothing to write) still lets the
+/// other connections of its driver run: every frame counts towards the driver's turn, not
+/// only written ones (found by a review; before, the body held its driver for good).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_of_endless_empty_frames_does_not_hold_its_driver() {
+    let app = Router::new()
+        .route(
+            "/ticks",
+            get(|| async {
+                let ticks = tokio_stream::wrappers::IntervalStream::new(tokio::time::interval(
+                    Duration::from_millis(20),
+                ));
+                EventStream::new(ticks.map(|_| Event::new().data("tick")))
+            }),
+        )
+        .route(
+            "/spin",
+            get(|| async {
+                let empty = futures_util::stream::repeat_with(|| {
+                    Ok::<_, std::convert::Infallible>(Bytes::new())
+                });
+                axum::body::Body::from_stream(empty)
+            }),
+        )
+        .layer(SseLayer::new());
+    let addr = serve_app(app, true, |s| s).await;
+    // Connections are dealt to the two drivers in turn: the 2nd and the 4th share one.
+    let mut first = TcpStream::connect(addr).await.unwrap();
+    first
+        .write_all(b"GET /ticks HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n")
+        .await
+        .unwrap();
+    let head = read_head(&mut first).await;
+    assert!(head.starts_with(b"HTTP/1.1 200 OK\r\n"));
+    let mut spin = TcpStream::connect(addr).await.unwrap();
+    spin.write_all(b"GET /spin HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n")
+        .await
+        .unwrap();
+    let head = read_head(&mut spin).await;
+    assert!(head.starts_with(b"HTTP/1.1 200 OK\r\n"));
+    let mut others = Vec::new();
+    for _ in 0..4 {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream
+            .write_all(b"GET /ticks HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n")
+            .await
+            .unwrap();
+        others.push(stream);
+    }
+    for stream in &mut others {
+        let head = read_head(stream).await;
+        assert!(head.starts_with(b"HTTP/1.1 200 OK\r\n"));
+        let mut seen = Vec::new();
+        while seen.windows(4).filter(|w| w == b"tick").count() < 3 {
+            let mut chunk = [0u8; 256];
+            let n = timeout(Duration::from_secs(5), stream.read(&mut chunk))
+                .await
+                .expect("every stream ticks, the spinning one's driver-mates too")
+                .unwrap();
+            assert_ne!(n, 0, "closed");
+            seen.extend_from_slice(&chunk[..n]);
+        }
+    }
+    drop((spin, &mut first));
+}
+
 /// A client that stops reading is dropped by the write timeout on the lean path too.
 #[tokio::test]
 async fn a_lean_stream_whose_client_stops_reading_is_dropped_by_the_write_timeout() {

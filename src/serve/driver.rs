@@ -14,7 +14,7 @@
 //!   fifth of S3's throughput that way). So each connection is polled unconstrained by it,
 //!   and the driver keeps its own: at most [`TURN`] connection polls, then it puts the rest
 //!   back in its list, wakes itself and yields, so other tasks run; a connection, for its
-//!   part, yields after `FRAMES_PER_TURN` (32) frames written (`lean.rs`).
+//!   part, yields after `FRAMES_PER_TURN` (32) frames of its body, empty ones included (`lean.rs`).
 //! - **Isolation**: a connection whose future panics (a handler that panics) is dropped alone,
 //!   as its own task would be; the driver and its other connections go on.
 //! - **Parallelism**: as many drivers as the runtime has worker threads; connections are

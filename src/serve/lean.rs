@@ -48,8 +48,8 @@ use super::{
 };
 use crate::{BoxError, Shutdown, io::WriteTimeout};
 
-/// How many frames a response writes before it lets the other connections of its driver
-/// have a turn.
+/// How many frames a response takes from its body (written or empty) before it lets the
+/// other connections of its driver have a turn.
 pub(super) const FRAMES_PER_TURN: u32 = 32;
 
 /// A connection on the lean path, and what it needs.
@@ -233,6 +233,17 @@ where
                 }
             })
             .await;
+            if matches!(next, Next::Frame(_)) {
+                // Every frame counts, empty ones and trailers too (a body always ready with
+                // empty frames writes nothing and must yield all the same).
+                frames = frames.wrapping_add(1);
+                if frames % FRAMES_PER_TURN == 0 {
+                    // Connections are polled outside tokio's co-operative budget (see
+                    // `driver.rs`): a body that always has a frame and a client that always
+                    // takes it give the other connections their turn here.
+                    tokio::task::yield_now().await;
+                }
+            }
             let data = match next {
                 Next::Frame(frame) => match frame.into_data() {
                     Ok(data) => data,
@@ -288,13 +299,6 @@ where
             }
             if body.is_end_stream() {
                 break;
-            }
-            frames = frames.wrapping_add(1);
-            if frames % FRAMES_PER_TURN == 0 {
-                // Connections are polled outside tokio's co-operative budget (see
-                // `driver.rs`): a stream that always has a frame and a client that always
-                // takes it give the other connections their turn here.
-                tokio::task::yield_now().await;
             }
         }
         match framing {
