@@ -32,32 +32,20 @@ BIN=$CARGO_TARGET_DIR/release/examples
 [ -f "$FLOOR_C" ] || { echo "no floor source at $FLOOR_C (set FLOOR_C)" >&2; exit 1; }
 gcc -O2 -o "$OUT/write_floor" "$FLOOR_C"
 
-PID=
-stop() {
-    if [ -n "$PID" ]; then
-        kill "$PID" 2>/dev/null || true
-        wait "$PID" 2>/dev/null || true
-        PID=
-    fi
-}
-trap stop EXIT
+# shellcheck source=benches/lib.sh
+. benches/lib.sh
+trap stop_server EXIT
 
 # run NAME BINARY LEAN I: one S1 run; appends "NAME µs p99" to $OUT/results
 run() {
     local name=$1 bin=$2 lean=$3 i=$4 log=$OUT/$1.$4.server.log
     PORT=0 SERVE=tower LEAN=$lean nice -n "$NICE" taskset -c 0 "$BIN/$bin" >"$log" 2>&1 &
-    PID=$!
-    local url=
-    for _ in $(seq 100); do
-        url=$(sed -n 's/^listening on \(http:[^ ]*\).*/\1/p' "$log" | head -n 1) || url=
-        [ -n "$url" ] && break
-        sleep 0.1
-    done
-    [ -n "$url" ] || { echo "$name did not start" >&2; cat "$log" >&2; exit 1; }
-    timeout $((DURATION + 60)) nice -n "$NICE" taskset -c 1 "$BIN/loadgen" --url "$url" \
-        --server-pid "$PID" --clients "$CLIENTS" --rate "$RATE" --size 128 \
+    SERVER_PID=$!
+    wait_listening "$name" "$log" 10
+    timeout $((DURATION + 60)) nice -n "$NICE" taskset -c 1 "$BIN/loadgen" --url "$URL" \
+        --server-pid "$SERVER_PID" --clients "$CLIENTS" --rate "$RATE" --size 128 \
         --duration "$DURATION" --settle 3 >"$OUT/$name.$i.loadgen.log" 2>&1
-    stop
+    stop_server
     local us p99 lost
     us=$(sed -n 's/^server CPU: .*(\([0-9.]*\) us per event.*/\1/p' "$OUT/$name.$i.loadgen.log")
     p99=$(sed -n 's/^latency: .*p99 \([0-9.]*\) ms.*/\1/p' "$OUT/$name.$i.loadgen.log" | head -n 1)

@@ -30,40 +30,28 @@ mkdir -p "$OUT"
 cargo build --release --quiet --example bench_server --example bench_peer_axum --example loadgen
 BIN=$CARGO_TARGET_DIR/release/examples
 
-VPID=
-stop() {
-    if [ -n "$VPID" ]; then
-        kill "$VPID" 2>/dev/null || true
-        wait "$VPID" 2>/dev/null || true
-        VPID=
-    fi
-}
-trap stop EXIT
+# shellcheck source=benches/lib.sh
+. benches/lib.sh
+trap stop_server EXIT
 
 # measure NAME BINARY LEAN: prints "NAME instructions/event"
 measure() {
     local name=$1 bin=$2 lean=$3 log=$OUT/$1.server.log out=$OUT/$1.callgrind
     PORT=0 SERVE=tower LEAN=$lean taskset -c 0 valgrind --tool=callgrind --compress-strings=no \
         --callgrind-out-file="$out" "$BIN/$bin" >"$log" 2>&1 &
-    VPID=$!
-    local url=
-    for _ in $(seq 300); do
-        url=$(sed -n 's/^listening on \(http:[^ ]*\).*/\1/p' "$log" | head -n 1) || url=
-        [ -n "$url" ] && break
-        sleep 0.1
-    done
-    [ -n "$url" ] || { echo "$name did not start" >&2; cat "$log" >&2; exit 1; }
+    SERVER_PID=$!
+    wait_listening "$name" "$log" 30
     # --settle 6: the clients connect, then 6 s pass before the first publish; the counters
     # are zeroed 4 s in.
-    timeout $((DURATION + 60)) taskset -c 1 "$BIN/loadgen" --url "$url" --clients "$CLIENTS" \
+    timeout $((DURATION + 60)) taskset -c 1 "$BIN/loadgen" --url "$URL" --clients "$CLIENTS" \
         --rate "$RATE" --size 128 --duration "$DURATION" --settle 6 >"$OUT/$name.loadgen.log" 2>&1 &
     local lg=$!
     sleep 4
-    callgrind_control -z "$VPID" >/dev/null 2>&1
+    callgrind_control -z "$SERVER_PID" >/dev/null 2>&1
     wait "$lg"
-    callgrind_control -d "$VPID" >/dev/null 2>&1
+    callgrind_control -d "$SERVER_PID" >/dev/null 2>&1
     sleep 1
-    stop
+    stop_server
     local ir delivered lost
     ir=$(callgrind_annotate "$out.1" 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1; exit }')
     delivered=$(sed -n 's/^delivered: \([0-9]*\) of.*/\1/p' "$OUT/$name.loadgen.log")

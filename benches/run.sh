@@ -82,15 +82,8 @@ binary() {
     esac
 }
 
-SERVER_PID=
-URL=
-stop_server() {
-    if [ -n "$SERVER_PID" ]; then
-        kill "$SERVER_PID" 2>/dev/null || true
-        wait "$SERVER_PID" 2>/dev/null || true
-        SERVER_PID=
-    fi
-}
+# shellcheck source=benches/lib.sh
+. benches/lib.sh
 trap stop_server EXIT
 trap 'stop_server; exit 130' INT TERM
 
@@ -103,20 +96,7 @@ start_server() {
         SERVE=${RUN_SERVE:-$TOWER_SERVE} nice -n "$NICE" taskset -c "$SERVER_CORE" \
         "$(binary "$1")" >"$2" 2>&1 &
     SERVER_PID=$!
-    for _ in $(seq 100); do
-        URL=$(sed -n 's/^listening on \(http:[^ ]*\).*/\1/p' "$2" | head -n 1) || URL=
-        if [ -n "$URL" ]; then
-            return 0
-        fi
-        if ! kill -0 "$SERVER_PID" 2>/dev/null; then
-            echo "server $1 exited:" >&2
-            cat "$2" >&2
-            exit 1
-        fi
-        sleep 0.05
-    done
-    echo "server $1 did not start in 5 s" >&2
-    exit 1
+    wait_listening "$1" "$2" 5
 }
 
 # run SERVER SCENARIO REP LOADGEN-ARGS...: one scenario against a fresh server; the JSON result

@@ -245,25 +245,32 @@ impl Wakes {
     }
 }
 
+/// A "task": its wake-up count and its waker.
+fn task() -> (std::sync::Arc<Wakes>, std::task::Waker) {
+    let wakes = std::sync::Arc::new(Wakes::default());
+    (wakes.clone(), std::task::Waker::from(wakes))
+}
+
+/// Polls `body` once for the task of `waker`: its data frame, or `None` when pending.
+fn poll_once(body: &mut Body, waker: &std::task::Waker) -> Option<Bytes> {
+    use http_body::Body as _;
+    use std::task::{Context, Poll};
+    match body.as_mut().poll_frame(&mut Context::from_waker(waker)) {
+        Poll::Ready(Some(Ok(frame))) => Some(frame.into_data().unwrap()),
+        Poll::Pending => None,
+        other => panic!("unexpected {:?}", other.map(|_| ())),
+    }
+}
+
 /// The keep-alive timer is not polled again while it is registered for the polling task (a
 /// saving per event): it must still wake that task when it fires, and a body polled by
 /// another task must move the registration to it.
 #[tokio::test(start_paused = true)]
 async fn keep_alive_wakes_the_task_that_polls_the_body_last() {
-    use http_body::Body as _;
-    use std::{
-        sync::Arc,
-        task::{Context, Poll, Waker},
-    };
     let (mut call, tx) = call_with(SseLayer::new()).await;
     let body = call.response.body_mut();
-    let (a, b) = (Arc::new(Wakes::default()), Arc::new(Wakes::default()));
-    let (waker_a, waker_b) = (Waker::from(Arc::clone(&a)), Waker::from(Arc::clone(&b)));
-    let mut poll = |waker: &Waker| match body.as_mut().poll_frame(&mut Context::from_waker(waker)) {
-        Poll::Ready(Some(Ok(frame))) => Some(frame.into_data().unwrap()),
-        Poll::Pending => None,
-        other => panic!("unexpected {:?}", other.map(|_| ())),
-    };
+    let ((a, waker_a), (b, waker_b)) = (task(), task());
+    let mut poll = |waker| poll_once(body, waker);
     assert_eq!(poll(&waker_a), None);
     tokio::time::advance(Duration::from_secs(5)).await;
     tx.send(Ok(Event::new().data("x"))).unwrap();
@@ -302,20 +309,10 @@ async fn keep_alive_wakes_the_task_that_polls_the_body_last() {
 /// the next wake-up.) Also for a body polled by another task.
 #[tokio::test(start_paused = true)]
 async fn an_event_between_a_frame_and_the_next_poll_is_read_by_that_poll() {
-    use http_body::Body as _;
-    use std::{
-        sync::Arc,
-        task::{Context, Poll, Waker},
-    };
     let (mut call, tx) = call_with(SseLayer::new()).await;
     let body = call.response.body_mut();
-    let (a, b) = (Arc::new(Wakes::default()), Arc::new(Wakes::default()));
-    let (waker_a, waker_b) = (Waker::from(Arc::clone(&a)), Waker::from(Arc::clone(&b)));
-    let mut poll = |waker: &Waker| match body.as_mut().poll_frame(&mut Context::from_waker(waker)) {
-        Poll::Ready(Some(Ok(frame))) => Some(frame.into_data().unwrap()),
-        Poll::Pending => None,
-        other => panic!("unexpected {:?}", other.map(|_| ())),
-    };
+    let ((a, waker_a), (_, waker_b)) = (task(), task());
+    let mut poll = |waker| poll_once(body, waker);
     assert_eq!(poll(&waker_a), None);
     for round in 0..3 {
         let before = a.count();

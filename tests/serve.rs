@@ -761,14 +761,45 @@ async fn read_head(stream: &mut TcpStream) -> Vec<u8> {
 
 /// Opens `GET /events` with `Accept: text/event-stream` on a raw connection and reads its head.
 async fn lean_stream(addr: std::net::SocketAddr) -> TcpStream {
+    stream_at(addr, "/events").await
+}
+
+/// Opens `GET path` with `Accept: text/event-stream` on a raw connection and reads its `200`
+/// head.
+async fn stream_at(addr: std::net::SocketAddr, path: &str) -> TcpStream {
     let mut stream = TcpStream::connect(addr).await.unwrap();
+    get_stream(&mut stream, path).await;
     stream
-        .write_all(b"GET /events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n")
-        .await
-        .unwrap();
-    let head = read_head(&mut stream).await;
-    assert!(head.starts_with(b"HTTP/1.1 200 OK\r\n"));
-    stream
+}
+
+/// Sends `GET path` with `Accept: text/event-stream` on `stream` and reads its `200` head.
+async fn get_stream(stream: &mut TcpStream, path: &str) {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let head = read_head(stream).await;
+    assert!(head.starts_with(b"HTTP/1.1 200 OK\r\n"), "{path}");
+}
+
+/// An endless event stream: `tick` every 20 ms.
+fn ticks() -> EventStream<impl futures_util::Stream<Item = Event> + Send + 'static> {
+    let interval = tokio::time::interval(Duration::from_millis(20));
+    EventStream::new(
+        tokio_stream::wrappers::IntervalStream::new(interval).map(|_| Event::new().data("tick")),
+    )
+}
+
+/// Reads `stream` until `n` ticks came; each read within 5 s, the stream open throughout.
+async fn until_ticks(stream: &mut TcpStream, n: usize) {
+    let mut seen = Vec::new();
+    while seen.windows(4).filter(|w| w == b"tick").count() < n {
+        let mut chunk = [0u8; 256];
+        let read = timeout(Duration::from_secs(5), stream.read(&mut chunk))
+            .await
+            .expect("the stream goes on")
+            .unwrap();
+        assert_ne!(read, 0, "the stream was closed");
+        seen.extend_from_slice(&chunk[..read]);
+    }
 }
 
 /// Waits (bounded) until no stream is open, and returns why they closed.
@@ -853,13 +884,7 @@ async fn a_second_lean_stream_on_a_connection_whose_client_goes_away_is_released
                 }),
         );
     tokio::spawn(tower_sse::serve(listener, app).into_future());
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    stream
-        .write_all(b"GET /slow-finite HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n")
-        .await
-        .unwrap();
-    let head = read_head(&mut stream).await;
-    assert!(head.starts_with(b"HTTP/1.1 200 OK\r\n"));
+    let mut stream = stream_at(addr, "/slow-finite").await;
     let mut body = Vec::new();
     while !body.ends_with(b"0\r\n\r\n") {
         let mut chunk = [0u8; 256];
@@ -872,12 +897,7 @@ async fn a_second_lean_stream_on_a_connection_whose_client_goes_away_is_released
     }
     // The server waits for the next head (reading the socket itself) before it comes.
     tokio::time::sleep(Duration::from_millis(100)).await;
-    stream
-        .write_all(b"GET /events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n")
-        .await
-        .unwrap();
-    let head = read_head(&mut stream).await;
-    assert!(head.starts_with(b"HTTP/1.1 200 OK\r\n"));
+    get_stream(&mut stream, "/events").await;
     streams.until_open(1).await;
     drop(stream);
     let reasons = until_all_closed(&streams).await;
@@ -889,15 +909,7 @@ async fn a_second_lean_stream_on_a_connection_whose_client_goes_away_is_released
 #[tokio::test]
 async fn a_panicking_handler_ends_only_its_own_connection() {
     let app = Router::new()
-        .route(
-            "/events",
-            get(|| async {
-                let ticks = tokio_stream::wrappers::IntervalStream::new(tokio::time::interval(
-                    Duration::from_millis(20),
-                ));
-                EventStream::new(ticks.map(|_| Event::new().data("tick")))
-            }),
-        )
+        .route("/events", get(|| async { ticks() }))
         .route(
             "/boom",
             get(|| async {
@@ -922,16 +934,7 @@ async fn a_panicking_handler_ends_only_its_own_connection() {
     assert!(read.is_ok(), "the panicking request's connection is closed");
     for stream in &mut streams {
         // Several ticks after the panic: every stream still flows.
-        let mut seen = Vec::new();
-        while seen.windows(4).filter(|w| w == b"tick").count() < 3 {
-            let mut chunk = [0u8; 256];
-            let n = timeout(Duration::from_secs(5), stream.read(&mut chunk))
-                .await
-                .expect("the stream goes on")
-                .unwrap();
-            assert_ne!(n, 0, "the stream was closed");
-            seen.extend_from_slice(&chunk[..n]);
-        }
+        until_ticks(stream, 3).await;
     }
     // And the server takes new streams.
     lean_stream(addr).await;
@@ -1021,15 +1024,7 @@ async fn lean_streams_on_two_drivers_get_every_event_in_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_of_endless_empty_frames_does_not_hold_its_driver() {
     let app = Router::new()
-        .route(
-            "/ticks",
-            get(|| async {
-                let ticks = tokio_stream::wrappers::IntervalStream::new(tokio::time::interval(
-                    Duration::from_millis(20),
-                ));
-                EventStream::new(ticks.map(|_| Event::new().data("tick")))
-            }),
-        )
+        .route("/ticks", get(|| async { ticks() }))
         .route(
             "/spin",
             get(|| async {
@@ -1041,44 +1036,18 @@ async fn a_body_of_endless_empty_frames_does_not_hold_its_driver() {
         )
         .layer(SseLayer::new());
     let addr = serve_app(app, true, |s| s).await;
-    // Connections are dealt to the two drivers in turn: the 2nd and the 4th share one.
-    let mut first = TcpStream::connect(addr).await.unwrap();
-    first
-        .write_all(b"GET /ticks HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n")
-        .await
-        .unwrap();
-    let head = read_head(&mut first).await;
-    assert!(head.starts_with(b"HTTP/1.1 200 OK\r\n"));
-    let mut spin = TcpStream::connect(addr).await.unwrap();
-    spin.write_all(b"GET /spin HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n")
-        .await
-        .unwrap();
-    let head = read_head(&mut spin).await;
-    assert!(head.starts_with(b"HTTP/1.1 200 OK\r\n"));
+    // Connections are dealt to the two drivers in turn: the spinning one (the 2nd) shares
+    // its driver with the 4th and the 6th.
+    let _first = stream_at(addr, "/ticks").await;
+    let _spin = stream_at(addr, "/spin").await;
     let mut others = Vec::new();
     for _ in 0..4 {
-        let mut stream = TcpStream::connect(addr).await.unwrap();
-        stream
-            .write_all(b"GET /ticks HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n")
-            .await
-            .unwrap();
-        others.push(stream);
+        others.push(stream_at(addr, "/ticks").await);
     }
     for stream in &mut others {
-        let head = read_head(stream).await;
-        assert!(head.starts_with(b"HTTP/1.1 200 OK\r\n"));
-        let mut seen = Vec::new();
-        while seen.windows(4).filter(|w| w == b"tick").count() < 3 {
-            let mut chunk = [0u8; 256];
-            let n = timeout(Duration::from_secs(5), stream.read(&mut chunk))
-                .await
-                .expect("every stream ticks, the spinning one's driver-mates too")
-                .unwrap();
-            assert_ne!(n, 0, "closed");
-            seen.extend_from_slice(&chunk[..n]);
-        }
+        // Every stream ticks, the spinning one's driver-mates too.
+        until_ticks(stream, 3).await;
     }
-    drop((spin, &mut first));
 }
 
 /// A client that stops reading is dropped by the write timeout on the lean path too.

@@ -52,8 +52,10 @@
 //! # Design
 //!
 //! Each topic has one lock over its history (a `VecDeque` bounded by count, bytes and age, see
-//! [`HubBuilder`]) and the sending half of a shared ring (`tokio::sync::broadcast`) in which
-//! each subscriber holds only a cursor.
+//! [`HubBuilder`]) and the sending half of a shared ring (the crate's own bounded broadcast
+//! ring, with `tokio::sync::broadcast`'s semantics) in which each subscriber holds only a
+//! cursor; a subscriber that has read everything waits in the ring's list of wakers, and a
+//! publish wakes each once.
 //!
 //! - **Publishing** takes the lock, assigns the id, encodes, appends to the history and sends
 //!   into the ring. The publisher never waits for subscribers.
@@ -62,8 +64,7 @@
 //!   that backlog or after the cursor, never both and never neither: replay is exactly once and
 //!   in order.
 //! - **Per subscriber, per event**, what remains is one atomic increment (cloning the handle)
-//!   and a wake-up. No queue per subscriber, no allocation (the receive future's box is
-//!   allocated once per subscription and reused).
+//!   and a wake-up. No queue per subscriber, no allocation.
 //! - **A slow subscriber** that falls further behind than the ring's capacity is disconnected:
 //!   its stream ends, [`HubStats::slow_disconnects`] counts it, and the client comes back with
 //!   its `Last-Event-ID`. Others are not affected.

@@ -1,9 +1,10 @@
 //! The hub's live ring: a bounded queue that every receiver reads in full, in order.
 //!
-//! It replaces `tokio::sync::broadcast` on the hub's hot path, for cost: a delivered event was
-//! about 940 user-space instructions of broadcast receive (a boxed receive future set up
-//! and polled per event, an intrusive waiter node linked and unlinked under the tail lock, a
-//! slot lock per read). Here a receiver that has caught up leaves its task's waker in the
+//! It replaces `tokio::sync::broadcast` on the hub's hot path, for cost: the hub's receive
+//! path was about 940 user-space instructions per delivered event, most of it broadcast's
+//! receive (a boxed receive future set up and polled per event, an intrusive waiter node
+//! linked and unlinked under the tail lock, a slot lock per read); this ring took about 280
+//! off (`BENCHMARKS.md`, session 9). Here a receiver that has caught up leaves its task's waker in the
 //! ring's list once; a send takes the whole list and wakes each waker once; a read is one
 //! lock, a reference-count increment (or a move, for the last reader) and a counter. Safe
 //! code only: one `Mutex` per ring guards slots, counts and the list.

@@ -79,19 +79,7 @@ impl Drivers {
 
 fn start() -> mpsc::UnboundedSender<Connection> {
     let (sender, incoming) = mpsc::unbounded_channel();
-    tokio::spawn(Driver {
-        incoming,
-        connections: Vec::new(),
-        free: Vec::new(),
-        ready: Arc::new(Ready {
-            list: Mutex::new(Vec::new()),
-            driver: Mutex::new(None),
-            scheduled: AtomicBool::new(false),
-        }),
-        driver_waker: None,
-        batch: Vec::new(),
-        closed: false,
-    });
+    tokio::spawn(Driver::new(incoming));
     sender
 }
 
@@ -155,6 +143,23 @@ struct Driver {
 }
 
 impl Driver {
+    /// A driver of the connections that come through `incoming`.
+    fn new(incoming: mpsc::UnboundedReceiver<Connection>) -> Self {
+        Self {
+            incoming,
+            connections: Vec::new(),
+            free: Vec::new(),
+            ready: Arc::new(Ready {
+                list: Mutex::new(Vec::new()),
+                driver: Mutex::new(None),
+                scheduled: AtomicBool::new(false),
+            }),
+            driver_waker: None,
+            batch: Vec::new(),
+            closed: false,
+        }
+    }
+
     fn insert(&mut self, future: Connection) -> usize {
         let index = self.free.pop().unwrap_or(self.connections.len());
         let state = Arc::new(ConnectionWaker {
@@ -336,19 +341,7 @@ mod tests {
             }))
         };
         let (_tx, incoming) = mpsc::unbounded_channel();
-        let mut driver = Driver {
-            incoming,
-            connections: Vec::new(),
-            free: Vec::new(),
-            ready: Arc::new(Ready {
-                list: Mutex::new(Vec::new()),
-                driver: Mutex::new(None),
-                scheduled: AtomicBool::new(false),
-            }),
-            driver_waker: None,
-            batch: Vec::new(),
-            closed: false,
-        };
+        let mut driver = Driver::new(incoming);
         let index = driver.insert(connection);
         driver.poll_connection(index); // registers in the ring
         let state = Arc::clone(&driver.connections[index].as_ref().unwrap().state);
