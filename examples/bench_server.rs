@@ -18,7 +18,10 @@
 //! does, what `benches/run.sh` uses for the like-for-like comparison; `http1`: HTTP/1.1
 //! straight on hyper with one shared `Router`, see `serve_http1`), `LEAN` (`SERVE=tower`
 //! only; default `1`: event streams over HTTP/1.1 are written by the crate's lean writer;
-//! `0`: by hyper, see [`tower_sse::Serve::lean_event_streams`]).
+//! `0`: by hyper, see [`tower_sse::Serve::lean_event_streams`]), `REDIS_URL` (the hub on Redis
+//! Streams, so that several servers share the topic: a publish to any of them reaches the
+//! streams of all; `benches/c100k.sh` uses it to get past one process's file limit; default:
+//! the in-memory hub).
 //!
 //! - `GET /events`: an SSE stream subscribed to the topic, keep-alive comment every 15 s.
 //!   Honours `Last-Event-ID` from the hub's history (default bounds: 1000 events / 1 MiB).
@@ -57,7 +60,10 @@ use axum::{
     serve::ListenerExt,
 };
 use tokio::net::TcpListener;
-use tower_sse::{Event, LastEventId, SseLayer, hub::Hub};
+use tower_sse::{
+    Event, LastEventId, SseLayer,
+    hub::{Hub, RedisBackend},
+};
 
 /// The single topic every stream subscribes to.
 const TOPIC: &str = "bench";
@@ -104,7 +110,17 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
 async fn main() -> std::io::Result<()> {
     let port: u16 = env_or("PORT", 3100);
     let capacity: usize = env_or("CAPACITY", DEFAULT_CAPACITY);
-    let hub = Hub::builder().subscriber_capacity(capacity).build();
+    let builder = Hub::builder().subscriber_capacity(capacity);
+    let hub = match std::env::var("REDIS_URL") {
+        Ok(url) => match RedisBackend::connect(&url).await {
+            Ok(redis) => builder.redis(redis).build(),
+            Err(err) => {
+                eprintln!("error: REDIS_URL={url:?}: {err}");
+                std::process::exit(2);
+            }
+        },
+        Err(_) => builder.build(),
+    };
     let app = Router::new()
         .route("/events", get(events))
         .route("/publish", post(publish))

@@ -47,8 +47,15 @@
 //! `--idle` (flag), `--spec-decoder` (flag), `--settle` (1 s), `--drain` (10 s), `--quiet` (1 s),
 //! `--connect-concurrency` (256), `--sources` (0; `N`: connect from the loopback addresses
 //! 127.0.0.2 … 127.0.0.(N+1) in turn, to get past one address's port range for more than
-//! about 28,000 connections), `--json` (flag: one JSON line instead of the text report),
-//! `--label` (a name echoed in the JSON).
+//! about 28,000 connections), `--json` (flag: one JSON line instead of the text report, with
+//! the latency histogram's non-empty buckets as `latency_hist`, to merge several reports),
+//! `--label` (a name echoed in the JSON), `--wall-clock` (flag: timestamps in nanoseconds since
+//! the Unix epoch rather than since the process started, so that the latencies of several load
+//! generators on one machine agree), `--expect N` (with `--publishers 0`: subscribe only; after
+//! connecting, print `loadgen: K of M connected` to stderr, then wait at most `--drain`
+//! seconds for `N` events on every stream that another process publishes; the quiet time
+//! starts with the first event). `benches/c100k.sh` runs several of these beside one
+//! publishing load generator, past one process's file limit.
 //!
 //! Bounded: the process exits by itself after `duration + drain + 120` seconds whatever
 //! happens. It needs one file descriptor per connection: raise `ulimit -n` first (it warns when
@@ -101,6 +108,11 @@ struct Args {
     sources: u8,
     json: bool,
     label: String,
+    /// Times in nanoseconds since the Unix epoch instead of since this process started, so
+    /// several load generators on one machine agree (`--wall-clock`).
+    wall_clock: bool,
+    /// Subscribe only (`--publishers 0`): the number of events another process publishes.
+    expect: Option<u64>,
 }
 
 fn usage(message: &str) -> ! {
@@ -108,7 +120,7 @@ fn usage(message: &str) -> ! {
     eprintln!(
         "usage: loadgen [--url http://HOST:PORT] [--path /events] [--server-pid PID] [--clients N] [--rate MSG_PER_S|0] \
          [--size BYTES] [--duration S] [--publishers N] [--pipeline N] [--idle] [--spec-decoder] [--settle S] [--drain S] \
-         [--quiet S] [--connect-concurrency N] [--sources N] [--json] [--label NAME]"
+         [--quiet S] [--connect-concurrency N] [--sources N] [--json] [--label NAME] [--wall-clock] [--expect N]"
     );
     std::process::exit(2)
 }
@@ -135,6 +147,8 @@ fn parse_args() -> Args {
         sources: 0,
         json: false,
         label: String::new(),
+        wall_clock: false,
+        expect: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -171,6 +185,8 @@ fn parse_args() -> Args {
             "--idle" => args.idle = true,
             "--spec-decoder" => args.spec_decoder = true,
             "--json" => args.json = true,
+            "--wall-clock" => args.wall_clock = true,
+            "--expect" => args.expect = Some(num(&flag, value())),
             "-h" | "--help" => usage("help"),
             other => usage(&format!("unknown option {other}")),
         }
@@ -191,7 +207,12 @@ fn parse_args() -> Args {
     if !(args.rate >= 0.0 && args.duration > 0.0) {
         usage("--rate must be >= 0 and --duration > 0");
     }
-    args.publishers = args.publishers.max(1);
+    match (args.publishers, args.expect) {
+        (0, None) => usage("--publishers 0 (subscribe only) needs --expect N"),
+        (0, Some(_)) => {}
+        (_, Some(_)) => usage("--expect goes with --publishers 0 (subscribe only)"),
+        _ => {}
+    }
     args.pipeline = args.pipeline.max(1);
     args.connect_concurrency = args.connect_concurrency.max(1);
     args
@@ -299,6 +320,16 @@ impl Histogram {
         self.max.fetch_max(value, Ordering::Relaxed);
     }
 
+    /// The non-empty buckets: (middle value, count).
+    fn buckets(&self) -> Vec<(u64, u64)> {
+        self.counts
+            .iter()
+            .enumerate()
+            .map(|(index, count)| (Self::value(index), count.load(Ordering::Relaxed)))
+            .filter(|&(_, count)| count > 0)
+            .collect()
+    }
+
     fn count(&self) -> u64 {
         self.counts.iter().map(|c| c.load(Ordering::Relaxed)).sum()
     }
@@ -325,6 +356,8 @@ impl Histogram {
 
 struct Shared {
     epoch: Instant,
+    /// Added to every time: 0, or with `--wall-clock` the Unix time of `epoch` in nanoseconds.
+    base_ns: u64,
     latency: Histogram,
     /// How late each `--rate` publish was written against its schedule.
     lateness: Histogram,
@@ -341,7 +374,7 @@ struct Shared {
 
 impl Shared {
     fn now_ns(&self) -> u64 {
-        self.epoch.elapsed().as_nanos() as u64
+        self.base_ns + self.epoch.elapsed().as_nanos() as u64
     }
 }
 
@@ -926,6 +959,13 @@ async fn run(args: Arc<Args>) -> serde_json::Value {
 
     let shared = Arc::new(Shared {
         epoch: Instant::now(),
+        base_ns: if args.wall_clock {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |since| since.as_nanos() as u64)
+        } else {
+            0
+        },
         latency: Histogram::new(),
         lateness: Histogram::new(),
         delivered: AtomicU64::new(0),
@@ -1000,6 +1040,13 @@ async fn run(args: Arc<Args>) -> serde_json::Value {
     let period =
         (args.rate > 0.0).then(|| Duration::from_secs_f64(args.publishers as f64 / args.rate));
     let mut tasks = Vec::new();
+    if let Some(expect) = args.expect {
+        // Subscribe only: another process publishes; say when this one is ready for it.
+        eprintln!(
+            "loadgen: {connected} of {} connected, expecting {expect} events",
+            args.clients
+        );
+    }
     for _ in 0..args.publishers {
         tasks.push(tokio::spawn(publisher(
             args.clone(),
@@ -1024,7 +1071,9 @@ async fn run(args: Arc<Args>) -> serde_json::Value {
         }
     }
     let publish_secs = publish_start.elapsed().as_secs_f64();
-    let published = count.ok.load(Ordering::Relaxed);
+    let published = args
+        .expect
+        .unwrap_or_else(|| count.ok.load(Ordering::Relaxed));
 
     // 3. Drain: until every open stream has every event, or nothing arrives for `quiet`.
     let drain_deadline = Instant::now() + Duration::from_secs_f64(args.drain);
@@ -1038,9 +1087,11 @@ async fn run(args: Arc<Args>) -> serde_json::Value {
         if delivered != last_seen.0 {
             last_seen = (delivered, Instant::now());
         }
+        // Subscribing only, the quiet time starts with the first event.
+        let waiting = args.expect.is_some() && delivered == 0;
         if complete
             || Instant::now() > drain_deadline
-            || last_seen.1.elapsed().as_secs_f64() > args.quiet
+            || (!waiting && last_seen.1.elapsed().as_secs_f64() > args.quiet)
         {
             break;
         }
@@ -1096,6 +1147,9 @@ async fn run(args: Arc<Args>) -> serde_json::Value {
         "p50_ms": ms(shared.latency.quantile(0.50)),
         "p99_ms": ms(shared.latency.quantile(0.99)),
         "max_ms": ms(shared.latency.max.load(Ordering::Relaxed)),
+        // The latency histogram's non-empty buckets, [middle of bucket in ns, count], to
+        // merge the reports of several load generators (`--wall-clock`).
+        "latency_hist": shared.latency.buckets(),
         "publish_late_p99_ms": ms(shared.lateness.quantile(0.99)),
         "publish_late_max_ms": ms(shared.lateness.max.load(Ordering::Relaxed)),
         "lost": lost,
