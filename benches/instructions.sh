@@ -9,6 +9,12 @@
 #   benches/instructions.sh                 # tower-sse lean, tower-sse through hyper, axum peer
 #   CLIENTS=200 RATE=50 DURATION=10 benches/instructions.sh
 #   ONLY=lean benches/instructions.sh      # some of them (lean, hyper, axum)
+#   CACHE=1 CLIENTS=1000 RATE=10 benches/instructions.sh   # with simulated cache misses
+#
+# CACHE=1 adds callgrind's cache simulation (`--cache-sim=yes`; D1 48 KiB 12-way, LL 2 MiB
+# 16-way: this machine's L1d and its L2 per core) and prints first-level data misses (reads and
+# writes) and last-level misses per delivered event beside the instructions. A model, not
+# the machine: the kernel's own use of the caches is not in it.
 #
 # Names are written out whole (`--compress-strings=no`), so `callgrind_annotate` reads the
 # dumped part alone: `callgrind_annotate --inclusive=yes $OUT/tower-sse-lean.callgrind.1`.
@@ -37,8 +43,10 @@ trap stop_server EXIT
 # measure NAME BINARY LEAN: prints "NAME instructions/event"
 measure() {
     local name=$1 bin=$2 lean=$3 log=$OUT/$1.server.log out=$OUT/$1.callgrind
+    local cache=()
+    [ "${CACHE:-0}" = 1 ] && cache=(--cache-sim=yes --D1=49152,12,64 --LL=2097152,16,64)
     PORT=0 SERVE=tower LEAN=$lean taskset -c 0 valgrind --tool=callgrind --compress-strings=no \
-        --callgrind-out-file="$out" "$BIN/$bin" >"$log" 2>&1 &
+        "${cache[@]}" --callgrind-out-file="$out" "$BIN/$bin" >"$log" 2>&1 &
     SERVER_PID=$!
     wait_listening "$name" "$log" 30
     # --settle 6: the clients connect, then 6 s pass before the first publish; the counters
@@ -52,11 +60,16 @@ measure() {
     callgrind_control -d "$SERVER_PID" >/dev/null 2>&1
     sleep 1
     stop_server
-    local ir delivered lost
+    local ir delivered lost misses=
     ir=$(callgrind_annotate "$out.1" 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1; exit }')
     delivered=$(sed -n 's/^delivered: \([0-9]*\) of.*/\1/p' "$OUT/$name.loadgen.log")
     lost=$(sed -n 's/^lost: \([0-9]*\) events.*/\1/p' "$OUT/$name.loadgen.log")
-    python3 -c "print(f'{\"$name\":<28} {$ir / $delivered:>8.0f} instructions / delivered event ({$delivered} delivered, $lost lost)')"
+    if [ "${CACHE:-0}" = 1 ]; then
+        # The totals line of the dump: Ir Dr Dw I1mr D1mr D1mw ILmr DLmr DLmw.
+        misses=$(awk -v n="$delivered" '/^(summary|totals):/ {
+            printf ", D1 misses %.1f, LL misses %.1f", ($6 + $7) / n, ($9 + $10) / n; exit }' "$out.1")
+    fi
+    python3 -c "print(f'{\"$name\":<28} {$ir / $delivered:>8.0f} instructions / delivered event$misses ({$delivered} delivered, $lost lost)')"
 }
 
 echo "$CLIENTS clients, $RATE msg/s, $DURATION s; results in $OUT"

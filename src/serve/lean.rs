@@ -259,14 +259,28 @@ where
             if !data.has_remaining() {
                 continue;
             }
-            let written = match framing {
+            // The frame's first write is tried here, without an `await`: its buffers stay on
+            // the stack, and only a write that has to wait touches the future's own memory.
+            let (chunked, take) = match framing {
                 Framing::Length(length) => {
-                    let room = length - sent;
+                    let room = usize::try_from(length - sent).unwrap_or(usize::MAX);
+                    (None, data.remaining().min(room))
+                }
+                Framing::Chunked => (Some(()), data.remaining()),
+                Framing::None => unreachable!("not polled"),
+            };
+            let frame = &data.chunk()[..take];
+            let written = match write_now(&mut self.io, chunked, frame) {
+                Ok((written, total)) if written < total => {
+                    write_rest(&mut self.io, chunked, frame, written).await
+                }
+                done => done.map(drop),
+            };
+            match framing {
+                Framing::Length(length) => {
                     let len = data.remaining() as u64;
-                    let chunk = &data.chunk()[..len.min(room) as usize];
-                    sent += chunk.len() as u64;
-                    let written =
-                        write_all_vectored(&mut self.io, &mut [IoSlice::new(chunk)]).await;
+                    let room = length - sent;
+                    sent += take as u64;
                     if len > room {
                         tracing::debug!("response body longer than its content-length");
                         return false;
@@ -276,23 +290,10 @@ where
                         // it ended (as hyper does); it is not polled again.
                         break;
                     }
-                    written
                 }
-                Framing::Chunked => {
-                    let mut line = [0; 18];
-                    let n = response::chunk_size_line(data.remaining(), &mut line);
-                    write_all_vectored(
-                        &mut self.io,
-                        &mut [
-                            IoSlice::new(&line[..n]),
-                            IoSlice::new(data.chunk()),
-                            IoSlice::new(b"\r\n"),
-                        ],
-                    )
-                    .await
-                }
+                Framing::Chunked => {}
                 Framing::None => unreachable!("not polled"),
-            };
+            }
             if let Err(err) = written {
                 tracing::debug!(error = %err, "writing to the client failed");
                 return false;
@@ -376,27 +377,67 @@ struct Client<'a> {
     watch: &'a mut Flagged,
 }
 
-/// Writes every slice, in as few writes as the socket takes (one, as a rule).
+/// The frame's slices: the size line (in `line`) when `chunked`, the data, the CRLF.
+fn frame_slices<'a>(
+    chunked: Option<()>,
+    data: &'a [u8],
+    line: &'a mut [u8; 18],
+) -> ([IoSlice<'a>; 3], usize) {
+    let n = match chunked {
+        Some(()) => response::chunk_size_line(data.len(), line),
+        None => 0,
+    };
+    let crlf: &[u8] = if chunked.is_some() { b"\r\n" } else { b"" };
+    let slices = [
+        IoSlice::new(&line[..n]),
+        IoSlice::new(data),
+        IoSlice::new(crlf),
+    ];
+    (slices, n + data.len() + crlf.len())
+}
+
+/// One try at writing a frame (`data`, as one chunk with `chunked`: size line, data, CRLF),
+/// without waiting: (bytes written, bytes in the frame); [`write_rest`] writes the rest.
 ///
-/// The first write is tried straight away (`try_write_vectored`: the socket's readiness is
-/// read, not registered for, and no co-operative budget is spent); only what it could not
-/// write goes through the timed, registered write. Per event this is about 100 instructions
-/// less than a poll of the write (`BENCHMARKS.md`).
-async fn write_all_vectored(
+/// The write is tried straight away (`try_write_vectored`: the socket's readiness is read, not
+/// registered for, and no co-operative budget is spent); only what it could not write goes
+/// through the timed, registered write. Per event this is about 100 instructions less than a
+/// poll of the write (`BENCHMARKS.md`). It is a plain function, called without an `await`, so
+/// its buffers (size line, slices) live on the stack: the common case writes nothing into the
+/// connection future's memory, which is cold by the time the next event comes
+/// (`BENCHMARKS.md`, session 10).
+fn write_now(
     io: &mut WriteTimeout<TcpStream>,
-    mut bufs: &mut [IoSlice<'_>],
-) -> io::Result<()> {
-    match io.get_ref().try_write_vectored(bufs) {
-        Ok(0) if !bufs.iter().all(|buf| buf.is_empty()) => {
-            return Err(io::ErrorKind::WriteZero.into());
-        }
+    chunked: Option<()>,
+    data: &[u8],
+) -> io::Result<(usize, usize)> {
+    let mut line = [0; 18];
+    let (slices, total) = frame_slices(chunked, data, &mut line);
+    if total == 0 {
+        return Ok((0, 0));
+    }
+    match io.get_ref().try_write_vectored(&slices) {
+        Ok(0) => Err(io::ErrorKind::WriteZero.into()),
         Ok(n) => {
             io.progressed();
-            IoSlice::advance_slices(&mut bufs, n);
+            Ok((n, total))
         }
-        Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
-        Err(err) => return Err(err),
+        Err(err) if err.kind() == io::ErrorKind::WouldBlock => Ok((0, total)),
+        Err(err) => Err(err),
     }
+}
+
+/// The rest of the frame after its first `skip` bytes, through the timed, registered write.
+async fn write_rest(
+    io: &mut WriteTimeout<TcpStream>,
+    chunked: Option<()>,
+    data: &[u8],
+    skip: usize,
+) -> io::Result<()> {
+    let mut line = [0; 18];
+    let (mut slices, _) = frame_slices(chunked, data, &mut line);
+    let mut bufs = &mut slices[..];
+    IoSlice::advance_slices(&mut bufs, skip);
     while !bufs.is_empty() {
         let n = io.write_vectored(bufs).await?;
         if n == 0 {
