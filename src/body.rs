@@ -132,45 +132,70 @@ pin_project! {
 }
 
 pin_project! {
+    // Polled once or twice per event, with every connection's copy cold by the time its next
+    // event comes: the fields read on every poll come first and fill about two cache lines
+    // (`repr(C)` keeps that order); what most streams never set is behind one pointer, and
+    // the keep-alive timer (112 bytes, of which a poll reads one word) is boxed
+    // (`BENCHMARKS.md`, session 10).
+    #[repr(C)]
     struct Events<S> {
+        // First, so it is dropped first (the subscription is given back before the guard,
+        // permit and hooks below); through axum a handler's stream is boxed, two words here.
         #[pin]
         stream: S,
+        config: Arc<Config>,
         // Fires when the stream may have been idle for the keep-alive interval. Frames do not
         // move it (a timer update per event is costly); they only note the time, and when it
         // fires early it is moved to `last_frame + interval`.
-        #[pin]
-        keep_alive: Option<Sleep>,
+        keep_alive: Option<Pin<Box<Sleep>>>,
         // The task the keep-alive timer wakes: registered by its last poll, which found it
         // not elapsed. While it has not fired, polling it again for the same task would only
         // register the same waker again (a lock-free but costly check per event), so it is
         // not polled. `None` once it fired or was moved.
         keep_alive_task: Option<Waker>,
         last_frame: Instant,
-        // Boxed: most connections never shut down, so they keep only a pointer.
-        shutdown: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
-        grace: Option<Pin<Box<Sleep>>>,
-        config: Arc<Config>,
+        // Shutdown, grace, held event, write-interval timer, stall watch: `None` until one is
+        // set, so a poll checks one pointer for all of them.
+        rare: Option<Box<Rare>>,
+        // The response's compressor, when one was negotiated (feature `compression`).
+        compress: crate::compress::Slot,
         started: bool,
         done: bool,
-        guard: Option<DisconnectGuard>,
-        // With a minimum write interval: the event held until `delay` fires.
-        held: Option<Bytes>,
-        delay: Option<Pin<Box<Sleep>>>,
         // The last frame was cut at `max_batch`: more is ready, send it without a delay.
         draining: bool,
+        // Counts the body in `tower_sse_connections` (feature `metrics`) while it lives.
+        open: crate::metrics::Open,
+        guard: Option<DisconnectGuard>,
         // Counts the stream against the layer's caps while the body lives. Declared before
         // `life`, so its slot is free by the time `on_close` runs.
         _permit: Option<Permit>,
-        // Counts the body in `tower_sse_connections` (feature `metrics`) while it lives.
-        open: crate::metrics::Open,
         // Hooks and the `tracing` span, when anything listens.
         life: Option<Box<Lifecycle>>,
-        // When the task polling the body is watched for stalls: told of every frame handed
-        // out and of every poll after it (see `crate::stall`).
-        stall: Option<Arc<Watch>>,
-        // The response's compressor, when one was negotiated (feature `compression`).
-        compress: crate::compress::Slot,
     }
+}
+
+/// What an event stream's body rarely has (see [`Events`]).
+#[derive(Default)]
+struct Rare {
+    // Boxed: most connections never shut down, so they keep only a pointer.
+    shutdown: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
+    grace: Option<Pin<Box<Sleep>>>,
+    // With a minimum write interval: the event held until `delay` fires.
+    held: Option<Bytes>,
+    delay: Option<Pin<Box<Sleep>>>,
+    // When the task polling the body is watched for stalls: told of every frame handed
+    // out and of every poll after it (see `crate::stall`).
+    stall: Option<Arc<Watch>>,
+}
+
+/// The rare part, made when something in it is first set.
+fn rare(rare: &mut Option<Box<Rare>>) -> &mut Rare {
+    rare.get_or_insert_with(Box::default)
+}
+
+/// The stall watch, if the task polling the body is watched.
+fn stall(rare: &Option<Box<Rare>>) -> Option<&Arc<Watch>> {
+    rare.as_ref().and_then(|rare| rare.stall.as_ref())
 }
 
 impl<S> SseBody<S> {
@@ -207,23 +232,19 @@ impl<S, P> SseBody<S, P> {
             kind: Kind::Events {
                 events: Events {
                     stream,
+                    config,
                     keep_alive: None,
                     keep_alive_task: None,
                     last_frame: Instant::now(),
-                    shutdown: None,
-                    grace: None,
-                    config,
+                    rare: None,
+                    compress,
                     started: false,
                     done: false,
-                    guard,
-                    held: None,
-                    delay: None,
                     draining: false,
                     open,
-                    life,
-                    stall: None,
+                    guard,
                     _permit: permit,
-                    compress,
+                    life,
                 },
             },
         }
@@ -312,7 +333,9 @@ where
                         }
                     };
                     this.open.frame(frame.data_ref().map_or(0, Bytes::len));
-                    if let (Some(watch), Some(timeout)) = (this.stall, this.config.stall_timeout) {
+                    if let (Some(watch), Some(timeout)) =
+                        (stall(this.rare), this.config.stall_timeout)
+                    {
                         // The frame must be taken (the body polled again) by then.
                         watch.frame_out(later(Instant::now(), timeout));
                     }
@@ -347,7 +370,7 @@ where
 impl<S: Stream<Item: SseItem>> Events<S> {
     fn poll_events(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Polled {
         let mut this = self.project();
-        if let Some(watch) = this.stall {
+        if let Some(watch) = stall(this.rare) {
             watch.polled();
         }
         if *this.done {
@@ -357,17 +380,19 @@ impl<S: Stream<Item: SseItem>> Events<S> {
         if !*this.started {
             *this.started = true;
             if config.stall_timeout.is_some() {
-                *this.stall = Watch::current();
-                if let (Some(watch), Some(life)) = (this.stall.as_ref(), this.life.as_mut()) {
-                    life.watch(watch.clone());
+                if let Some(watch) = Watch::current() {
+                    if let Some(life) = this.life.as_mut() {
+                        life.watch(watch.clone());
+                    }
+                    rare(this.rare).stall = Some(watch);
                 }
             }
             if let Some(shutdown) = &config.shutdown {
-                *this.shutdown = Some(Box::pin(shutdown.wait()));
+                rare(this.rare).shutdown = Some(Box::pin(shutdown.wait()));
             }
             if let Some(interval) = config.keep_alive {
                 *this.last_frame = Instant::now();
-                this.keep_alive.set(Some(sleep(interval)));
+                *this.keep_alive = Some(Box::pin(sleep(interval)));
             }
             if let Some(first) = &config.first {
                 return Poll::Ready(Some(Ok(Frame::data(first.clone()))));
@@ -376,8 +401,10 @@ impl<S: Stream<Item: SseItem>> Events<S> {
 
         // Shutdown: end now, or keep serving until the grace period is over. An event held for
         // the write interval goes out first.
-        let finish = (this.shutdown.is_some() || this.grace.is_some())
-            && poll_shutdown(this.shutdown, this.grace, config, cx);
+        let finish = this.rare.as_mut().is_some_and(|rare| {
+            (rare.shutdown.is_some() || rare.grace.is_some())
+                && poll_shutdown(&mut rare.shutdown, &mut rare.grace, config, cx)
+        });
 
         // An event held for the write interval: wait for the interval to end without polling
         // the stream (so that events published meanwhile wake nothing), then take the held
@@ -386,12 +413,13 @@ impl<S: Stream<Item: SseItem>> Events<S> {
         let mut batch = Batch::new();
         // The frame reached `max_batch`: more may be ready, and it goes out without a hold.
         let mut full = false;
-        if finish || this.held.is_some() {
-            match this.held.take() {
+        if finish || this.rare.as_ref().is_some_and(|rare| rare.held.is_some()) {
+            match this.rare.as_mut().and_then(|rare| rare.held.take()) {
                 Some(held) => {
-                    if let (false, Some(delay)) = (finish, this.delay.as_mut()) {
+                    let delay = this.rare.as_mut().and_then(|rare| rare.delay.as_mut());
+                    if let (false, Some(delay)) = (finish, delay) {
                         if delay.as_mut().poll(cx).is_pending() {
-                            *this.held = Some(held);
+                            rare(this.rare).held = Some(held);
                             return Poll::Pending;
                         }
                     }
@@ -422,8 +450,9 @@ impl<S: Stream<Item: SseItem>> Events<S> {
                             // Sooner than the interval after the last write: hold it (and what
                             // comes meanwhile) until the interval is over.
                             let due = later(*this.last_frame, config.min_write_interval);
-                            if due > Instant::now() && start_delay(this.delay, due, cx) {
-                                *this.held = Some(event.into_bytes());
+                            let rare = rare(this.rare);
+                            if due > Instant::now() && start_delay(&mut rare.delay, due, cx) {
+                                rare.held = Some(event.into_bytes());
                                 return Poll::Pending;
                             }
                         }
@@ -471,9 +500,7 @@ impl<S: Stream<Item: SseItem>> Events<S> {
             return Poll::Ready(None);
         }
 
-        if let (Some(mut keep_alive), Some(interval)) =
-            (this.keep_alive.as_mut().as_pin_mut(), config.keep_alive)
-        {
+        if let (Some(keep_alive), Some(interval)) = (this.keep_alive.as_mut(), config.keep_alive) {
             let task = this.keep_alive_task;
             if task.as_ref().is_some_and(|task| task.will_wake(cx.waker()))
                 && !keep_alive.is_elapsed()
@@ -493,7 +520,7 @@ impl<S: Stream<Item: SseItem>> Events<S> {
                     keep_alive.as_mut().reset(due);
                     continue;
                 }
-                keep_alive.reset(later(now, interval));
+                keep_alive.as_mut().reset(later(now, interval));
                 *this.last_frame = now;
                 return Poll::Ready(Some(Ok(Frame::data(config.keep_alive_comment.clone()))));
             }
