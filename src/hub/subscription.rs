@@ -330,20 +330,24 @@ impl fmt::Debug for SubscribeBuilder<'_> {
 /// assert!(sub.next().await.is_none());
 /// # }
 /// ```
+// `repr(C)`: what every poll reads comes first, in declaration order, so that it shares as
+// few cache lines as it can; each connection's copy is cold when its next event comes
+// (`BENCHMARKS.md`, session 10).
+#[repr(C)]
 pub struct Subscription {
-    replay: Replay,
-    /// The replay backlog, and (with a broker) which live events it already held.
-    handoff: Handoff,
-    /// `None` once the stream has ended and its places in the hub are given back.
-    live: Option<Live>,
-    /// Boxed: most subscriptions have no client id, and every byte here is per connection.
-    client: Option<Box<ClientRecv>>,
-    hub: Arc<Local>,
-    target: Target,
-    /// Which private events it may receive (none without).
-    access: Option<Arc<dyn PrivateAccess>>,
     /// When it ends ([`SubscribeBuilder::until`]); boxed, as most have none.
     deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Boxed: most subscriptions have no client id, and every byte here is per connection.
+    client: Option<Box<ClientRecv>>,
+    /// Which private events it may receive (none without).
+    access: Option<Arc<dyn PrivateAccess>>,
+    /// `None` once the stream has ended and its places in the hub are given back.
+    live: Option<Live>,
+    /// The replay backlog, and (with a broker) which live events it already held.
+    handoff: Handoff,
+    replay: Replay,
+    hub: Arc<Local>,
+    target: Target,
 }
 
 /// Where live events come from.
