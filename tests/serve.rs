@@ -688,6 +688,87 @@ async fn lean_frames_larger_than_one_write_arrive_whole() {
     }
 }
 
+/// A stream request answered with a `Content-Length` body whose frames are `frames`.
+fn length_app(length: usize, frames: Vec<Bytes>) -> Router {
+    Router::new().route(
+        "/length",
+        get(move || {
+            let frames = frames.clone();
+            async move {
+                let body =
+                    futures_util::stream::iter(frames.into_iter().map(Ok::<_, std::io::Error>));
+                http::Response::builder()
+                    .header("content-length", length)
+                    .body(axum::body::Body::from_stream(body))
+                    .unwrap()
+            }
+        }),
+    )
+}
+
+/// `len` bytes that differ from their neighbours, so a repeated or skipped stretch shows.
+fn pattern(len: usize, seed: u8) -> Bytes {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect::<Vec<u8>>()
+        .into()
+}
+
+/// `Content-Length` bodies through the lean path's partial writes: frames larger than the
+/// socket takes (and an empty one) arrive byte for byte, twice on one connection; a body longer
+/// than its length is cut at the length (mid-frame too), then the connection closes.
+#[tokio::test]
+async fn lean_content_length_bodies_larger_than_one_write_arrive_exactly() {
+    let frames = vec![
+        pattern(3 << 20, 1),
+        Bytes::new(),
+        pattern(5 << 20, 7),
+        pattern(1, 9),
+    ];
+    let whole = frames.concat();
+    let addr = serve_app(length_app(whole.len(), frames), true, |s| s).await;
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (mut send, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    for _ in 0..2 {
+        let request = http::Request::get("/length")
+            .header("host", "x")
+            .header("accept", "text/event-stream")
+            .body(http_body_util::Full::new(Bytes::new()))
+            .unwrap();
+        let response = send.send_request(request).await.unwrap();
+        let body = timeout(Duration::from_secs(20), response.into_body().collect())
+            .await
+            .unwrap()
+            .unwrap()
+            .to_bytes();
+        assert_eq!(body.len(), whole.len());
+        assert!(body == whole, "the bytes differ");
+    }
+
+    for (length, frames) in [
+        (4 << 20, vec![pattern(5 << 20, 3)]),
+        (3 << 20, vec![pattern(1 << 20, 4), pattern(3 << 20, 5)]),
+        (5, vec![pattern(10, 6)]),
+        (0, vec![pattern(10, 6)]),
+    ] {
+        let want = frames.concat()[..length].to_vec();
+        let addr = serve_app(length_app(length, frames), true, |s| s).await;
+        // The head is read here (a 200); then the body, to the close.
+        let mut stream = stream_at(addr, "/length").await;
+        let mut body = Vec::new();
+        timeout(Duration::from_secs(20), stream.read_to_end(&mut body))
+            .await
+            .expect("the connection closes after the length")
+            .unwrap();
+        assert_eq!(body.len(), length);
+        assert!(body == want, "the bytes differ (length {length})");
+    }
+}
+
 /// Pipelined requests in one write: answered in order, across the handover to hyper, and a
 /// `Connection: close` closes the connection after its response.
 #[tokio::test]
