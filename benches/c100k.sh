@@ -76,11 +76,7 @@ REDIS_PORT=$(free_port)
     --dir "$OUT" --maxclients 1000 >"$OUT/redis.log" 2>&1 &
 REDIS_PID=$!
 PIDS+=("$REDIS_PID")
-for _ in $(seq 100); do
-    grep -q "Ready to accept" "$OUT/redis.log" && break
-    kill -0 "$REDIS_PID" 2>/dev/null || { cat "$OUT/redis.log" >&2; exit 1; }
-    sleep 0.05
-done
+wait_for_line redis-server "$OUT/redis.log" "Ready to accept" "$REDIS_PID" 10
 
 echo "c100k: $CLIENTS clients over $PROCESSES servers (at most $PER_PROCESS each, file limit $LIMIT)," \
     "$SOURCES extra source addresses, $BROADCASTS broadcasts at $RATE/s; Redis on $REDIS_PORT; output in $OUT"
@@ -111,11 +107,7 @@ for i in $(seq "$PROCESSES"); do
         --expect "$BROADCASTS" --wall-clock --sources "$SOURCES" --drain "$DRAIN" --quiet 10 \
         --settle 0 --json --label "subscribers.$i" >"$OUT/sub.$i.json" 2>"$OUT/sub.$i.log" &
     PIDS+=("$!")
-    for _ in $(seq 3000); do
-        grep -q "connected, expecting" "$OUT/sub.$i.log" && break
-        kill -0 "$!" 2>/dev/null || { cat "$OUT/sub.$i.log" >&2; exit 1; }
-        sleep 0.1
-    done
+    wait_for_line "load generator $i" "$OUT/sub.$i.log" "connected, expecting" "$!" 300
     echo "  $(grep "connected, expecting" "$OUT/sub.$i.log" | head -n 1) (server $i)"
 done
 SUB_PIDS=("${PIDS[@]:$((1 + PROCESSES))}")

@@ -663,29 +663,47 @@ async fn lean_frames_larger_than_one_write_arrive_whole() {
         )
         .layer(SseLayer::new());
     let addr = serve_app(app, true, |s| s).await;
-    let tcp = TcpStream::connect(addr).await.unwrap();
-    let (mut send, connection) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
-            .await
-            .unwrap();
-    tokio::spawn(connection);
+    let mut send = http1_client(addr).await;
     for _ in 0..2 {
-        let request = http::Request::get("/big")
-            .header("host", "x")
-            .header("accept", "text/event-stream")
-            .body(http_body_util::Full::new(Bytes::new()))
-            .unwrap();
-        let response = send.send_request(request).await.unwrap();
-        assert_eq!(response.headers()["transfer-encoding"], "chunked");
-        let body = timeout(Duration::from_secs(20), response.into_body().collect())
-            .await
-            .unwrap()
-            .unwrap()
-            .to_bytes();
+        let (head, body) = stream_request(&mut send, "/big").await;
+        assert_eq!(head.headers["transfer-encoding"], "chunked");
         let want = format!("data: {big}\n\ndata: after\n\n");
         assert_eq!(body.len(), want.len());
         assert!(body == want.as_bytes(), "the bytes differ");
     }
+}
+
+/// hyper's HTTP/1.1 client on one new connection to `addr`.
+async fn http1_client(
+    addr: std::net::SocketAddr,
+) -> hyper::client::conn::http1::SendRequest<http_body_util::Full<Bytes>> {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (send, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    send
+}
+
+/// `GET path` with `Accept: text/event-stream` on `send`: the response's head and its whole
+/// body (within 20 s).
+async fn stream_request(
+    send: &mut hyper::client::conn::http1::SendRequest<http_body_util::Full<Bytes>>,
+    path: &str,
+) -> (http::response::Parts, Bytes) {
+    let request = http::Request::get(path)
+        .header("host", "x")
+        .header("accept", "text/event-stream")
+        .body(http_body_util::Full::new(Bytes::new()))
+        .unwrap();
+    let (head, body) = send.send_request(request).await.unwrap().into_parts();
+    let body = timeout(Duration::from_secs(20), body.collect())
+        .await
+        .unwrap()
+        .unwrap()
+        .to_bytes();
+    (head, body)
 }
 
 /// A stream request answered with a `Content-Length` body whose frames are `frames`.
@@ -727,24 +745,9 @@ async fn lean_content_length_bodies_larger_than_one_write_arrive_exactly() {
     ];
     let whole = frames.concat();
     let addr = serve_app(length_app(whole.len(), frames), true, |s| s).await;
-    let tcp = TcpStream::connect(addr).await.unwrap();
-    let (mut send, connection) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
-            .await
-            .unwrap();
-    tokio::spawn(connection);
+    let mut send = http1_client(addr).await;
     for _ in 0..2 {
-        let request = http::Request::get("/length")
-            .header("host", "x")
-            .header("accept", "text/event-stream")
-            .body(http_body_util::Full::new(Bytes::new()))
-            .unwrap();
-        let response = send.send_request(request).await.unwrap();
-        let body = timeout(Duration::from_secs(20), response.into_body().collect())
-            .await
-            .unwrap()
-            .unwrap()
-            .to_bytes();
+        let (_, body) = stream_request(&mut send, "/length").await;
         assert_eq!(body.len(), whole.len());
         assert!(body == whole, "the bytes differ");
     }
