@@ -177,7 +177,7 @@ pin_project! {
 /// What an event stream's body rarely has (see [`Events`]).
 #[derive(Default)]
 struct Rare {
-    // Boxed: these futures are not `Unpin`, and `Rare` moves when it is made.
+    // Boxed: these futures are not `Unpin`, and `Rare` is not pinned.
     shutdown: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
     grace: Option<Pin<Box<Sleep>>>,
     // With a minimum write interval: the event held until `delay` fires.
