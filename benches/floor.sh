@@ -8,6 +8,8 @@
 #   benches/floor.sh                           # 1,000 clients, 100 msg/s, 10 s, 3 runs
 #   RATE=200 REPEAT=1 benches/floor.sh
 #   FLOOR_C=path/to/write_floor.c benches/floor.sh
+#   BASE=/tmp/old/bench_server benches/floor.sh   # also another build of bench_server (lean),
+#                                                 # as "base", interleaved: an A/B in one sitting
 #
 # The floor's source is not part of this crate: FLOOR_C (default ../shared/bench/write_floor.c)
 # is built with gcc -O2 into $OUT. Servers on core 0, load generator and floor reader on core 1,
@@ -39,7 +41,8 @@ trap stop_server EXIT
 # run NAME BINARY LEAN I: one S1 run; appends "NAME µs p99" to $OUT/results
 run() {
     local name=$1 bin=$2 lean=$3 i=$4 log=$OUT/$1.$4.server.log
-    PORT=0 SERVE=tower LEAN=$lean nice -n "$NICE" taskset -c 0 "$BIN/$bin" >"$log" 2>&1 &
+    case $bin in /*) ;; *) bin=$BIN/$bin ;; esac
+    PORT=0 SERVE=tower LEAN=$lean nice -n "$NICE" taskset -c 0 "$bin" >"$log" 2>&1 &
     SERVER_PID=$!
     wait_listening "$name" "$log" 10
     timeout $((DURATION + 60)) nice -n "$NICE" taskset -c 1 "$BIN/loadgen" --url "$URL" \
@@ -58,6 +61,7 @@ echo "S1: $CLIENTS clients, $RATE msg/s, $DURATION s, $REPEAT runs; results in $
 : >"$OUT/results"
 for i in $(seq "$REPEAT"); do
     run lean bench_server 1 "$i"
+    if [ -n "${BASE:-}" ]; then run base "$(realpath "$BASE")" 1 "$i"; fi
     run hyper bench_server 0 "$i"
     run axum bench_peer_axum 1 "$i"
 done
@@ -78,7 +82,7 @@ floor = med.get("floor", 0.0)
 axum_above = med["axum"] - floor
 print(f"\n| | runs (µs / event) | median | above the floor | against axum's | p99 (ms) | lost |")
 print("|---|---|---|---|---|---|---|")
-for name in ["lean", "hyper", "axum", "floor"]:
+for name in ["lean", "base", "hyper", "axum", "floor"]:
     rs = runs.get(name, [])
     if not rs:
         continue

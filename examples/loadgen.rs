@@ -234,13 +234,19 @@ fn clock_ticks() -> u64 {
 
 /// utime + stime of a process, all threads, in microseconds.
 fn cpu_us(pid: &str, ticks: u64) -> Option<u64> {
+    cpu_split_us(pid, ticks).map(|(user, system)| user + system)
+}
+
+/// (utime, stime) of a process, all threads, in microseconds. The kernel splits them by
+/// sampling at its clock ticks: over thousands of ticks a fair split, not an exact one.
+fn cpu_split_us(pid: &str, ticks: u64) -> Option<(u64, u64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name may contain spaces: fields start after the last ')'.
     let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
     // Fields 14 and 15 (1-based) are utime and stime; `fields[0]` is field 3.
     let utime: u64 = fields.get(11)?.parse().ok()?;
     let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some((utime + stime) * 1_000_000 / ticks)
+    Some((utime * 1_000_000 / ticks, stime * 1_000_000 / ticks))
 }
 
 /// Busy CPU time of the whole machine (all CPUs, everything but idle and iowait), in
@@ -953,7 +959,7 @@ async fn run(args: Arc<Args>) -> serde_json::Value {
     let ticks = clock_ticks();
     let pid = args.server_pid.map(|pid| pid.to_string());
     let pid = pid.as_deref();
-    let server_cpu = || pid.and_then(|pid| cpu_us(pid, ticks));
+    let server_cpu = || pid.and_then(|pid| cpu_split_us(pid, ticks));
     let server_rss = || pid.and_then(rss_kib);
     let self_cpu = || cpu_us("self", ticks);
 
@@ -1120,7 +1126,10 @@ async fn run(args: Arc<Args>) -> serde_json::Value {
         closed_early += u64::from(account.closed_early.load(Ordering::Relaxed));
         malformed += account.malformed.load(Ordering::Relaxed);
     }
-    let server_cpu_us = cpu0.zip(cpu1).map(|(a, b)| b.saturating_sub(a));
+    let server_user_us = cpu0.zip(cpu1).map(|(a, b)| b.0.saturating_sub(a.0));
+    let server_cpu_us = cpu0
+        .zip(cpu1)
+        .map(|(a, b)| (b.0 + b.1).saturating_sub(a.0 + a.1));
     let self_cpu_us = self0.zip(self1).map(|(a, b)| b.saturating_sub(a));
     // Everything else the machine did meanwhile: other processes, and kernel work not charged
     // to either process (softirqs may be charged to whoever runs). Noise, when large.
@@ -1162,6 +1171,8 @@ async fn run(args: Arc<Args>) -> serde_json::Value {
         "cpu_us_per_event": server_cpu_us
             .filter(|_| delivered > 0)
             .map(|us| us as f64 / delivered as f64),
+        // Of it, in user space (the rest is the kernel's: the writes, epoll).
+        "server_user_us": server_user_us,
         "server_cpu_share": server_cpu_us.map(|us| us as f64 / ((t_end - t0) as f64 / 1e3)),
         "loadgen_cpu_share": self_cpu_us.map(|us| us as f64 / ((t_end - t0) as f64 / 1e3)),
         "other_cpu_cores": other_cpu_us.map(|us| us as f64 / ((t_end - t0) as f64 / 1e3)),
@@ -1229,11 +1240,12 @@ fn print_text(args: &Args, r: &serde_json::Value) {
         i("malformed")
     );
     println!(
-        "server CPU: {} us ({} us per event, {} of a core); load generator: {} of a core; \
-         everything else: {} cores",
+        "server CPU: {} us ({} us per event, {} of a core; user {} us); load generator: {} \
+         of a core; everything else: {} cores",
         i("server_cpu_us"),
         f("cpu_us_per_event"),
         f("server_cpu_share"),
+        i("server_user_us"),
         f("loadgen_cpu_share"),
         f("other_cpu_cores")
     );

@@ -772,6 +772,87 @@ async fn lean_content_length_bodies_larger_than_one_write_arrive_exactly() {
     }
 }
 
+/// A chunked body of many small frames (up to and just over the size the lean path copies
+/// into one buffer for a single `write`) to a client that reads in bursts with pauses: the
+/// socket fills again and again, so frames are cut by partial writes wherever they happen to
+/// be, and the timed write sends the rest. The chunks, decoded, are the frames byte for byte.
+#[tokio::test]
+async fn lean_small_chunks_through_partial_writes_arrive_exactly() {
+    let frames: Vec<Bytes> = (0..40_000u32)
+        .map(|i| pattern(1 + (i as usize * 37) % 1100, i as u8))
+        .collect();
+    let whole = frames.concat();
+    let app = Router::new().route(
+        "/chunked",
+        get(move || {
+            let frames = frames.clone();
+            async move {
+                let body =
+                    futures_util::stream::iter(frames.into_iter().map(Ok::<_, std::io::Error>));
+                axum::body::Body::from_stream(body)
+            }
+        }),
+    );
+    let addr = serve_app(app, true, |s| s).await;
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(
+            b"GET /chunked HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\
+              Connection: close\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let mut raw = Vec::new();
+    let mut buf = vec![0; 1 << 20];
+    timeout(Duration::from_secs(30), async {
+        loop {
+            // Let the server fill the socket, then take a burst.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            let mut burst = 0;
+            while burst < buf.len() {
+                match stream.read(&mut buf[..]).await.unwrap() {
+                    0 => return,
+                    n => {
+                        raw.extend_from_slice(&buf[..n]);
+                        burst += n;
+                    }
+                }
+            }
+        }
+    })
+    .await
+    .expect("the response ends and the connection closes");
+    let head_end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a head")
+        + 4;
+    let head = String::from_utf8_lossy(&raw[..head_end]).to_lowercase();
+    assert!(head.contains("transfer-encoding: chunked"), "{head}");
+    // Decode the chunks: a size line, the data, CRLF; the last chunk is empty.
+    let mut body = Vec::new();
+    let mut rest = &raw[head_end..];
+    loop {
+        let line_end = rest
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .expect("a chunk size line");
+        let size = usize::from_str_radix(std::str::from_utf8(&rest[..line_end]).unwrap(), 16)
+            .unwrap_or_else(|err| panic!("a chunk size line: {err} at byte {}", body.len()));
+        rest = &rest[line_end + 2..];
+        assert!(rest.len() >= size + 2, "a chunk cut short");
+        body.extend_from_slice(&rest[..size]);
+        assert_eq!(&rest[size..size + 2], b"\r\n", "a chunk's CRLF");
+        rest = &rest[size + 2..];
+        if size == 0 {
+            break;
+        }
+    }
+    assert!(rest.is_empty(), "bytes after the last chunk");
+    assert_eq!(body.len(), whole.len());
+    assert!(body == whole, "the bytes differ");
+}
+
 /// Pipelined requests in one write: answered in order, across the handover to hyper, and a
 /// `Connection: close` closes the connection after its response.
 #[tokio::test]

@@ -396,27 +396,51 @@ fn frame_slices<'a>(
     (slices, n + data.len() + crlf.len())
 }
 
+/// Chunks of up to this many data bytes are written from one buffer on the stack (size line,
+/// data, CRLF copied together) with one `write`, not a three-part `writev`.
+///
+/// Why: on Linux a single-buffer write takes the kernel's one-segment path; with `writev` it
+/// imports and walks an iovec array. On this machine's loopback that is about 0.1 µs per
+/// write (of about 2), for a copy of a few hundred bytes from memory the other subscribers of
+/// the event have just read (`BENCHMARKS.md`, session 11). Larger chunks keep the `writev`,
+/// where the copy would cost more than it saves.
+const COPY_MAX: usize = 1024;
+
 /// One try at writing a frame (`data`, as one chunk with `chunked`: size line, data, CRLF),
 /// without waiting: (bytes written, bytes in the frame); [`write_rest`] writes the rest.
 ///
-/// The write is tried straight away (`try_write_vectored`: the socket's readiness is read, not
+/// The write is tried straight away (`try_write`: the socket's readiness is read, not
 /// registered for, and no co-operative budget is spent); only what it could not write goes
 /// through the timed, registered write. Per event this is about 100 instructions less than a
 /// poll of the write (`BENCHMARKS.md`). It is a plain function, called without an `await`, so
-/// its buffers (size line, slices) live on the stack: the common case writes nothing into the
-/// connection future's memory, which is cold by the time the next event comes
-/// (`BENCHMARKS.md`, session 10).
+/// its buffers live on the stack: the common case writes nothing into the connection future's
+/// memory, which is cold by the time the next event comes (`BENCHMARKS.md`, session 10).
 fn write_now(
     io: &mut WriteTimeout<TcpStream>,
     chunked: Option<()>,
     data: &[u8],
 ) -> io::Result<(usize, usize)> {
-    let mut line = [0; 18];
-    let (slices, total) = frame_slices(chunked, data, &mut line);
-    if total == 0 {
-        return Ok((0, 0));
-    }
-    match io.get_ref().try_write_vectored(&slices) {
+    let tcp = io.get_ref();
+    let (tried, total) = match chunked {
+        None if data.is_empty() => return Ok((0, 0)),
+        None => (tcp.try_write(data), data.len()),
+        Some(()) if data.len() <= COPY_MAX => {
+            let mut frame = [0; COPY_MAX + 8];
+            let mut line = [0; 18];
+            let n = response::chunk_size_line(data.len(), &mut line);
+            let total = n + data.len() + 2;
+            frame[..n].copy_from_slice(&line[..n]);
+            frame[n..total - 2].copy_from_slice(data);
+            frame[total - 2..total].copy_from_slice(b"\r\n");
+            (tcp.try_write(&frame[..total]), total)
+        }
+        Some(()) => {
+            let mut line = [0; 18];
+            let (slices, total) = frame_slices(chunked, data, &mut line);
+            (tcp.try_write_vectored(&slices), total)
+        }
+    };
+    match tried {
         Ok(0) => Err(io::ErrorKind::WriteZero.into()),
         Ok(n) => {
             io.progressed();
