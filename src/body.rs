@@ -491,8 +491,12 @@ impl<S: Stream<Item: SseItem>> Events<S> {
         let events = batch.count;
         if let Some(bytes) = batch.into_frame() {
             this.open.events(events);
-            if this.keep_alive.is_some() || !config.min_write_interval.is_zero() {
+            if !config.min_write_interval.is_zero() {
                 *this.last_frame = Instant::now();
+            } else if this.keep_alive.is_some() {
+                // Only for the keep-alive: a stamp as old as the batch of polls will do (the
+                // comment may come that much sooner).
+                *this.last_frame = crate::time::batch_now();
             }
             return Poll::Ready(Some(Ok(Frame::data(bytes))));
         }

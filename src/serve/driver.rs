@@ -42,12 +42,15 @@ use tokio::{sync::mpsc, task::Unconstrained};
 /// A connection's future.
 pub(super) type Connection = Pin<Box<dyn Future<Output = ()> + Send>>;
 
+/// Makes a connection's future, given its read side's waker (made when the driver takes it).
+pub(super) type Make = Box<dyn FnOnce(ReadSide) -> Connection + Send>;
+
 /// How many connections a driver polls before it yields to other tasks.
 const TURN: usize = 128;
 
 /// The drivers of one `Serve`: started with the first connection, one per worker thread.
 pub(super) struct Drivers {
-    senders: Vec<mpsc::UnboundedSender<Connection>>,
+    senders: Vec<mpsc::UnboundedSender<Make>>,
     next: usize,
 }
 
@@ -59,8 +62,9 @@ impl Drivers {
         }
     }
 
-    /// Hands `connection` to a driver (in turn), starting the drivers on first use.
-    pub(super) fn spawn(&mut self, connection: Connection) {
+    /// Hands a connection to a driver (in turn), starting the drivers on first use; `make`
+    /// makes its future there.
+    pub(super) fn spawn(&mut self, make: impl FnOnce(ReadSide) -> Connection + Send + 'static) {
         if self.senders.is_empty() {
             let workers = tokio::runtime::Handle::current()
                 .metrics()
@@ -70,14 +74,16 @@ impl Drivers {
         }
         let index = self.next % self.senders.len();
         self.next = self.next.wrapping_add(1);
-        if let Err(mpsc::error::SendError(connection)) = self.senders[index].send(connection) {
-            // The driver is gone (the runtime is shutting down): run it on its own.
-            tokio::spawn(connection);
+        if let Err(mpsc::error::SendError(make)) = self.senders[index].send(Box::new(make)) {
+            // The driver is gone: a new one takes its place. If that one cannot start either
+            // (the runtime is shutting down), the connection is dropped with it.
+            self.senders[index] = start();
+            let _ = self.senders[index].send(make);
         }
     }
 }
 
-fn start() -> mpsc::UnboundedSender<Connection> {
+fn start() -> mpsc::UnboundedSender<Make> {
     let (sender, incoming) = mpsc::unbounded_channel();
     tokio::spawn(Driver::new(incoming));
     sender
@@ -102,7 +108,56 @@ struct ConnectionWaker {
     index: usize,
     /// In the ready list (or being polled) already.
     queued: AtomicBool,
+    /// Woken through its [`ReadSide`] since that was last cleared.
+    read_woken: AtomicBool,
     ready: Arc<Ready>,
+}
+
+/// A connection's read side's waker: it marks the connection's waker and wakes it (see
+/// `flagged.rs`).
+pub(super) struct ReadSide {
+    connection: Arc<ConnectionWaker>,
+    waker: Waker,
+}
+
+struct ReadWaker(Arc<ConnectionWaker>);
+
+impl Wake for ReadWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        // Before the connection is woken: the poll that follows sees it.
+        self.0.read_woken.store(true, Ordering::SeqCst);
+        self.0.wake_by_ref();
+    }
+}
+
+impl ReadSide {
+    fn new(connection: &Arc<ConnectionWaker>) -> Self {
+        Self {
+            waker: Waker::from(Arc::new(ReadWaker(Arc::clone(connection)))),
+            connection: Arc::clone(connection),
+        }
+    }
+
+    /// Woken since the last [`clear`](Self::clear).
+    #[inline]
+    pub(super) fn woken(&self) -> bool {
+        self.connection.read_woken.load(Ordering::SeqCst)
+    }
+
+    /// Clears the mark, before the read side is polled. A swap, so that a wake-up that came
+    /// first is read, with what its thread did before it (see the driver's `queued`).
+    pub(super) fn clear(&self) {
+        self.connection.read_woken.swap(false, Ordering::SeqCst);
+    }
+
+    /// The waker to poll the read side with.
+    pub(super) fn waker(&self) -> &Waker {
+        &self.waker
+    }
 }
 
 impl Wake for ConnectionWaker {
@@ -130,7 +185,7 @@ struct Slot {
 }
 
 struct Driver {
-    incoming: mpsc::UnboundedReceiver<Connection>,
+    incoming: mpsc::UnboundedReceiver<Make>,
     connections: Vec<Option<Slot>>,
     free: Vec<usize>,
     ready: Arc<Ready>,
@@ -144,7 +199,7 @@ struct Driver {
 
 impl Driver {
     /// A driver of the connections that come through `incoming`.
-    fn new(incoming: mpsc::UnboundedReceiver<Connection>) -> Self {
+    fn new(incoming: mpsc::UnboundedReceiver<Make>) -> Self {
         Self {
             incoming,
             connections: Vec::new(),
@@ -160,14 +215,16 @@ impl Driver {
         }
     }
 
-    fn insert(&mut self, future: Connection) -> usize {
+    fn insert(&mut self, make: Make) -> usize {
         let index = self.free.pop().unwrap_or(self.connections.len());
         let state = Arc::new(ConnectionWaker {
             index,
             // Polled right away, as if woken.
             queued: AtomicBool::new(true),
+            read_woken: AtomicBool::new(false),
             ready: Arc::clone(&self.ready),
         });
+        let future = make(ReadSide::new(&state));
         let slot = Slot {
             future: tokio::task::unconstrained(future),
             waker: Waker::from(Arc::clone(&state)),
@@ -235,8 +292,8 @@ impl Future for Driver {
         loop {
             while !this.closed {
                 match this.incoming.poll_recv(cx) {
-                    Poll::Ready(Some(connection)) => {
-                        let index = this.insert(connection);
+                    Poll::Ready(Some(make)) => {
+                        let index = this.insert(make);
                         lock(&this.ready.list).push(index);
                     }
                     Poll::Ready(None) => this.closed = true,
@@ -255,9 +312,12 @@ impl Future for Driver {
                 return Poll::Pending;
             }
             let turn = batch.len().min(TURN - polled);
+            // One clock read for the batch, not one per connection (`crate::time::batch_now`).
+            let clock = crate::time::Batch::start();
             for &index in &batch[..turn] {
                 this.poll_connection(index);
             }
+            drop(clock);
             polled += turn;
             if turn < batch.len() || polled == TURN {
                 // The turn is over: the rest waits for the next one, after other tasks.
@@ -285,14 +345,16 @@ mod tests {
         let done = Arc::new(AtomicUsize::new(0));
         for n in 0..50 {
             let done = Arc::clone(&done);
-            drivers.spawn(Box::pin(async move {
-                tokio::time::sleep(Duration::from_millis(n % 7)).await;
-                if n == 13 {
-                    panic!("a handler panicked");
-                }
-                tokio::task::yield_now().await;
-                done.fetch_add(1, Ordering::SeqCst);
-            }));
+            drivers.spawn(move |_| {
+                Box::pin(async move {
+                    tokio::time::sleep(Duration::from_millis(n % 7)).await;
+                    if n == 13 {
+                        panic!("a handler panicked");
+                    }
+                    tokio::task::yield_now().await;
+                    done.fetch_add(1, Ordering::SeqCst);
+                })
+            });
         }
         tokio::time::timeout(Duration::from_secs(5), async {
             while done.load(Ordering::SeqCst) < 49 {
@@ -301,6 +363,49 @@ mod tests {
         })
         .await
         .expect("every connection but the panicking one ended");
+    }
+
+    /// A lean connection's read side: quiet while its registration stands; a wake-up
+    /// through it marks the connection and lists it with its driver, and the next poll asks
+    /// the source again.
+    #[test]
+    fn a_read_side_wake_up_marks_and_lists_its_connection() {
+        use super::super::flagged::Flagged;
+
+        let source: Arc<Mutex<Option<Waker>>> = Arc::default();
+        let asked = Arc::new(AtomicUsize::new(0));
+        let (_tx, incoming) = mpsc::unbounded_channel();
+        let mut driver = Driver::new(incoming);
+        let index = driver.insert({
+            let (source, asked) = (Arc::clone(&source), Arc::clone(&asked));
+            Box::new(move |read| {
+                let mut flagged = Flagged::new(read);
+                Box::pin(futures_util::future::poll_fn(move |_| {
+                    if !flagged.is_quiet() {
+                        let _ = flagged.poll(|cx| {
+                            asked.fetch_add(1, Ordering::SeqCst);
+                            *lock(&source) = Some(cx.waker().clone());
+                            (Poll::<()>::Pending, true)
+                        });
+                    }
+                    Poll::Pending
+                }))
+            })
+        });
+        driver.poll_connection(index);
+        assert_eq!(asked.load(Ordering::SeqCst), 1, "the first poll asks");
+        driver.poll_connection(index);
+        assert_eq!(asked.load(Ordering::SeqCst), 1, "quiet: not asked again");
+        lock(&driver.ready.list).clear();
+        lock(&source).take().unwrap().wake();
+        assert!(
+            lock(&driver.ready.list).contains(&index),
+            "the connection is listed"
+        );
+        driver.poll_connection(index);
+        assert_eq!(asked.load(Ordering::SeqCst), 2, "woken: asked again");
+        driver.poll_connection(index);
+        assert_eq!(asked.load(Ordering::SeqCst), 2, "quiet again");
     }
 
     /// A litmus test of the driver's `queued` flag against the ring's lock-free idle answer,
@@ -342,7 +447,7 @@ mod tests {
         };
         let (_tx, incoming) = mpsc::unbounded_channel();
         let mut driver = Driver::new(incoming);
-        let index = driver.insert(connection);
+        let index = driver.insert(Box::new(move |_| connection));
         driver.poll_connection(index); // registers in the ring
         let state = Arc::clone(&driver.connections[index].as_ref().unwrap().state);
         let waker = driver.connections[index].as_ref().unwrap().waker.clone();
@@ -451,19 +556,21 @@ mod tests {
         let spawn =
             |drivers: &mut Drivers, n: usize, sub: crate::hub::Subscription, from: usize| {
                 let counts = Arc::clone(&counts);
-                drivers.spawn(Box::pin(async move {
-                    let mut sub = sub;
-                    let mut seen = from;
-                    while let Some(_event) = sub.next().await {
-                        seen += 1;
-                        counts[n].store(seen, Ordering::SeqCst);
-                        match (n + seen) % 11 {
-                            0 => tokio::task::yield_now().await,
-                            1 => tokio::time::sleep(Duration::from_micros(50)).await,
-                            _ => {}
+                drivers.spawn(move |_| {
+                    Box::pin(async move {
+                        let mut sub = sub;
+                        let mut seen = from;
+                        while let Some(_event) = sub.next().await {
+                            seen += 1;
+                            counts[n].store(seen, Ordering::SeqCst);
+                            match (n + seen) % 11 {
+                                0 => tokio::task::yield_now().await,
+                                1 => tokio::time::sleep(Duration::from_micros(50)).await,
+                                _ => {}
+                            }
                         }
-                    }
-                }));
+                    })
+                });
             };
         for n in 0..CONNS {
             let sub = hub.subscribe("t").await.unwrap();
@@ -473,14 +580,16 @@ mod tests {
         // timers they never wait out).
         for k in 0..EVENTS {
             if k % 10 == 0 {
-                drivers.spawn(Box::pin(async move {
-                    let sleep = tokio::time::sleep(Duration::from_millis(20));
-                    tokio::pin!(sleep);
-                    let _ = futures_util::poll!(&mut sleep);
-                    if k % 20 == 0 {
-                        panic!("a connection panics (on purpose)");
-                    }
-                }));
+                drivers.spawn(move |_| {
+                    Box::pin(async move {
+                        let sleep = tokio::time::sleep(Duration::from_millis(20));
+                        tokio::pin!(sleep);
+                        let _ = futures_util::poll!(&mut sleep);
+                        if k % 20 == 0 {
+                            panic!("a connection panics (on purpose)");
+                        }
+                    })
+                });
             }
             hub.publish("t", Event::new().data("x")).await.unwrap();
             let deadline = tokio::time::Instant::now() + Duration::from_secs(5);

@@ -24,14 +24,14 @@ use std::{
     future::{Future as _, poll_fn},
     io::{self, IoSlice},
     net::SocketAddr,
-    pin::pin,
+    pin::{Pin, pin},
     task::{Context, Poll},
     time::Duration,
 };
 
 use bytes::{Buf as _, BufMut as _, Bytes, BytesMut};
 use http::{Request, Response};
-use http_body::{Body, Frame};
+use http_body::Body;
 use tokio::{
     io::{AsyncReadExt as _, AsyncWriteExt as _},
     net::TcpStream,
@@ -53,41 +53,35 @@ use crate::{BoxError, Shutdown, io::WriteTimeout};
 pub(super) const FRAMES_PER_TURN: u32 = 32;
 
 /// A connection on the lean path, and what it needs.
+///
+/// `repr(C)`, with what a streaming response reads on every event first (the socket, the
+/// read side, the head limit and the read side's end): those fields then share the first two
+/// cache lines of the connection's future, which is cold by the time the next event comes
+/// (`BENCHMARKS.md`, session 11).
+#[repr(C)]
 pub(super) struct Lean<S> {
     pub(super) io: WriteTimeout<TcpStream>,
+    /// The read side's wake-ups (see [`poll_client`]).
+    pub(super) read_watch: Flagged,
+    pub(super) max_head: usize,
+    /// The client closed its side (EOF) while requests it had sent were still to be answered:
+    /// they are, then the connection closes.
+    pub(super) read_closed: bool,
+    /// `false`: every request is hyper's (`Serve::lean_event_streams(false)`); this path
+    /// then only waits for the first bytes, under the header-read timeout.
+    pub(super) lean: bool,
     pub(super) service: S,
     pub(super) peer: SocketAddr,
     pub(super) shutdown: Option<Shutdown>,
     pub(super) header_read_timeout: Duration,
-    pub(super) max_head: usize,
-    /// `false`: every request is hyper's (`Serve::lean_event_streams(false)`); this path
-    /// then only waits for the first bytes, under the header-read timeout.
-    pub(super) lean: bool,
-    /// The client closed its side (EOF) while requests it had sent were still to be answered:
-    /// they are, then the connection closes.
-    pub(super) read_closed: bool,
     /// How many requests this path answered (after one, an HTTP/2 preface closes the
     /// connection instead of going to hyper).
     pub(super) served: usize,
-    /// The read side's wake-ups (see [`poll_client`]).
-    pub(super) read_watch: Flagged,
-}
-
-/// How a lean connection ended.
-pub(super) enum Outcome<S> {
-    /// Closed (or the client went away).
-    Done,
-    /// A request for hyper: the bytes read of it so far, the connection and the service.
-    Hyper(Bytes, WriteTimeout<TcpStream>, S),
-}
-
-/// What the body and the read side had for the response loop.
-enum Next<D> {
-    Frame(Frame<D>),
-    End,
-    Failed(BoxError),
-    /// The client closed, reset, or sent too much.
-    Gone,
+    /// Takes a request that is hyper's: the bytes read of it so far, the connection and the
+    /// service. What it holds for that (hyper's builder, the graceful-shutdown watcher) is
+    /// dropped with the connection otherwise. Boxed, so that the connection's future, polled
+    /// once per event, is small (`BENCHMARKS.md`, session 11).
+    pub(super) hyper: Box<dyn FnOnce(Bytes, WriteTimeout<TcpStream>, S) + Send>,
 }
 
 impl<S, B> Lean<S>
@@ -96,8 +90,9 @@ where
     B: Body<Data = Bytes>,
     B::Error: Into<BoxError>,
 {
-    /// Serves requests until the connection closes, or until one is hyper's.
-    pub(super) async fn run(mut self) -> Outcome<S> {
+    /// Serves requests until the connection closes, or until one is hyper's (handed to
+    /// [`hyper`](Self::hyper)).
+    pub(super) async fn run(mut self) {
         let mut buf = BytesMut::new();
         loop {
             let deadline = crate::time::later(Instant::now(), self.header_read_timeout);
@@ -112,9 +107,9 @@ where
                     // After HTTP/1.1 requests, an HTTP/2 preface is not a protocol switch:
                     // hyper's HTTP/1.1 would refuse it, its version detection would not.
                     Head::Hyper if self.served > 0 && buf.starts_with(b"PRI * HTTP/2.0") => {
-                        return Outcome::Done;
+                        return;
                     }
-                    Head::Hyper => return Outcome::Hyper(buf.freeze(), self.io, self.service),
+                    Head::Hyper => return (self.hyper)(buf.freeze(), self.io, self.service),
                     Head::Lean {
                         request,
                         len,
@@ -125,17 +120,19 @@ where
                     }
                 }
                 if !self.read_more(&mut buf, deadline).await {
-                    return Outcome::Done;
+                    return;
                 }
             };
             if buf.is_empty() {
                 // An idle connection keeps no buffer.
                 buf = BytesMut::new();
             }
-            let keep = self.respond(request, close, &mut buf).await;
+            // Boxed: a future's arguments keep their room in it for its whole life, and the
+            // request head is only read before the response starts.
+            let keep = self.respond(Box::new(request), close, &mut buf).await;
             self.served += 1;
             if !keep || self.shutdown.as_ref().is_some_and(Shutdown::is_triggered) {
-                return Outcome::Done;
+                return;
             }
         }
     }
@@ -165,11 +162,16 @@ where
     }
 
     /// Answers one request; whether the connection can take another.
-    async fn respond(&mut self, request: Request<()>, close: bool, pending: &mut BytesMut) -> bool {
+    async fn respond(
+        &mut self,
+        request: Box<Request<()>>,
+        close: bool,
+        pending: &mut BytesMut,
+    ) -> bool {
         // The socket was read without the flag since the last response (the request head):
         // tokio's read registration is not the flag's any more.
         self.read_watch.disarm();
-        let mut request = request.map(|()| RequestBody::empty());
+        let mut request = (*request).map(|()| RequestBody::empty());
         insert_peer(&mut request, self.peer);
         let service = &mut self.service;
         // Boxed: the service's future is not kept in every connection's task while it streams.
@@ -185,11 +187,10 @@ where
             Poll::Ready(Ok(response)) => Poll::Ready(Some(response)),
             Poll::Pending => {
                 let client = Client {
-                    tcp,
                     max_head,
                     watch: &mut *watch,
                 };
-                poll_client(cx, client, pending, closed).map(|()| None)
+                poll_client(tcp, client, pending, closed).map(|()| None)
             }
         })
         .await;
@@ -209,109 +210,198 @@ where
             return keep;
         }
         let mut body = pin!(body);
-        let mut sent: u64 = 0;
-        let mut frames: u32 = 0;
+        let mut stream = Streaming {
+            framing,
+            sent: 0,
+            frames: 0,
+        };
         loop {
             let (closed, watch) = (&mut self.read_closed, &mut self.read_watch);
-            let (tcp, max_head) = (self.io.get_ref(), self.max_head);
-            let next = poll_fn(|cx| {
-                // The body first: while it has frames, the read side waits (a client that left
-                // shows up as a failed write; one that sends more is not read meanwhile). Only
-                // a body with nothing to send watches the read side, once per wait.
-                match body.as_mut().poll_frame(cx) {
-                    Poll::Ready(Some(Ok(frame))) => Poll::Ready(Next::Frame(frame)),
-                    Poll::Ready(Some(Err(err))) => Poll::Ready(Next::Failed(err.into())),
-                    Poll::Ready(None) => Poll::Ready(Next::End),
-                    Poll::Pending => {
-                        let client = Client {
-                            tcp,
-                            max_head,
-                            watch: &mut *watch,
-                        };
-                        poll_client(cx, client, pending, closed).map(|()| Next::Gone)
-                    }
-                }
+            let (io, max_head) = (&mut self.io, self.max_head);
+            let step = poll_fn(|cx| {
+                let client = Client {
+                    max_head,
+                    watch: &mut *watch,
+                };
+                stream.poll(cx, body.as_mut(), &mut *io, client, pending, closed)
             })
             .await;
-            if matches!(next, Next::Frame(_)) {
-                // Every frame counts, empty ones and trailers too (a body always ready with
-                // empty frames writes nothing and must yield all the same).
-                frames = frames.wrapping_add(1);
-                if frames % FRAMES_PER_TURN == 0 {
-                    // Connections are polled outside tokio's co-operative budget (see
-                    // `driver.rs`): a body that always has a frame and a client that always
-                    // takes it give the other connections their turn here.
-                    tokio::task::yield_now().await;
-                }
-            }
-            let data = match next {
-                Next::Frame(frame) => match frame.into_data() {
-                    Ok(data) => data,
-                    Err(_trailers) => continue,
-                },
-                Next::End => break,
-                Next::Failed(err) => {
-                    tracing::debug!(error = %err, "response body failed; closing the connection");
-                    return false;
-                }
-                Next::Gone => return false,
-            };
-            if !data.has_remaining() {
-                continue;
-            }
-            // The frame's first write is tried here, without an `await`: its buffers stay on
-            // the stack, and only a write that has to wait touches the future's own memory.
-            let (chunked, take) = match framing {
-                Framing::Length(length) => {
-                    let room = usize::try_from(length - sent).unwrap_or(usize::MAX);
-                    (None, data.remaining().min(room))
-                }
-                Framing::Chunked => (Some(()), data.remaining()),
-                Framing::None => unreachable!("not polled"),
-            };
-            let frame = &data.chunk()[..take];
-            let written = match write_now(&mut self.io, chunked, frame) {
-                Ok((written, total)) if written < total => {
-                    write_rest(&mut self.io, chunked, frame, written).await
-                }
-                done => done.map(drop),
-            };
-            match framing {
-                Framing::Length(length) => {
-                    let len = data.remaining() as u64;
-                    let room = length - sent;
-                    sent += take as u64;
-                    if len > room {
-                        tracing::debug!("response body longer than its content-length");
-                        return false;
-                    }
-                    if written.is_ok() && sent == length {
-                        // All of it: the response is complete, whether or not the body says
-                        // it ended (as hyper does); it is not polled again.
-                        break;
+            match step {
+                Step::Finished => break,
+                Step::Close => return false,
+                Step::Yield => tokio::task::yield_now().await,
+                Step::Rest {
+                    data,
+                    take,
+                    written,
+                    turn_over,
+                } => {
+                    let frame = &data.chunk()[..take];
+                    let rest = write_rest(&mut self.io, stream.chunked(), frame, written).await;
+                    match stream.written(data.remaining(), take, rest, body.as_mut()) {
+                        Some(Step::Finished) => break,
+                        Some(_) => return false,
+                        None if turn_over => tokio::task::yield_now().await,
+                        None => {}
                     }
                 }
-                Framing::Chunked => {}
-                Framing::None => unreachable!("not polled"),
-            }
-            if let Err(err) = written {
-                tracing::debug!(error = %err, "writing to the client failed");
-                return false;
-            }
-            if body.is_end_stream() {
-                break;
             }
         }
         match framing {
             Framing::Chunked => self.io.write_all(b"0\r\n\r\n").await.is_ok() && keep,
             Framing::Length(length) => {
-                if sent != length {
+                if stream.sent != length {
                     tracing::debug!("response body shorter than its content-length");
                 }
-                sent == length && keep
+                stream.sent == length && keep
             }
             Framing::None => keep,
         }
+    }
+}
+
+/// A response body being streamed: what the loop keeps from one event to the next.
+///
+/// Why a plain struct polled by a plain function: a frame that the socket takes at once (the
+/// common case) is taken from the body, written and counted in [`Streaming::poll`], with its
+/// buffers on the stack; only a write that has to wait comes back to the connection's
+/// `async` code ([`Step::Rest`]). An event then touches this struct and the one closure
+/// that polls it, not the locals of an `async` loop spread over the connection future's
+/// memory, which is cold by the time the next event comes (`BENCHMARKS.md`, session 11).
+struct Streaming {
+    framing: Framing,
+    /// Bytes of the body sent (for `Content-Length`).
+    sent: u64,
+    /// Frames taken from the body, empty ones and trailers too (for [`FRAMES_PER_TURN`]).
+    frames: u32,
+}
+
+/// What [`Streaming::poll`] leaves to the response loop.
+enum Step {
+    /// The body ended, or its `Content-Length` is complete: the response is done.
+    Finished,
+    /// The connection is to close: the body failed or was longer than its length, a write
+    /// failed, or the client went away.
+    Close,
+    /// [`FRAMES_PER_TURN`] frames since the last turn: yield, then go on.
+    Yield,
+    /// A frame the socket did not take at once: `data[..take]` from byte `written` on (of its
+    /// chunk) is to be written; then the turn is over if `turn_over`.
+    Rest {
+        data: Bytes,
+        take: usize,
+        written: usize,
+        turn_over: bool,
+    },
+}
+
+impl Streaming {
+    /// The frame's chunk framing: `Some` for chunked.
+    fn chunked(&self) -> Option<()> {
+        matches!(self.framing, Framing::Chunked).then_some(())
+    }
+
+    /// Takes frames from the body and writes them while the socket takes them at once;
+    /// `Pending` when the body has nothing (the read side is then watched, see
+    /// [`poll_client`]).
+    ///
+    /// The body first: while it has frames, the read side waits (a client that left shows up
+    /// as a failed write; one that sends more is not read meanwhile). Only a body with nothing
+    /// to send watches the read side, once per wait.
+    fn poll<B>(
+        &mut self,
+        cx: &mut Context<'_>,
+        mut body: Pin<&mut B>,
+        io: &mut WriteTimeout<TcpStream>,
+        client: Client<'_>,
+        pending: &mut BytesMut,
+        closed: &mut bool,
+    ) -> Poll<Step>
+    where
+        B: Body<Data = Bytes>,
+        B::Error: Into<BoxError>,
+    {
+        loop {
+            let frame = match body.as_mut().poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => frame,
+                Poll::Ready(Some(Err(err))) => {
+                    let err: BoxError = err.into();
+                    tracing::debug!(error = %err, "response body failed; closing the connection");
+                    return Poll::Ready(Step::Close);
+                }
+                Poll::Ready(None) => return Poll::Ready(Step::Finished),
+                Poll::Pending => {
+                    return poll_client(io.get_ref(), client, pending, closed)
+                        .map(|()| Step::Close);
+                }
+            };
+            // Every frame counts, empty ones and trailers too (a body always ready with empty
+            // frames writes nothing and must yield all the same). Connections are polled
+            // outside tokio's co-operative budget (see `driver.rs`): a body that always has a
+            // frame and a client that always takes it give the other connections their turn
+            // after this many.
+            self.frames = self.frames.wrapping_add(1);
+            let turn_over = self.frames % FRAMES_PER_TURN == 0;
+            if let Ok(data) = frame.into_data()
+                && data.has_remaining()
+            {
+                let take = match self.framing {
+                    Framing::Length(length) => {
+                        let room = usize::try_from(length - self.sent).unwrap_or(usize::MAX);
+                        data.remaining().min(room)
+                    }
+                    Framing::Chunked => data.remaining(),
+                    Framing::None => unreachable!("not polled"),
+                };
+                // The frame's first write is tried here: its buffers stay on the stack.
+                let written = match write_now(io, self.chunked(), &data.chunk()[..take]) {
+                    Ok((written, total)) if written < total => {
+                        return Poll::Ready(Step::Rest {
+                            data,
+                            take,
+                            written,
+                            turn_over,
+                        });
+                    }
+                    done => done.map(drop),
+                };
+                if let Some(step) = self.written(data.remaining(), take, written, body.as_mut()) {
+                    return Poll::Ready(step);
+                }
+            }
+            if turn_over {
+                return Poll::Ready(Step::Yield);
+            }
+        }
+    }
+
+    /// After a frame of `len` bytes was written (`take` of them, for `Content-Length`): the
+    /// response's end, or the connection's, if either came.
+    fn written<B: Body>(
+        &mut self,
+        len: usize,
+        take: usize,
+        written: io::Result<()>,
+        body: Pin<&mut B>,
+    ) -> Option<Step> {
+        if let Framing::Length(length) = self.framing {
+            let room = length - self.sent;
+            self.sent += take as u64;
+            if len as u64 > room {
+                tracing::debug!("response body longer than its content-length");
+                return Some(Step::Close);
+            }
+            if written.is_ok() && self.sent == length {
+                // All of it: the response is complete, whether or not the body says it
+                // ended (as hyper does); it is not polled again.
+                return Some(Step::Finished);
+            }
+        }
+        if let Err(err) = written {
+            tracing::debug!(error = %err, "writing to the client failed");
+            return Some(Step::Close);
+        }
+        body.is_end_stream().then_some(Step::Finished)
     }
 }
 
@@ -326,23 +416,19 @@ where
 /// The read side is polled through `watch`: after a wait that registered for readiness, it is
 /// not asked again (tokio's registration stays) until readiness wakes the flag.
 fn poll_client(
-    cx: &mut Context<'_>,
+    tcp: &TcpStream,
     client: Client<'_>,
     pending: &mut BytesMut,
     closed: &mut bool,
 ) -> Poll<()> {
-    let Client {
-        tcp,
-        max_head,
-        watch,
-    } = client;
+    let Client { max_head, watch } = client;
     if *closed || pending.len() >= max_head || head::scan(pending) != Scan::Partial {
         return Poll::Pending;
     }
-    if watch.is_quiet(cx) {
+    if watch.is_quiet() {
         return Poll::Pending;
     }
-    watch.poll(cx, |cx| {
+    watch.poll(|cx| {
         while let Poll::Ready(ready) = tcp.poll_read_ready(cx) {
             if ready.is_err() {
                 return (Poll::Ready(()), false);
@@ -372,7 +458,6 @@ fn poll_client(
 
 /// The client's side of the connection, as [`poll_client`] watches it.
 struct Client<'a> {
-    tcp: &'a TcpStream,
     max_head: usize,
     watch: &'a mut Flagged,
 }
@@ -424,16 +509,9 @@ fn write_now(
     let (tried, total) = match chunked {
         None if data.is_empty() => return Ok((0, 0)),
         None => (tcp.try_write(data), data.len()),
-        Some(()) if data.len() <= COPY_MAX => {
-            let mut frame = [0; COPY_MAX + 8];
-            let mut line = [0; 18];
-            let n = response::chunk_size_line(data.len(), &mut line);
-            let total = n + data.len() + 2;
-            frame[..n].copy_from_slice(&line[..n]);
-            frame[n..total - 2].copy_from_slice(data);
-            frame[total - 2..total].copy_from_slice(b"\r\n");
-            (tcp.try_write(&frame[..total]), total)
-        }
+        // Two sizes of buffer: most events are small, and the buffer is zeroed first.
+        Some(()) if data.len() <= 248 => write_copied::<256>(tcp, data),
+        Some(()) if data.len() <= COPY_MAX => write_copied::<{ COPY_MAX + 8 }>(tcp, data),
         Some(()) => {
             let mut line = [0; 18];
             let (slices, total) = frame_slices(chunked, data, &mut line);
@@ -449,6 +527,21 @@ fn write_now(
         Err(err) if err.kind() == io::ErrorKind::WouldBlock => Ok((0, total)),
         Err(err) => Err(err),
     }
+}
+
+/// [`write_now`]'s try for a chunk of at most `N - 8` bytes of `data`: size line, data and
+/// CRLF copied into an `N`-byte buffer on the stack, written with one `write`; what it wrote,
+/// and the chunk's length.
+#[inline]
+fn write_copied<const N: usize>(tcp: &TcpStream, data: &[u8]) -> (io::Result<usize>, usize) {
+    let mut frame = [0; N];
+    let mut line = [0; 18];
+    let n = response::chunk_size_line(data.len(), &mut line);
+    let total = n + data.len() + 2;
+    frame[..n].copy_from_slice(&line[..n]);
+    frame[n..total - 2].copy_from_slice(data);
+    frame[total - 2..total].copy_from_slice(b"\r\n");
+    (tcp.try_write(&frame[..total]), total)
 }
 
 /// The rest of the frame after its first `skip` bytes, through the timed, registered write.

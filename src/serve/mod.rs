@@ -56,7 +56,8 @@ use tower_service::Service;
 use self::{
     activity::{Activity, Counted, CountedBody},
     driver::Drivers,
-    lean::{Lean, Outcome},
+    flagged::Flagged,
+    lean::Lean,
     peer::WithPeer,
     rewind::Rewind,
 };
@@ -295,33 +296,38 @@ impl<S> Serve<S> {
             // Held until the connection ends: a graceful shutdown waits for it.
             let watcher = graceful.watcher();
             let (shutdown, header_read_timeout) = (self.shutdown.clone(), self.header_read_timeout);
-            let lean = Lean {
-                io: WriteTimeout::new(tcp, self.write_timeout),
-                service: self.service.clone(),
-                peer,
-                shutdown: self.shutdown.clone(),
-                header_read_timeout: self.header_read_timeout,
-                max_head: self.max_header_bytes,
-                lean: self.lean,
-                read_closed: false,
-                served: 0,
-                read_watch: Default::default(),
-            };
+            let io = WriteTimeout::new(tcp, self.write_timeout);
+            let service = self.service.clone();
+            let (max_head, lean) = (self.max_header_bytes, self.lean);
+            let lean_shutdown = self.shutdown.clone();
             // The lean part in a driver, with many other connections; a connection that
             // goes to hyper gets its own task.
-            drivers.spawn(Box::pin(async move {
-                let Outcome::Hyper(prefix, io, service) = lean.run().await else {
-                    return drop(watcher);
+            drivers.spawn(move |read| {
+                let hyper = move |prefix, io, service| {
+                    tokio::spawn(serve_hyper(
+                        builder,
+                        (prefix, io, service),
+                        peer,
+                        shutdown,
+                        header_read_timeout,
+                        watcher,
+                    ));
                 };
-                tokio::spawn(serve_hyper(
-                    builder,
-                    (prefix, io, service),
+                let lean = Lean {
+                    io,
+                    service,
                     peer,
-                    shutdown,
+                    shutdown: lean_shutdown,
                     header_read_timeout,
-                    watcher,
-                ));
-            }));
+                    max_head,
+                    lean,
+                    read_closed: false,
+                    served: 0,
+                    read_watch: Flagged::new(read),
+                    hyper: Box::new(hyper),
+                };
+                Box::pin(lean.run())
+            });
         }
         drop(self.listener);
         if tokio::time::timeout(self.grace, graceful.shutdown())
