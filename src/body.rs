@@ -153,6 +153,11 @@ pin_project! {
         // register the same waker again (a lock-free but costly check per event), so it is
         // not polled. `None` once it fired or was moved.
         keep_alive_task: Option<Waker>,
+        // The lean connection's poll (`crate::turn`) in which the stream last answered
+        // `Pending`, for the waker in `stream_task`: asked again within that same poll (right
+        // after a frame), it is not polled. `0`: none.
+        pending_turn: u64,
+        stream_task: Option<Waker>,
         last_frame: Instant,
         // Shutdown, grace, held event, write-interval timer, stall watch: `None` until one is
         // set, so a poll checks one pointer for all of them.
@@ -235,6 +240,8 @@ impl<S, P> SseBody<S, P> {
                     config,
                     keep_alive: None,
                     keep_alive_task: None,
+                    pending_turn: 0,
+                    stream_task: None,
                     last_frame: Instant::now(),
                     rare: None,
                     compress,
@@ -432,9 +439,18 @@ impl<S: Stream<Item: SseItem>> Events<S> {
             }
         }
 
-        // Events: take everything that is ready, up to the batch cap.
+        // Events: take everything that is ready, up to the batch cap. Not asked again within
+        // the lean connection's poll in which it answered `Pending` for this task: a wake-up
+        // since then brings another poll of the connection (`crate::turn`).
         let mut ended = false;
-        while !full {
+        let turn = crate::turn::current();
+        let quiet = turn != 0
+            && *this.pending_turn == turn
+            && this
+                .stream_task
+                .as_ref()
+                .is_some_and(|task| task.will_wake(cx.waker()));
+        while !full && !quiet {
             let polled = this
                 .stream
                 .as_mut()
@@ -474,7 +490,19 @@ impl<S: Stream<Item: SseItem>> Events<S> {
                     ended = true;
                     break;
                 }
-                Poll::Pending => break,
+                Poll::Pending => {
+                    if turn != 0 {
+                        *this.pending_turn = turn;
+                        if !this
+                            .stream_task
+                            .as_ref()
+                            .is_some_and(|task| task.will_wake(cx.waker()))
+                        {
+                            *this.stream_task = Some(cx.waker().clone());
+                        }
+                    }
+                    break;
+                }
             }
         }
         if finish {
@@ -734,6 +762,85 @@ mod tests {
             None,
             crate::compress::Slot::none(),
         )
+    }
+
+    /// Within one poll of a lean connection (a turn), a stream that answered `Pending` is
+    /// not asked again; an event sent meanwhile wakes the task, and the next turn takes it.
+    /// Outside a turn the stream is always asked.
+    #[cfg(feature = "server")]
+    #[test]
+    fn within_one_turn_a_pending_stream_is_not_asked_again() {
+        use std::{
+            sync::atomic::{AtomicUsize, Ordering},
+            task::Wake,
+        };
+
+        use crate::turn::Turn;
+
+        struct Counted {
+            rx: tokio::sync::mpsc::UnboundedReceiver<Event>,
+            polls: Arc<AtomicUsize>,
+        }
+        impl Stream for Counted {
+            type Item = Event;
+            fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Event>> {
+                self.polls.fetch_add(1, Ordering::SeqCst);
+                self.rx.poll_recv(cx)
+            }
+        }
+        #[derive(Default)]
+        struct Woken(AtomicUsize);
+        impl Wake for Woken {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let polls = Arc::new(AtomicUsize::new(0));
+        let config = Config {
+            keep_alive: None,
+            ..Config::default()
+        };
+        let mut body = std::pin::pin!(body(
+            Counted {
+                rx,
+                polls: Arc::clone(&polls)
+            },
+            config
+        ));
+        let woken = Arc::new(Woken::default());
+        let waker = Waker::from(Arc::clone(&woken));
+        let mut cx = Context::from_waker(&waker);
+        let data = |polled: Polled| match polled {
+            Poll::Ready(Some(Ok(frame))) => frame.into_data().unwrap(),
+            other => panic!("a frame: {:?}", other.map(|f| f.map(|f| f.map(|_| ())))),
+        };
+
+        tx.send(Event::new().data("1")).unwrap();
+        let turn = Turn::start();
+        assert_eq!(data(body.as_mut().poll_frame(&mut cx)), "data: 1\n\n");
+        assert_eq!(polls.load(Ordering::SeqCst), 2, "an event, then Pending");
+        tx.send(Event::new().data("2")).unwrap();
+        assert_eq!(woken.0.load(Ordering::SeqCst), 1, "the send woke the task");
+        assert!(body.as_mut().poll_frame(&mut cx).is_pending());
+        assert_eq!(
+            polls.load(Ordering::SeqCst),
+            2,
+            "not asked again in the turn"
+        );
+        drop(turn);
+
+        let turn = Turn::start();
+        assert_eq!(data(body.as_mut().poll_frame(&mut cx)), "data: 2\n\n");
+        assert_eq!(polls.load(Ordering::SeqCst), 4, "asked in the next turn");
+        drop(turn);
+
+        // No turn: asked every time.
+        tx.send(Event::new().data("3")).unwrap();
+        assert_eq!(data(body.as_mut().poll_frame(&mut cx)), "data: 3\n\n");
+        assert!(body.as_mut().poll_frame(&mut cx).is_pending());
+        assert_eq!(polls.load(Ordering::SeqCst), 7);
     }
 
     fn frames<S: Stream<Item: SseItem>>(stream: S, max_batch: usize) -> Vec<Bytes> {

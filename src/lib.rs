@@ -109,6 +109,7 @@ pub mod shutdown;
 mod stall;
 pub mod stream;
 mod time;
+mod turn;
 
 /// Reconnection delays, shared by the client and the brokers' readers.
 #[cfg(any(feature = "client-plain", feature = "_broker"))]

@@ -253,9 +253,13 @@ impl Driver {
         // million rounds of `litmus_queued_flag_against_the_rings_idle_answer`, release build).
         slot.state.queued.swap(false, Ordering::AcqRel);
         let mut cx = Context::from_waker(&slot.waker);
+        // After `queued` is cleared: what a body found `Pending` in this turn stays so, or a
+        // wake-up queued the connection for another turn (`crate::turn`).
+        let turn = crate::turn::Turn::start();
         let polled = catch_unwind(AssertUnwindSafe(|| {
             Pin::new(&mut slot.future).poll(&mut cx)
         }));
+        drop(turn);
         let done = match polled {
             Ok(Poll::Pending) => false,
             Ok(Poll::Ready(())) => true,
