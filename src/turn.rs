@@ -16,19 +16,24 @@
 //! Turn numbers are unique across threads (each thread takes blocks of numbers from one
 //! counter), because a driver may move to another thread between two polls of a body.
 
-use std::{
-    cell::Cell,
-    sync::atomic::{AtomicU64, Ordering},
-};
+use std::cell::Cell;
+#[cfg(feature = "server")]
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Numbers a thread takes at once.
+#[cfg(feature = "server")]
 const BLOCK: u64 = 1 << 32;
 
 /// The next block's start (0 is "no turn").
+#[cfg(feature = "server")]
 static BLOCKS: AtomicU64 = AtomicU64::new(BLOCK);
 
 thread_local! {
     static CURRENT: Cell<u64> = const { Cell::new(0) };
+}
+
+#[cfg(feature = "server")]
+thread_local! {
     static NEXT: Cell<u64> = const { Cell::new(0) };
 }
 
