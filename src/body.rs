@@ -154,10 +154,10 @@ pin_project! {
         // not polled. `None` once it fired or was moved.
         keep_alive_task: Option<Waker>,
         // The lean connection's poll (`crate::turn`) in which the stream last answered
-        // `Pending`, for the waker in `stream_task`: asked again within that same poll (right
-        // after a frame), it is not polled. `0`: none.
+        // `Pending` to that connection's own waker: asked again within that same poll (right
+        // after a frame) with that waker, it is not polled. `0`: none (or polled since with
+        // another waker).
         pending_turn: u64,
-        stream_task: Option<Waker>,
         last_frame: Instant,
         // Shutdown, grace, held event, write-interval timer, stall watch: `None` until one is
         // set, so a poll checks one pointer for all of them.
@@ -241,7 +241,6 @@ impl<S, P> SseBody<S, P> {
                     keep_alive: None,
                     keep_alive_task: None,
                     pending_turn: 0,
-                    stream_task: None,
                     last_frame: Instant::now(),
                     rare: None,
                     compress,
@@ -443,13 +442,12 @@ impl<S: Stream<Item: SseItem>> Events<S> {
         // the lean connection's poll in which it answered `Pending` for this task: a wake-up
         // since then brings another poll of the connection (`crate::turn`).
         let mut ended = false;
-        let turn = crate::turn::current();
-        let quiet = turn != 0
-            && *this.pending_turn == turn
-            && this
-                .stream_task
-                .as_ref()
-                .is_some_and(|task| task.will_wake(cx.waker()));
+        let turn = crate::turn::current(cx.waker());
+        let quiet = turn != 0 && *this.pending_turn == turn;
+        if !quiet {
+            // Polled again, maybe with another waker: no longer known to be registered.
+            *this.pending_turn = 0;
+        }
         while !full && !quiet {
             let polled = this
                 .stream
@@ -491,16 +489,7 @@ impl<S: Stream<Item: SseItem>> Events<S> {
                     break;
                 }
                 Poll::Pending => {
-                    if turn != 0 {
-                        *this.pending_turn = turn;
-                        if !this
-                            .stream_task
-                            .as_ref()
-                            .is_some_and(|task| task.will_wake(cx.waker()))
-                        {
-                            *this.stream_task = Some(cx.waker().clone());
-                        }
-                    }
+                    *this.pending_turn = turn;
                     break;
                 }
             }
@@ -818,7 +807,7 @@ mod tests {
         };
 
         tx.send(Event::new().data("1")).unwrap();
-        let turn = Turn::start();
+        let turn = Turn::start(&waker);
         assert_eq!(data(body.as_mut().poll_frame(&mut cx)), "data: 1\n\n");
         assert_eq!(polls.load(Ordering::SeqCst), 2, "an event, then Pending");
         tx.send(Event::new().data("2")).unwrap();
@@ -831,7 +820,7 @@ mod tests {
         );
         drop(turn);
 
-        let turn = Turn::start();
+        let turn = Turn::start(&waker);
         assert_eq!(data(body.as_mut().poll_frame(&mut cx)), "data: 2\n\n");
         assert_eq!(polls.load(Ordering::SeqCst), 4, "asked in the next turn");
         drop(turn);

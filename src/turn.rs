@@ -7,16 +7,22 @@
 //! per delivered event for a known answer (`BENCHMARKS.md`, session 11).
 //!
 //! Why it is sound: `serve`'s driver clears a connection's "queued" flag before each poll of
-//! it ([`Turn::start`] is called right after), and any wake-up from then on queues it again,
-//! so it is polled again, in a new turn, where the stream is asked. Within a turn, a stream's
-//! `Pending` stays true or a later turn follows. Outside a driver (hyper's connections, a
-//! body polled anywhere else) there is no turn and nothing is skipped: there the second poll
-//! may come in a later run of the task, after the wake-up an event caused.
+//! it ([`Turn::start`] is called right after), and any wake-up of the connection's waker from
+//! then on queues it again, so it is polled again, in a new turn, where the stream is asked.
+//! Within a turn, a stream's `Pending` to that waker stays true or a later turn follows. So a
+//! turn counts only for that waker ([`current`] compares it): a body polled with a waker of
+//! its own (a `FuturesUnordered` of bodies in a handler, a `block_on` inside a poll) is
+//! asked every time, because a wake-up of that waker may be taken by whoever owns it without
+//! a new turn (a review found both losing events; `driver.rs`'s tests). Outside a driver
+//! (hyper's connections, a body polled anywhere else) there is no turn and nothing is
+//! skipped: there the second poll may come in a later run of the task, after the wake-up an
+//! event caused.
 //!
 //! Turn numbers are unique across threads (each thread takes blocks of numbers from one
 //! counter), because a driver may move to another thread between two polls of a body.
 
-use std::cell::Cell;
+use std::{cell::Cell, task::Waker};
+
 #[cfg(feature = "server")]
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -30,6 +36,8 @@ static BLOCKS: AtomicU64 = AtomicU64::new(BLOCK);
 
 thread_local! {
     static CURRENT: Cell<u64> = const { Cell::new(0) };
+    /// The connection's waker of the current turn (data and vtable addresses).
+    static WAKER: Cell<(usize, usize)> = const { Cell::new((0, 0)) };
 }
 
 #[cfg(feature = "server")]
@@ -37,27 +45,43 @@ thread_local! {
     static NEXT: Cell<u64> = const { Cell::new(0) };
 }
 
-/// The current turn on this thread; `0` when none.
+fn key(waker: &Waker) -> (usize, usize) {
+    (
+        waker.data() as usize,
+        std::ptr::from_ref(waker.vtable()) as usize,
+    )
+}
+
+/// The current turn on this thread when `waker` is the waker of the connection it polls
+/// (only a wake-up of that waker is sure to bring another turn); `0` otherwise.
 #[inline]
-pub(crate) fn current() -> u64 {
-    CURRENT.with(Cell::get)
+pub(crate) fn current(waker: &Waker) -> u64 {
+    let turn = CURRENT.with(Cell::get);
+    if turn != 0 && WAKER.with(Cell::get) == key(waker) {
+        turn
+    } else {
+        0
+    }
 }
 
 /// While it lives, [`current`] is a turn number used by no other turn.
 #[cfg(feature = "server")]
-pub(crate) struct Turn(u64);
+pub(crate) struct Turn(u64, (usize, usize));
 
 #[cfg(feature = "server")]
 impl Turn {
     /// Starts a new turn (one poll of one connection).
     #[inline]
-    pub(crate) fn start() -> Self {
+    pub(crate) fn start(waker: &Waker) -> Self {
         let mut next = NEXT.with(Cell::get);
         if next % BLOCK == 0 {
             next = BLOCKS.fetch_add(BLOCK, Ordering::Relaxed);
         }
         NEXT.with(|n| n.set(next + 1));
-        Self(CURRENT.with(|current| current.replace(next)))
+        Self(
+            CURRENT.with(|current| current.replace(next)),
+            WAKER.with(|w| w.replace(key(waker))),
+        )
     }
 }
 
@@ -66,6 +90,7 @@ impl Drop for Turn {
     #[inline]
     fn drop(&mut self) {
         CURRENT.with(|current| current.set(self.0));
+        WAKER.with(|w| w.set(self.1));
     }
 }
 
@@ -75,19 +100,21 @@ mod tests {
 
     #[test]
     fn turns_differ_across_threads_and_end_with_their_guard() {
-        assert_eq!(current(), 0);
+        let w = futures_util::task::noop_waker();
+        assert_eq!(current(&w), 0);
         let mine: Vec<u64> = (0..3)
             .map(|_| {
-                let turn = Turn::start();
-                let n = current();
+                let turn = Turn::start(&w);
+                let n = current(&w);
                 drop(turn);
                 n
             })
             .collect();
-        assert_eq!(current(), 0, "no turn after the guard");
+        assert_eq!(current(&w), 0, "no turn after the guard");
         let theirs = std::thread::spawn(|| {
-            let _turn = Turn::start();
-            current()
+            let w = futures_util::task::noop_waker();
+            let _turn = Turn::start(&w);
+            current(&w)
         })
         .join()
         .unwrap();

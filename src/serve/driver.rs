@@ -255,7 +255,7 @@ impl Driver {
         let mut cx = Context::from_waker(&slot.waker);
         // After `queued` is cleared: what a body found `Pending` in this turn stays so, or a
         // wake-up queued the connection for another turn (`crate::turn`).
-        let turn = crate::turn::Turn::start();
+        let turn = crate::turn::Turn::start(&slot.waker);
         let polled = catch_unwind(AssertUnwindSafe(|| {
             Pin::new(&mut slot.future).poll(&mut cx)
         }));
@@ -611,5 +611,196 @@ mod tests {
                 tokio::task::yield_now().await;
             }
         }
+    }
+
+    /// An SSE body polled through a combinator with wakers of its own (`FuturesUnordered`)
+    /// inside a driver's connection. An event sent between the body's `Pending` and its
+    /// second poll in the same `FuturesUnordered::poll_next` (so: the same turn, the same
+    /// child waker) wakes the child, and `FuturesUnordered` polls it again at once. Were the
+    /// body to skip its stream there (a turn counted for any waker, as first written), the
+    /// child would answer `Pending`, dequeued, and no turn would poll it again: the event
+    /// never delivered (found by a review). The same sequence outside a driver is the control.
+    #[test]
+    fn a_body_under_wakers_of_its_own_gets_an_event_sent_within_the_turn() {
+        use std::sync::atomic::AtomicBool;
+
+        use futures_util::{StreamExt as _, future::BoxFuture, stream::FuturesUnordered};
+        use http_body::Body as _;
+
+        use crate::{Event, SseBody, body::Config};
+
+        type Wakers = Arc<Mutex<Option<Waker>>>;
+
+        /// The connection's future, and what the test drives it with.
+        fn scenario() -> (Connection, Arc<AtomicBool>, Arc<AtomicBool>, Wakers, Wakers) {
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Event>();
+            let events = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
+            let mut body = Box::pin(SseBody::<_>::events(
+                events,
+                Arc::new(Config {
+                    keep_alive: None,
+                    ..Config::default()
+                }),
+                None,
+                None,
+                None,
+                crate::compress::Slot::none(),
+            ));
+            let delivered = Arc::new(AtomicBool::new(false));
+            let armed = Arc::new(AtomicBool::new(false));
+            let (a_waker, b_waker): (Wakers, Wakers) = Default::default();
+            // A: takes the body's first data frame.
+            let a: BoxFuture<'static, ()> = {
+                let (delivered, a_waker) = (Arc::clone(&delivered), Arc::clone(&a_waker));
+                Box::pin(futures_util::future::poll_fn(move |cx| {
+                    *lock(&a_waker) = Some(cx.waker().clone());
+                    match body.as_mut().poll_frame(cx) {
+                        Poll::Ready(Some(Ok(frame))) if frame.is_data() => {
+                            delivered.store(true, Ordering::SeqCst);
+                            Poll::Ready(())
+                        }
+                        Poll::Ready(_) => Poll::Ready(()),
+                        Poll::Pending => Poll::Pending,
+                    }
+                }))
+            };
+            // B: once armed, publishes one event (as another thread could at that moment).
+            let b: BoxFuture<'static, ()> = {
+                let (armed, b_waker) = (Arc::clone(&armed), Arc::clone(&b_waker));
+                let mut tx = Some(tx);
+                Box::pin(futures_util::future::poll_fn(move |cx| {
+                    *lock(&b_waker) = Some(cx.waker().clone());
+                    if armed.load(Ordering::SeqCst) {
+                        if let Some(tx) = tx.take() {
+                            tx.send(Event::new().data("x")).unwrap();
+                        }
+                    }
+                    Poll::Pending
+                }))
+            };
+            // C: idle.
+            let c: BoxFuture<'static, ()> = Box::pin(futures_util::future::pending());
+            let mut set: FuturesUnordered<BoxFuture<'static, ()>> = [a, b, c].into_iter().collect();
+            let connection: Connection =
+                Box::pin(futures_util::future::poll_fn(move |cx| {
+                    match set.poll_next_unpin(cx) {
+                        Poll::Ready(_) => Poll::Ready(()),
+                        Poll::Pending => Poll::Pending,
+                    }
+                }));
+            (connection, delivered, armed, a_waker, b_waker)
+        }
+
+        fn wake_a_then_b(armed: &AtomicBool, a: &Wakers, b: &Wakers) {
+            armed.store(true, Ordering::SeqCst);
+            lock(a).take().unwrap().wake();
+            lock(b).take().unwrap().wake();
+        }
+
+        // Outside a driver: delivered.
+        {
+            let (mut connection, delivered, armed, a, b) = scenario();
+            let waker = futures_util::task::noop_waker();
+            let mut cx = Context::from_waker(&waker);
+            assert!(connection.as_mut().poll(&mut cx).is_pending());
+            wake_a_then_b(&armed, &a, &b);
+            for _ in 0..10 {
+                if connection.as_mut().poll(&mut cx).is_ready() {
+                    break;
+                }
+            }
+            assert!(
+                delivered.load(Ordering::SeqCst),
+                "control: no turn, delivered"
+            );
+        }
+
+        // In a driver: lost.
+        let (connection, delivered, armed, a, b) = scenario();
+        let (_tx, incoming) = mpsc::unbounded_channel();
+        let mut driver = Driver::new(incoming);
+        let index = driver.insert(Box::new(move |_| connection));
+        driver.poll_connection(index);
+        wake_a_then_b(&armed, &a, &b);
+        let mut turns = 0;
+        for _ in 0..10 {
+            let listed = std::mem::take(&mut *lock(&driver.ready.list));
+            if listed.is_empty() {
+                break;
+            }
+            for index in listed {
+                turns += 1;
+                driver.poll_connection(index);
+            }
+        }
+        let alive = driver.connections[index].is_some();
+        assert!(
+            delivered.load(Ordering::SeqCst),
+            "the event was sent and its waker woken, yet after {turns} more turns nothing is \
+             listed and it was never delivered (connection alive: {alive})"
+        );
+    }
+
+    /// A blocking executor inside a connection's poll (a handler's `block_in_place` +
+    /// `Handle::block_on`, or `futures::executor::block_on`) polls a body, parks, is woken
+    /// by an event and polls it again: still in the same turn, with the same waker. Were the
+    /// stream skipped there (a turn counted for any waker, as first written), the executor
+    /// would park forever, and its driver with it (found by a review).
+    #[test]
+    fn a_blocking_executor_inside_a_turn_gets_its_frame() {
+        use std::{sync::mpsc as std_mpsc, thread};
+
+        use http_body::Body as _;
+
+        use crate::{Event, SseBody, body::Config};
+
+        struct Unpark(thread::Thread);
+        impl Wake for Unpark {
+            fn wake(self: Arc<Self>) {
+                self.0.unpark();
+            }
+        }
+
+        fn run(in_turn: bool) -> bool {
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Event>();
+            let (done_tx, done_rx) = std_mpsc::channel();
+            thread::spawn(move || {
+                let events = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
+                let mut body = Box::pin(SseBody::<_>::events(
+                    events,
+                    Arc::new(Config {
+                        keep_alive: None,
+                        ..Config::default()
+                    }),
+                    None,
+                    None,
+                    None,
+                    crate::compress::Slot::none(),
+                ));
+                let other = futures_util::task::noop_waker();
+                let _turn = in_turn.then(|| crate::turn::Turn::start(&other));
+                // A minimal block_on.
+                let waker = Waker::from(Arc::new(Unpark(thread::current())));
+                let mut cx = Context::from_waker(&waker);
+                loop {
+                    if let Poll::Ready(frame) = body.as_mut().poll_frame(&mut cx) {
+                        let _ = done_tx.send(frame.is_some());
+                        return;
+                    }
+                    thread::park();
+                }
+            });
+            thread::sleep(Duration::from_millis(50));
+            tx.send(Event::new().data("x")).unwrap();
+            let got = done_rx.recv_timeout(Duration::from_secs(2)).is_ok();
+            drop(tx);
+            got
+        }
+
+        assert!(run(false), "control: outside a turn the frame comes");
+        assert!(
+            run(true),
+            "inside a turn the blocking executor was woken but never got the frame"
+        );
     }
 }
