@@ -51,7 +51,8 @@ run() {
     stop_server
     local us p99 lost
     us=$(sed -n 's/^server CPU: .*(\([0-9.]*\) us per event.*/\1/p' "$OUT/$name.$i.loadgen.log")
-    p99=$(sed -n 's/^latency: .*p99 \([0-9.]*\) ms.*/\1/p' "$OUT/$name.$i.loadgen.log" | head -n 1)
+    # The clients' latency, the first p99 on the line (the second is the publishers' lateness).
+    p99=$(sed -n 's/^latency: p50 [0-9.]* ms, p99 \([0-9.]*\) ms.*/\1/p' "$OUT/$name.$i.loadgen.log" | head -n 1)
     lost=$(sed -n 's/^lost: \([0-9]*\) events.*/\1/p' "$OUT/$name.$i.loadgen.log")
     echo "$name $us $p99 $lost" >>"$OUT/results"
     echo "  $name #$i: $us us/event, p99 $p99 ms, lost $lost"
