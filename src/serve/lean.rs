@@ -342,9 +342,9 @@ impl Streaming {
             // after this many.
             self.frames = self.frames.wrapping_add(1);
             let turn_over = self.frames % FRAMES_PER_TURN == 0;
-            if let Ok(data) = frame.into_data()
-                && data.has_remaining()
-            {
+            // Trailers and empty frames are counted, not written (no `let` chain: MSRV 1.85).
+            let data = frame.into_data().ok().filter(|data| data.has_remaining());
+            if let Some(data) = data {
                 let take = match self.framing {
                     Framing::Length(length) => {
                         let room = usize::try_from(length - self.sent).unwrap_or(usize::MAX);

@@ -81,10 +81,11 @@ fn write(status: StatusCode, headers: &mut HeaderMap, length: Option<u64>, keep:
         // Replaces a `keep-alive` the service may have set (the SSE layer does).
         headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
-    if !headers.contains_key(header::DATE)
-        && let Ok(date) = HeaderValue::from_str(&httpdate::fmt_http_date(SystemTime::now()))
-    {
-        headers.insert(header::DATE, date);
+    if !headers.contains_key(header::DATE) {
+        // Not a `let` chain (Rust 1.88), for the crate's MSRV of 1.85.
+        if let Ok(date) = HeaderValue::from_str(&httpdate::fmt_http_date(SystemTime::now())) {
+            headers.insert(header::DATE, date);
+        }
     }
     let mut out = Vec::with_capacity(
         64 + headers
