@@ -44,7 +44,9 @@
 //! (no server figures without it), `--clients` (100), `--rate` (200, messages/s in total; `0`
 //! flat out), `--size` (128 bytes, at least 21), `--duration` (10 s), `--publishers` (1),
 //! `--pipeline` (1; requests in flight per publisher when flat out),
-//! `--idle` (flag), `--spec-decoder` (flag), `--settle` (1 s), `--drain` (10 s), `--quiet` (1 s),
+//! `--idle` (flag), `--spec-decoder` (flag), `--settle` (1 s; with `--idle` only: the wait
+//! before the memory reading), `--delay` (0 s; when publishing: the wait after connecting,
+//! before the first publish), `--drain` (10 s), `--quiet` (1 s),
 //! `--connect-concurrency` (256), `--sources` (0; `N`: connect from the loopback addresses
 //! 127.0.0.2 … 127.0.0.(N+1) in turn, to get past one address's port range for more than
 //! about 28,000 connections), `--json` (flag: one JSON line instead of the text report, with
@@ -100,6 +102,7 @@ struct Args {
     idle: bool,
     spec_decoder: bool,
     settle: f64,
+    delay: f64,
     drain: f64,
     quiet: f64,
     connect_concurrency: usize,
@@ -119,7 +122,7 @@ fn usage(message: &str) -> ! {
     eprintln!("loadgen: {message}");
     eprintln!(
         "usage: loadgen [--url http://HOST:PORT] [--path /events] [--server-pid PID] [--clients N] [--rate MSG_PER_S|0] \
-         [--size BYTES] [--duration S] [--publishers N] [--pipeline N] [--idle] [--spec-decoder] [--settle S] [--drain S] \
+         [--size BYTES] [--duration S] [--publishers N] [--pipeline N] [--idle] [--spec-decoder] [--settle S] [--delay S] [--drain S] \
          [--quiet S] [--connect-concurrency N] [--sources N] [--json] [--label NAME] [--wall-clock] [--expect N]"
     );
     std::process::exit(2)
@@ -141,6 +144,7 @@ fn parse_args() -> Args {
         idle: false,
         spec_decoder: false,
         settle: 1.0,
+        delay: 0.0,
         drain: 10.0,
         quiet: 1.0,
         connect_concurrency: 256,
@@ -172,6 +176,7 @@ fn parse_args() -> Args {
             "--publishers" => args.publishers = num(&flag, value()),
             "--pipeline" => args.pipeline = num(&flag, value()),
             "--settle" => args.settle = num(&flag, value()),
+            "--delay" => args.delay = num(&flag, value()),
             "--drain" => args.drain = num(&flag, value()),
             "--quiet" => args.quiet = num(&flag, value()),
             "--connect-concurrency" => args.connect_concurrency = num(&flag, value()),
@@ -1034,7 +1039,11 @@ async fn run(args: Arc<Args>) -> serde_json::Value {
         return report;
     }
 
-    // 2. Publish.
+    // 2. Publish (after `--delay`: `benches/instructions.sh` zeroes the server's counters
+    // meanwhile).
+    if args.delay > 0.0 {
+        tokio::time::sleep(Duration::from_secs_f64(args.delay)).await;
+    }
     let rss_connected = server_rss();
     let cpu0 = server_cpu();
     let self0 = self_cpu();
