@@ -9,6 +9,7 @@
 #   benches/instructions.sh                 # tower-sse lean, tower-sse through hyper, axum peer
 #   CLIENTS=200 RATE=50 DURATION=10 benches/instructions.sh
 #   ONLY=lean benches/instructions.sh      # some of them (lean, hyper, axum)
+#   BASE=/tmp/old/bench_server benches/instructions.sh  # also another build (lean), as "base"
 #   CACHE=1 CLIENTS=1000 RATE=10 benches/instructions.sh   # with simulated cache misses
 #
 # CACHE=1 adds callgrind's cache simulation (`--cache-sim=yes`; D1 48 KiB 12-way, LL 2 MiB
@@ -45,8 +46,9 @@ measure() {
     local name=$1 bin=$2 lean=$3 log=$OUT/$1.server.log out=$OUT/$1.callgrind
     local cache=()
     [ "${CACHE:-0}" = 1 ] && cache=(--cache-sim=yes --D1=49152,12,64 --LL=2097152,16,64)
+    case $bin in /*) ;; *) bin=$BIN/$bin ;; esac
     PORT=0 SERVE=tower LEAN=$lean taskset -c 0 valgrind --tool=callgrind --compress-strings=no \
-        "${cache[@]}" --callgrind-out-file="$out" "$BIN/$bin" >"$log" 2>&1 &
+        "${cache[@]}" --callgrind-out-file="$out" "$bin" >"$log" 2>&1 &
     SERVER_PID=$!
     wait_listening "$name" "$log" 30
     # --delay 6: the clients connect, then 6 s pass before the first publish; the counters
@@ -78,5 +80,6 @@ measure() {
 echo "$CLIENTS clients, $RATE msg/s, $DURATION s; results in $OUT"
 ONLY=${ONLY:-lean,hyper,axum}
 case ",$ONLY," in *,lean,*) measure tower-sse-lean bench_server 1 ;; esac
+if [ -n "${BASE:-}" ]; then measure base-lean "$(realpath "$BASE")" 1; fi
 case ",$ONLY," in *,hyper,*) measure tower-sse-hyper bench_server 0 ;; esac
 case ",$ONLY," in *,axum,*) measure axum-broadcast bench_peer_axum 1 ;; esac
