@@ -706,19 +706,21 @@ async fn stream_request(
     (head, body)
 }
 
-/// A stream request answered with a `Content-Length` body whose frames are `frames`.
-fn length_app(length: usize, frames: Vec<Bytes>) -> Router {
+/// `GET /frames` answered with a body whose frames are `frames`: with a `Content-Length` of
+/// `length`, or chunked without one.
+fn frames_app(length: Option<usize>, frames: Vec<Bytes>) -> Router {
     Router::new().route(
-        "/length",
+        "/frames",
         get(move || {
             let frames = frames.clone();
             async move {
                 let body =
                     futures_util::stream::iter(frames.into_iter().map(Ok::<_, std::io::Error>));
-                http::Response::builder()
-                    .header("content-length", length)
-                    .body(axum::body::Body::from_stream(body))
-                    .unwrap()
+                let mut response = http::Response::builder();
+                if let Some(length) = length {
+                    response = response.header("content-length", length);
+                }
+                response.body(axum::body::Body::from_stream(body)).unwrap()
             }
         }),
     )
@@ -744,10 +746,10 @@ async fn lean_content_length_bodies_larger_than_one_write_arrive_exactly() {
         pattern(1, 9),
     ];
     let whole = frames.concat();
-    let addr = serve_app(length_app(whole.len(), frames), true, |s| s).await;
+    let addr = serve_app(frames_app(Some(whole.len()), frames), true, |s| s).await;
     let mut send = http1_client(addr).await;
     for _ in 0..2 {
-        let (_, body) = stream_request(&mut send, "/length").await;
+        let (_, body) = stream_request(&mut send, "/frames").await;
         assert_eq!(body.len(), whole.len());
         assert!(body == whole, "the bytes differ");
     }
@@ -759,9 +761,9 @@ async fn lean_content_length_bodies_larger_than_one_write_arrive_exactly() {
         (0, vec![pattern(10, 6)]),
     ] {
         let want = frames.concat()[..length].to_vec();
-        let addr = serve_app(length_app(length, frames), true, |s| s).await;
+        let addr = serve_app(frames_app(Some(length), frames), true, |s| s).await;
         // The head is read here (a 200); then the body, to the close.
-        let mut stream = stream_at(addr, "/length").await;
+        let mut stream = stream_at(addr, "/frames").await;
         let mut body = Vec::new();
         timeout(Duration::from_secs(20), stream.read_to_end(&mut body))
             .await
@@ -782,22 +784,11 @@ async fn lean_small_chunks_through_partial_writes_arrive_exactly() {
         .map(|i| pattern(1 + (i as usize * 37) % 1100, i as u8))
         .collect();
     let whole = frames.concat();
-    let app = Router::new().route(
-        "/chunked",
-        get(move || {
-            let frames = frames.clone();
-            async move {
-                let body =
-                    futures_util::stream::iter(frames.into_iter().map(Ok::<_, std::io::Error>));
-                axum::body::Body::from_stream(body)
-            }
-        }),
-    );
-    let addr = serve_app(app, true, |s| s).await;
+    let addr = serve_app(frames_app(None, frames), true, |s| s).await;
     let mut stream = TcpStream::connect(addr).await.unwrap();
     stream
         .write_all(
-            b"GET /chunked HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\
+            b"GET /frames HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\
               Connection: close\r\n\r\n",
         )
         .await

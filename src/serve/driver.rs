@@ -613,6 +613,28 @@ mod tests {
         }
     }
 
+    /// An event-stream body without keep-alive over a channel's receiver, and its sender.
+    fn channel_body() -> (
+        tokio::sync::mpsc::UnboundedSender<crate::Event>,
+        Pin<Box<crate::SseBody<impl futures_util::Stream<Item = crate::Event> + Send + 'static>>>,
+    ) {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let events = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
+        let config = crate::body::Config {
+            keep_alive: None,
+            ..crate::body::Config::default()
+        };
+        let body = crate::SseBody::events(
+            events,
+            Arc::new(config),
+            None,
+            None,
+            None,
+            crate::compress::Slot::none(),
+        );
+        (tx, Box::pin(body))
+    }
+
     /// An SSE body polled through a combinator with wakers of its own (`FuturesUnordered`)
     /// inside a driver's connection. An event sent between the body's `Pending` and its
     /// second poll in the same `FuturesUnordered::poll_next` (so: the same turn, the same
@@ -627,25 +649,13 @@ mod tests {
         use futures_util::{StreamExt as _, future::BoxFuture, stream::FuturesUnordered};
         use http_body::Body as _;
 
-        use crate::{Event, SseBody, body::Config};
+        use crate::Event;
 
         type Wakers = Arc<Mutex<Option<Waker>>>;
 
         /// The connection's future, and what the test drives it with.
         fn scenario() -> (Connection, Arc<AtomicBool>, Arc<AtomicBool>, Wakers, Wakers) {
-            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Event>();
-            let events = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
-            let mut body = Box::pin(SseBody::<_>::events(
-                events,
-                Arc::new(Config {
-                    keep_alive: None,
-                    ..Config::default()
-                }),
-                None,
-                None,
-                None,
-                crate::compress::Slot::none(),
-            ));
+            let (tx, mut body) = channel_body();
             let delivered = Arc::new(AtomicBool::new(false));
             let armed = Arc::new(AtomicBool::new(false));
             let (a_waker, b_waker): (Wakers, Wakers) = Default::default();
@@ -752,7 +762,7 @@ mod tests {
 
         use http_body::Body as _;
 
-        use crate::{Event, SseBody, body::Config};
+        use crate::Event;
 
         struct Unpark(thread::Thread);
         impl Wake for Unpark {
@@ -762,21 +772,9 @@ mod tests {
         }
 
         fn run(in_turn: bool) -> bool {
-            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Event>();
+            let (tx, mut body) = channel_body();
             let (done_tx, done_rx) = std_mpsc::channel();
             thread::spawn(move || {
-                let events = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
-                let mut body = Box::pin(SseBody::<_>::events(
-                    events,
-                    Arc::new(Config {
-                        keep_alive: None,
-                        ..Config::default()
-                    }),
-                    None,
-                    None,
-                    None,
-                    crate::compress::Slot::none(),
-                ));
                 let other = futures_util::task::noop_waker();
                 let _turn = in_turn.then(|| crate::turn::Turn::start(&other));
                 // A minimal block_on.

@@ -536,11 +536,13 @@ fn write_now(
 fn write_copied<const N: usize>(tcp: &TcpStream, data: &[u8]) -> (io::Result<usize>, usize) {
     let mut frame = [0; N];
     let mut line = [0; 18];
-    let n = response::chunk_size_line(data.len(), &mut line);
-    let total = n + data.len() + 2;
-    frame[..n].copy_from_slice(&line[..n]);
-    frame[n..total - 2].copy_from_slice(data);
-    frame[total - 2..total].copy_from_slice(b"\r\n");
+    // The same parts as the `writev` and `write_rest` send (`frame_slices`), one after another.
+    let (slices, total) = frame_slices(Some(()), data, &mut line);
+    let mut at = 0;
+    for slice in &slices {
+        frame[at..at + slice.len()].copy_from_slice(slice);
+        at += slice.len();
+    }
     (tcp.try_write(&frame[..total]), total)
 }
 
