@@ -55,6 +55,9 @@ use tokio::{
 /// assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
 /// # }
 /// ```
+// `repr(C)`, the wrapped IO first: the lean path reads the socket's descriptor on every
+// event, and this keeps it within the first cache lines of the connection (`serve/lean.rs`).
+#[repr(C)]
 pub struct WriteTimeout<T> {
     inner: T,
     timeout: Duration,
@@ -98,13 +101,6 @@ impl<T> WriteTimeout<T> {
     /// ```
     pub fn into_inner(self) -> T {
         self.inner
-    }
-
-    /// A write to the inner IO made progress outside this wrapper (the lean path's direct
-    /// first write): a stall clock that was running stops.
-    #[cfg(feature = "server")]
-    pub(crate) fn progressed(&mut self) {
-        self.stalled = false;
     }
 
     /// Called when the inner write is pending: starts the clock, or fails once it ran out.

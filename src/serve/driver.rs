@@ -114,7 +114,8 @@ struct ConnectionWaker {
 }
 
 /// A connection's read side's waker: it marks the connection's waker and wakes it (see
-/// `flagged.rs`).
+/// `flagged.rs`). `repr(C)`: the mark's owner first, read on every event; the waker after.
+#[repr(C)]
 pub(super) struct ReadSide {
     connection: Arc<ConnectionWaker>,
     waker: Waker,

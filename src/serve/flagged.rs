@@ -17,11 +17,13 @@ use std::task::{Context, Poll};
 
 use super::driver::ReadSide;
 
-/// The read side of a lean connection.
+/// The read side of a lean connection (`repr(C)`: what [`is_quiet`](Self::is_quiet) reads
+/// first, the waker after it).
+#[repr(C)]
 pub(super) struct Flagged {
-    side: ReadSide,
     /// The source's last poll returned `Pending` with the read side's waker registered.
     armed: bool,
+    side: ReadSide,
 }
 
 impl Flagged {

@@ -21,19 +21,20 @@
 
 use std::{
     convert::Infallible,
-    future::{Future as _, poll_fn},
+    future::{Future, poll_fn},
     io::{self, IoSlice},
     net::SocketAddr,
-    pin::{Pin, pin},
-    task::{Context, Poll},
+    pin::Pin,
+    task::{Context, Poll, ready},
     time::Duration,
 };
 
 use bytes::{Buf as _, BufMut as _, Bytes, BytesMut};
 use http::{Request, Response};
 use http_body::Body;
+use pin_project_lite::pin_project;
 use tokio::{
-    io::{AsyncReadExt as _, AsyncWriteExt as _},
+    io::{AsyncReadExt as _, AsyncWrite as _, AsyncWriteExt as _},
     net::TcpStream,
     time::Instant,
 };
@@ -54,15 +55,22 @@ pub(super) const FRAMES_PER_TURN: u32 = 32;
 
 /// A connection on the lean path, and what it needs.
 ///
-/// `repr(C)`, with what a streaming response reads on every event first (the socket, the
-/// read side, the head limit and the read side's end): those fields then share the first two
-/// cache lines of the connection's future, which is cold by the time the next event comes
-/// (`BENCHMARKS.md`, session 11).
+/// `repr(C)`, with what a streaming response reads on every event first (the response's
+/// framing and counts, the read side's mark, a partial write, the socket): those fields
+/// then share the first two cache lines of the connection's future with the body, and each
+/// is cold by the time the next event comes (`BENCHMARKS.md`, sessions 11 and 12).
 #[repr(C)]
 pub(super) struct Lean<S> {
-    pub(super) io: WriteTimeout<TcpStream>,
+    /// The response being streamed (its framing and counts). First: its framing's tag is
+    /// the niche `Option<Lean>` uses (the largest in `Lean`, see [`Framing`]), so telling a
+    /// streaming connection reads this line, not one at the far end.
+    pub(super) stream: Streaming,
     /// The read side's wake-ups (see [`poll_client`]).
     pub(super) read_watch: Flagged,
+    /// The part of a frame the socket did not take at once, being written (boxed: rare, and
+    /// checked on every poll).
+    pub(super) rest: Option<Box<Rest>>,
+    pub(super) io: WriteTimeout<TcpStream>,
     pub(super) max_head: usize,
     /// The client closed its side (EOF) while requests it had sent were still to be answered:
     /// they are, then the connection closes.
@@ -70,6 +78,11 @@ pub(super) struct Lean<S> {
     /// `false`: every request is hyper's (`Serve::lean_event_streams(false)`); this path
     /// then only waits for the first bytes, under the header-read timeout.
     pub(super) lean: bool,
+    /// Whether the connection may take another request after the current response.
+    pub(super) keep: bool,
+    /// What was read of the next request: its head, or while a response streams, what the
+    /// client sent meanwhile (see [`poll_client`]).
+    pub(super) buf: BytesMut,
     pub(super) service: S,
     pub(super) peer: SocketAddr,
     pub(super) shutdown: Option<Shutdown>,
@@ -84,65 +97,234 @@ pub(super) struct Lean<S> {
     pub(super) hyper: Box<dyn FnOnce(Bytes, WriteTimeout<TcpStream>, S) + Send>,
 }
 
+/// What the `async` part of a connection hands to its streaming part: the connection, and
+/// the body of the response whose head it wrote. `None`: the connection is done.
+type Handoff<S, B> = Option<(Lean<S>, B)>;
+
+/// The `async` part of a connection, while it runs.
+type Between<S, B> = Pin<Box<dyn Future<Output = Handoff<S, B>> + Send>>;
+
+pin_project! {
+    /// A lean connection's future.
+    ///
+    /// Why two parts: streaming a response is one plain poll per event, of the body and the
+    /// socket, so its state is plain fields here, the body first and the connection's hot
+    /// fields right after (`repr(C)`), polled by [`Connection::poll`] without going through
+    /// any `async` code. Reading requests, calling the service, writing heads and ending
+    /// responses is `async` code ([`Lean::until_body`], [`Lean::finish`]), which owns the
+    /// connection while it runs, boxed in `between`, and hands it back with the next body to
+    /// stream. Until session 11 all of it was one `async fn`: each event then went through
+    /// its nested states and the closure that polled the body, about ten cache lines of
+    /// the future's 1.4 KiB, each cold by the time the next event comes (`BENCHMARKS.md`,
+    /// session 12). Aligned to a cache line (the driver boxes it), so that the hot fields
+    /// take two lines, not three at an allocator's 16-byte alignment.
+    #[repr(C, align(64))]
+    pub(super) struct Connection<S, B> {
+        // First: dropped first, so a subscription is given back before the socket closes.
+        #[pin]
+        body: Option<B>,
+        lean: Option<Lean<S>>,
+        between: Option<Between<S, B>>,
+    }
+}
+
+impl<S, B> Connection<S, B>
+where
+    S: Service<Request<RequestBody>, Response = Response<B>, Error = Infallible> + Send + 'static,
+    S::Future: Send,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    /// Serves `lean` until the connection closes, or until a request is hyper's.
+    pub(super) fn new(lean: Lean<S>) -> Self {
+        Self {
+            body: None,
+            lean: None,
+            between: Some(Box::pin(lean.until_body())),
+        }
+    }
+}
+
+impl<S, B> Future for Connection<S, B>
+where
+    S: Service<Request<RequestBody>, Response = Response<B>, Error = Infallible> + Send + 'static,
+    S::Future: Send,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let mut this = self.project();
+        loop {
+            // Streaming (the common case, once per event) is told by the body's slot and the
+            // connection's first line; the `async` part's slot is only read when neither is set.
+            let (Some(mut body), Some(lean)) =
+                (this.body.as_mut().as_pin_mut(), this.lean.as_mut())
+            else {
+                let Some(between) = this.between.as_mut() else {
+                    return Poll::Ready(());
+                };
+                let Some((lean, body)) = ready!(between.as_mut().poll(cx)) else {
+                    *this.between = None;
+                    return Poll::Ready(());
+                };
+                *this.between = None;
+                *this.lean = Some(lean);
+                this.body.set(Some(body));
+                continue;
+            };
+            let step = match &mut lean.rest {
+                Some(rest) => {
+                    let written = ready!(poll_rest(&mut lean.io, lean.stream.chunked(), rest, cx));
+                    let Some(rest) = lean.rest.take() else {
+                        unreachable!("a rest was written")
+                    };
+                    let Rest {
+                        data,
+                        take,
+                        turn_over,
+                        ..
+                    } = *rest;
+                    match lean
+                        .stream
+                        .written(data.len(), take, written, body.as_mut())
+                    {
+                        Some(step) => step,
+                        None if turn_over => Step::Yield,
+                        None => continue,
+                    }
+                }
+                None => {
+                    let client = Client {
+                        max_head: lean.max_head,
+                        watch: &mut lean.read_watch,
+                    };
+                    ready!(lean.stream.poll(
+                        cx,
+                        body,
+                        &mut lean.io,
+                        client,
+                        &mut lean.buf,
+                        &mut lean.read_closed,
+                    ))
+                }
+            };
+            match step {
+                Step::Finished => {
+                    // The body goes first (a subscription is given back), then the response
+                    // ends and the next request is read.
+                    this.body.set(None);
+                    let Some(lean) = this.lean.take() else {
+                        unreachable!("streaming")
+                    };
+                    *this.between = Some(Box::pin(async move {
+                        match lean.finish().await {
+                            Some(lean) => lean.until_body().await,
+                            None => None,
+                        }
+                    }));
+                }
+                Step::Close => return Poll::Ready(()),
+                Step::Yield => {
+                    // The other connections of the driver have their turn first.
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
+                Step::Rest(rest) => lean.rest = Some(Box::new(rest)),
+            }
+        }
+    }
+}
+
 impl<S, B> Lean<S>
 where
     S: Service<Request<RequestBody>, Response = Response<B>, Error = Infallible>,
     B: Body<Data = Bytes>,
     B::Error: Into<BoxError>,
 {
-    /// Serves requests until the connection closes, or until one is hyper's (handed to
-    /// [`hyper`](Self::hyper)).
-    pub(super) async fn run(mut self) {
-        let mut buf = BytesMut::new();
+    /// Serves requests until one has a body to stream (whose head is written), or until the
+    /// connection closes or a request is hyper's (handed to [`hyper`](Self::hyper)).
+    async fn until_body(mut self) -> Handoff<S, B> {
         loop {
             let deadline = crate::time::later(Instant::now(), self.header_read_timeout);
             let (request, close) = loop {
                 let parsed = match self.lean {
-                    true => head::parse(&buf, self.max_head),
-                    false if buf.is_empty() => Head::Partial,
+                    true => head::parse(&self.buf, self.max_head),
+                    false if self.buf.is_empty() => Head::Partial,
                     false => Head::Hyper,
                 };
                 match parsed {
                     Head::Partial => {}
                     // After HTTP/1.1 requests, an HTTP/2 preface is not a protocol switch:
                     // hyper's HTTP/1.1 would refuse it, its version detection would not.
-                    Head::Hyper if self.served > 0 && buf.starts_with(b"PRI * HTTP/2.0") => {
-                        return;
+                    Head::Hyper if self.served > 0 && self.buf.starts_with(b"PRI * HTTP/2.0") => {
+                        return None;
                     }
-                    Head::Hyper => return (self.hyper)(buf.freeze(), self.io, self.service),
+                    Head::Hyper => {
+                        let buf = std::mem::take(&mut self.buf).freeze();
+                        (self.hyper)(buf, self.io, self.service);
+                        return None;
+                    }
                     Head::Lean {
                         request,
                         len,
                         close,
                     } => {
-                        buf.advance(len);
+                        self.buf.advance(len);
                         break (request, close);
                     }
                 }
-                if !self.read_more(&mut buf, deadline).await {
-                    return;
+                if !self.read_more(deadline).await {
+                    return None;
                 }
             };
-            if buf.is_empty() {
+            if self.buf.is_empty() {
                 // An idle connection keeps no buffer.
-                buf = BytesMut::new();
+                self.buf = BytesMut::new();
             }
             // Boxed: a future's arguments keep their room in it for its whole life, and the
             // request head is only read before the response starts.
-            let keep = self.respond(Box::new(request), close, &mut buf).await;
-            self.served += 1;
-            if !keep || self.shutdown.as_ref().is_some_and(Shutdown::is_triggered) {
-                return;
+            match self.respond(Box::new(request), close).await {
+                Responded::Body(body) => return Some((self, body)),
+                Responded::Done(keep) => {
+                    if !self.next(keep) {
+                        return None;
+                    }
+                }
             }
         }
     }
 
+    /// Counts a response answered; whether the connection takes another request.
+    fn next(&mut self, keep: bool) -> bool {
+        self.served += 1;
+        keep && !self.shutdown.as_ref().is_some_and(Shutdown::is_triggered)
+    }
+
+    /// Ends the response that streamed (its body is done); the connection, when it takes
+    /// another request.
+    async fn finish(mut self) -> Option<Self> {
+        let keep = match self.stream.framing {
+            Framing::Chunked => self.io.write_all(b"0\r\n\r\n").await.is_ok() && self.keep,
+            Framing::Length(length) => {
+                if self.stream.sent != length {
+                    tracing::debug!("response body shorter than its content-length");
+                }
+                self.stream.sent == length && self.keep
+            }
+            Framing::None => self.keep,
+        };
+        self.next(keep).then_some(self)
+    }
+
     /// Reads more of a request head into `buf`; false when the connection is to close: EOF,
     /// an error, the header-read deadline, or a shutdown.
-    async fn read_more(&mut self, buf: &mut BytesMut, deadline: Instant) -> bool {
+    async fn read_more(&mut self, deadline: Instant) -> bool {
         if self.read_closed {
             return false;
         }
+        let buf = &mut self.buf;
         let room = self.max_head - buf.len();
         buf.reserve(room.clamp(1, 1024));
         let stop = async {
@@ -152,7 +334,7 @@ where
             }
         };
         // Never past the limit, whatever the buffer's capacity.
-        let mut limited = (&mut *buf).limit(room);
+        let mut limited = buf.limit(room);
         tokio::select! {
             read = tokio::time::timeout_at(deadline, self.io.read_buf(&mut limited)) => {
                 matches!(read, Ok(Ok(n)) if n > 0)
@@ -161,13 +343,9 @@ where
         }
     }
 
-    /// Answers one request; whether the connection can take another.
-    async fn respond(
-        &mut self,
-        request: Box<Request<()>>,
-        close: bool,
-        pending: &mut BytesMut,
-    ) -> bool {
+    /// Answers one request up to its head: the body to stream, or, when there is none to
+    /// stream or the answer failed, whether the connection can take another request.
+    async fn respond(&mut self, request: Box<Request<()>>, close: bool) -> Responded<B> {
         // The socket was read without the flag since the last response (the request head):
         // tokio's read registration is not the flag's any more.
         self.read_watch.disarm();
@@ -181,7 +359,7 @@ where
         });
         // While the service works, the client may leave: then its future is dropped (as hyper
         // does), not run to its end for nobody.
-        let (closed, watch) = (&mut self.read_closed, &mut self.read_watch);
+        let (closed, watch, pending) = (&mut self.read_closed, &mut self.read_watch, &mut self.buf);
         let (tcp, max_head) = (self.io.get_ref(), self.max_head);
         let called = poll_fn(|cx| match call.as_mut().poll(cx) {
             Poll::Ready(Ok(response)) => Poll::Ready(Some(response)),
@@ -196,68 +374,35 @@ where
         .await;
         drop(call);
         let Some(response) = called else {
-            return false;
+            return Responded::Done(false);
         };
         let (mut parts, body) = response.into_parts();
         let (head, framing, keep) = response::head(&mut parts, &body.size_hint(), close);
         drop(parts);
         if let Err(err) = self.io.write_all(&head).await {
             tracing::debug!(error = %err, "writing a response head failed");
-            return false;
+            return Responded::Done(false);
         }
         drop(head);
         if framing == Framing::None {
-            return keep;
+            return Responded::Done(keep);
         }
-        let mut body = pin!(body);
-        let mut stream = Streaming {
+        self.stream = Streaming {
             framing,
             sent: 0,
             frames: 0,
         };
-        loop {
-            let (closed, watch) = (&mut self.read_closed, &mut self.read_watch);
-            let (io, max_head) = (&mut self.io, self.max_head);
-            let step = poll_fn(|cx| {
-                let client = Client {
-                    max_head,
-                    watch: &mut *watch,
-                };
-                stream.poll(cx, body.as_mut(), &mut *io, client, pending, closed)
-            })
-            .await;
-            match step {
-                Step::Finished => break,
-                Step::Close => return false,
-                Step::Yield => tokio::task::yield_now().await,
-                Step::Rest {
-                    data,
-                    take,
-                    written,
-                    turn_over,
-                } => {
-                    let frame = &data.chunk()[..take];
-                    let rest = write_rest(&mut self.io, stream.chunked(), frame, written).await;
-                    match stream.written(data.remaining(), take, rest, body.as_mut()) {
-                        Some(Step::Finished) => break,
-                        Some(_) => return false,
-                        None if turn_over => tokio::task::yield_now().await,
-                        None => {}
-                    }
-                }
-            }
-        }
-        match framing {
-            Framing::Chunked => self.io.write_all(b"0\r\n\r\n").await.is_ok() && keep,
-            Framing::Length(length) => {
-                if stream.sent != length {
-                    tracing::debug!("response body shorter than its content-length");
-                }
-                stream.sent == length && keep
-            }
-            Framing::None => keep,
-        }
+        self.keep = keep;
+        Responded::Body(body)
     }
+}
+
+/// What [`Lean::respond`] did.
+enum Responded<B> {
+    /// The head is written; the body is to stream.
+    Body(B),
+    /// Answered (no body to stream), or failed: whether the connection takes another request.
+    Done(bool),
 }
 
 /// A response body being streamed: what the loop keeps from one event to the next.
@@ -268,7 +413,7 @@ where
 /// `async` code ([`Step::Rest`]). An event then touches this struct and the one closure
 /// that polls it, not the locals of an `async` loop spread over the connection future's
 /// memory, which is cold by the time the next event comes (`BENCHMARKS.md`, session 11).
-struct Streaming {
+pub(super) struct Streaming {
     framing: Framing,
     /// Bytes of the body sent (for `Content-Length`).
     sent: u64,
@@ -285,17 +430,29 @@ enum Step {
     Close,
     /// [`FRAMES_PER_TURN`] frames since the last turn: yield, then go on.
     Yield,
-    /// A frame the socket did not take at once: `data[..take]` from byte `written` on (of its
-    /// chunk) is to be written; then the turn is over if `turn_over`.
-    Rest {
-        data: Bytes,
-        take: usize,
-        written: usize,
-        turn_over: bool,
-    },
+    /// A frame the socket did not take at once: the rest is to be written.
+    Rest(Rest),
+}
+
+/// A frame the socket did not take at once: `data[..take]` from byte `written` on (of its
+/// chunk) is to be written; then the turn is over if `turn_over`.
+pub(super) struct Rest {
+    data: Bytes,
+    take: usize,
+    written: usize,
+    turn_over: bool,
 }
 
 impl Streaming {
+    /// No response yet.
+    pub(super) fn new() -> Self {
+        Self {
+            framing: Framing::None,
+            sent: 0,
+            frames: 0,
+        }
+    }
+
     /// The frame's chunk framing: `Some` for chunked.
     fn chunked(&self) -> Option<()> {
         matches!(self.framing, Framing::Chunked).then_some(())
@@ -356,12 +513,12 @@ impl Streaming {
                 // The frame's first write is tried here: its buffers stay on the stack.
                 let written = match write_now(io, self.chunked(), &data.chunk()[..take]) {
                     Ok((written, total)) if written < total => {
-                        return Poll::Ready(Step::Rest {
+                        return Poll::Ready(Step::Rest(Rest {
                             data,
                             take,
                             written,
                             turn_over,
-                        });
+                        }));
                     }
                     done => done.map(drop),
                 };
@@ -422,10 +579,12 @@ fn poll_client(
     closed: &mut bool,
 ) -> Poll<()> {
     let Client { max_head, watch } = client;
-    if *closed || pending.len() >= max_head || head::scan(pending) != Scan::Partial {
+    // Quiet first: it reads the connection's waker, which every event touches anyway; the
+    // rest only when the read side has news.
+    if watch.is_quiet() {
         return Poll::Pending;
     }
-    if watch.is_quiet() {
+    if *closed || pending.len() >= max_head || head::scan(pending) != Scan::Partial {
         return Poll::Pending;
     }
     watch.poll(|cx| {
@@ -494,12 +653,16 @@ const COPY_MAX: usize = 1024;
 /// One try at writing a frame (`data`, as one chunk with `chunked`: size line, data, CRLF),
 /// without waiting: (bytes written, bytes in the frame); [`write_rest`] writes the rest.
 ///
-/// The write is tried straight away (`try_write`: the socket's readiness is read, not
-/// registered for, and no co-operative budget is spent); only what it could not write goes
-/// through the timed, registered write. Per event this is about 100 instructions less than a
-/// poll of the write (`BENCHMARKS.md`). It is a plain function, called without an `await`, so
-/// its buffers live on the stack: the common case writes nothing into the connection future's
-/// memory, which is cold by the time the next event comes (`BENCHMARKS.md`, session 10).
+/// The write is tried straight away, on the socket itself (on Linux, [`send`]: `send(2)` on
+/// the borrowed descriptor, through `socket2`), without asking tokio's readiness first: that readiness lives in
+/// a separate allocation per socket, a cache line read on every event only to learn what the
+/// `send` tells anyway (`BENCHMARKS.md`, session 12). No co-operative budget is spent. Only
+/// what it could not write goes through the timed, registered write ([`write_rest`]), whose
+/// first try, on readiness tokio may still think current, gets `WouldBlock` and clears it
+/// before it waits: one `send` more per stall, nothing lost. It is a plain function, called
+/// without an `await`, so its buffers live on the stack: the common case writes nothing into
+/// the connection future's memory, which is cold by the time the next event comes
+/// (`BENCHMARKS.md`, session 10).
 fn write_now(
     io: &mut WriteTimeout<TcpStream>,
     chunked: Option<()>,
@@ -508,25 +671,59 @@ fn write_now(
     let tcp = io.get_ref();
     let (tried, total) = match chunked {
         None if data.is_empty() => return Ok((0, 0)),
-        None => (tcp.try_write(data), data.len()),
+        None => (send(tcp, data), data.len()),
         // Two sizes of buffer: most events are small, and the buffer is zeroed first.
         Some(()) if data.len() <= 248 => write_copied::<256>(tcp, data),
         Some(()) if data.len() <= COPY_MAX => write_copied::<{ COPY_MAX + 8 }>(tcp, data),
         Some(()) => {
             let mut line = [0; 18];
             let (slices, total) = frame_slices(chunked, data, &mut line);
-            (tcp.try_write_vectored(&slices), total)
+            (send_vectored(tcp, &slices), total)
         }
     };
     match tried {
         Ok(0) => Err(io::ErrorKind::WriteZero.into()),
-        Ok(n) => {
-            io.progressed();
-            Ok((n, total))
+        // No stall clock to stop: one runs only while a write through `WriteTimeout` is
+        // pending, and this write is tried only when none is (a partial one is finished
+        // first, and a failed one closes the connection).
+        Ok(n) => Ok((n, total)),
+        // Nothing written: the timed, registered write tries again.
+        Err(err)
+            if matches!(
+                err.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+            ) =>
+        {
+            Ok((0, total))
         }
-        Err(err) if err.kind() == io::ErrorKind::WouldBlock => Ok((0, total)),
         Err(err) => Err(err),
     }
+}
+
+/// `send(2)` on the socket itself, with `MSG_NOSIGNAL` (a peer that is gone is an `EPIPE`
+/// error, never a `SIGPIPE`, as std's own socket writes ask). See [`write_now`].
+#[cfg(any(target_os = "linux", target_os = "android"))]
+#[inline]
+fn send(tcp: &TcpStream, data: &[u8]) -> io::Result<usize> {
+    socket2::SockRef::from(tcp).send_with_flags(data, libc::MSG_NOSIGNAL)
+}
+
+/// `sendmsg(2)` of `slices`, as [`send`].
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn send_vectored(tcp: &TcpStream, slices: &[IoSlice<'_>]) -> io::Result<usize> {
+    socket2::SockRef::from(tcp).send_vectored_with_flags(slices, libc::MSG_NOSIGNAL)
+}
+
+/// Elsewhere through tokio (which reads the socket's readiness first).
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+#[inline]
+fn send(tcp: &TcpStream, data: &[u8]) -> io::Result<usize> {
+    tcp.try_write(data)
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn send_vectored(tcp: &TcpStream, slices: &[IoSlice<'_>]) -> io::Result<usize> {
+    tcp.try_write_vectored(slices)
 }
 
 /// [`write_now`]'s try for a chunk of at most `N - 8` bytes of `data`: size line, data and
@@ -543,26 +740,29 @@ fn write_copied<const N: usize>(tcp: &TcpStream, data: &[u8]) -> (io::Result<usi
         frame[at..at + slice.len()].copy_from_slice(slice);
         at += slice.len();
     }
-    (tcp.try_write(&frame[..total]), total)
+    (send(tcp, &frame[..total]), total)
 }
 
-/// The rest of the frame after its first `skip` bytes, through the timed, registered write.
-async fn write_rest(
+/// Writes the rest of a frame (from byte `rest.written` of its chunk on) through the timed,
+/// registered write.
+fn poll_rest(
     io: &mut WriteTimeout<TcpStream>,
     chunked: Option<()>,
-    data: &[u8],
-    skip: usize,
-) -> io::Result<()> {
-    let mut line = [0; 18];
-    let (mut slices, _) = frame_slices(chunked, data, &mut line);
-    let mut bufs = &mut slices[..];
-    IoSlice::advance_slices(&mut bufs, skip);
-    while !bufs.is_empty() {
-        let n = io.write_vectored(bufs).await?;
-        if n == 0 {
-            return Err(io::ErrorKind::WriteZero.into());
+    rest: &mut Rest,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<()>> {
+    loop {
+        let mut line = [0; 18];
+        let (mut slices, total) = frame_slices(chunked, &rest.data[..rest.take], &mut line);
+        if rest.written >= total {
+            return Poll::Ready(Ok(()));
         }
-        IoSlice::advance_slices(&mut bufs, n);
+        let mut bufs = &mut slices[..];
+        IoSlice::advance_slices(&mut bufs, rest.written);
+        let n = ready!(Pin::new(&mut *io).poll_write_vectored(cx, bufs))?;
+        if n == 0 {
+            return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+        }
+        rest.written += n;
     }
-    Ok(())
 }

@@ -39,7 +39,7 @@ use std::{
     time::Duration,
 };
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_util::{
@@ -57,7 +57,7 @@ use self::{
     activity::{Activity, Counted, CountedBody},
     driver::Drivers,
     flagged::Flagged,
-    lean::Lean,
+    lean::{Connection, Lean, Streaming},
     peer::WithPeer,
     rewind::Rewind,
 };
@@ -324,9 +324,13 @@ impl<S> Serve<S> {
                     read_closed: false,
                     served: 0,
                     read_watch: Flagged::new(read),
+                    stream: Streaming::new(),
+                    buf: BytesMut::new(),
+                    rest: None,
+                    keep: false,
                     hyper: Box::new(hyper),
                 };
-                Box::pin(lean.run())
+                Box::pin(Connection::new(lean))
             });
         }
         drop(self.listener);
