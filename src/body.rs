@@ -115,6 +115,11 @@ pin_project! {
     /// The body of an SSE response, or of a response passed through untouched.
     ///
     /// `S` is the event stream; `P` is the body type of responses that are not event streams.
+    //
+    // Aligned to a cache line: a body is boxed (axum's `Body`), and its hot fields (the tag,
+    // then `Events`' first ones) then take two lines, not three at an allocator's 16-byte
+    // alignment (`BENCHMARKS.md`, session 12).
+    #[repr(align(64))]
     pub struct SseBody<S, P = Empty<Bytes>> {
         #[pin]
         kind: Kind<S, P>,
@@ -122,7 +127,12 @@ pin_project! {
 }
 
 pin_project! {
+    // `repr(u8)`: the tag first, then the variant's fields, so an event stream's hot fields
+    // (`Events`, `repr(C)`) start right after it, in the body's first cache line. Left to
+    // the compiler, the tag went into a niche past them, a third line read on every poll
+    // (`BENCHMARKS.md`, session 12).
     #[project = KindProj]
+    #[repr(u8)]
     enum Kind<S, P> {
         Events { #[pin] events: Events<S> },
         Passthrough { #[pin] body: P },
@@ -133,10 +143,11 @@ pin_project! {
 
 pin_project! {
     // Polled once or twice per event, with every connection's copy cold by the time its next
-    // event comes: the fields read on every poll come first and fill about two cache lines
-    // (`repr(C)` keeps that order); what most streams never set is behind one pointer, and
-    // the keep-alive timer (112 bytes, of which a poll reads one word) is boxed
-    // (`BENCHMARKS.md`, session 10).
+    // event comes: the fields read on every poll come first and fill two cache lines with
+    // the enum's tag (`repr(C)` keeps that order; the frame's metrics handles, `open`, end
+    // them); what most streams never set is behind one pointer, and the keep-alive timer
+    // (112 bytes, of which a poll reads one word) is boxed (`BENCHMARKS.md`, sessions 10
+    // and 12).
     #[repr(C)]
     struct Events<S> {
         // First, so it is dropped first (the subscription is given back before the guard,
@@ -158,7 +169,6 @@ pin_project! {
         // after a frame) with that waker, it is not polled. `0`: none (or polled since with
         // another waker).
         pending_turn: u64,
-        last_frame: Instant,
         // Shutdown, grace, held event, write-interval timer, stall watch: `None` until one is
         // set, so a poll checks one pointer for all of them.
         rare: Option<Box<Rare>>,
@@ -168,6 +178,7 @@ pin_project! {
         done: bool,
         // The last frame was cut at `max_batch`: more is ready, send it without a delay.
         draining: bool,
+        last_frame: Instant,
         // Counts the body in `tower_sse_connections` (feature `metrics`) while it lives.
         open: crate::metrics::Open,
         guard: Option<DisconnectGuard>,

@@ -39,13 +39,17 @@ pub(crate) type Route = Option<&'static str>;
 /// a frame costs one counter update, not a lookup through the facade (a thread-local access
 /// and a registry lookup, even with no recorder installed). So a recorder installed after a
 /// body was made does not see that body.
+///
+/// `repr(C)`: the two handles a frame uses first (the body keeps them last among its hot
+/// fields, `body.rs`).
+#[repr(C)]
 pub(crate) struct Open {
-    #[cfg(feature = "metrics")]
-    connections: ::metrics::Gauge,
     #[cfg(feature = "metrics")]
     events: ::metrics::Counter,
     #[cfg(feature = "metrics")]
     bytes: ::metrics::Counter,
+    #[cfg(feature = "metrics")]
+    connections: ::metrics::Gauge,
 }
 
 impl Open {

@@ -114,11 +114,9 @@ impl Handoff {
         !repeated
     }
 
-    /// Forgets the backlog (the stream has ended).
-    pub(crate) fn clear(&mut self) {
-        self.backlog = Vec::new().into_iter();
-        self.notice = false;
-        self.overlap = Overlap::None;
+    /// Whether nothing is left to do: the backlog is out and no live event is to be dropped.
+    pub(crate) fn is_done(&self) -> bool {
+        self.backlog.len() == 0 && matches!(self.overlap, Overlap::None)
     }
 }
 
