@@ -230,7 +230,10 @@ impl<T: Clone> Receiver<T> {
             drop(replaced);
             return Poll::Pending;
         }
-        let coop = if budget {
+        // In a lean connection's turn (`crate::turn`) the budget is unconstrained (`serve`'s
+        // driver polls each connection so), and asking it would only cost its thread-local
+        // bookkeeping, about 30 instructions per event.
+        let coop = if budget && crate::turn::current(cx.waker()) == 0 {
             match tokio::task::coop::poll_proceed(cx) {
                 Poll::Ready(coop) => Some(coop),
                 Poll::Pending => return Poll::Pending,
@@ -410,6 +413,36 @@ mod tests {
         for count in &counts {
             assert_eq!(count.0.load(Ordering::SeqCst), 2);
         }
+    }
+
+    /// Inside a lean connection's turn a budgeted read does not ask tokio's co-operative
+    /// budget (the driver polls each connection unconstrained, so it would always say yes);
+    /// elsewhere it spends it, and a task's poll runs out after 128.
+    #[cfg(feature = "server")]
+    #[tokio::test]
+    async fn within_a_turn_reads_do_not_spend_the_budget() {
+        let ring = Ring::new(512);
+        let mut receiver = ring.receiver();
+        std::future::poll_fn(|cx| {
+            for n in 0..300 {
+                ring.send(n);
+            }
+            let turn = crate::turn::Turn::start(cx.waker());
+            let read = (0..300)
+                .take_while(|_| receiver.poll_recv(cx, true).is_ready())
+                .count();
+            drop(turn);
+            assert_eq!(read, 300, "within a turn, every ready event is read");
+            for n in 0..300 {
+                ring.send(n);
+            }
+            let read = (0..300)
+                .take_while(|_| receiver.poll_recv(cx, true).is_ready())
+                .count();
+            assert_eq!(read, 128, "outside a turn, the task's budget runs out");
+            Poll::Ready(())
+        })
+        .await;
     }
 
     #[test]
