@@ -1864,3 +1864,78 @@ async fn pings_alone_do_not_keep_an_http2_connection() {
     assert!(closed.is_ok(), "the connection did not end");
     drop(client);
 }
+
+/// A client that pipelines requests faster than they are answered (and reads the answers)
+/// must not hold its driver: the driver's other connections are polled between its
+/// responses. (Found by a review in session 12: all 4,000 were answered within one poll, and
+/// the driver's other streams got nothing meanwhile.) Counted, not timed: `B`'s body (always ready, empty frames, on the same driver
+/// as `A`) notes how many of `A`'s requests were answered between two of its polls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_requests_do_not_hold_the_driver() {
+    const REQUESTS: usize = 4_000;
+    let answered = Arc::new(AtomicUsize::new(0));
+    let max_gap = Arc::new(AtomicUsize::new(0));
+    let (count, watch, gap) = (answered.clone(), answered.clone(), max_gap.clone());
+    let app = Router::new()
+        .route(
+            "/a",
+            get(move || {
+                count.fetch_add(1, SeqCst);
+                async { "" }
+            }),
+        )
+        .route(
+            "/spin",
+            get(move || {
+                let (watch, gap) = (watch.clone(), gap.clone());
+                let mut last = watch.load(SeqCst);
+                async move {
+                    let frames = futures_util::stream::repeat_with(move || {
+                        let now = watch.load(SeqCst);
+                        gap.fetch_max(now - last, SeqCst);
+                        last = now;
+                        Ok::<_, std::convert::Infallible>(Bytes::new())
+                    });
+                    axum::body::Body::from_stream(frames)
+                }
+            }),
+        )
+        .route("/idle", get(|| async { ticks() }))
+        .layer(SseLayer::new());
+    let addr = serve_app(app, true, |s| s).await;
+    // Dealt to the two drivers in turn: the 1st and the 3rd share one.
+    let _spin = stream_at(addr, "/spin").await;
+    let _idle = stream_at(addr, "/idle").await;
+    let a = TcpStream::connect(addr).await.unwrap();
+    let (mut reader, mut writer) = a.into_split();
+    let write = tokio::spawn(async move {
+        let one = b"GET /a HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n";
+        let batch: Vec<u8> = one.repeat(500);
+        for _ in 0..REQUESTS / 500 {
+            writer.write_all(&batch).await.unwrap();
+        }
+        writer
+    });
+    let mut buf = vec![0u8; 1 << 16];
+    let mut seen = 0;
+    let mut tail = Vec::new();
+    timeout(Duration::from_secs(120), async {
+        while seen < REQUESTS {
+            let n = reader.read(&mut buf).await.unwrap();
+            assert_ne!(n, 0, "closed after {seen} responses");
+            tail.extend_from_slice(&buf[..n]);
+            seen += tail.windows(9).filter(|w| w == b"HTTP/1.1 ").count();
+            let keep = tail.len().min(8);
+            tail.drain(..tail.len() - keep);
+        }
+    })
+    .await
+    .expect("every pipelined request is answered");
+    let _writer = write.await.unwrap();
+    assert_eq!(answered.load(SeqCst), REQUESTS);
+    let gap = max_gap.load(SeqCst);
+    assert!(
+        gap <= 200,
+        "{gap} of A's requests were answered between two polls of its driver-mate"
+    );
+}

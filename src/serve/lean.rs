@@ -247,6 +247,13 @@ where
     /// connection closes or a request is hyper's (handed to [`hyper`](Self::hyper)).
     async fn until_body(mut self) -> Handoff<S, B> {
         loop {
+            // Pipelined requests already read are answered one after another within one poll
+            // (nothing here waits on the socket while the client keeps it fed, and the driver
+            // polls connections outside tokio's budget): after every `FRAMES_PER_TURN`
+            // responses the other connections of the driver have their turn.
+            if self.served != 0 && self.served % FRAMES_PER_TURN as usize == 0 {
+                tokio::task::yield_now().await;
+            }
             let deadline = crate::time::later(Instant::now(), self.header_read_timeout);
             let (request, close) = loop {
                 let parsed = match self.lean {
