@@ -9,6 +9,7 @@
 
 mod activity;
 mod body;
+mod chunk;
 mod driver;
 mod flagged;
 mod head;
