@@ -620,16 +620,6 @@ impl Subscription {
     #[inline]
     fn poll_live(&mut self, cx: &mut Context<'_>) -> Polled {
         let (access, handoff) = (self.access.as_deref(), &mut self.handoff);
-        let admit = |handoff: &mut Option<Box<Handoff>>, event: &EncodedEvent, pos: u128| {
-            let Some(overlap) = handoff else {
-                return true;
-            };
-            let admitted = overlap.admit(event, pos);
-            if overlap.is_done() {
-                *handoff = None;
-            }
-            admitted
-        };
         let polled = match &mut self.live {
             None => return Polled::End,
             // Skip private events it may not see, and the live events that the backlog already
@@ -678,6 +668,25 @@ impl Subscription {
     }
 }
 
+/// Whether a live event is new (not one the backlog held); the handoff goes once it is done.
+#[inline]
+fn admit(handoff: &mut Option<Box<Handoff>>, event: &EncodedEvent, pos: u128) -> bool {
+    let Some(overlap) = handoff else {
+        return true;
+    };
+    let admitted = overlap.admit(event, pos);
+    forget_if_done(handoff);
+    admitted
+}
+
+/// Drops the handoff once its backlog is out and no live event is to be dropped.
+#[inline]
+fn forget_if_done(handoff: &mut Option<Box<Handoff>>) {
+    if handoff.as_ref().is_some_and(|handoff| handoff.is_done()) {
+        *handoff = None;
+    }
+}
+
 impl Stream for Subscription {
     type Item = EncodedEvent;
 
@@ -690,14 +699,10 @@ impl Stream for Subscription {
                 return Poll::Ready(None);
             }
         }
-        if let Some(handoff) = &mut this.handoff {
-            if let Some(event) = handoff.next() {
-                return Poll::Ready(Some(event));
-            }
-            if handoff.is_done() {
-                this.handoff = None;
-            }
+        if let Some(event) = this.handoff.as_mut().and_then(|handoff| handoff.next()) {
+            return Poll::Ready(Some(event));
         }
+        forget_if_done(&mut this.handoff);
         if this.live.is_none() {
             return Poll::Ready(None);
         }

@@ -8,11 +8,7 @@ use http_body::SizeHint;
 use super::head::has_token;
 
 /// How a response body goes on the wire.
-///
-/// `repr(u64)`: its tag is then the largest niche in a lean connection's state, so the
-/// `Option` around that state reads its first cache line to tell `Some` (`lean.rs`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u64)]
 pub(super) enum Framing {
     /// No body at all (`204`, `304`, and the `500` a `1xx` becomes): the body is not polled.
     None,
