@@ -159,11 +159,10 @@ pin_project! {
         // move it (a timer update per event is costly); they only note the time, and when it
         // fires early it is moved to `last_frame + interval`.
         keep_alive: Option<Pin<Box<Sleep>>>,
-        // The task the keep-alive timer wakes: registered by its last poll, which found it
-        // not elapsed. While it has not fired, polling it again for the same task would only
-        // register the same waker again (a lock-free but costly check per event), so it is
-        // not polled. `None` once it fired or was moved.
-        keep_alive_task: Option<Waker>,
+        // Whom the keep-alive timer wakes: registered by its last poll, which found it not
+        // elapsed. While it has not fired, polling it again for the same waker would only
+        // register it again (a lock-free but costly check per event), so it is not polled.
+        keep_alive_armed: Armed,
         // The lean connection's poll (`crate::turn`) in which the stream last answered
         // `Pending` to that connection's own waker: asked again within that same poll (right
         // after a frame) with that waker, it is not polled. `0`: none (or polled since with
@@ -188,6 +187,19 @@ pin_project! {
         // Hooks and the `tracing` span, when anything listens.
         life: Option<Box<Lifecycle>>,
     }
+}
+
+/// Whom an event stream's keep-alive timer will wake (see [`Events`]).
+enum Armed {
+    /// Nobody known: it fired, was moved, or was never polled.
+    Not,
+    /// This waker (outside a lean connection's turn).
+    Task(Waker),
+    /// The timer waker of the lean connection whose waker's data address is `connection`,
+    /// at its wake-up count `fires` (`crate::turn::timer_fires`): while a turn of that
+    /// connection reads the same count, the timer has not fired, and the body need not read
+    /// it (a cache line of its own per event).
+    Turn { connection: usize, fires: u64 },
 }
 
 /// What an event stream's body rarely has (see [`Events`]).
@@ -250,7 +262,7 @@ impl<S, P> SseBody<S, P> {
                     stream,
                     config,
                     keep_alive: None,
-                    keep_alive_task: None,
+                    keep_alive_armed: Armed::Not,
                     pending_turn: 0,
                     last_frame: Instant::now(),
                     rare: None,
@@ -533,35 +545,82 @@ impl<S: Stream<Item: SseItem>> Events<S> {
         }
 
         if let (Some(keep_alive), Some(interval)) = (this.keep_alive.as_mut(), config.keep_alive) {
-            let task = this.keep_alive_task;
-            if task.as_ref().is_some_and(|task| task.will_wake(cx.waker()))
-                && !keep_alive.is_elapsed()
-            {
-                // Still registered for this task, and not fired: it will wake the task.
+            let armed = this.keep_alive_armed;
+            let connection = cx.waker().data() as usize;
+            let still = match armed {
+                // Registered with this connection's timer waker, which has not been woken
+                // since: the timer has not fired (`crate::turn`).
+                Armed::Turn {
+                    connection: theirs,
+                    fires,
+                } => turn != 0 && *theirs == connection && *fires == crate::turn::timer_fires(),
+                // Registered for this task, and not fired: it will wake the task.
+                Armed::Task(task) => task.will_wake(cx.waker()) && !keep_alive.is_elapsed(),
+                Armed::Not => false,
+            };
+            if still {
                 return Poll::Pending;
             }
-            *task = None;
+            *armed = Armed::Not;
             // A poll with the task's co-operative budget spent returns `Pending` without
             // registering (the task is woken to come back instead).
             let registers = tokio::task::coop::has_budget_remaining();
-            while keep_alive.as_mut().poll(cx).is_ready() {
-                let now = Instant::now();
-                let due = later(*this.last_frame, interval);
-                if due > now {
-                    // A frame went out since the timer was set: idle for less than the interval.
-                    keep_alive.as_mut().reset(due);
-                    continue;
-                }
-                keep_alive.as_mut().reset(later(now, interval));
-                *this.last_frame = now;
+            let (comment, lent) = crate::turn::with_timer(|timer| match timer {
+                // Within a turn, with the connection's timer waker; else with the task's.
+                Some(timer) if turn != 0 => (
+                    poll_keep_alive(
+                        keep_alive.as_mut(),
+                        this.last_frame,
+                        interval,
+                        &mut Context::from_waker(timer),
+                    ),
+                    true,
+                ),
+                _ => (
+                    poll_keep_alive(keep_alive.as_mut(), this.last_frame, interval, cx),
+                    false,
+                ),
+            });
+            if comment {
                 return Poll::Ready(Some(Ok(Frame::data(config.keep_alive_comment.clone()))));
             }
             if registers {
-                *task = Some(cx.waker().clone());
+                *armed = if lent {
+                    Armed::Turn {
+                        connection,
+                        fires: crate::turn::timer_fires(),
+                    }
+                } else {
+                    Armed::Task(cx.waker().clone())
+                };
             }
         }
         Poll::Pending
     }
+}
+
+/// Polls the keep-alive timer: `true` when the stream has been idle for `interval` (the timer
+/// is then set for the next one), else `false`, registered with `cx` unless its co-operative
+/// budget is spent. A frame since the timer was set (`last_frame`) moves it on.
+fn poll_keep_alive(
+    mut keep_alive: Pin<&mut Sleep>,
+    last_frame: &mut Instant,
+    interval: Duration,
+    cx: &mut Context<'_>,
+) -> bool {
+    while keep_alive.as_mut().poll(cx).is_ready() {
+        let now = Instant::now();
+        let due = later(*last_frame, interval);
+        if due > now {
+            // A frame went out since the timer was set: idle for less than the interval.
+            keep_alive.as_mut().reset(due);
+            continue;
+        }
+        keep_alive.as_mut().reset(later(now, interval));
+        *last_frame = now;
+        return true;
+    }
+    false
 }
 
 /// `at + after`, or about 30 years from `at` if that overflows (as tokio does for `sleep`): a
@@ -900,6 +959,72 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// In a lean connection's turn the keep-alive timer is registered with the connection's
+    /// timer waker, and read again only in a turn whose count of that waker's wake-ups moved
+    /// (`crate::turn`): the body does not touch the timer on every event.
+    #[cfg(feature = "server")]
+    #[tokio::test(start_paused = true)]
+    async fn a_keep_alive_timer_armed_in_a_turn_is_read_only_after_its_waker_fired() {
+        use std::{
+            sync::atomic::{AtomicU64, Ordering::SeqCst},
+            task::Wake,
+        };
+
+        use crate::turn::Turn;
+
+        #[derive(Default)]
+        struct Count(AtomicU64);
+        impl Wake for Count {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, SeqCst);
+            }
+        }
+        fn in_turn(
+            body: Pin<&mut SseBody<stream::Pending<Event>>>,
+            waker: &Waker,
+            timer: &mut Option<Waker>,
+            fires: u64,
+        ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+            let _turn = Turn::lending(waker, Some(timer), fires);
+            body.poll_frame(&mut Context::from_waker(waker))
+        }
+
+        let (woken, fired) = (Arc::new(Count::default()), Arc::new(Count::default()));
+        let waker = Waker::from(Arc::clone(&woken));
+        let mut timer = Some(Waker::from(Arc::clone(&fired)));
+        let mut body = std::pin::pin!(SseBody::new(stream::pending::<Event>()));
+        assert!(in_turn(body.as_mut(), &waker, &mut timer, 0).is_pending());
+        assert!(timer.is_some(), "the turn gave the timer waker back");
+
+        tokio::time::advance(DEFAULT_KEEP_ALIVE + Duration::from_secs(1)).await;
+        assert_eq!(fired.0.load(SeqCst), 1, "the timer woke the timer waker");
+        assert_eq!(woken.0.load(SeqCst), 0, "not the connection's own");
+        // A turn whose count was read before that wake-up does not read the timer (a wake-up
+        // counted after it brings another turn).
+        assert!(in_turn(body.as_mut(), &waker, &mut timer, 0).is_pending());
+        // The next turn reads the new count, then the timer: the comment.
+        let Poll::Ready(Some(Ok(frame))) = in_turn(body.as_mut(), &waker, &mut timer, 1) else {
+            panic!("no keep-alive comment");
+        };
+        assert_eq!(frame.into_data().unwrap(), ":\n\n");
+        assert!(in_turn(body.as_mut(), &waker, &mut timer, 1).is_pending());
+
+        // Outside a turn the timer is registered with the task's waker and read every time.
+        tokio::time::advance(DEFAULT_KEEP_ALIVE + Duration::from_secs(1)).await;
+        assert_eq!(fired.0.load(SeqCst), 2);
+        let frame = body.as_mut().poll_frame(&mut Context::from_waker(&waker));
+        assert!(matches!(frame, Poll::Ready(Some(Ok(_)))), "{frame:?}");
+        assert!(
+            body.as_mut()
+                .poll_frame(&mut Context::from_waker(&waker))
+                .is_pending()
+        );
+        tokio::time::advance(DEFAULT_KEEP_ALIVE + Duration::from_secs(1)).await;
+        assert_eq!(woken.0.load(SeqCst), 1, "the task's waker this time");
+        let frame = body.as_mut().poll_frame(&mut Context::from_waker(&waker));
+        assert!(matches!(frame, Poll::Ready(Some(Ok(_)))), "{frame:?}");
     }
 
     #[tokio::test(start_paused = true)]

@@ -1939,3 +1939,54 @@ async fn pipelined_requests_do_not_hold_the_driver() {
         "{gap} of A's requests were answered between two polls of its driver-mate"
     );
 }
+
+/// On the lean path the keep-alive timer wakes the connection through the driver's timer
+/// waker (`crate::turn`): an idle stream gets its comments, and again after each event.
+#[tokio::test]
+async fn lean_idle_streams_get_keep_alive_comments_between_events() {
+    let (tx, _) = tokio::sync::broadcast::channel::<&'static str>(16);
+    let events = tx.clone();
+    let app = Router::new()
+        .route(
+            "/events",
+            get(move || {
+                let rx = events.subscribe();
+                async move {
+                    EventStream::new(
+                        tokio_stream::wrappers::BroadcastStream::new(rx)
+                            .filter_map(|item| async move { item.ok() })
+                            .map(|data| Event::new().data(data)),
+                    )
+                }
+            }),
+        )
+        .layer(SseLayer::new().keep_alive(Duration::from_millis(100)));
+    let addr = serve_app(app, true, |s| s).await;
+    let mut stream = lean_stream(addr).await;
+    let mut seen = String::new();
+    // Reads until `want` is in what came after `from` (each read within 5 s).
+    async fn until(stream: &mut TcpStream, seen: &mut String, from: usize, want: &str) -> usize {
+        loop {
+            if let Some(at) = seen[from..].find(want) {
+                return from + at + want.len();
+            }
+            let mut chunk = [0u8; 256];
+            let read = timeout(Duration::from_secs(5), stream.read(&mut chunk))
+                .await
+                .expect("the stream goes on")
+                .unwrap();
+            assert_ne!(read, 0, "the stream was closed: {seen:?}");
+            seen.push_str(std::str::from_utf8(&chunk[..read]).unwrap());
+        }
+    }
+    const COMMENT: &str = "3\r\n:\n\n\r\n";
+    let mut at = 0;
+    for round in ["a", "b", "c"] {
+        // Two comments while idle, then an event, then comments again.
+        at = until(&mut stream, &mut seen, at, COMMENT).await;
+        at = until(&mut stream, &mut seen, at, COMMENT).await;
+        tx.send(round).unwrap();
+        at = until(&mut stream, &mut seen, at, &format!("data: {round}\n\n")).await;
+    }
+    until(&mut stream, &mut seen, at, COMMENT).await;
+}

@@ -32,7 +32,7 @@ use std::{
     pin::Pin,
     sync::{
         Arc, Mutex, MutexGuard, PoisonError,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     task::{Context, Poll, Wake, Waker},
 };
@@ -110,7 +110,25 @@ struct ConnectionWaker {
     queued: AtomicBool,
     /// Woken through its [`ReadSide`] since that was last cleared.
     read_woken: AtomicBool,
+    /// Wake-ups of its timer waker (`crate::turn::with_timer`), counted before each wakes it.
+    timer_fires: AtomicU64,
     ready: Arc<Ready>,
+}
+
+/// A connection's timer waker, lent to each of its turns (`crate::turn`): a keep-alive timer
+/// registered with it lets the body know it has not fired without reading it.
+struct TimerWaker(Arc<ConnectionWaker>);
+
+impl Wake for TimerWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        // Before the connection is woken: the turn that follows reads it (see `read_woken`).
+        self.0.timer_fires.fetch_add(1, Ordering::SeqCst);
+        self.0.wake_by_ref();
+    }
 }
 
 /// A connection's read side's waker: it marks the connection's waker and wakes it (see
@@ -183,6 +201,8 @@ struct Slot {
     future: Unconstrained<Connection>,
     state: Arc<ConnectionWaker>,
     waker: Waker,
+    /// Lent to each turn (`None` during one).
+    timer: Option<Waker>,
 }
 
 struct Driver {
@@ -223,12 +243,14 @@ impl Driver {
             // Polled right away, as if woken.
             queued: AtomicBool::new(true),
             read_woken: AtomicBool::new(false),
+            timer_fires: AtomicU64::new(0),
             ready: Arc::clone(&self.ready),
         });
         let future = make(ReadSide::new(&state));
         let slot = Slot {
             future: tokio::task::unconstrained(future),
             waker: Waker::from(Arc::clone(&state)),
+            timer: Some(Waker::from(Arc::new(TimerWaker(Arc::clone(&state))))),
             state,
         };
         if index == self.connections.len() {
@@ -253,13 +275,20 @@ impl Driver {
         // still saw `queued` and did not list it, a lost wake-up (found by a review: 104 in 3
         // million rounds of `litmus_queued_flag_against_the_rings_idle_answer`, release build).
         slot.state.queued.swap(false, Ordering::AcqRel);
-        let mut cx = Context::from_waker(&slot.waker);
+        // After `queued` is cleared, so a timer's wake-up is either counted here or brings
+        // another turn (`crate::turn`).
+        let fires = slot.state.timer_fires.load(Ordering::SeqCst);
+        let Slot {
+            future,
+            waker,
+            timer,
+            ..
+        } = slot;
+        let mut cx = Context::from_waker(waker);
         // After `queued` is cleared: what a body found `Pending` in this turn stays so, or a
         // wake-up queued the connection for another turn (`crate::turn`).
-        let turn = crate::turn::Turn::start(&slot.waker);
-        let polled = catch_unwind(AssertUnwindSafe(|| {
-            Pin::new(&mut slot.future).poll(&mut cx)
-        }));
+        let turn = crate::turn::Turn::lending(waker, Some(timer), fires);
+        let polled = catch_unwind(AssertUnwindSafe(|| Pin::new(&mut *future).poll(&mut cx)));
         drop(turn);
         let done = match polled {
             Ok(Poll::Pending) => false,
@@ -423,8 +452,6 @@ mod tests {
     #[test]
     #[ignore = "a release-build stress test; see its docs"]
     fn litmus_queued_flag_against_the_rings_idle_answer() {
-        use std::sync::atomic::AtomicU64;
-
         use futures_util::{FutureExt as _, StreamExt as _};
 
         use crate::{Event, hub::Hub};
