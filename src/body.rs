@@ -146,8 +146,8 @@ pin_project! {
     // event comes: the fields read on every poll come first and fill two cache lines with
     // the enum's tag (`repr(C)` keeps that order; the frame's metrics handles, `open`, end
     // them); what most streams never set is behind one pointer, and the keep-alive timer
-    // (112 bytes, of which a poll reads one word) is boxed (`BENCHMARKS.md`, sessions 10
-    // and 12).
+    // (112 bytes, of which a poll outside a lean connection's turn reads one word, and one
+    // in a turn none: `Armed`) is boxed (`BENCHMARKS.md`, sessions 10, 12 and 13).
     #[repr(C)]
     struct Events<S> {
         // First, so it is dropped first (the subscription is given back before the guard,
@@ -189,17 +189,23 @@ pin_project! {
     }
 }
 
-/// Whom an event stream's keep-alive timer will wake (see [`Events`]).
+/// Whom an event stream's keep-alive timer will wake (see [`Events`]). Two words, like the
+/// `Option<Waker>` it replaced: `Stamp(0)` is the "nobody" that `None` was (one more variant
+/// would take a third word, and push the frame's metrics handles out of the body's first two
+/// cache lines).
 enum Armed {
-    /// Nobody known: it fired, was moved, or was never polled.
-    Not,
     /// This waker (outside a lean connection's turn).
     Task(Waker),
-    /// The timer waker of the lean connection whose waker's data address is `connection`,
-    /// at its wake-up count `fires` (`crate::turn::timer_fires`): while a turn of that
-    /// connection reads the same count, the timer has not fired, and the body need not read
-    /// it (a cache line of its own per event).
-    Turn { connection: usize, fires: u64 },
+    /// The timer waker of the lean connection whose timer stamp (`crate::turn::timer_stamp`)
+    /// was this when it registered: while a turn reads the same stamp, the timer has not
+    /// fired, and the body need not read it (a cache line of its own per event). Stamps are
+    /// unique across connections, so no other connection's turn reads it. `0`: nobody (it
+    /// fired, was moved, or was never polled).
+    Stamp(u64),
+}
+
+impl Armed {
+    const NOBODY: Self = Self::Stamp(0);
 }
 
 /// What an event stream's body rarely has (see [`Events`]).
@@ -262,7 +268,7 @@ impl<S, P> SseBody<S, P> {
                     stream,
                     config,
                     keep_alive: None,
-                    keep_alive_armed: Armed::Not,
+                    keep_alive_armed: Armed::NOBODY,
                     pending_turn: 0,
                     last_frame: Instant::now(),
                     rare: None,
@@ -546,52 +552,44 @@ impl<S: Stream<Item: SseItem>> Events<S> {
 
         if let (Some(keep_alive), Some(interval)) = (this.keep_alive.as_mut(), config.keep_alive) {
             let armed = this.keep_alive_armed;
-            let connection = cx.waker().data() as usize;
             let still = match armed {
                 // Registered with this connection's timer waker, which has not been woken
                 // since: the timer has not fired (`crate::turn`).
-                Armed::Turn {
-                    connection: theirs,
-                    fires,
-                } => turn != 0 && *theirs == connection && *fires == crate::turn::timer_fires(),
+                Armed::Stamp(stamp) => {
+                    *stamp != 0 && turn != 0 && *stamp == crate::turn::timer_stamp()
+                }
                 // Registered for this task, and not fired: it will wake the task.
                 Armed::Task(task) => task.will_wake(cx.waker()) && !keep_alive.is_elapsed(),
-                Armed::Not => false,
             };
             if still {
                 return Poll::Pending;
             }
-            *armed = Armed::Not;
+            *armed = Armed::NOBODY;
             // A poll with the task's co-operative budget spent returns `Pending` without
             // registering (the task is woken to come back instead).
             let registers = tokio::task::coop::has_budget_remaining();
-            let (comment, lent) = crate::turn::with_timer(|timer| match timer {
-                // Within a turn, with the connection's timer waker; else with the task's.
-                Some(timer) if turn != 0 => (
-                    poll_keep_alive(
-                        keep_alive.as_mut(),
-                        this.last_frame,
-                        interval,
-                        &mut Context::from_waker(timer),
-                    ),
-                    true,
+            // Within a turn, with a waker of the connection's timer; else with the task's.
+            let timer = if turn != 0 {
+                crate::turn::timer()
+            } else {
+                None
+            };
+            let comment = match &timer {
+                Some((waker, _)) => poll_keep_alive(
+                    keep_alive.as_mut(),
+                    this.last_frame,
+                    interval,
+                    &mut Context::from_waker(waker),
                 ),
-                _ => (
-                    poll_keep_alive(keep_alive.as_mut(), this.last_frame, interval, cx),
-                    false,
-                ),
-            });
+                None => poll_keep_alive(keep_alive.as_mut(), this.last_frame, interval, cx),
+            };
             if comment {
                 return Poll::Ready(Some(Ok(Frame::data(config.keep_alive_comment.clone()))));
             }
             if registers {
-                *armed = if lent {
-                    Armed::Turn {
-                        connection,
-                        fires: crate::turn::timer_fires(),
-                    }
-                } else {
-                    Armed::Task(cx.waker().clone())
+                *armed = match timer {
+                    Some((_, stamp)) => Armed::Stamp(stamp),
+                    None => Armed::Task(cx.waker().clone()),
                 };
             }
         }
@@ -959,72 +957,6 @@ mod tests {
                 }
             }
         }
-    }
-
-    /// In a lean connection's turn the keep-alive timer is registered with the connection's
-    /// timer waker, and read again only in a turn whose count of that waker's wake-ups moved
-    /// (`crate::turn`): the body does not touch the timer on every event.
-    #[cfg(feature = "server")]
-    #[tokio::test(start_paused = true)]
-    async fn a_keep_alive_timer_armed_in_a_turn_is_read_only_after_its_waker_fired() {
-        use std::{
-            sync::atomic::{AtomicU64, Ordering::SeqCst},
-            task::Wake,
-        };
-
-        use crate::turn::Turn;
-
-        #[derive(Default)]
-        struct Count(AtomicU64);
-        impl Wake for Count {
-            fn wake(self: Arc<Self>) {
-                self.0.fetch_add(1, SeqCst);
-            }
-        }
-        fn in_turn(
-            body: Pin<&mut SseBody<stream::Pending<Event>>>,
-            waker: &Waker,
-            timer: &mut Option<Waker>,
-            fires: u64,
-        ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-            let _turn = Turn::lending(waker, Some(timer), fires);
-            body.poll_frame(&mut Context::from_waker(waker))
-        }
-
-        let (woken, fired) = (Arc::new(Count::default()), Arc::new(Count::default()));
-        let waker = Waker::from(Arc::clone(&woken));
-        let mut timer = Some(Waker::from(Arc::clone(&fired)));
-        let mut body = std::pin::pin!(SseBody::new(stream::pending::<Event>()));
-        assert!(in_turn(body.as_mut(), &waker, &mut timer, 0).is_pending());
-        assert!(timer.is_some(), "the turn gave the timer waker back");
-
-        tokio::time::advance(DEFAULT_KEEP_ALIVE + Duration::from_secs(1)).await;
-        assert_eq!(fired.0.load(SeqCst), 1, "the timer woke the timer waker");
-        assert_eq!(woken.0.load(SeqCst), 0, "not the connection's own");
-        // A turn whose count was read before that wake-up does not read the timer (a wake-up
-        // counted after it brings another turn).
-        assert!(in_turn(body.as_mut(), &waker, &mut timer, 0).is_pending());
-        // The next turn reads the new count, then the timer: the comment.
-        let Poll::Ready(Some(Ok(frame))) = in_turn(body.as_mut(), &waker, &mut timer, 1) else {
-            panic!("no keep-alive comment");
-        };
-        assert_eq!(frame.into_data().unwrap(), ":\n\n");
-        assert!(in_turn(body.as_mut(), &waker, &mut timer, 1).is_pending());
-
-        // Outside a turn the timer is registered with the task's waker and read every time.
-        tokio::time::advance(DEFAULT_KEEP_ALIVE + Duration::from_secs(1)).await;
-        assert_eq!(fired.0.load(SeqCst), 2);
-        let frame = body.as_mut().poll_frame(&mut Context::from_waker(&waker));
-        assert!(matches!(frame, Poll::Ready(Some(Ok(_)))), "{frame:?}");
-        assert!(
-            body.as_mut()
-                .poll_frame(&mut Context::from_waker(&waker))
-                .is_pending()
-        );
-        tokio::time::advance(DEFAULT_KEEP_ALIVE + Duration::from_secs(1)).await;
-        assert_eq!(woken.0.load(SeqCst), 1, "the task's waker this time");
-        let frame = body.as_mut().poll_frame(&mut Context::from_waker(&waker));
-        assert!(matches!(frame, Poll::Ready(Some(Ok(_)))), "{frame:?}");
     }
 
     #[tokio::test(start_paused = true)]

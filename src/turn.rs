@@ -21,13 +21,13 @@
 //! Turn numbers are unique across threads (each thread takes blocks of numbers from one
 //! counter), because a driver may move to another thread between two polls of a body.
 //!
-//! A turn also lends the body the connection's *timer waker* ([`with_timer`]) and the count
-//! of its wake-ups that the driver read at the turn's start ([`timer_fires`]). A keep-alive
-//! timer registered with that waker bumps the count before it wakes the connection, so a
-//! body that finds the count unchanged since it registered knows, without reading the timer
-//! (a cold cache line per event), that it has not fired: the count is read after the
-//! driver clears `queued`, which a fire's wake-up either finds cleared (and so queues another
-//! turn) or is read by (and so the count's bump is seen), the argument of `read_woken`.
+//! A turn also lends the body its connection's *timer* ([`timer`], [`timer_stamp`]): a waker
+//! for the keep-alive timer whose wake-up gives the connection a new *stamp* (unique across
+//! connections) before it wakes the connection. A body whose keep-alive timer is registered
+//! with such a waker, and which finds the stamp unchanged since it registered, knows without
+//! reading the timer (a cold cache line per event) that it has not fired: a turn starts after
+//! the driver clears `queued`, which a fire's wake-up either finds cleared (and so queues
+//! another turn) or is read by (and so its new stamp is seen), the argument of `read_woken`.
 
 use std::{cell::Cell, task::Waker};
 
@@ -46,10 +46,6 @@ thread_local! {
     static CURRENT: Cell<u64> = const { Cell::new(0) };
     /// The connection's waker of the current turn (data and vtable addresses).
     static WAKER: Cell<(usize, usize)> = const { Cell::new((0, 0)) };
-    /// The connection's timer waker, lent for the turn.
-    static TIMER: Cell<Option<Waker>> = const { Cell::new(None) };
-    /// Its wake-ups counted by the start of the turn.
-    static FIRES: Cell<u64> = const { Cell::new(0) };
 }
 
 #[cfg(feature = "server")]
@@ -76,81 +72,60 @@ pub(crate) fn current(waker: &Waker) -> u64 {
     }
 }
 
-/// The wake-ups of the current turn's timer waker counted by the turn's start; meaningful
-/// only within a turn ([`current`] not `0`) and only to compare with another such count of
-/// the same connection.
+/// The current turn's connection's timer stamp; `0` outside a turn. It changes with each
+/// wake-up of a waker from [`timer`], and no two connections ever have the same one.
 #[inline]
-pub(crate) fn timer_fires() -> u64 {
-    FIRES.with(Cell::get)
+pub(crate) fn timer_stamp() -> u64 {
+    #[cfg(feature = "server")]
+    {
+        crate::serve::driver::timer_stamp()
+    }
+    #[cfg(not(feature = "server"))]
+    {
+        0
+    }
 }
 
-/// Calls `f` with the current turn's timer waker, if the turn lent one. A wake-up of it
-/// bumps [`timer_fires`] for that connection's later turns, then wakes the connection.
-#[inline]
-pub(crate) fn with_timer<R>(f: impl FnOnce(Option<&Waker>) -> R) -> R {
-    TIMER.with(|timer| {
-        let waker = timer.take();
-        let result = f(waker.as_ref());
-        timer.set(waker);
-        result
-    })
+/// A waker for the current turn's connection's keep-alive timer, with its stamp read before
+/// (so a wake-up after this shows as a new stamp); `None` outside a turn.
+pub(crate) fn timer() -> Option<(Waker, u64)> {
+    #[cfg(feature = "server")]
+    {
+        crate::serve::driver::timer()
+    }
+    #[cfg(not(feature = "server"))]
+    {
+        None
+    }
 }
 
 /// While it lives, [`current`] is a turn number used by no other turn.
 #[cfg(feature = "server")]
-pub(crate) struct Turn<'a> {
-    previous: u64,
-    previous_waker: (usize, usize),
-    previous_timer: Option<Waker>,
-    previous_fires: u64,
-    /// Where the lent timer waker goes back to when the turn ends.
-    timer: Option<&'a mut Option<Waker>>,
-}
-
-#[cfg(all(test, feature = "server"))]
-impl Turn<'static> {
-    /// Starts a new turn (one poll of one connection) that lends no timer waker.
-    #[inline]
-    pub(crate) fn start(waker: &Waker) -> Self {
-        Turn::lending(waker, None, 0)
-    }
-}
+pub(crate) struct Turn(u64, (usize, usize));
 
 #[cfg(feature = "server")]
-impl<'a> Turn<'a> {
-    /// Starts a new turn (one poll of one connection), lending it the connection's timer
-    /// waker (taken from `timer`, put back when the turn ends) and its wake-up count `fires`,
-    /// read after the connection's `queued` flag was cleared.
+impl Turn {
+    /// Starts a new turn (one poll of one connection).
     #[inline]
-    pub(crate) fn lending(waker: &Waker, timer: Option<&'a mut Option<Waker>>, fires: u64) -> Self {
+    pub(crate) fn start(waker: &Waker) -> Self {
         let mut next = NEXT.with(Cell::get);
         if next % BLOCK == 0 {
             next = BLOCKS.fetch_add(BLOCK, Ordering::Relaxed);
         }
         NEXT.with(|n| n.set(next + 1));
-        let mut timer = timer;
-        let lent = timer.as_mut().and_then(|home| home.take());
-        Self {
-            previous: CURRENT.with(|current| current.replace(next)),
-            previous_waker: WAKER.with(|w| w.replace(key(waker))),
-            previous_timer: TIMER.with(|t| t.replace(lent)),
-            previous_fires: FIRES.with(|f| f.replace(fires)),
-            timer,
-        }
+        Self(
+            CURRENT.with(|current| current.replace(next)),
+            WAKER.with(|w| w.replace(key(waker))),
+        )
     }
 }
 
 #[cfg(feature = "server")]
-impl Drop for Turn<'_> {
+impl Drop for Turn {
     #[inline]
     fn drop(&mut self) {
-        CURRENT.with(|current| current.set(self.previous));
-        WAKER.with(|w| w.set(self.previous_waker));
-        let lent = TIMER.with(|t| t.replace(self.previous_timer.take()));
-        if let Some(home) = self.timer.take() {
-            *home = lent;
-        }
-        FIRES.with(|f| f.set(self.previous_fires));
+        CURRENT.with(|current| current.set(self.0));
+        WAKER.with(|w| w.set(self.1));
     }
 }
 

@@ -27,7 +27,9 @@
 //! affected. Drivers are not rebalanced when their connections' loads differ.
 
 use std::{
+    cell::Cell,
     future::Future,
+    mem::ManuallyDrop,
     panic::{AssertUnwindSafe, catch_unwind},
     pin::Pin,
     sync::{
@@ -103,21 +105,75 @@ struct Ready {
     scheduled: AtomicBool,
 }
 
-/// One connection's waker.
+/// One connection's waker. Its `Arc` is 40 bytes, as it was before the timer stamp came (an
+/// `u32` index): a clone, a wake-up and the driver's turn per event read it, and at 48 bytes
+/// it took a second cache line more often (`BENCHMARKS.md`, session 13).
 struct ConnectionWaker {
-    index: usize,
+    /// The slot's index (a driver holds far fewer than 2^32 connections: each is a socket).
+    index: u32,
     /// In the ready list (or being polled) already.
     queued: AtomicBool,
     /// Woken through its [`ReadSide`] since that was last cleared.
     read_woken: AtomicBool,
-    /// Wake-ups of its timer waker (`crate::turn::with_timer`), counted before each wakes it.
-    timer_fires: AtomicU64,
+    /// Its timer stamp (`crate::turn::timer_stamp`): a new one from [`STAMPS`] with each
+    /// wake-up of its timer waker, before that wakes it.
+    timer_stamp: AtomicU64,
     ready: Arc<Ready>,
 }
 
-/// A connection's timer waker, lent to each of its turns (`crate::turn`): a keep-alive timer
-/// registered with it lets the body know it has not fired without reading it.
+/// The next timer stamp: each is handed out once, so no two connections, and no two wake-ups
+/// of one, have the same. (Taken once per keep-alive fire or connection, not per event.)
+static STAMPS: AtomicU64 = AtomicU64::new(1);
+
+fn stamp() -> u64 {
+    STAMPS.fetch_add(1, Ordering::Relaxed)
+}
+
+/// A connection's timer waker (`crate::turn::timer`): a keep-alive timer registered with it
+/// lets the body know it has not fired without reading it.
 struct TimerWaker(Arc<ConnectionWaker>);
+
+thread_local! {
+    /// The connection of the turn running on this thread, lent by its slot for the turn.
+    /// `ManuallyDrop`: a thread-local without drop glue is a plain load, not a check of its
+    /// destructor's registration (the slot always takes it back, so nothing is left to drop).
+    static LENT: Cell<ManuallyDrop<Option<Arc<ConnectionWaker>>>> =
+        const { Cell::new(ManuallyDrop::new(None)) };
+}
+
+/// Calls `f` with the connection lent to the current turn, if any (`f` must not panic: the
+/// connection goes back to its slot only after it).
+#[inline]
+fn with_lent<R>(f: impl FnOnce(Option<&Arc<ConnectionWaker>>) -> R) -> R {
+    LENT.with(|lent| {
+        let connection = ManuallyDrop::into_inner(lent.replace(ManuallyDrop::new(None)));
+        let result = f(connection.as_ref());
+        lent.set(ManuallyDrop::new(connection));
+        result
+    })
+}
+
+thread_local! {
+    /// The timer stamp of the turn's connection, read at the turn's start (after `queued` was
+    /// cleared): the one load per event of `crate::turn::timer_stamp`. `0` outside a turn.
+    static STAMP: Cell<u64> = const { Cell::new(0) };
+}
+
+/// `crate::turn::timer_stamp`.
+#[inline]
+pub(crate) fn timer_stamp() -> u64 {
+    STAMP.with(Cell::get)
+}
+
+/// `crate::turn::timer`: made when a body registers its timer, not per event.
+pub(crate) fn timer() -> Option<(Waker, u64)> {
+    with_lent(|connection| {
+        connection.map(|c| {
+            let stamp = c.timer_stamp.load(Ordering::SeqCst);
+            (Waker::from(Arc::new(TimerWaker(Arc::clone(c)))), stamp)
+        })
+    })
+}
 
 impl Wake for TimerWaker {
     fn wake(self: Arc<Self>) {
@@ -126,7 +182,7 @@ impl Wake for TimerWaker {
 
     fn wake_by_ref(self: &Arc<Self>) {
         // Before the connection is woken: the turn that follows reads it (see `read_woken`).
-        self.0.timer_fires.fetch_add(1, Ordering::SeqCst);
+        self.0.timer_stamp.store(stamp(), Ordering::SeqCst);
         self.0.wake_by_ref();
     }
 }
@@ -188,7 +244,7 @@ impl Wake for ConnectionWaker {
         if self.queued.swap(true, Ordering::AcqRel) {
             return;
         }
-        lock(&self.ready.list).push(self.index);
+        lock(&self.ready.list).push(self.index as usize);
         if !self.ready.scheduled.swap(true, Ordering::AcqRel) {
             if let Some(driver) = lock(&self.ready.driver).as_ref() {
                 driver.wake_by_ref();
@@ -197,12 +253,13 @@ impl Wake for ConnectionWaker {
     }
 }
 
+/// 32 bytes: a driver's slots are read in every turn, and at 1,000 connections 32 KiB of them
+/// stay in a 48 KiB first-level cache (`BENCHMARKS.md`, sessions 12 and 13).
 struct Slot {
     future: Unconstrained<Connection>,
-    state: Arc<ConnectionWaker>,
+    /// Lent to each turn (`LENT`; `None` during one).
+    state: Option<Arc<ConnectionWaker>>,
     waker: Waker,
-    /// Lent to each turn (`None` during one).
-    timer: Option<Waker>,
 }
 
 struct Driver {
@@ -239,19 +296,18 @@ impl Driver {
     fn insert(&mut self, make: Make) -> usize {
         let index = self.free.pop().unwrap_or(self.connections.len());
         let state = Arc::new(ConnectionWaker {
-            index,
+            index: u32::try_from(index).unwrap_or(u32::MAX),
             // Polled right away, as if woken.
             queued: AtomicBool::new(true),
             read_woken: AtomicBool::new(false),
-            timer_fires: AtomicU64::new(0),
+            timer_stamp: AtomicU64::new(stamp()),
             ready: Arc::clone(&self.ready),
         });
         let future = make(ReadSide::new(&state));
         let slot = Slot {
             future: tokio::task::unconstrained(future),
             waker: Waker::from(Arc::clone(&state)),
-            timer: Some(Waker::from(Arc::new(TimerWaker(Arc::clone(&state))))),
-            state,
+            state: Some(state),
         };
         if index == self.connections.len() {
             self.connections.push(Some(slot));
@@ -274,24 +330,22 @@ impl Driver {
         // buffering): the poll would read the old round and answer `Pending` while the waker
         // still saw `queued` and did not list it, a lost wake-up (found by a review: 104 in 3
         // million rounds of `litmus_queued_flag_against_the_rings_idle_answer`, release build).
-        slot.state.queued.swap(false, Ordering::AcqRel);
-        // After `queued` is cleared, so a timer's wake-up is either counted here or brings
-        // another turn (`crate::turn`).
-        let fires = slot.state.timer_fires.load(Ordering::SeqCst);
-        let Slot {
-            future,
-            waker,
-            timer,
-            ..
-        } = slot;
-        let mut cx = Context::from_waker(waker);
-        // After `queued` is cleared: what a body found `Pending` in this turn stays so, or a
-        // wake-up queued the connection for another turn (`crate::turn`).
-        let turn = crate::turn::Turn::lending(waker, Some(timer), fires);
-        let polled = catch_unwind(AssertUnwindSafe(|| Pin::new(&mut *future).poll(&mut cx)));
-        drop(turn);
+        let Some(state) = slot.state.take() else {
+            // Polled within its own turn: a driver is not re-entered.
+            return;
+        };
+        state.queued.swap(false, Ordering::AcqRel);
+        let mut cx = Context::from_waker(&slot.waker);
+        let (polled, state) = turn(state, &slot.waker, || {
+            catch_unwind(AssertUnwindSafe(|| {
+                Pin::new(&mut slot.future).poll(&mut cx)
+            }))
+        });
+        // (Were it ever lost, the connection ends rather than waiting for a poll it cannot get.)
+        let lost = state.is_none();
+        slot.state = state;
         let done = match polled {
-            Ok(Poll::Pending) => false,
+            Ok(Poll::Pending) => lost,
             Ok(Poll::Ready(())) => true,
             Err(_) => {
                 tracing::error!("a connection's future panicked; the connection is dropped");
@@ -307,6 +361,28 @@ impl Driver {
             self.free.push(index);
         }
     }
+}
+
+/// One turn (`crate::turn`) of the connection whose waker is `waker`: `poll`, with `state`
+/// lent to it (`LENT`) and given back. Called after its `queued` flag was cleared.
+#[inline]
+fn turn<R>(
+    state: Arc<ConnectionWaker>,
+    waker: &Waker,
+    poll: impl FnOnce() -> R,
+) -> (R, Option<Arc<ConnectionWaker>>) {
+    // Read and lent for the turn, after `queued` was cleared.
+    let stamp = STAMP.with(|s| s.replace(state.timer_stamp.load(Ordering::SeqCst)));
+    let previous = LENT.with(|lent| lent.replace(ManuallyDrop::new(Some(state))));
+    // After `queued` is cleared: what a body found `Pending` in this turn stays so, or a
+    // wake-up queued the connection for another turn (`crate::turn`).
+    let turn = crate::turn::Turn::start(waker);
+    let polled = poll();
+    drop(turn);
+    STAMP.with(|s| s.set(stamp));
+    // Always `Some`: `with_lent` puts it back, and nothing else takes it.
+    let state = ManuallyDrop::into_inner(LENT.with(|lent| lent.replace(previous)));
+    (polled, state)
 }
 
 impl Future for Driver {
@@ -481,7 +557,14 @@ mod tests {
         let mut driver = Driver::new(incoming);
         let index = driver.insert(Box::new(move |_| connection));
         driver.poll_connection(index); // registers in the ring
-        let state = Arc::clone(&driver.connections[index].as_ref().unwrap().state);
+        let state = Arc::clone(
+            driver.connections[index]
+                .as_ref()
+                .unwrap()
+                .state
+                .as_ref()
+                .unwrap(),
+        );
         let waker = driver.connections[index].as_ref().unwrap().waker.clone();
 
         let go = Arc::new(AtomicU64::new(0));
@@ -661,6 +744,77 @@ mod tests {
             crate::compress::Slot::none(),
         );
         (tx, Box::pin(body))
+    }
+
+    /// In a turn, a body's keep-alive timer is registered with a waker of the connection's
+    /// timer, whose wake-up gives the connection a new stamp and wakes it; the body reads the
+    /// timer again only when the stamp moved (so not on every event, `crate::turn`).
+    #[tokio::test(start_paused = true)]
+    async fn a_keep_alive_timer_armed_in_a_turn_is_read_only_after_its_stamp_moved() {
+        use bytes::Bytes;
+        use http_body::{Body as _, Frame};
+
+        use crate::{Event, SseBody};
+
+        type Polled = Poll<Option<Result<Frame<Bytes>, crate::BoxError>>>;
+        fn in_turn(
+            body: Pin<&mut SseBody<futures_util::stream::Pending<Event>>>,
+            state: &Arc<ConnectionWaker>,
+            waker: &Waker,
+        ) -> Polled {
+            let (polled, back) = turn(Arc::clone(state), waker, || {
+                body.poll_frame(&mut Context::from_waker(waker))
+            });
+            assert!(back.is_some(), "the lent connection came back");
+            polled
+        }
+
+        let ready = Arc::new(Ready {
+            list: Mutex::new(Vec::new()),
+            driver: Mutex::new(None),
+            scheduled: AtomicBool::new(true),
+        });
+        let state = Arc::new(ConnectionWaker {
+            index: 7,
+            queued: AtomicBool::new(false),
+            read_woken: AtomicBool::new(false),
+            timer_stamp: AtomicU64::new(stamp()),
+            ready: Arc::clone(&ready),
+        });
+        let waker = Waker::from(Arc::clone(&state));
+        let mut body = std::pin::pin!(SseBody::new(futures_util::stream::pending::<Event>()));
+        let first = state.timer_stamp.load(Ordering::SeqCst);
+        assert!(in_turn(body.as_mut(), &state, &waker).is_pending());
+        assert_eq!(timer_stamp(), 0, "no stamp outside a turn");
+
+        tokio::time::advance(crate::body::DEFAULT_KEEP_ALIVE + Duration::from_secs(1)).await;
+        let second = state.timer_stamp.load(Ordering::SeqCst);
+        assert_ne!(first, second, "the timer's wake-up gave a new stamp");
+        assert_eq!(*lock(&ready.list), [7], "and listed the connection");
+        state.queued.swap(false, Ordering::AcqRel);
+
+        // With the old stamp (as if the fire came after this turn's read, which would bring
+        // another turn), the timer is not read: no comment although it is due.
+        state.timer_stamp.store(first, Ordering::SeqCst);
+        assert!(in_turn(body.as_mut(), &state, &waker).is_pending());
+        // With the new one, it is read: the comment.
+        state.timer_stamp.store(second, Ordering::SeqCst);
+        let Poll::Ready(Some(Ok(frame))) = in_turn(body.as_mut(), &state, &waker) else {
+            panic!("no keep-alive comment");
+        };
+        assert_eq!(frame.into_data().unwrap(), ":\n\n");
+        assert!(in_turn(body.as_mut(), &state, &waker).is_pending());
+        // Polled with another waker within the turn (a combinator's), the body does not skip
+        // the timer on the stamp (here put back as before the fire): that waker is not the
+        // connection's, so `current` gives no turn.
+        let before = state.timer_stamp.load(Ordering::SeqCst);
+        tokio::time::advance(crate::body::DEFAULT_KEEP_ALIVE + Duration::from_secs(1)).await;
+        state.timer_stamp.store(before, Ordering::SeqCst);
+        let other = futures_util::task::noop_waker();
+        let (polled, _) = turn(Arc::clone(&state), &waker, || {
+            body.as_mut().poll_frame(&mut Context::from_waker(&other))
+        });
+        assert!(matches!(polled, Poll::Ready(Some(Ok(_)))), "{polled:?}");
     }
 
     /// An SSE body polled through a combinator with wakers of its own (`FuturesUnordered`)
