@@ -269,8 +269,11 @@ struct Driver {
     ready: Arc<Ready>,
     /// The waker last given to `ready.driver` (a copy, to see when it changes).
     driver_waker: Option<Waker>,
-    /// The list being worked through (kept for its allocation).
+    /// The list being worked through (kept for its allocation), up to `at`: a turn cut short
+    /// goes on from there, without copying the rest back to the ready list (at 1,000 ready
+    /// connections that copy moved each index four times per event on average).
     batch: Vec<usize>,
+    at: usize,
     /// No more connections will come.
     closed: bool,
 }
@@ -289,6 +292,7 @@ impl Driver {
             }),
             driver_waker: None,
             batch: Vec::new(),
+            at: 0,
             closed: false,
         }
     }
@@ -410,35 +414,35 @@ impl Future for Driver {
                     Poll::Pending => break,
                 }
             }
-            // Before taking the list: a wake-up from here on wakes the driver again.
-            this.ready.scheduled.store(false, Ordering::SeqCst);
-            let mut batch = std::mem::take(&mut this.batch);
-            std::mem::swap(&mut batch, &mut *lock(&this.ready.list));
-            if batch.is_empty() {
-                this.batch = batch;
-                if this.closed && this.connections.iter().all(Option::is_none) {
-                    return Poll::Ready(());
+            if this.at == this.batch.len() {
+                // Before taking the list: a wake-up from here on wakes the driver again.
+                this.ready.scheduled.store(false, Ordering::SeqCst);
+                this.batch.clear();
+                this.at = 0;
+                std::mem::swap(&mut this.batch, &mut *lock(&this.ready.list));
+                if this.batch.is_empty() {
+                    if this.closed && this.connections.iter().all(Option::is_none) {
+                        return Poll::Ready(());
+                    }
+                    return Poll::Pending;
                 }
-                return Poll::Pending;
             }
-            let turn = batch.len().min(TURN - polled);
+            let end = this.batch.len().min(this.at + (TURN - polled));
             // One clock read for the batch, not one per connection (`crate::time::batch_now`).
             let clock = crate::time::Batch::start();
-            for &index in &batch[..turn] {
+            for at in this.at..end {
+                let index = this.batch[at];
                 this.poll_connection(index);
             }
             drop(clock);
-            polled += turn;
-            if turn < batch.len() || polled == TURN {
-                // The turn is over: the rest waits for the next one, after other tasks.
-                lock(&this.ready.list).extend_from_slice(&batch[turn..]);
-                batch.clear();
-                this.batch = batch;
+            polled += end - this.at;
+            this.at = end;
+            if polled == TURN {
+                // The turn is over: the rest of the batch (then the ready list) waits for the
+                // next one, after other tasks.
                 cx.waker().wake_by_ref();
                 return Poll::Pending;
             }
-            batch.clear();
-            this.batch = batch;
         }
     }
 }
@@ -744,6 +748,49 @@ mod tests {
             crate::compress::Slot::none(),
         );
         (tx, Box::pin(body))
+    }
+
+    /// A driver's turn cut short at `TURN` connections goes on with the rest of its batch
+    /// first: a connection woken meanwhile waits behind those that were ready before it. (The
+    /// rest was once copied back to the ready list behind the new wake-ups: each index moved
+    /// about four times per event at 1,000 ready connections, and the oldest waited longest.)
+    #[test]
+    fn a_turn_cut_short_goes_on_with_its_batch_before_later_wake_ups() {
+        let order: Arc<Mutex<Vec<usize>>> = Arc::default();
+        let wakers: Arc<Mutex<Vec<Option<Waker>>>> = Arc::default();
+        let (_tx, incoming) = mpsc::unbounded_channel();
+        let mut driver = Driver::new(incoming);
+        let n = TURN + 10;
+        for i in 0..n {
+            let (order, wakers) = (Arc::clone(&order), Arc::clone(&wakers));
+            let index = driver.insert(Box::new(move |_read| {
+                Box::pin(futures_util::future::poll_fn(move |cx| {
+                    lock(&order).push(i);
+                    let mut wakers = lock(&wakers);
+                    let len = wakers.len().max(i + 1);
+                    wakers.resize(len, None);
+                    wakers[i] = Some(cx.waker().clone());
+                    if i == 1 {
+                        // Within the first turn, after connection 0's poll: it is woken
+                        // while the turn's last ten are still waiting.
+                        if let Some(first) = wakers[0].take() {
+                            first.wake();
+                        }
+                    }
+                    Poll::<()>::Pending
+                }))
+            }));
+            lock(&driver.ready.list).push(index);
+        }
+        let waker = futures_util::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        assert!(Pin::new(&mut driver).poll(&mut cx).is_pending());
+        assert_eq!(*lock(&order), (0..TURN).collect::<Vec<_>>(), "one turn");
+        lock(&order).clear();
+        assert!(Pin::new(&mut driver).poll(&mut cx).is_pending());
+        let mut want: Vec<usize> = (TURN..n).collect();
+        want.push(0);
+        assert_eq!(*lock(&order), want, "the rest of the batch first");
     }
 
     /// In a turn, a body's keep-alive timer is registered with a waker of the connection's
