@@ -328,6 +328,10 @@ impl<S, P> fmt::Debug for SseBody<S, P> {
 
 type Polled = Poll<Option<Result<Frame<Bytes>, BoxError>>>;
 
+/// What an event stream's body has next: a data frame's bytes, or the end (an event stream's
+/// error ends it too, logged).
+type Data = Poll<Option<Bytes>>;
+
 impl<S, P> Body for SseBody<S, P>
 where
     S: Stream<Item: SseItem>,
@@ -338,21 +342,21 @@ where
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Polled {
         match self.project().kind.project() {
-            KindProj::Events { mut events } => {
-                let mut polled = events.as_mut().poll_events(cx);
-                if let Poll::Ready(None) = polled {
+            KindProj::Events { mut events } => match events.as_mut().poll_events(cx) {
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(None) => {
                     // The stream ended: the compressed stream ends too (its trailer).
                     let this = events.project();
-                    return match this.compress.finish() {
+                    match this.compress.finish() {
                         Ok(Some(tail)) => Poll::Ready(Some(Ok(Frame::data(tail)))),
                         Ok(None) => Poll::Ready(None),
                         Err(err) => Poll::Ready(Some(Err(err))),
-                    };
+                    }
                 }
-                if let Poll::Ready(Some(Ok(frame))) = polled {
+                Poll::Ready(Some(data)) => {
                     let this = events.project();
-                    let frame = match this.compress.apply(frame) {
-                        Ok(frame) => frame,
+                    let data = match this.compress.apply(data) {
+                        Ok(data) => data,
                         Err(err) => {
                             // A compressor that fails cannot go on: the stream ends with it,
                             // as with an error from the event stream.
@@ -367,17 +371,18 @@ where
                             return Poll::Ready(Some(Err(err)));
                         }
                     };
-                    this.open.frame(frame.data_ref().map_or(0, Bytes::len));
+                    this.open.frame(data.len());
                     if let (Some(watch), Some(timeout)) =
                         (stall(this.rare), this.config.stall_timeout)
                     {
                         // The frame must be taken (the body polled again) by then.
                         watch.frame_out(later(Instant::now(), timeout));
                     }
-                    polled = Poll::Ready(Some(Ok(frame)));
+                    // The one `Frame` made (about 100 bytes, for its trailers' variant): the
+                    // bytes alone go through the steps above (`BENCHMARKS.md`, session 13).
+                    Poll::Ready(Some(Ok(Frame::data(data))))
                 }
-                polled
-            }
+            },
             KindProj::Passthrough { body } => body.poll_frame(cx).map_err(Into::into),
             KindProj::Refused { message } => Poll::Ready(message.take().map(Frame::data).map(Ok)),
         }
@@ -403,7 +408,7 @@ where
 }
 
 impl<S: Stream<Item: SseItem>> Events<S> {
-    fn poll_events(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Polled {
+    fn poll_events(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Data {
         let mut this = self.project();
         if let Some(watch) = stall(this.rare) {
             watch.polled();
@@ -430,7 +435,7 @@ impl<S: Stream<Item: SseItem>> Events<S> {
                 *this.keep_alive = Some(Box::pin(sleep(interval)));
             }
             if let Some(first) = &config.first {
-                return Poll::Ready(Some(Ok(Frame::data(first.clone()))));
+                return Poll::Ready(Some(first.clone()));
             }
         }
 
@@ -544,7 +549,7 @@ impl<S: Stream<Item: SseItem>> Events<S> {
                 // comment may come that much sooner).
                 *this.last_frame = crate::time::batch_now();
             }
-            return Poll::Ready(Some(Ok(Frame::data(bytes))));
+            return Poll::Ready(Some(bytes));
         }
         if ended {
             return Poll::Ready(None);
@@ -584,7 +589,7 @@ impl<S: Stream<Item: SseItem>> Events<S> {
                 None => poll_keep_alive(keep_alive.as_mut(), this.last_frame, interval, cx),
             };
             if comment {
-                return Poll::Ready(Some(Ok(Frame::data(config.keep_alive_comment.clone()))));
+                return Poll::Ready(Some(config.keep_alive_comment.clone()));
             }
             if registers {
                 *armed = match timer {
@@ -789,7 +794,7 @@ fn finish_shutdown(
     guard: &mut Option<DisconnectGuard>,
     config: &Config,
     held: Option<Bytes>,
-) -> Polled {
+) -> Data {
     *done = true;
     if let Some(guard) = guard.take() {
         guard.finish();
@@ -798,7 +803,7 @@ fn finish_shutdown(
         (Some(held), Some(event)) => Some(Bytes::from([&held[..], event].concat())),
         (held, event) => held.or_else(|| event.clone()),
     };
-    Poll::Ready(last.map(|bytes| Ok(Frame::data(bytes))))
+    Poll::Ready(last)
 }
 
 #[cfg(test)]

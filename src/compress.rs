@@ -43,7 +43,6 @@ use std::{fmt, io::Write};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, header};
-use http_body::Frame;
 
 /// Which encodings an [`SseLayer`](crate::SseLayer) may use, and how hard it compresses. Made
 /// with [`Compression::new`] (every encoding, a fast level), turned on with
@@ -455,15 +454,12 @@ impl Slot {
         self.0.is_some()
     }
 
-    /// A data frame compressed and flushed (so it decodes at once); other frames as they are.
+    /// A data frame's bytes compressed and flushed (so they decode at once).
     #[inline]
-    pub(crate) fn apply(&mut self, frame: Frame<Bytes>) -> Result<Frame<Bytes>, crate::BoxError> {
+    pub(crate) fn apply(&mut self, data: Bytes) -> Result<Bytes, crate::BoxError> {
         match &mut self.0 {
-            None => Ok(frame),
-            Some(encoder) => match frame.into_data() {
-                Ok(data) => Ok(Frame::data(encoder.frame(&data)?)),
-                Err(frame) => Ok(frame),
-            },
+            None => Ok(data),
+            Some(encoder) => Ok(encoder.frame(&data)?),
         }
     }
 }

@@ -140,7 +140,6 @@ pub use compress::Compression;
 mod compress {
     use bytes::Bytes;
     use http::HeaderMap;
-    use http_body::Frame;
 
     /// No setting: compression is a feature away.
     #[derive(Debug, Clone, Copy)]
@@ -181,11 +180,8 @@ mod compress {
         }
 
         #[inline(always)]
-        pub(crate) fn apply(
-            &mut self,
-            frame: Frame<Bytes>,
-        ) -> Result<Frame<Bytes>, crate::BoxError> {
-            Ok(frame)
+        pub(crate) fn apply(&mut self, data: Bytes) -> Result<Bytes, crate::BoxError> {
+            Ok(data)
         }
     }
 }
