@@ -280,7 +280,7 @@ impl<'a> SubscribeBuilder<'a> {
             .subscribe_with(&mut selection, request, on_unknown_id, access)
             .await?;
         if let Some(deadline) = until {
-            subscription.deadline = Some(Box::pin(tokio::time::sleep_until(deadline)));
+            subscription.rare().deadline = Some(Box::pin(tokio::time::sleep_until(deadline)));
         }
         Ok(subscription)
     }
@@ -330,27 +330,44 @@ impl fmt::Debug for SubscribeBuilder<'_> {
 /// assert!(sub.next().await.is_none());
 /// # }
 /// ```
-// `repr(C)`: what every poll reads comes first, in declaration order, so that it shares as
-// few cache lines as it can; each connection's copy is cold when its next event comes
-// (`BENCHMARKS.md`, session 10). Aligned to a cache line, as it is boxed as a response's
-// stream: at an allocator's 16-byte alignment those fields took a line more (session 12).
+// `repr(C)`: what every poll reads comes first, in declaration order; each connection's copy
+// is cold when its next event comes (`BENCHMARKS.md`, session 10). Aligned to a cache line,
+// as it is boxed as a response's stream, and the two fields a poll reads (`live`, 56 bytes
+// with one ring, and `rare`) fill that one line (session 13; two lines before, three at an
+// allocator's 16-byte alignment).
 #[repr(C, align(64))]
 pub struct Subscription {
-    /// When it ends ([`SubscribeBuilder::until`]); boxed, as most have none.
-    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
-    /// Boxed: most subscriptions have no client id, and every byte here is per connection.
-    client: Option<Box<ClientRecv>>,
-    /// Which private events it may receive (none without).
-    access: Option<Arc<dyn PrivateAccess>>,
     /// `None` once the stream has ended and its places in the hub are given back.
     live: Option<Live>,
-    /// The replay backlog, and (with a broker) which live events it already held; `None`
-    /// when there is neither (most subscriptions, and every one once its backlog is out):
-    /// boxed, so that the fields every poll reads fit in two cache lines (session 12).
-    handoff: Option<Box<Handoff>>,
+    /// What most subscriptions never have or soon give up; `None` then, so that a poll reads
+    /// one pointer for all of it.
+    rare: Option<Box<Rare>>,
     replay: Replay,
     hub: Arc<Local>,
     target: Target,
+}
+
+/// What most subscriptions do not have (see [`Subscription`]).
+#[derive(Default)]
+struct Rare {
+    /// When it ends ([`SubscribeBuilder::until`]).
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Its client id and the id's events.
+    client: Option<Box<ClientRecv>>,
+    /// Which private events it may receive (none without).
+    access: Option<Arc<dyn PrivateAccess>>,
+    /// The replay backlog, and (with a broker) which live events it already held; dropped once
+    /// both are done.
+    handoff: Option<Box<Handoff>>,
+}
+
+impl Rare {
+    fn is_empty(&self) -> bool {
+        self.deadline.is_none()
+            && self.client.is_none()
+            && self.access.is_none()
+            && self.handoff.is_none()
+    }
 }
 
 /// Where live events come from.
@@ -358,7 +375,9 @@ enum Live {
     /// One topic's ring (the fast path).
     One(Recv),
     /// Several rings, merged in position order.
-    Many(Merge),
+    /// Boxed: a merge is 64 bytes, and the one-ring case fits a cache line with the
+    /// subscription's other per-poll field without it (session 13).
+    Many(Box<Merge>),
 }
 
 /// What the subscription is of, for [`Subscription::topic`] and for leaving.
@@ -421,7 +440,7 @@ impl Subscription {
         Self::with_feed(
             hub,
             Target::Many(label.into()),
-            Live::Many(merge),
+            Live::Many(Box::new(merge)),
             replay,
             backlog,
             client,
@@ -437,10 +456,8 @@ impl Subscription {
         client: Option<ClientJoin>,
     ) -> Self {
         crate::metrics::replay(replay);
-        Self {
-            replay,
+        let rare = Rare {
             handoff: (!backlog.is_empty()).then(|| Box::new(Handoff::new(backlog, Overlap::None))),
-            live: Some(live),
             client: client.map(|(id, (recv, generation))| {
                 Box::new(ClientRecv {
                     id,
@@ -449,17 +466,36 @@ impl Subscription {
                     first: false,
                 })
             }),
+            ..Rare::default()
+        };
+        Self {
+            replay,
+            live: Some(live),
+            rare: (!rare.is_empty()).then(|| Box::new(rare)),
             hub,
             target,
-            access: None,
-            deadline: None,
+        }
+    }
+
+    /// The rare part, made when something in it is first set.
+    fn rare(&mut self) -> &mut Rare {
+        self.rare.get_or_insert_with(Box::default)
+    }
+
+    /// Drops the rare part once nothing is left in it (its handoff done, its client gone), so
+    /// that polls go back to reading one cache line.
+    fn tidy(&mut self) {
+        if self.rare.as_ref().is_some_and(|rare| rare.is_empty()) {
+            self.rare = None;
         }
     }
 
     /// Sets which private events the live stream may deliver (the backlog was filtered by
     /// the same access when it was taken).
     pub(super) fn with_access(mut self, access: Option<Arc<dyn PrivateAccess>>) -> Self {
-        self.access = access;
+        if access.is_some() {
+            self.rare().access = access;
+        }
         self
     }
 
@@ -539,15 +575,17 @@ impl Subscription {
     /// # }
     /// ```
     pub fn backlog_len(&self) -> usize {
-        self.handoff
+        self.rare
             .as_ref()
+            .and_then(|rare| rare.handoff.as_ref())
             .map_or(0, |handoff| handoff.backlog_len())
     }
 
     /// The handoff, made empty if there was none.
     #[cfg_attr(not(feature = "_broker"), allow(dead_code))]
     fn handoff(&mut self) -> &mut Handoff {
-        self.handoff
+        self.rare()
+            .handoff
             .get_or_insert_with(|| Box::new(Handoff::new(Vec::new(), Overlap::None)))
     }
 
@@ -577,12 +615,16 @@ impl Subscription {
     /// # }
     /// ```
     pub fn client_id(&self) -> Option<&str> {
-        self.client.as_ref().map(|client| &*client.id)
+        self.rare
+            .as_ref()
+            .and_then(|rare| rare.client.as_ref())
+            .map(|client| &*client.id)
     }
 
     /// Ends the stream and gives back everything it held in the hub.
     fn release(&mut self) {
-        self.handoff = None;
+        // The backlog, deadline and access go now; the client id is left below.
+        let client = self.rare.take().and_then(|rare| rare.client);
         match self.live.take() {
             None => {}
             Some(Live::One(_)) => {
@@ -601,7 +643,7 @@ impl Subscription {
                 self.hub.count_leave();
             }
         }
-        if let Some(client) = self.client.take() {
+        if let Some(client) = client {
             self.hub.leave_client(&client.id, client.generation);
         }
     }
@@ -617,15 +659,79 @@ impl Subscription {
         Polled::End
     }
 
+    /// [`Stream::poll_next`] with the rare part: the deadline, the backlog, the client id's
+    /// events.
+    #[inline(never)]
+    fn poll_rare(&mut self, cx: &mut Context<'_>) -> Poll<Option<EncodedEvent>> {
+        let polled = self.poll_rare_parts(cx);
+        self.tidy();
+        polled
+    }
+
+    fn poll_rare_parts(&mut self, cx: &mut Context<'_>) -> Poll<Option<EncodedEvent>> {
+        if let Some(deadline) = self.rare.as_mut().and_then(|rare| rare.deadline.as_mut()) {
+            if deadline.as_mut().poll(cx).is_ready() {
+                self.release();
+                return Poll::Ready(None);
+            }
+        }
+        if let Some(rare) = &mut self.rare {
+            if let Some(event) = rare.handoff.as_mut().and_then(|handoff| handoff.next()) {
+                return Poll::Ready(Some(event));
+            }
+            forget_if_done(&mut rare.handoff);
+        }
+        if self.live.is_none() {
+            return Poll::Ready(None);
+        }
+        let Some(client_first) = self
+            .rare
+            .as_ref()
+            .and_then(|rare| rare.client.as_ref())
+            .map(|client| client.first)
+        else {
+            return match self.poll_live(cx) {
+                Polled::Event(event) => Poll::Ready(Some(event)),
+                Polled::End => Poll::Ready(None),
+                Polled::Idle => Poll::Pending,
+            };
+        };
+        // Take turns, so a busy topic cannot starve events sent to the client (or back).
+        for from_client in [client_first, !client_first] {
+            let polled = if from_client {
+                self.poll_client(cx)
+            } else {
+                self.poll_live(cx)
+            };
+            match polled {
+                Polled::Event(event) => {
+                    if let Some(client) = self.rare.as_mut().and_then(|rare| rare.client.as_mut()) {
+                        client.first = !from_client;
+                    }
+                    return Poll::Ready(Some(event));
+                }
+                Polled::End => return Poll::Ready(None),
+                Polled::Idle => {}
+            }
+        }
+        Poll::Pending
+    }
+
     #[inline]
     fn poll_live(&mut self, cx: &mut Context<'_>) -> Polled {
-        let (access, handoff) = (self.access.as_deref(), &mut self.handoff);
+        let (access, mut handoff) = match &mut self.rare {
+            Some(rare) => (rare.access.as_deref(), Some(&mut rare.handoff)),
+            None => (None, None),
+        };
         let polled = match &mut self.live {
             None => return Polled::End,
             // Skip private events it may not see, and the live events that the backlog already
             // held (a broker's replay).
             Some(Live::One(live)) => live.poll_event(cx, |item| {
-                visible(access, item.audience.as_ref()) && admit(handoff, &item.event, item.pos())
+                visible(access, item.audience.as_ref())
+                    && handoff
+                        .as_mut()
+                        .is_none_or(|handoff| admit(handoff, &item.event, item.pos()))
             }),
             Some(Live::Many(merge)) => loop {
                 match merge.poll(cx) {
@@ -649,7 +755,7 @@ impl Subscription {
     }
 
     fn poll_client(&mut self, cx: &mut Context<'_>) -> Polled {
-        let Some(client) = self.client.as_mut() else {
+        let Some(client) = self.rare.as_mut().and_then(|rare| rare.client.as_mut()) else {
             return Polled::Idle;
         };
         let Some(recv) = &mut client.recv else {
@@ -692,47 +798,15 @@ impl Stream for Subscription {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<EncodedEvent>> {
         let this = self.get_mut();
-        if let Some(deadline) = &mut this.deadline {
-            if deadline.as_mut().poll(cx).is_ready() {
-                this.deadline = None;
-                this.release();
-                return Poll::Ready(None);
-            }
+        if this.rare.is_some() {
+            return this.poll_rare(cx);
         }
-        if let Some(event) = this.handoff.as_mut().and_then(|handoff| handoff.next()) {
-            return Poll::Ready(Some(event));
+        // The common case: one line read, the live events only.
+        match this.poll_live(cx) {
+            Polled::Event(event) => Poll::Ready(Some(event)),
+            Polled::End => Poll::Ready(None),
+            Polled::Idle => Poll::Pending,
         }
-        forget_if_done(&mut this.handoff);
-        if this.live.is_none() {
-            return Poll::Ready(None);
-        }
-        let Some(client) = &this.client else {
-            return match this.poll_live(cx) {
-                Polled::Event(event) => Poll::Ready(Some(event)),
-                Polled::End => Poll::Ready(None),
-                Polled::Idle => Poll::Pending,
-            };
-        };
-        // Take turns, so a busy topic cannot starve events sent to the client (or back).
-        let client_first = client.first;
-        for from_client in [client_first, !client_first] {
-            let polled = if from_client {
-                this.poll_client(cx)
-            } else {
-                this.poll_live(cx)
-            };
-            match polled {
-                Polled::Event(event) => {
-                    if let Some(client) = &mut this.client {
-                        client.first = !from_client;
-                    }
-                    return Poll::Ready(Some(event));
-                }
-                Polled::End => return Poll::Ready(None),
-                Polled::Idle => {}
-            }
-        }
-        Poll::Pending
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
@@ -764,5 +838,26 @@ impl fmt::Debug for Subscription {
             .field("backlog", &self.backlog_len())
             .field("ended", &self.live.is_none())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a poll of a subscription reads (`live` with one ring, `rare`) fits its first cache
+    /// line: a subscription is cold when its next event comes, so each line is a miss per
+    /// delivered event (`BENCHMARKS.md`, session 13). A field that grows `Recv` or moves
+    /// these shows here first.
+    #[test]
+    fn a_polls_fields_fit_one_cache_line() {
+        use std::mem::{align_of, offset_of, size_of};
+        assert_eq!(align_of::<Subscription>(), 64);
+        assert_eq!(offset_of!(Subscription, live), 0);
+        assert!(
+            offset_of!(Subscription, rare) + size_of::<Option<Box<Rare>>>() <= 64,
+            "live: {} bytes",
+            size_of::<Option<Live>>()
+        );
     }
 }
