@@ -7,7 +7,7 @@
 //! per delivered event for a known answer (`BENCHMARKS.md`, session 11).
 //!
 //! Why it is sound: `serve`'s driver clears a connection's "queued" flag before each poll of
-//! it ([`Turn::start`] is called right after), and any wake-up of the connection's waker from
+//! it ([`Turn::with_timer`] is called right after), and any wake-up of the connection's waker from
 //! then on queues it again, so it is polled again, in a new turn, where the stream is asked.
 //! Within a turn, a stream's `Pending` to that waker stays true or a later turn follows. So a
 //! turn counts only for that waker ([`current`] compares it): a body polled with a waker of
@@ -72,51 +72,66 @@ pub(crate) fn current(waker: &Waker) -> u64 {
     }
 }
 
+/// Where [`timer`] gets a waker for the current turn's connection's keep-alive timer, and
+/// its stamp read before (given by whoever runs the turn: `serve`'s driver).
+pub(crate) type TimerSource = fn() -> Option<(Waker, u64)>;
+
+thread_local! {
+    /// The connection's timer stamp, read after its `queued` flag was cleared; `0` outside
+    /// a turn.
+    static STAMP: Cell<u64> = const { Cell::new(0) };
+    /// Where [`timer`] gets its waker within the turn.
+    static TIMER: Cell<Option<TimerSource>> = const { Cell::new(None) };
+}
+
 /// The current turn's connection's timer stamp; `0` outside a turn. It changes with each
 /// wake-up of a waker from [`timer`], and no two connections ever have the same one.
 #[inline]
 pub(crate) fn timer_stamp() -> u64 {
-    #[cfg(feature = "server")]
-    {
-        crate::serve::driver::timer_stamp()
-    }
-    #[cfg(not(feature = "server"))]
-    {
-        0
-    }
+    STAMP.with(Cell::get)
 }
 
 /// A waker for the current turn's connection's keep-alive timer, with its stamp read before
-/// (so a wake-up after this shows as a new stamp); `None` outside a turn.
+/// (so a wake-up after this shows as a new stamp); `None` outside a turn. Made when a body
+/// registers its timer, not per event.
 pub(crate) fn timer() -> Option<(Waker, u64)> {
-    #[cfg(feature = "server")]
-    {
-        crate::serve::driver::timer()
-    }
-    #[cfg(not(feature = "server"))]
-    {
-        None
-    }
+    TIMER.with(Cell::get).and_then(|source| source())
 }
 
-/// While it lives, [`current`] is a turn number used by no other turn.
+/// While it lives, [`current`] is a turn number used by no other turn, and [`timer_stamp`]
+/// and [`timer`] are its connection's.
 #[cfg(feature = "server")]
-pub(crate) struct Turn(u64, (usize, usize));
+pub(crate) struct Turn {
+    previous: u64,
+    previous_waker: (usize, usize),
+    previous_stamp: u64,
+    previous_timer: Option<TimerSource>,
+}
 
 #[cfg(feature = "server")]
 impl Turn {
-    /// Starts a new turn (one poll of one connection).
-    #[inline]
+    /// Starts a new turn (one poll of one connection) without a timer.
+    #[cfg(test)]
     pub(crate) fn start(waker: &Waker) -> Self {
+        Self::with_timer(waker, 0, None)
+    }
+
+    /// Starts a new turn (one poll of the connection whose waker is `waker`), whose timer
+    /// stamp is `stamp` (read after the connection's `queued` flag was cleared) and whose
+    /// timer wakers come from `timer`.
+    #[inline]
+    pub(crate) fn with_timer(waker: &Waker, stamp: u64, timer: Option<TimerSource>) -> Self {
         let mut next = NEXT.with(Cell::get);
         if next % BLOCK == 0 {
             next = BLOCKS.fetch_add(BLOCK, Ordering::Relaxed);
         }
         NEXT.with(|n| n.set(next + 1));
-        Self(
-            CURRENT.with(|current| current.replace(next)),
-            WAKER.with(|w| w.replace(key(waker))),
-        )
+        Self {
+            previous: CURRENT.with(|current| current.replace(next)),
+            previous_waker: WAKER.with(|w| w.replace(key(waker))),
+            previous_stamp: STAMP.with(|s| s.replace(stamp)),
+            previous_timer: TIMER.with(|t| t.replace(timer)),
+        }
     }
 }
 
@@ -124,8 +139,10 @@ impl Turn {
 impl Drop for Turn {
     #[inline]
     fn drop(&mut self) {
-        CURRENT.with(|current| current.set(self.0));
-        WAKER.with(|w| w.set(self.1));
+        CURRENT.with(|current| current.set(self.previous));
+        WAKER.with(|w| w.set(self.previous_waker));
+        STAMP.with(|s| s.set(self.previous_stamp));
+        TIMER.with(|t| t.set(self.previous_timer));
     }
 }
 

@@ -153,20 +153,8 @@ fn with_lent<R>(f: impl FnOnce(Option<&Arc<ConnectionWaker>>) -> R) -> R {
     })
 }
 
-thread_local! {
-    /// The timer stamp of the turn's connection, read at the turn's start (after `queued` was
-    /// cleared): the one load per event of `crate::turn::timer_stamp`. `0` outside a turn.
-    static STAMP: Cell<u64> = const { Cell::new(0) };
-}
-
-/// `crate::turn::timer_stamp`.
-#[inline]
-pub(crate) fn timer_stamp() -> u64 {
-    STAMP.with(Cell::get)
-}
-
-/// `crate::turn::timer`: made when a body registers its timer, not per event.
-pub(crate) fn timer() -> Option<(Waker, u64)> {
+/// The turns' `crate::turn::TimerSource`: a timer waker of the connection lent to the turn.
+fn timer() -> Option<(Waker, u64)> {
     with_lent(|connection| {
         connection.map(|c| {
             let stamp = c.timer_stamp.load(Ordering::SeqCst);
@@ -376,14 +364,13 @@ fn turn<R>(
     poll: impl FnOnce() -> R,
 ) -> (R, Option<Arc<ConnectionWaker>>) {
     // Read and lent for the turn, after `queued` was cleared.
-    let stamp = STAMP.with(|s| s.replace(state.timer_stamp.load(Ordering::SeqCst)));
+    let stamp = state.timer_stamp.load(Ordering::SeqCst);
     let previous = LENT.with(|lent| lent.replace(ManuallyDrop::new(Some(state))));
     // After `queued` is cleared: what a body found `Pending` in this turn stays so, or a
     // wake-up queued the connection for another turn (`crate::turn`).
-    let turn = crate::turn::Turn::start(waker);
+    let turn = crate::turn::Turn::with_timer(waker, stamp, Some(timer));
     let polled = poll();
     drop(turn);
-    STAMP.with(|s| s.set(stamp));
     // Always `Some`: `with_lent` puts it back, and nothing else takes it.
     let state = ManuallyDrop::into_inner(LENT.with(|lent| lent.replace(previous)));
     (polled, state)
@@ -832,7 +819,7 @@ mod tests {
         let mut body = std::pin::pin!(SseBody::new(futures_util::stream::pending::<Event>()));
         let first = state.timer_stamp.load(Ordering::SeqCst);
         assert!(in_turn(body.as_mut(), &state, &waker).is_pending());
-        assert_eq!(timer_stamp(), 0, "no stamp outside a turn");
+        assert_eq!(crate::turn::timer_stamp(), 0, "no stamp outside a turn");
 
         tokio::time::advance(crate::body::DEFAULT_KEEP_ALIVE + Duration::from_secs(1)).await;
         let second = state.timer_stamp.load(Ordering::SeqCst);
