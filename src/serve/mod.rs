@@ -10,7 +10,7 @@
 mod activity;
 mod body;
 mod chunk;
-pub(crate) mod driver;
+mod driver;
 mod flagged;
 mod head;
 mod lean;
