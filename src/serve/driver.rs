@@ -111,18 +111,62 @@ struct Ready {
 struct ConnectionWaker {
     /// The slot's index (a driver holds far fewer than 2^32 connections: each is a socket).
     index: u32,
-    /// In the ready list (or being polled) already.
-    queued: AtomicBool,
     /// Woken through its [`ReadSide`] since that was last cleared.
     read_woken: AtomicBool,
-    /// Its timer stamp (`crate::turn::timer_stamp`): a new one from [`STAMPS`] with each
-    /// wake-up of its timer waker, before that wakes it.
-    timer_stamp: AtomicU64,
+    /// Bit 0 ([`QUEUED`]): in the ready list (or being polled) already. The bits above: its
+    /// timer stamp (`crate::turn::timer_stamp`), a new one from [`STAMPS`] with each wake-up
+    /// of its timer waker. One word, so that a fire sets the new stamp and `queued` in one
+    /// read-modify-write, and the driver clears `queued` and reads the stamp in one: no
+    /// interleaving can show a turn the old stamp after a fire that found the connection
+    /// queued (a review found that reading the stamp before clearing `queued` would lose the
+    /// keep-alive for good, and that no test could catch the order; now there is none).
+    word: AtomicU64,
     ready: Arc<Ready>,
 }
 
+/// [`ConnectionWaker::word`]'s `queued` bit.
+const QUEUED: u64 = 1;
+
+impl ConnectionWaker {
+    /// Marks it queued; `true` when it was not (the caller lists it).
+    #[inline]
+    fn queue(&self) -> bool {
+        self.word.fetch_or(QUEUED, Ordering::AcqRel) & QUEUED == 0
+    }
+
+    /// Before a turn: clears `queued` and returns the timer stamp, in one read-modify-write
+    /// (which reads a waker's own when that came first, and so sees what its thread did
+    /// before it: see `poll_connection`).
+    #[inline]
+    fn start_turn(&self) -> u64 {
+        self.word.fetch_and(!QUEUED, Ordering::AcqRel) >> 1
+    }
+
+    /// The timer stamp now.
+    fn stamp(&self) -> u64 {
+        self.word.load(Ordering::SeqCst) >> 1
+    }
+
+    /// A fire of its timer waker: a new stamp and `queued`, in one read-modify-write; `true`
+    /// when it was not queued (the caller lists it).
+    fn fire(&self) -> bool {
+        self.word.swap((stamp() << 1) | QUEUED, Ordering::AcqRel) & QUEUED == 0
+    }
+
+    /// Puts it in its driver's ready list and wakes the driver unless it is scheduled.
+    fn list(&self) {
+        lock(&self.ready.list).push(self.index as usize);
+        if !self.ready.scheduled.swap(true, Ordering::AcqRel) {
+            if let Some(driver) = lock(&self.ready.driver).as_ref() {
+                driver.wake_by_ref();
+            }
+        }
+    }
+}
+
 /// The next timer stamp: each is handed out once, so no two connections, and no two wake-ups
-/// of one, have the same. (Taken once per keep-alive fire or connection, not per event.)
+/// of one, have the same. (Taken once per keep-alive fire or connection, not per event; 63
+/// bits of them last for ever.)
 static STAMPS: AtomicU64 = AtomicU64::new(1);
 
 fn stamp() -> u64 {
@@ -157,7 +201,7 @@ fn with_lent<R>(f: impl FnOnce(Option<&Arc<ConnectionWaker>>) -> R) -> R {
 fn timer() -> Option<(Waker, u64)> {
     with_lent(|connection| {
         connection.map(|c| {
-            let stamp = c.timer_stamp.load(Ordering::SeqCst);
+            let stamp = c.stamp();
             (Waker::from(Arc::new(TimerWaker(Arc::clone(c)))), stamp)
         })
     })
@@ -169,9 +213,9 @@ impl Wake for TimerWaker {
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        // Before the connection is woken: the turn that follows reads it (see `read_woken`).
-        self.0.timer_stamp.store(stamp(), Ordering::SeqCst);
-        self.0.wake_by_ref();
+        if self.0.fire() {
+            self.0.list();
+        }
     }
 }
 
@@ -229,14 +273,8 @@ impl Wake for ConnectionWaker {
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        if self.queued.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        lock(&self.ready.list).push(self.index as usize);
-        if !self.ready.scheduled.swap(true, Ordering::AcqRel) {
-            if let Some(driver) = lock(&self.ready.driver).as_ref() {
-                driver.wake_by_ref();
-            }
+        if self.queue() {
+            self.list();
         }
     }
 }
@@ -289,10 +327,9 @@ impl Driver {
         let index = self.free.pop().unwrap_or(self.connections.len());
         let state = Arc::new(ConnectionWaker {
             index: u32::try_from(index).unwrap_or(u32::MAX),
-            // Polled right away, as if woken.
-            queued: AtomicBool::new(true),
             read_woken: AtomicBool::new(false),
-            timer_stamp: AtomicU64::new(stamp()),
+            // Polled right away, as if woken.
+            word: AtomicU64::new((stamp() << 1) | QUEUED),
             ready: Arc::clone(&self.ready),
         });
         let future = make(ReadSide::new(&state));
@@ -326,9 +363,9 @@ impl Driver {
             // Polled within its own turn: a driver is not re-entered.
             return;
         };
-        state.queued.swap(false, Ordering::AcqRel);
+        let stamp = state.start_turn();
         let mut cx = Context::from_waker(&slot.waker);
-        let (polled, state) = turn(state, &slot.waker, || {
+        let (polled, state) = turn(state, stamp, &slot.waker, || {
             catch_unwind(AssertUnwindSafe(|| {
                 Pin::new(&mut slot.future).poll(&mut cx)
             }))
@@ -356,15 +393,16 @@ impl Driver {
 }
 
 /// One turn (`crate::turn`) of the connection whose waker is `waker`: `poll`, with `state`
-/// lent to it (`LENT`) and given back. Called after its `queued` flag was cleared.
+/// lent to it (`LENT`) and given back, and its timer `stamp` (from `start_turn`, which
+/// cleared its `queued` flag).
 #[inline]
 fn turn<R>(
     state: Arc<ConnectionWaker>,
+    stamp: u64,
     waker: &Waker,
     poll: impl FnOnce() -> R,
 ) -> (R, Option<Arc<ConnectionWaker>>) {
-    // Read and lent for the turn, after `queued` was cleared.
-    let stamp = state.timer_stamp.load(Ordering::SeqCst);
+    // Lent for the turn.
     let previous = LENT.with(|lent| lent.replace(ManuallyDrop::new(Some(state))));
     // After `queued` is cleared: what a body found `Pending` in this turn stays so, or a
     // wake-up queued the connection for another turn (`crate::turn`).
@@ -578,7 +616,7 @@ mod tests {
                     // connection would have): the driver's store then misses and waits in
                     // its store buffer.
                     if std::env::var_os("LITMUS_TOUCH").is_some() {
-                        let _ = state.queued.load(Ordering::Relaxed);
+                        let _ = state.word.load(Ordering::Relaxed);
                     }
                     rng ^= rng << 13;
                     rng ^= rng >> 7;
@@ -606,7 +644,7 @@ mod tests {
             // connection woken by something else: its read side, a yield, a stale waker).
             driver.poll_connection(index);
             lock(&driver.ready.list).clear();
-            state.queued.store(true, Ordering::SeqCst);
+            state.word.fetch_or(QUEUED, Ordering::SeqCst);
             let before = received.load(Ordering::SeqCst);
             assert_eq!(before as u64, k - 1);
             go.store(k, Ordering::Release);
@@ -623,7 +661,7 @@ mod tests {
             }
             if got as u64 != k {
                 fast_pending += 1;
-                let queued = state.queued.load(Ordering::SeqCst);
+                let queued = state.word.load(Ordering::SeqCst) & QUEUED != 0;
                 let listed = lock(&driver.ready.list).contains(&index);
                 if !queued && !listed {
                     lost += 1;
@@ -796,7 +834,8 @@ mod tests {
             state: &Arc<ConnectionWaker>,
             waker: &Waker,
         ) -> Polled {
-            let (polled, back) = turn(Arc::clone(state), waker, || {
+            let stamp = state.start_turn();
+            let (polled, back) = turn(Arc::clone(state), stamp, waker, || {
                 body.poll_frame(&mut Context::from_waker(waker))
             });
             assert!(back.is_some(), "the lent connection came back");
@@ -810,29 +849,33 @@ mod tests {
         });
         let state = Arc::new(ConnectionWaker {
             index: 7,
-            queued: AtomicBool::new(false),
             read_woken: AtomicBool::new(false),
-            timer_stamp: AtomicU64::new(stamp()),
+            word: AtomicU64::new(stamp() << 1),
             ready: Arc::clone(&ready),
         });
         let waker = Waker::from(Arc::clone(&state));
         let mut body = std::pin::pin!(SseBody::new(futures_util::stream::pending::<Event>()));
-        let first = state.timer_stamp.load(Ordering::SeqCst);
+        // Sets the stamp, `queued` cleared (as after the turn's start).
+        let set = |stamp: u64| state.word.store(stamp << 1, Ordering::SeqCst);
+        let first = state.stamp();
         assert!(in_turn(body.as_mut(), &state, &waker).is_pending());
         assert_eq!(crate::turn::timer_stamp(), 0, "no stamp outside a turn");
 
         tokio::time::advance(crate::body::DEFAULT_KEEP_ALIVE + Duration::from_secs(1)).await;
-        let second = state.timer_stamp.load(Ordering::SeqCst);
+        let second = state.stamp();
         assert_ne!(first, second, "the timer's wake-up gave a new stamp");
         assert_eq!(*lock(&ready.list), [7], "and listed the connection");
-        state.queued.swap(false, Ordering::AcqRel);
+        // A second fire while queued: a new stamp, not listed twice.
+        assert!(!state.fire());
+        assert_eq!(*lock(&ready.list), [7]);
+        assert_ne!(state.stamp(), second);
 
         // With the old stamp (as if the fire came after this turn's read, which would bring
         // another turn), the timer is not read: no comment although it is due.
-        state.timer_stamp.store(first, Ordering::SeqCst);
+        set(first);
         assert!(in_turn(body.as_mut(), &state, &waker).is_pending());
         // With the new one, it is read: the comment.
-        state.timer_stamp.store(second, Ordering::SeqCst);
+        set(second);
         let Poll::Ready(Some(Ok(frame))) = in_turn(body.as_mut(), &state, &waker) else {
             panic!("no keep-alive comment");
         };
@@ -841,11 +884,11 @@ mod tests {
         // Polled with another waker within the turn (a combinator's), the body does not skip
         // the timer on the stamp (here put back as before the fire): that waker is not the
         // connection's, so `current` gives no turn.
-        let before = state.timer_stamp.load(Ordering::SeqCst);
+        let before = state.stamp();
         tokio::time::advance(crate::body::DEFAULT_KEEP_ALIVE + Duration::from_secs(1)).await;
-        state.timer_stamp.store(before, Ordering::SeqCst);
+        set(before);
         let other = futures_util::task::noop_waker();
-        let (polled, _) = turn(Arc::clone(&state), &waker, || {
+        let (polled, _) = turn(Arc::clone(&state), before, &waker, || {
             body.as_mut().poll_frame(&mut Context::from_waker(&other))
         });
         assert!(matches!(polled, Poll::Ready(Some(Ok(_)))), "{polled:?}");
