@@ -12,8 +12,9 @@
 //! - **Fairness**: tokio's co-operative budget is per task, and shared by a driver's
 //!   connections it would cut each one's batches short under load (a first version lost a
 //!   fifth of S3's throughput that way). So each connection is polled unconstrained by it,
-//!   and the driver keeps its own: at most [`TURN`] connection polls, then it puts the rest
-//!   back in its list, wakes itself and yields, so other tasks run; a connection, for its
+//!   and the driver keeps its own: at most [`TURN`] connection polls, then it wakes itself
+//!   and yields, so other tasks run, and goes on with the rest of its batch (oldest first)
+//!   before it takes the ready list again; a connection, for its
 //!   part, yields after `FRAMES_PER_TURN` (32) frames of its body, empty ones included (`lean.rs`).
 //! - **Isolation**: a connection whose future panics (a handler that panics) is dropped alone,
 //!   as its own task would be; the driver and its other connections go on.
