@@ -409,6 +409,18 @@ enum Polled {
     Idle,
 }
 
+impl Polled {
+    /// As the stream's answer.
+    #[inline]
+    fn into_poll(self) -> Poll<Option<EncodedEvent>> {
+        match self {
+            Self::Event(event) => Poll::Ready(Some(event)),
+            Self::End => Poll::Ready(None),
+            Self::Idle => Poll::Pending,
+        }
+    }
+}
+
 impl Subscription {
     pub(super) fn new(
         hub: Arc<Local>,
@@ -690,11 +702,7 @@ impl Subscription {
             .and_then(|rare| rare.client.as_ref())
             .map(|client| client.first)
         else {
-            return match self.poll_live(cx) {
-                Polled::Event(event) => Poll::Ready(Some(event)),
-                Polled::End => Poll::Ready(None),
-                Polled::Idle => Poll::Pending,
-            };
+            return self.poll_live(cx).into_poll();
         };
         // Take turns, so a busy topic cannot starve events sent to the client (or back).
         for from_client in [client_first, !client_first] {
@@ -802,11 +810,7 @@ impl Stream for Subscription {
             return this.poll_rare(cx);
         }
         // The common case: one line read, the live events only.
-        match this.poll_live(cx) {
-            Polled::Event(event) => Poll::Ready(Some(event)),
-            Polled::End => Poll::Ready(None),
-            Polled::Idle => Poll::Pending,
-        }
+        this.poll_live(cx).into_poll()
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {

@@ -186,25 +186,18 @@ thread_local! {
         const { Cell::new(ManuallyDrop::new(None)) };
 }
 
-/// Calls `f` with the connection lent to the current turn, if any (`f` must not panic: the
-/// connection goes back to its slot only after it).
-#[inline]
-fn with_lent<R>(f: impl FnOnce(Option<&Arc<ConnectionWaker>>) -> R) -> R {
+/// The turns' `crate::turn::TimerSource`: a timer waker of the connection lent to the turn,
+/// and its stamp read before. The connection is taken out of `LENT` for the moment and put
+/// back (nothing here can panic in between).
+fn timer() -> Option<(Waker, u64)> {
     LENT.with(|lent| {
         let connection = ManuallyDrop::into_inner(lent.replace(ManuallyDrop::new(None)));
-        let result = f(connection.as_ref());
-        lent.set(ManuallyDrop::new(connection));
-        result
-    })
-}
-
-/// The turns' `crate::turn::TimerSource`: a timer waker of the connection lent to the turn.
-fn timer() -> Option<(Waker, u64)> {
-    with_lent(|connection| {
-        connection.map(|c| {
+        let timer = connection.as_ref().map(|c| {
             let stamp = c.stamp();
             (Waker::from(Arc::new(TimerWaker(Arc::clone(c)))), stamp)
-        })
+        });
+        lent.set(ManuallyDrop::new(connection));
+        timer
     })
 }
 
@@ -410,7 +403,7 @@ fn turn<R>(
     let turn = crate::turn::Turn::with_timer(waker, stamp, Some(timer));
     let polled = poll();
     drop(turn);
-    // Always `Some`: `with_lent` puts it back, and nothing else takes it.
+    // Always `Some`: `timer` puts it back, and nothing else takes it.
     let state = ManuallyDrop::into_inner(LENT.with(|lent| lent.replace(previous)));
     (polled, state)
 }
