@@ -96,9 +96,13 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// How many connections share a [`Chunk`]: one bit each in a word.
+const CHUNK: usize = 64;
+
 /// What the connections' wakers share with their driver.
 struct Ready {
-    /// The connections woken since the driver last took the list.
+    /// The chunks that got a `queued` bit since the driver last took the list (a chunk is
+    /// listed when its word goes from none to some, so once per batch, not per connection).
     list: Mutex<Vec<usize>>,
     /// The driver task's waker.
     driver: Mutex<Option<Waker>>,
@@ -106,67 +110,94 @@ struct Ready {
     scheduled: AtomicBool,
 }
 
-/// One connection's waker. Its `Arc` is 40 bytes, as it was before the timer stamp came (an
-/// `u32` index): a clone, a wake-up and the driver's turn per event read it, and at 48 bytes
-/// it took a second cache line more often (`BENCHMARKS.md`, session 13).
-struct ConnectionWaker {
-    /// The slot's index (a driver holds far fewer than 2^32 connections: each is a socket).
-    index: u32,
-    /// Woken through its [`ReadSide`] since that was last cleared.
-    read_woken: AtomicBool,
-    /// Bit 0 ([`QUEUED`]): in the ready list (or being polled) already. The bits above: its
-    /// timer stamp (`crate::turn::timer_stamp`), a new one from [`STAMPS`] with each wake-up
-    /// of its timer waker. One word, so that a fire sets the new stamp and `queued` in one
-    /// read-modify-write, and the driver clears `queued` and reads the stamp in one: no
-    /// interleaving can show a turn the old stamp after a fire that found the connection
-    /// queued (a review found that reading the stamp before clearing `queued` would lose the
-    /// keep-alive for good, and that no test could catch the order; now there is none).
-    word: AtomicU64,
+/// What the wakers of 64 connections (slots `64 n` to `64 n + 63` of a driver) share with
+/// it: a bit each for "queued" and "read side woken", and their timer stamps.
+///
+/// Why dense: the driver takes a chunk's `queued` bits in one swap, and reads a connection's
+/// stamp and read-side mark from words it shares with its neighbours. With them in each
+/// connection's own waker, the turn's first read of that waker was a cache miss per event
+/// (about 9 % of a lean event's user time in `perf`, the largest single one), and each
+/// wake-up took the ready list's lock to push one index (`BENCHMARKS.md`, session 14).
+struct Chunk {
+    /// Bit `i`: connection `i` is queued (woken since the driver took the bits; it will be
+    /// polled). Set by wake-ups ([`Chunk::queue`]), taken by the driver in one swap.
+    queued: AtomicU64,
+    /// Bit `i`: connection `i`'s read side was woken since that was last cleared.
+    read: AtomicU64,
+    /// Its place in the driver's `chunks` (what the ready list holds).
+    number: usize,
     ready: Arc<Ready>,
+    /// Connection `i`'s timer stamp (`crate::turn::timer_stamp`): a new one from [`STAMPS`]
+    /// with each wake-up of its timer waker, stored before that wake-up sets its `queued`
+    /// bit; the driver reads it after it took the bit, so it reads that one or a newer.
+    stamps: [AtomicU64; CHUNK],
 }
 
-/// [`ConnectionWaker::word`]'s `queued` bit.
-const QUEUED: u64 = 1;
+impl Chunk {
+    fn new(number: usize, ready: &Arc<Ready>) -> Self {
+        Self {
+            queued: AtomicU64::new(0),
+            read: AtomicU64::new(0),
+            number,
+            ready: Arc::clone(ready),
+            stamps: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
 
-impl ConnectionWaker {
-    /// Marks it queued; `true` when it was not (the caller lists it).
+    /// Marks connection `bit` queued; `true` when the chunk had none queued (the caller lists
+    /// it). A read-modify-write: the driver's swap that takes the bit reads it, and so sees
+    /// everything this thread did before (the ring's new round, a read-side mark, a stamp).
     #[inline]
-    fn queue(&self) -> bool {
-        self.word.fetch_or(QUEUED, Ordering::AcqRel) & QUEUED == 0
+    fn mark(&self, bit: u32) -> bool {
+        self.queued.fetch_or(1 << bit, Ordering::AcqRel) == 0
     }
 
-    /// Before a turn: clears `queued` and returns the timer stamp, in one read-modify-write
-    /// (which reads a waker's own when that came first, and so sees what its thread did
-    /// before it: see `poll_connection`).
+    /// A wake-up of connection `bit`: marks it queued, and lists the chunk if that is new.
     #[inline]
-    fn start_turn(&self) -> u64 {
-        self.word.fetch_and(!QUEUED, Ordering::AcqRel) >> 1
+    fn queue(&self, bit: u32) {
+        if self.mark(bit) {
+            self.list();
+        }
     }
 
-    /// The timer stamp now.
-    fn stamp(&self) -> u64 {
-        self.word.load(Ordering::SeqCst) >> 1
-    }
-
-    /// A fire of its timer waker: a new stamp and `queued`, in one read-modify-write; `true`
-    /// when it was not queued (the caller lists it).
-    fn fire(&self) -> bool {
-        self.word.swap((stamp() << 1) | QUEUED, Ordering::AcqRel) & QUEUED == 0
-    }
-
-    /// Puts it in its driver's ready list and wakes the driver unless it is scheduled.
+    /// Puts the chunk in its driver's ready list and wakes the driver unless it is scheduled.
     fn list(&self) {
-        lock(&self.ready.list).push(self.index as usize);
+        lock(&self.ready.list).push(self.number);
         if !self.ready.scheduled.swap(true, Ordering::AcqRel) {
             if let Some(driver) = lock(&self.ready.driver).as_ref() {
                 driver.wake_by_ref();
             }
         }
     }
+
+    /// The driver takes the queued bits: a wake-up from here on sets them anew (and lists the
+    /// chunk again). A swap, not a load and a store: it reads the wakers' own read-modify-writes
+    /// (see [`Chunk::mark`] and `poll_connection`).
+    fn take(&self) -> u64 {
+        self.queued.swap(0, Ordering::AcqRel)
+    }
+
+    /// Connection `bit`'s timer stamp now.
+    fn stamp(&self, bit: u32) -> u64 {
+        self.stamps[bit as usize].load(Ordering::Acquire)
+    }
+
+    /// A fire of connection `bit`'s timer waker: a new stamp, then `queued`.
+    fn fire(&self, bit: u32) {
+        self.stamps[bit as usize].store(stamp(), Ordering::Release);
+        self.queue(bit);
+    }
+}
+
+/// One connection's waker: its chunk and its bit there (a wake-up reads this and sets the
+/// bit; the driver's turn does not read it).
+struct ConnectionWaker {
+    chunk: Arc<Chunk>,
+    bit: u32,
 }
 
 /// The next timer stamp: each is handed out once, so no two connections, and no two wake-ups
-/// of one, have the same. (Taken once per keep-alive fire or connection, not per event; 63
+/// of one, have the same. (Taken once per keep-alive fire or connection, not per event; 64
 /// bits of them last for ever.)
 static STAMPS: AtomicU64 = AtomicU64::new(1);
 
@@ -193,7 +224,7 @@ fn timer() -> Option<(Waker, u64)> {
     LENT.with(|lent| {
         let connection = ManuallyDrop::into_inner(lent.replace(ManuallyDrop::new(None)));
         let timer = connection.as_ref().map(|c| {
-            let stamp = c.stamp();
+            let stamp = c.chunk.stamp(c.bit);
             (Waker::from(Arc::new(TimerWaker(Arc::clone(c)))), stamp)
         });
         lent.set(ManuallyDrop::new(connection));
@@ -207,17 +238,39 @@ impl Wake for TimerWaker {
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        if self.0.fire() {
-            self.0.list();
-        }
+        self.0.chunk.fire(self.0.bit);
     }
 }
 
-/// A connection's read side's waker: it marks the connection's waker and wakes it (see
-/// `flagged.rs`). `repr(C)`: the mark's owner first, read on every event; the waker after.
-#[repr(C)]
+/// A connection's read side, as its driver hands it over: the mark and the waker that sets
+/// it (see `flagged.rs`), and the connection's bit.
 pub(super) struct ReadSide {
-    connection: Arc<ConnectionWaker>,
+    mark: ReadMark,
+    bit: u32,
+}
+
+impl ReadSide {
+    fn new(connection: &Arc<ConnectionWaker>) -> Self {
+        Self {
+            mark: ReadMark {
+                chunk: Arc::clone(&connection.chunk),
+                waker: Waker::from(Arc::new(ReadWaker(Arc::clone(connection)))),
+            },
+            bit: connection.bit,
+        }
+    }
+
+    /// The mark, and the connection's bit in it.
+    pub(super) fn into_parts(self) -> (ReadMark, u32) {
+        (self.mark, self.bit)
+    }
+}
+
+/// A connection's read-side mark (its bit in its chunk's `read` word) and the waker that sets
+/// it. `repr(C)`: the chunk first, read on every event; the waker after.
+#[repr(C)]
+pub(super) struct ReadMark {
+    chunk: Arc<Chunk>,
     waker: Waker,
 }
 
@@ -229,30 +282,24 @@ impl Wake for ReadWaker {
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        // Before the connection is woken: the poll that follows sees it.
-        self.0.read_woken.store(true, Ordering::SeqCst);
-        self.0.wake_by_ref();
+        // Before the connection is queued: the poll that follows sees it.
+        let ConnectionWaker { chunk, bit } = &*self.0;
+        chunk.read.fetch_or(1 << bit, Ordering::SeqCst);
+        chunk.queue(*bit);
     }
 }
 
-impl ReadSide {
-    fn new(connection: &Arc<ConnectionWaker>) -> Self {
-        Self {
-            waker: Waker::from(Arc::new(ReadWaker(Arc::clone(connection)))),
-            connection: Arc::clone(connection),
-        }
-    }
-
-    /// Woken since the last [`clear`](Self::clear).
+impl ReadMark {
+    /// Connection `bit`'s read side was woken since the last [`clear`](Self::clear).
     #[inline]
-    pub(super) fn woken(&self) -> bool {
-        self.connection.read_woken.load(Ordering::SeqCst)
+    pub(super) fn woken(&self, bit: u32) -> bool {
+        self.chunk.read.load(Ordering::SeqCst) & (1 << bit) != 0
     }
 
-    /// Clears the mark, before the read side is polled. A swap, so that a wake-up that came
-    /// first is read, with what its thread did before it (see the driver's `queued`).
-    pub(super) fn clear(&self) {
-        self.connection.read_woken.swap(false, Ordering::SeqCst);
+    /// Clears connection `bit`'s mark, before the read side is polled. A read-modify-write,
+    /// so that a wake-up that came first is read, with what its thread did before it.
+    pub(super) fn clear(&self, bit: u32) {
+        self.chunk.read.fetch_and(!(1 << bit), Ordering::SeqCst);
     }
 
     /// The waker to poll the read side with.
@@ -267,14 +314,11 @@ impl Wake for ConnectionWaker {
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        if self.queue() {
-            self.list();
-        }
+        self.chunk.queue(self.bit);
     }
 }
 
-/// 32 bytes: a driver's slots are read in every turn, and at 1,000 connections 32 KiB of them
-/// stay in a 48 KiB first-level cache (`BENCHMARKS.md`, sessions 12 and 13).
+/// A connection: its future, its waker, and that waker's `Arc`, lent to each turn.
 struct Slot {
     future: Unconstrained<Connection>,
     /// Lent to each turn (`LENT`; `None` during one).
@@ -286,14 +330,18 @@ struct Driver {
     incoming: mpsc::UnboundedReceiver<Make>,
     connections: Vec<Option<Slot>>,
     free: Vec<usize>,
+    /// Slot `i`'s bits and stamp are in chunk `i / CHUNK`, at `i % CHUNK`.
+    chunks: Vec<Arc<Chunk>>,
     ready: Arc<Ready>,
     /// The waker last given to `ready.driver` (a copy, to see when it changes).
     driver_waker: Option<Waker>,
-    /// The list being worked through (kept for its allocation), up to `at`: a turn cut short
-    /// goes on from there, without copying the rest back to the ready list (at 1,000 ready
-    /// connections that copy moved each index four times per event on average).
+    /// The listed chunks being worked through (kept for its allocation), up to `at`: a turn
+    /// cut short goes on from there, before the chunks listed since.
     batch: Vec<usize>,
     at: usize,
+    /// The queued bits taken from chunk `taken_from` and not yet polled.
+    taken: u64,
+    taken_from: usize,
     /// No more connections will come.
     closed: bool,
 }
@@ -305,6 +353,7 @@ impl Driver {
             incoming,
             connections: Vec::new(),
             free: Vec::new(),
+            chunks: Vec::new(),
             ready: Arc::new(Ready {
                 list: Mutex::new(Vec::new()),
                 driver: Mutex::new(None),
@@ -313,18 +362,27 @@ impl Driver {
             driver_waker: None,
             batch: Vec::new(),
             at: 0,
+            taken: 0,
+            taken_from: 0,
             closed: false,
         }
     }
 
+    /// Takes a new connection, queued for its first poll.
     fn insert(&mut self, make: Make) -> usize {
         let index = self.free.pop().unwrap_or(self.connections.len());
+        let number = index / CHUNK;
+        while self.chunks.len() <= number {
+            let chunk = Chunk::new(self.chunks.len(), &self.ready);
+            self.chunks.push(Arc::new(chunk));
+        }
+        let chunk = &self.chunks[number];
+        // `index % CHUNK` is below 64.
+        let bit = (index % CHUNK) as u32;
+        chunk.stamps[bit as usize].store(stamp(), Ordering::Release);
         let state = Arc::new(ConnectionWaker {
-            index: u32::try_from(index).unwrap_or(u32::MAX),
-            read_woken: AtomicBool::new(false),
-            // Polled right away, as if woken.
-            word: AtomicU64::new((stamp() << 1) | QUEUED),
-            ready: Arc::clone(&self.ready),
+            chunk: Arc::clone(chunk),
+            bit,
         });
         let future = make(ReadSide::new(&state));
         let slot = Slot {
@@ -337,27 +395,35 @@ impl Driver {
         } else {
             self.connections[index] = Some(slot);
         }
+        // Polled in the driver's next batch, as if woken (the driver is running: the list is
+        // taken before it waits again).
+        if chunk.mark(bit) {
+            lock(&self.ready.list).push(number);
+        }
         index
     }
 
-    /// Polls connection `index`; drops it when it ends or panics.
+    /// Polls connection `index`, whose queued bit the driver took (a wake-up from then on
+    /// queues it again); drops it when it ends or panics.
     fn poll_connection(&mut self, index: usize) {
         let Some(Some(slot)) = self.connections.get_mut(index) else {
             // A wake-up of a connection that ended (its waker outlived it).
             return;
         };
-        // Before the poll: a wake-up from here on puts it back in the list. A swap, not a
-        // store: a read-modify-write reads the waker's own `swap(true)` when that came first,
-        // and so sees everything the waker's thread did before it (the ring's new round, the
-        // flag's `woken`). A plain store followed by the poll's loads may be reordered (store
-        // buffering): the poll would read the old round and answer `Pending` while the waker
-        // still saw `queued` and did not list it, a lost wake-up (found by a review: 104 in 3
-        // million rounds of `litmus_queued_flag_against_the_rings_idle_answer`, release build).
+        // The bit was taken with a swap, not cleared with a store: a read-modify-write reads
+        // the waker's own when that came first, and so sees everything the waker's thread did
+        // before it (the ring's new round, the read-side mark, the stamp). A plain store
+        // followed by the poll's loads may be reordered (store buffering): the poll would
+        // read the old round and answer `Pending` while the waker still saw the bit and did
+        // not list it, a lost wake-up (found by a review: 104 in 3 million rounds of
+        // `litmus_queued_flag_against_the_rings_idle_answer`, release build).
         let Some(state) = slot.state.take() else {
             // Polled within its own turn: a driver is not re-entered.
             return;
         };
-        let stamp = state.start_turn();
+        // Read after the bit was taken: a fire's stamp, stored before its bit was set, or a
+        // newer one.
+        let stamp = self.chunks[index / CHUNK].stamp((index % CHUNK) as u32);
         let mut cx = Context::from_waker(&slot.waker);
         let (polled, state) = turn(state, stamp, &slot.waker, || {
             catch_unwind(AssertUnwindSafe(|| {
@@ -384,11 +450,25 @@ impl Driver {
             self.free.push(index);
         }
     }
+
+    /// The next connection of the batch to poll: the next bit taken from the current chunk,
+    /// or the bits of the next listed chunk; `None` when the batch is done.
+    fn next_queued(&mut self) -> Option<usize> {
+        while self.taken == 0 {
+            let &number = self.batch.get(self.at)?;
+            self.at += 1;
+            self.taken = self.chunks[number].take();
+            self.taken_from = number;
+        }
+        let bit = self.taken.trailing_zeros() as usize;
+        self.taken &= self.taken - 1;
+        Some(self.taken_from * CHUNK + bit)
+    }
 }
 
 /// One turn (`crate::turn`) of the connection whose waker is `waker`: `poll`, with `state`
-/// lent to it (`LENT`) and given back, and its timer `stamp` (from `start_turn`, which
-/// cleared its `queued` flag).
+/// lent to it (`LENT`) and given back, and its timer `stamp` (read after the driver took its
+/// queued bit).
 #[inline]
 fn turn<R>(
     state: Arc<ConnectionWaker>,
@@ -398,8 +478,8 @@ fn turn<R>(
 ) -> (R, Option<Arc<ConnectionWaker>>) {
     // Lent for the turn.
     let previous = LENT.with(|lent| lent.replace(ManuallyDrop::new(Some(state))));
-    // After `queued` is cleared: what a body found `Pending` in this turn stays so, or a
-    // wake-up queued the connection for another turn (`crate::turn`).
+    // After the queued bit was taken: what a body found `Pending` in this turn stays so, or
+    // a wake-up queued the connection for another turn (`crate::turn`).
     let turn = crate::turn::Turn::with_timer(waker, stamp, Some(timer));
     let polled = poll();
     drop(turn);
@@ -426,15 +506,14 @@ impl Future for Driver {
             while !this.closed {
                 match this.incoming.poll_recv(cx) {
                     Poll::Ready(Some(make)) => {
-                        let index = this.insert(make);
-                        lock(&this.ready.list).push(index);
+                        this.insert(make);
                     }
                     Poll::Ready(None) => this.closed = true,
                     Poll::Pending => break,
                 }
             }
-            if this.at == this.batch.len() {
-                // Before taking the list: a wake-up from here on wakes the driver again.
+            if this.taken == 0 && this.at == this.batch.len() {
+                // Before taking the list: a chunk listed from here on wakes the driver again.
                 this.ready.scheduled.store(false, Ordering::SeqCst);
                 this.batch.clear();
                 this.at = 0;
@@ -446,16 +525,16 @@ impl Future for Driver {
                     return Poll::Pending;
                 }
             }
-            let end = this.batch.len().min(this.at + (TURN - polled));
             // One clock read for the batch, not one per connection (`crate::time::batch_now`).
             let clock = crate::time::Batch::start();
-            for at in this.at..end {
-                let index = this.batch[at];
+            while polled < TURN {
+                let Some(index) = this.next_queued() else {
+                    break;
+                };
                 this.poll_connection(index);
+                polled += 1;
             }
             drop(clock);
-            polled += end - this.at;
-            this.at = end;
             if polled == TURN {
                 // The turn is over: the rest of the batch (then the ready list) waits for the
                 // next one, after other tasks.
@@ -471,6 +550,40 @@ mod tests {
     use std::{sync::atomic::AtomicUsize, time::Duration};
 
     use super::*;
+
+    impl Driver {
+        /// Takes connection `index`'s queued bit (a read-modify-write, as the driver's swap)
+        /// and polls it.
+        fn poll_now(&mut self, index: usize) {
+            let mask = 1 << (index % CHUNK);
+            self.chunks[index / CHUNK]
+                .queued
+                .fetch_and(!mask, Ordering::AcqRel);
+            self.poll_connection(index);
+        }
+
+        /// Whether connection `index` is queued: its bit is set, so its chunk is listed (or
+        /// in the batch) and it will be polled.
+        fn is_queued(&self, index: usize) -> bool {
+            let mask = 1 << (index % CHUNK);
+            self.chunks[index / CHUNK].queued.load(Ordering::SeqCst) & mask != 0
+        }
+
+        /// Takes the ready list and the listed chunks' queued bits, as a batch does: the
+        /// connections to poll, in order.
+        fn take_listed(&mut self) -> Vec<usize> {
+            let listed = std::mem::take(&mut *lock(&self.ready.list));
+            let mut indices = Vec::new();
+            for number in listed {
+                let mut bits = self.chunks[number].take();
+                while bits != 0 {
+                    indices.push(number * CHUNK + bits.trailing_zeros() as usize);
+                    bits &= bits - 1;
+                }
+            }
+            indices
+        }
+    }
 
     #[tokio::test]
     async fn connections_run_to_their_end_and_a_panic_ends_only_its_own() {
@@ -525,20 +638,59 @@ mod tests {
                 }))
             })
         });
-        driver.poll_connection(index);
+        driver.poll_now(index);
         assert_eq!(asked.load(Ordering::SeqCst), 1, "the first poll asks");
-        driver.poll_connection(index);
+        driver.poll_now(index);
         assert_eq!(asked.load(Ordering::SeqCst), 1, "quiet: not asked again");
         lock(&driver.ready.list).clear();
         lock(&source).take().unwrap().wake();
-        assert!(
-            lock(&driver.ready.list).contains(&index),
-            "the connection is listed"
-        );
-        driver.poll_connection(index);
+        assert!(driver.is_queued(index), "the connection is queued");
+        assert_eq!(*lock(&driver.ready.list), [0], "and its chunk listed");
+        driver.poll_now(index);
         assert_eq!(asked.load(Ordering::SeqCst), 2, "woken: asked again");
-        driver.poll_connection(index);
+        driver.poll_now(index);
         assert_eq!(asked.load(Ordering::SeqCst), 2, "quiet again");
+    }
+
+    /// A wake-up of each of a chunk's connections (a publish to a topic they all follow)
+    /// lists the chunk once, not once per connection, and a batch polls each once; a
+    /// connection of the next chunk lists that one.
+    #[test]
+    fn a_fan_out_lists_each_chunk_once_and_polls_each_connection_once() {
+        let polls: Arc<Vec<AtomicUsize>> =
+            Arc::new((0..CHUNK + 1).map(|_| AtomicUsize::new(0)).collect());
+        let (_tx, incoming) = mpsc::unbounded_channel();
+        let mut driver = Driver::new(incoming);
+        for i in 0..=CHUNK {
+            let polls = Arc::clone(&polls);
+            driver.insert(Box::new(move |_| {
+                Box::pin(futures_util::future::poll_fn(move |_| {
+                    polls[i].fetch_add(1, Ordering::SeqCst);
+                    Poll::<()>::Pending
+                }))
+            }));
+        }
+        assert_eq!(driver.take_listed(), (0..=CHUNK).collect::<Vec<_>>());
+        let wakers: Vec<Waker> = driver
+            .connections
+            .iter()
+            .map(|slot| slot.as_ref().unwrap().waker.clone())
+            .collect();
+        for waker in &wakers {
+            waker.wake_by_ref();
+            waker.wake_by_ref();
+        }
+        assert_eq!(*lock(&driver.ready.list), [0, 1], "one entry per chunk");
+        let waker = futures_util::task::noop_waker();
+        assert!(
+            Pin::new(&mut driver)
+                .poll(&mut Context::from_waker(&waker))
+                .is_pending()
+        );
+        for (i, polls) in polls.iter().enumerate() {
+            assert_eq!(polls.load(Ordering::SeqCst), 1, "connection {i}");
+        }
+        assert!(lock(&driver.ready.list).is_empty());
     }
 
     /// A litmus test of the driver's `queued` flag against the ring's lock-free idle answer,
@@ -579,7 +731,7 @@ mod tests {
         let (_tx, incoming) = mpsc::unbounded_channel();
         let mut driver = Driver::new(incoming);
         let index = driver.insert(Box::new(move |_| connection));
-        driver.poll_connection(index); // registers in the ring
+        driver.poll_now(index); // registers in the ring
         let state = Arc::clone(
             driver.connections[index]
                 .as_ref()
@@ -610,7 +762,7 @@ mod tests {
                     // connection would have): the driver's store then misses and waits in
                     // its store buffer.
                     if std::env::var_os("LITMUS_TOUCH").is_some() {
-                        let _ = state.word.load(Ordering::Relaxed);
+                        let _ = state.chunk.queued.load(Ordering::Relaxed);
                     }
                     rng ^= rng << 13;
                     rng ^= rng >> 7;
@@ -636,9 +788,9 @@ mod tests {
         for k in 1..=iterations {
             // Setup: caught up, registered in the current round, "in the list" (as a
             // connection woken by something else: its read side, a yield, a stale waker).
-            driver.poll_connection(index);
+            driver.poll_now(index);
             lock(&driver.ready.list).clear();
-            state.word.fetch_or(QUEUED, Ordering::SeqCst);
+            state.chunk.mark(state.bit);
             let before = received.load(Ordering::SeqCst);
             assert_eq!(before as u64, k - 1);
             go.store(k, Ordering::Release);
@@ -648,16 +800,15 @@ mod tests {
             for _ in 0..(rng % 2048) {
                 std::hint::spin_loop();
             }
-            driver.poll_connection(index);
+            driver.poll_now(index);
             let got = received.load(Ordering::SeqCst);
             while done.load(Ordering::Acquire) != k {
                 std::hint::spin_loop();
             }
             if got as u64 != k {
                 fast_pending += 1;
-                let queued = state.word.load(Ordering::SeqCst) & QUEUED != 0;
-                let listed = lock(&driver.ready.list).contains(&index);
-                if !queued && !listed {
+                // A set bit is a listed chunk (or one in the batch).
+                if !driver.is_queued(index) {
                     lost += 1;
                     eprintln!(
                         "iteration {k}: event published, poll returned Pending, connection neither queued nor listed"
@@ -799,7 +950,7 @@ mod tests {
                     Poll::<()>::Pending
                 }))
             }));
-            lock(&driver.ready.list).push(index);
+            assert_eq!(index, i);
         }
         let waker = futures_util::task::noop_waker();
         let mut cx = Context::from_waker(&waker);
@@ -828,7 +979,10 @@ mod tests {
             state: &Arc<ConnectionWaker>,
             waker: &Waker,
         ) -> Polled {
-            let stamp = state.start_turn();
+            // As the driver: the bit taken, then the stamp read.
+            let mask = 1 << state.bit;
+            state.chunk.queued.fetch_and(!mask, Ordering::AcqRel);
+            let stamp = state.chunk.stamp(state.bit);
             let (polled, back) = turn(Arc::clone(state), stamp, waker, || {
                 body.poll_frame(&mut Context::from_waker(waker))
             });
@@ -836,33 +990,30 @@ mod tests {
             polled
         }
 
-        let ready = Arc::new(Ready {
-            list: Mutex::new(Vec::new()),
-            driver: Mutex::new(None),
-            scheduled: AtomicBool::new(true),
-        });
-        let state = Arc::new(ConnectionWaker {
-            index: 7,
-            read_woken: AtomicBool::new(false),
-            word: AtomicU64::new(stamp() << 1),
-            ready: Arc::clone(&ready),
-        });
-        let waker = Waker::from(Arc::clone(&state));
+        let (_tx, incoming) = mpsc::unbounded_channel();
+        let mut driver = Driver::new(incoming);
+        let index = driver.insert(Box::new(|_| Box::pin(futures_util::future::pending())));
+        let slot = driver.connections[index].as_ref().unwrap();
+        let (state, waker) = (Arc::clone(slot.state.as_ref().unwrap()), slot.waker.clone());
+        let (chunk, bit) = (Arc::clone(&state.chunk), state.bit);
+        // Listed by `insert`: as if the driver took it.
+        lock(&driver.ready.list).clear();
         let mut body = std::pin::pin!(SseBody::new(futures_util::stream::pending::<Event>()));
-        // Sets the stamp, `queued` cleared (as after the turn's start).
-        let set = |stamp: u64| state.word.store(stamp << 1, Ordering::SeqCst);
-        let first = state.stamp();
+        // Sets the stamp (the bit is taken by `in_turn`).
+        let set = |stamp: u64| chunk.stamps[bit as usize].store(stamp, Ordering::SeqCst);
+        let first = chunk.stamp(bit);
         assert!(in_turn(body.as_mut(), &state, &waker).is_pending());
         assert_eq!(crate::turn::timer_stamp(), 0, "no stamp outside a turn");
 
         tokio::time::advance(crate::body::DEFAULT_KEEP_ALIVE + Duration::from_secs(1)).await;
-        let second = state.stamp();
+        let second = chunk.stamp(bit);
         assert_ne!(first, second, "the timer's wake-up gave a new stamp");
-        assert_eq!(*lock(&ready.list), [7], "and listed the connection");
+        assert!(driver.is_queued(index), "and queued the connection");
+        assert_eq!(*lock(&driver.ready.list), [0], "its chunk listed");
         // A second fire while queued: a new stamp, not listed twice.
-        assert!(!state.fire());
-        assert_eq!(*lock(&ready.list), [7]);
-        assert_ne!(state.stamp(), second);
+        chunk.fire(bit);
+        assert_eq!(*lock(&driver.ready.list), [0]);
+        assert_ne!(chunk.stamp(bit), second);
 
         // With the old stamp (as if the fire came after this turn's read, which would bring
         // another turn), the timer is not read: no comment although it is due.
@@ -878,7 +1029,7 @@ mod tests {
         // Polled with another waker within the turn (a combinator's), the body does not skip
         // the timer on the stamp (here put back as before the fire): that waker is not the
         // connection's, so `current` gives no turn.
-        let before = state.stamp();
+        let before = chunk.stamp(bit);
         tokio::time::advance(crate::body::DEFAULT_KEEP_ALIVE + Duration::from_secs(1)).await;
         set(before);
         let other = futures_util::task::noop_waker();
@@ -983,11 +1134,11 @@ mod tests {
         let (_tx, incoming) = mpsc::unbounded_channel();
         let mut driver = Driver::new(incoming);
         let index = driver.insert(Box::new(move |_| connection));
-        driver.poll_connection(index);
+        driver.poll_now(index);
         wake_a_then_b(&armed, &a, &b);
         let mut turns = 0;
         for _ in 0..10 {
-            let listed = std::mem::take(&mut *lock(&driver.ready.list));
+            let listed = driver.take_listed();
             if listed.is_empty() {
                 break;
             }

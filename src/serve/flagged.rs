@@ -5,38 +5,46 @@
 //! waits after every frame. Asking tokio for read readiness again takes the socket's waiter
 //! lock each time (about 165 instructions per event, `BENCHMARKS.md`), although the
 //! registration from the last wait is still in place. So the read side is polled with its
-//! own waker, a [`ReadSide`] from the connection's driver: a wake-up through it marks the
-//! connection's waker "read side woken" and wakes the connection. Until that mark is set, the
+//! own waker, a [`ReadSide`] from the connection's driver: a wake-up through it sets the
+//! connection's "read side woken" mark and wakes the connection. Until that mark is set, the
 //! read side is known to be where it was and is not polled.
 //!
-//! The mark lives in the driver's per-connection waker, which every event touches anyway
-//! (session 10 had it in an allocation of its own: one more cold cache line per event,
-//! `BENCHMARKS.md`, session 11).
+//! The mark is a bit in a word of the driver's that 64 connections share (its `Chunk`), read
+//! next to their `queued` bits and timer stamps (session 10 had it in an allocation of its
+//! own, session 11 in each connection's waker: one more cold cache line per event,
+//! `BENCHMARKS.md`, sessions 11 and 14).
 
 use std::task::{Context, Poll};
 
-use super::driver::ReadSide;
+use super::driver::{ReadMark, ReadSide};
 
 /// The read side of a lean connection (`repr(C)`: what [`is_quiet`](Self::is_quiet) reads
-/// first, the waker after it).
+/// first, the waker after it; 32 bytes).
 #[repr(C)]
 pub(super) struct Flagged {
     /// The source's last poll returned `Pending` with the read side's waker registered.
     armed: bool,
-    side: ReadSide,
+    /// The connection's bit in the mark.
+    bit: u32,
+    mark: ReadMark,
 }
 
 impl Flagged {
     /// A read side that wakes its connection through `side`.
     pub(super) fn new(side: ReadSide) -> Self {
-        Self { side, armed: false }
+        let (mark, bit) = side.into_parts();
+        Self {
+            armed: false,
+            bit,
+            mark,
+        }
     }
 
     /// Whether the source has nothing new: its last poll registered the read side's waker and
     /// that waker has not been woken since.
     #[inline]
     pub(super) fn is_quiet(&self) -> bool {
-        self.armed && !self.side.woken()
+        self.armed && !self.mark.woken(self.bit)
     }
 
     /// Forgets the registration: the source was polled another way since (its registration
@@ -52,8 +60,8 @@ impl Flagged {
         poll: impl FnOnce(&mut Context<'_>) -> (Poll<T>, bool),
     ) -> Poll<T> {
         // Before the poll: a wake-up from here on is a new one.
-        self.side.clear();
-        let (polled, registered) = poll(&mut Context::from_waker(self.side.waker()));
+        self.mark.clear(self.bit);
+        let (polled, registered) = poll(&mut Context::from_waker(self.mark.waker()));
         self.armed = registered;
         polled
     }
