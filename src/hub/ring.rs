@@ -9,6 +9,12 @@
 //! lock, a reference-count increment (or a move, for the last reader) and a counter. Safe
 //! code only: one `Mutex` per ring guards slots, counts and the list.
 //!
+//! A send wakes the list's wakers by reference and gives the list back (`returned`): a
+//! receiver that registers again takes its own waker from there, where it would clone it.
+//! A clone per event and its drop in the send were two atomic operations on the waker's
+//! memory, the one in the receiver's poll a cache miss per event by then (`BENCHMARKS.md`,
+//! session 14).
+//!
 //! Semantics are broadcast's, which the hub was built on: capacity rounded up to a power of
 //! two; a send with no receiver is dropped; a receiver starts at the ring's tail; a receiver
 //! that falls a whole ring behind gets `Lagged(missed)` and goes on from the oldest event
@@ -52,7 +58,12 @@ struct State<T> {
     /// Bumped each time the waiters are taken (a send or the close): a receiver registered in
     /// an earlier round is no longer in the list.
     round: u64,
-    /// The list the last send emptied, kept for its capacity.
+    /// The list of round `returned_round`, given back by the send that woke it: a receiver
+    /// registered there at index `i` takes its waker from `returned[i]` when it registers
+    /// again (the rest are dropped by the next send, after its lock).
+    returned: Vec<Option<Waker>>,
+    returned_round: u64,
+    /// An empty list, kept for its capacity.
     spare: Vec<Option<Waker>>,
 }
 
@@ -82,6 +93,8 @@ impl<T: Clone> Ring<T> {
                     waiters: Vec::new(),
                     free: Vec::new(),
                     round: 0,
+                    returned: Vec::new(),
+                    returned_round: 0,
                     spare: Vec::new(),
                 }),
                 round: AtomicU64::new(0),
@@ -104,10 +117,29 @@ impl<T: Clone> Ring<T> {
         // last reference, without holding up the receivers).
         let replaced = slot.item.replace(item);
         state.tail = state.tail.wrapping_add(1);
-        let waiters = self.shared.take_waiters(&mut state);
+        let (round, waiters) = self.shared.take_waiters(&mut state);
+        // The wakers of two rounds ago that nobody took back: dropped after the lock.
+        let mut leftover = std::mem::take(&mut state.returned);
         drop(state);
         drop(replaced);
-        self.shared.wake(waiters);
+        for waker in waiters.iter().flatten() {
+            waker.wake_by_ref();
+        }
+        leftover.clear();
+        // Give the list back (its wakers for their receivers, and its allocation), unless a
+        // later send gave back a newer one meanwhile.
+        let mut state = lock(&self.shared.state);
+        let stale = if state.returned_round < round || state.returned.is_empty() {
+            state.returned_round = round;
+            std::mem::replace(&mut state.returned, waiters)
+        } else {
+            waiters
+        };
+        if state.spare.capacity() < leftover.capacity() {
+            state.spare = leftover;
+        }
+        drop(state);
+        drop(stale);
         receivers
     }
 
@@ -145,28 +177,16 @@ impl<T: Clone> Ring<T> {
 }
 
 impl<T> Shared<T> {
-    /// Takes the list of waiters (to be woken once the lock is released) and starts a round.
-    fn take_waiters(&self, state: &mut State<T>) -> Vec<Option<Waker>> {
+    /// Takes the list of waiters (to be woken once the lock is released) and starts a round;
+    /// returns the round they registered in, and the list.
+    fn take_waiters(&self, state: &mut State<T>) -> (u64, Vec<Option<Waker>>) {
         let spare = std::mem::take(&mut state.spare);
         let waiters = std::mem::replace(&mut state.waiters, spare);
         state.free.clear();
+        let round = state.round;
         state.round = state.round.wrapping_add(1);
         self.round.store(state.round, Ordering::Release);
-        waiters
-    }
-
-    fn wake(&self, mut waiters: Vec<Option<Waker>>) {
-        if waiters.is_empty() {
-            return;
-        }
-        for waker in waiters.drain(..).flatten() {
-            waker.wake();
-        }
-        // Give the list's allocation back for the next send.
-        let mut state = lock(&self.state);
-        if state.spare.capacity() < waiters.capacity() {
-            state.spare = waiters;
-        }
+        (round, waiters)
     }
 }
 
@@ -174,9 +194,14 @@ impl<T> Drop for Ring<T> {
     fn drop(&mut self) {
         let mut state = lock(&self.shared.state);
         state.closed = true;
-        let waiters = self.shared.take_waiters(&mut state);
+        let (_, waiters) = self.shared.take_waiters(&mut state);
+        // Nobody registers again after the close.
+        let returned = std::mem::take(&mut state.returned);
         drop(state);
-        self.shared.wake(waiters);
+        drop(returned);
+        for waker in waiters.into_iter().flatten() {
+            waker.wake();
+        }
     }
 }
 
@@ -316,9 +341,10 @@ impl<T: Clone> Receiver<T> {
 }
 
 /// Puts the task's waker in the list, once per round: a receiver already there is only
-/// updated. `stored`: the receiver's copy, for its lock-free check. Returns the wakers it
-/// replaced, for the caller to drop once the lock is released (a waker's drop is its owner's
-/// code, which must not run under the ring's lock).
+/// updated; one that was in the list a send gave back takes its waker from there, where it
+/// would clone it. `stored`: the receiver's copy, for its lock-free check. Returns the wakers
+/// it replaced, for the caller to drop once the lock is released (a waker's drop is its
+/// owner's code, which must not run under the ring's lock).
 #[must_use]
 fn register<T>(
     registered: &mut Option<Registration>,
@@ -339,13 +365,27 @@ fn register<T>(
             return replaced;
         }
     }
+    // Its waker from the list the last send gave back, if it is there and the same.
+    let returned = match *registered {
+        Some(at) if at.round == state.returned_round => {
+            state.returned.get_mut(at.index()).and_then(Option::take)
+        }
+        _ => None,
+    };
+    let owned = match returned {
+        Some(returned) if returned.will_wake(waker) => returned,
+        other => {
+            replaced[1] = other;
+            waker.clone()
+        }
+    };
     let index = match state.free.pop() {
         Some(index) => {
-            state.waiters[index] = Some(waker.clone());
+            state.waiters[index] = Some(owned);
             index
         }
         None => {
-            state.waiters.push(Some(waker.clone()));
+            state.waiters.push(Some(owned));
             state.waiters.len() - 1
         }
     };
@@ -357,11 +397,13 @@ impl<T> Drop for Receiver<T> {
     fn drop(&mut self) {
         let mut state = lock(&self.shared.state);
         state.receivers -= 1;
-        let mut entry = None;
+        let (mut entry, mut returned) = (None, None);
         if let Some(at) = self.registered {
             if at.round == state.round {
                 entry = state.waiters[at.index()].take();
                 state.free.push(at.index());
+            } else if at.round == state.returned_round {
+                returned = state.returned.get_mut(at.index()).and_then(Option::take);
             }
         }
         // It counts in every unread event still held: release them (dropped after the lock).
@@ -377,6 +419,7 @@ impl<T> Drop for Receiver<T> {
         }
         drop(state);
         drop(entry);
+        drop(returned);
         drop(released);
     }
 }
@@ -588,6 +631,45 @@ mod tests {
                 .is_ok(),
             "deadlocked: an event was dropped under the ring's lock"
         );
+    }
+
+    /// A send wakes the list by reference and gives it back; the receiver that registers
+    /// again takes its own waker from there (no clone per event, and none left over): the
+    /// waker's count stays at four (the test's two, the receiver's copy, the list's), and a
+    /// receiver that leaves takes its returned waker with it.
+    #[test]
+    fn a_receiver_registering_again_takes_its_waker_back_from_the_send() {
+        let ring = Ring::new(4);
+        let (count, waker) = waker();
+        let mut receiver = ring.receiver();
+        assert!(poll(&mut receiver, &waker).is_pending());
+        assert_eq!(Arc::strong_count(&count), 4);
+        for n in 0..10u32 {
+            ring.send(n);
+            assert_eq!(count.0.load(Ordering::SeqCst), n as usize + 1, "woken");
+            assert_eq!(Arc::strong_count(&count), 4, "kept for the receiver");
+            assert!(matches!(poll(&mut receiver, &waker), Poll::Ready(Ok(v)) if v == n));
+            assert!(poll(&mut receiver, &waker).is_pending());
+            assert_eq!(Arc::strong_count(&count), 4, "taken back, not cloned");
+            assert!(
+                lock(&ring.shared.state)
+                    .returned
+                    .iter()
+                    .all(Option::is_none)
+            );
+        }
+        // Polled by another task after a send: the returned waker is dropped, the new one
+        // registered.
+        ring.send(10);
+        let (other_count, other) = self::waker();
+        assert!(poll(&mut receiver, &other).is_ready());
+        assert!(poll(&mut receiver, &other).is_pending());
+        assert_eq!(Arc::strong_count(&count), 2, "the old task's waker is gone");
+        assert_eq!(Arc::strong_count(&other_count), 4);
+        // Leaves after a send: its returned waker goes with it.
+        ring.send(11);
+        drop(receiver);
+        assert_eq!(Arc::strong_count(&other_count), 2, "nothing left behind");
     }
 
     #[test]
