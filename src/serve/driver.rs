@@ -11,7 +11,7 @@
 //! What it keeps of a task per connection:
 //! - **Fairness**: tokio's co-operative budget is per task, and shared by a driver's
 //!   connections it would cut each one's batches short under load (a first version lost a
-//!   fifth of S3's throughput that way). So each connection is polled unconstrained by it,
+//!   fifth of S3's throughput that way). So the driver's task runs unconstrained by it,
 //!   and the driver keeps its own: at most [`TURN`] connection polls, then it wakes itself
 //!   and yields, so other tasks run, and goes on with the rest of its batch (oldest first)
 //!   before it takes the ready list again; a connection, for its
@@ -40,7 +40,7 @@ use std::{
     task::{Context, Poll, Wake, Waker},
 };
 
-use tokio::{sync::mpsc, task::Unconstrained};
+use tokio::sync::mpsc;
 
 /// A connection's future.
 pub(super) type Connection = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -88,7 +88,10 @@ impl Drivers {
 
 fn start() -> mpsc::UnboundedSender<Make> {
     let (sender, incoming) = mpsc::unbounded_channel();
-    tokio::spawn(Driver::new(incoming));
+    // Unconstrained by tokio's co-operative budget as a whole (see the module's docs): it
+    // yields by its own count. (Each connection's poll in a wrapper of its own set and reset
+    // the budget's thread-local per event.)
+    tokio::spawn(tokio::task::unconstrained(Driver::new(incoming)));
     sender
 }
 
@@ -320,7 +323,7 @@ impl Wake for ConnectionWaker {
 
 /// A connection: its future, its waker, and that waker's `Arc`, lent to each turn.
 struct Slot {
-    future: Unconstrained<Connection>,
+    future: Connection,
     /// Lent to each turn (`LENT`; `None` during one).
     state: Option<Arc<ConnectionWaker>>,
     waker: Waker,
@@ -386,7 +389,7 @@ impl Driver {
         });
         let future = make(ReadSide::new(&state));
         let slot = Slot {
-            future: tokio::task::unconstrained(future),
+            future,
             waker: Waker::from(Arc::clone(&state)),
             state: Some(state),
         };
