@@ -63,6 +63,13 @@ struct State<T> {
     /// again (the rest are dropped by the next send, after its lock).
     returned: Vec<Option<Waker>>,
     returned_round: u64,
+    /// Places in the list a send is waking (taken, not given back yet) whose receivers moved
+    /// on (registered again with a clone) or left meanwhile: that send drops their wakers
+    /// when it gives the list back, instead of keeping them until the next send (a topic that
+    /// goes quiet would hold them as long as it lives; found by a review).
+    orphans: Vec<(u64, usize)>,
+    /// The round whose list a send is waking (taken, not given back yet).
+    out: Option<u64>,
     /// An empty list, kept for its capacity.
     spare: Vec<Option<Waker>>,
 }
@@ -95,6 +102,8 @@ impl<T: Clone> Ring<T> {
                     round: 0,
                     returned: Vec::new(),
                     returned_round: 0,
+                    orphans: Vec::new(),
+                    out: None,
                     spare: Vec::new(),
                 }),
                 round: AtomicU64::new(0),
@@ -118,6 +127,7 @@ impl<T: Clone> Ring<T> {
         let replaced = slot.item.replace(item);
         state.tail = state.tail.wrapping_add(1);
         let (round, waiters) = self.shared.take_waiters(&mut state);
+        state.out = Some(round);
         // The wakers of two rounds ago that nobody took back: dropped after the lock.
         let mut leftover = std::mem::take(&mut state.returned);
         drop(state);
@@ -127,9 +137,22 @@ impl<T: Clone> Ring<T> {
         }
         leftover.clear();
         // Give the list back (its wakers for their receivers, and its allocation), unless a
-        // later send gave back a newer one meanwhile.
+        // later send gave back a newer one meanwhile, or nobody is left to take them; without
+        // the wakers of receivers that moved on or left while it was out.
         let mut state = lock(&self.shared.state);
-        let stale = if state.returned_round < round || state.returned.is_empty() {
+        if state.out == Some(round) {
+            state.out = None;
+        }
+        let mut waiters = waiters;
+        let mut orphaned = Vec::new();
+        for (at, index) in std::mem::take(&mut state.orphans) {
+            if at == round {
+                orphaned.extend(waiters.get_mut(index).and_then(Option::take));
+            }
+        }
+        let stale = if state.receivers == 0 {
+            waiters
+        } else if state.returned_round < round || state.returned.is_empty() {
             state.returned_round = round;
             std::mem::replace(&mut state.returned, waiters)
         } else {
@@ -140,6 +163,7 @@ impl<T: Clone> Ring<T> {
         }
         drop(state);
         drop(stale);
+        drop(orphaned);
         receivers
     }
 
@@ -367,6 +391,11 @@ fn register<T>(
     }
     // Its waker from the list the last send gave back, if it is there and the same.
     let returned = match *registered {
+        // Its list is out, being woken: the send drops its old waker when it gives it back.
+        Some(at) if state.out == Some(at.round) => {
+            state.orphans.push((at.round, at.index()));
+            None
+        }
         Some(at) if at.round == state.returned_round => {
             state.returned.get_mut(at.index()).and_then(Option::take)
         }
@@ -402,10 +431,20 @@ impl<T> Drop for Receiver<T> {
             if at.round == state.round {
                 entry = state.waiters[at.index()].take();
                 state.free.push(at.index());
+            } else if state.out == Some(at.round) {
+                // Its list is out, being woken: the send drops its waker when it gives it
+                // back.
+                state.orphans.push((at.round, at.index()));
             } else if at.round == state.returned_round {
                 returned = state.returned.get_mut(at.index()).and_then(Option::take);
             }
         }
+        // The last receiver: nobody will take a returned waker back.
+        let all_returned = if state.receivers == 0 {
+            std::mem::take(&mut state.returned)
+        } else {
+            Vec::new()
+        };
         // It counts in every unread event still held: release them (dropped after the lock).
         let mut released = Vec::new();
         let capacity = self.shared.mask + 1;
@@ -420,6 +459,7 @@ impl<T> Drop for Receiver<T> {
         drop(state);
         drop(entry);
         drop(returned);
+        drop(all_returned);
         drop(released);
     }
 }
@@ -445,6 +485,10 @@ mod tests {
     fn waker() -> (Arc<Count>, Waker) {
         let count = Arc::new(Count::default());
         (Arc::clone(&count), Waker::from(count))
+    }
+
+    fn waker_pair() -> (Arc<Count>, Waker) {
+        waker()
     }
 
     fn poll(receiver: &mut Receiver<u32>, waker: &Waker) -> Poll<Result<u32, RecvError>> {
@@ -670,6 +714,64 @@ mod tests {
         ring.send(11);
         drop(receiver);
         assert_eq!(Arc::strong_count(&other_count), 2, "nothing left behind");
+    }
+
+    /// A receiver that registers again, or leaves, while the send that woke it still holds
+    /// its list (here: from inside its own waker, which the send calls after unlocking) does
+    /// not leave its old waker in the list the send gives back: with a topic that then goes
+    /// quiet it would be held as long as the ring lives (found by a review).
+    #[test]
+    fn wakers_of_receivers_that_moved_on_while_their_list_was_out_are_not_kept() {
+        use std::sync::OnceLock;
+
+        /// A waker that polls (or drops) its receiver when woken.
+        struct Hook {
+            receiver: Mutex<Option<Receiver<u32>>>,
+            leave: bool,
+            me: OnceLock<Waker>,
+        }
+        impl Wake for Hook {
+            fn wake(self: Arc<Self>) {
+                self.wake_by_ref();
+            }
+            fn wake_by_ref(self: &Arc<Self>) {
+                let mut receiver = lock(&self.receiver);
+                if self.leave {
+                    drop(receiver.take());
+                } else if let Some(receiver) = receiver.as_mut() {
+                    let waker = self.me.get().unwrap();
+                    while poll(receiver, waker).is_ready() {}
+                }
+            }
+        }
+
+        for leave in [false, true] {
+            let ring = Ring::new(4);
+            let hook = Arc::new(Hook {
+                receiver: Mutex::new(None),
+                leave,
+                me: OnceLock::new(),
+            });
+            let waker = Waker::from(Arc::clone(&hook));
+            hook.me.set(waker.clone()).ok();
+            // Another receiver stays, so the ring is not left without any.
+            let (_, other_waker) = waker_pair();
+            let mut other = ring.receiver();
+            assert!(poll(&mut other, &other_waker).is_pending());
+            let mut receiver = ring.receiver();
+            assert!(poll(&mut receiver, &waker).is_pending());
+            *lock(&hook.receiver) = Some(receiver);
+            // The hook reads and registers again (or leaves) before the list comes back.
+            ring.send(1);
+            // Then it leaves (if it had not), and the topic goes quiet.
+            drop(lock(&hook.receiver).take());
+            // Ours, the test's copy and the hook's own (`me`): nothing in the ring.
+            assert_eq!(
+                Arc::strong_count(&hook),
+                3,
+                "leave: {leave}: a waker of a receiver that is gone is still held"
+            );
+        }
     }
 
     #[test]
