@@ -6,9 +6,10 @@
 //! same poll, and registered the task's waker; asking it again costs about 150 instructions
 //! per delivered event for a known answer (`BENCHMARKS.md`, session 11).
 //!
-//! Why it is sound: `serve`'s driver clears a connection's "queued" flag before each poll of
-//! it ([`Turn::with_timer`] is called right after), and any wake-up of the connection's waker from
-//! then on queues it again, so it is polled again, in a new turn, where the stream is asked.
+//! Why it is sound: `serve`'s driver takes a connection's "queued" bit before each poll of
+//! it (with the rest of its chunk's, possibly a cut turn earlier; [`Turn::with_timer`] comes
+//! later, at the poll), and any wake-up of the connection's waker from then on queues it
+//! again, so it is polled again, in a new turn, where the stream is asked.
 //! Within a turn, a stream's `Pending` to that waker stays true or a later turn follows. So a
 //! turn counts only for that waker ([`current`] compares it): a body polled with a waker of
 //! its own (a `FuturesUnordered` of bodies in a handler, a `block_on` inside a poll) is
