@@ -78,7 +78,7 @@ pub(crate) fn current(waker: &Waker) -> u64 {
 pub(crate) type TimerSource = fn() -> Option<(Waker, u64)>;
 
 thread_local! {
-    /// The connection's timer stamp, read after its `queued` flag was cleared; `0` outside
+    /// The connection's timer stamp, read after its `queued` bit was taken; `0` outside
     /// a turn.
     static STAMP: Cell<u64> = const { Cell::new(0) };
     /// Where [`timer`] gets its waker within the turn.
@@ -118,7 +118,7 @@ impl Turn {
     }
 
     /// Starts a new turn (one poll of the connection whose waker is `waker`), whose timer
-    /// stamp is `stamp` (read after the connection's `queued` flag was cleared) and whose
+    /// stamp is `stamp` (read after the connection's `queued` bit was taken) and whose
     /// timer wakers come from `timer`.
     #[inline]
     pub(crate) fn with_timer(waker: &Waker, stamp: u64, timer: Option<TimerSource>) -> Self {

@@ -126,7 +126,7 @@ impl<T: Clone> Ring<T> {
         // last reference, without holding up the receivers).
         let replaced = slot.item.replace(item);
         state.tail = state.tail.wrapping_add(1);
-        let (round, waiters) = self.shared.take_waiters(&mut state);
+        let (round, mut waiters) = self.shared.take_waiters(&mut state);
         state.out = Some(round);
         // The wakers of two rounds ago that nobody took back: dropped after the lock.
         let mut leftover = std::mem::take(&mut state.returned);
@@ -137,22 +137,19 @@ impl<T: Clone> Ring<T> {
         }
         leftover.clear();
         // Give the list back (its wakers for their receivers, and its allocation), unless a
-        // later send gave back a newer one meanwhile, or nobody is left to take them; without
-        // the wakers of receivers that moved on or left while it was out.
+        // later send gave back a newer one meanwhile; without the wakers of receivers that
+        // moved on or left while it was out.
         let mut state = lock(&self.shared.state);
         if state.out == Some(round) {
             state.out = None;
         }
-        let mut waiters = waiters;
         let mut orphaned = Vec::new();
         for (at, index) in std::mem::take(&mut state.orphans) {
             if at == round {
                 orphaned.extend(waiters.get_mut(index).and_then(Option::take));
             }
         }
-        let stale = if state.receivers == 0 {
-            waiters
-        } else if state.returned_round < round || state.returned.is_empty() {
+        let stale = if state.returned_round < round || state.returned.is_empty() {
             state.returned_round = round;
             std::mem::replace(&mut state.returned, waiters)
         } else {
@@ -211,6 +208,22 @@ impl<T> Shared<T> {
         state.round = state.round.wrapping_add(1);
         self.round.store(state.round, Ordering::Release);
         (round, waiters)
+    }
+}
+
+impl<T> State<T> {
+    /// What becomes of the waker a receiver left in the list of round `at.round`, now that it
+    /// registers again in a later round or leaves: taken back from the list a send gave back,
+    /// or, while that send still holds the list, marked for it to drop (`orphans`).
+    fn take_back(&mut self, at: Registration) -> Option<Waker> {
+        if self.out == Some(at.round) {
+            self.orphans.push((at.round, at.index()));
+            None
+        } else if at.round == self.returned_round {
+            self.returned.get_mut(at.index()).and_then(Option::take)
+        } else {
+            None
+        }
     }
 }
 
@@ -390,17 +403,7 @@ fn register<T>(
         }
     }
     // Its waker from the list the last send gave back, if it is there and the same.
-    let returned = match *registered {
-        // Its list is out, being woken: the send drops its old waker when it gives it back.
-        Some(at) if state.out == Some(at.round) => {
-            state.orphans.push((at.round, at.index()));
-            None
-        }
-        Some(at) if at.round == state.returned_round => {
-            state.returned.get_mut(at.index()).and_then(Option::take)
-        }
-        _ => None,
-    };
+    let returned = registered.and_then(|at| state.take_back(at));
     let owned = match returned {
         Some(returned) if returned.will_wake(waker) => returned,
         other => {
@@ -431,20 +434,10 @@ impl<T> Drop for Receiver<T> {
             if at.round == state.round {
                 entry = state.waiters[at.index()].take();
                 state.free.push(at.index());
-            } else if state.out == Some(at.round) {
-                // Its list is out, being woken: the send drops its waker when it gives it
-                // back.
-                state.orphans.push((at.round, at.index()));
-            } else if at.round == state.returned_round {
-                returned = state.returned.get_mut(at.index()).and_then(Option::take);
+            } else {
+                returned = state.take_back(at);
             }
         }
-        // The last receiver: nobody will take a returned waker back.
-        let all_returned = if state.receivers == 0 {
-            std::mem::take(&mut state.returned)
-        } else {
-            Vec::new()
-        };
         // It counts in every unread event still held: release them (dropped after the lock).
         let mut released = Vec::new();
         let capacity = self.shared.mask + 1;
@@ -459,7 +452,6 @@ impl<T> Drop for Receiver<T> {
         drop(state);
         drop(entry);
         drop(returned);
-        drop(all_returned);
         drop(released);
     }
 }

@@ -103,6 +103,12 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 /// How many connections share a [`Chunk`]: one bit each in a word.
 const CHUNK: usize = 64;
 
+/// Where slot `index`'s bits and stamp are: its chunk's number, and its bit there.
+fn place(index: usize) -> (usize, u32) {
+    // The remainder is below 64.
+    (index / CHUNK, (index % CHUNK) as u32)
+}
+
 /// What the connections' wakers share with their driver.
 struct Ready {
     /// The chunks that got a `queued` bit since the driver last took the list (a chunk is
@@ -375,14 +381,12 @@ impl Driver {
     /// Takes a new connection, queued for its first poll.
     fn insert(&mut self, make: Make) -> usize {
         let index = self.free.pop().unwrap_or(self.connections.len());
-        let number = index / CHUNK;
+        let (number, bit) = place(index);
         while self.chunks.len() <= number {
             let chunk = Chunk::new(self.chunks.len(), &self.ready);
             self.chunks.push(Arc::new(chunk));
         }
         let chunk = &self.chunks[number];
-        // `index % CHUNK` is below 64.
-        let bit = (index % CHUNK) as u32;
         chunk.stamps[bit as usize].store(stamp(), Ordering::Release);
         let state = Arc::new(ConnectionWaker {
             chunk: Arc::clone(chunk),
@@ -427,7 +431,8 @@ impl Driver {
         };
         // Read after the bit was taken: a fire's stamp, stored before its bit was set, or a
         // newer one.
-        let stamp = self.chunks[index / CHUNK].stamp((index % CHUNK) as u32);
+        let (number, bit) = place(index);
+        let stamp = self.chunks[number].stamp(bit);
         let mut cx = Context::from_waker(&slot.waker);
         let (polled, state) = turn(state, stamp, &slot.waker, || {
             catch_unwind(AssertUnwindSafe(|| {
@@ -559,8 +564,9 @@ mod tests {
         /// Takes connection `index`'s queued bit with the driver's swap (`Chunk::take`; the
         /// other bits it took are set again) and polls it.
         fn poll_now(&mut self, index: usize) {
-            let chunk = &self.chunks[index / CHUNK];
-            let others = chunk.take() & !(1 << (index % CHUNK));
+            let (number, bit) = place(index);
+            let chunk = &self.chunks[number];
+            let others = chunk.take() & !(1 << bit);
             if others != 0 {
                 chunk.queued.fetch_or(others, Ordering::AcqRel);
             }
@@ -570,8 +576,8 @@ mod tests {
         /// Whether connection `index` is queued: its bit is set, so its chunk is listed (or
         /// in the batch) and it will be polled.
         fn is_queued(&self, index: usize) -> bool {
-            let mask = 1 << (index % CHUNK);
-            self.chunks[index / CHUNK].queued.load(Ordering::SeqCst) & mask != 0
+            let (number, bit) = place(index);
+            self.chunks[number].queued.load(Ordering::SeqCst) & (1 << bit) != 0
         }
 
         /// Takes the ready list and the listed chunks' queued bits, as a batch does: the
